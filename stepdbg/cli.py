@@ -1,0 +1,175 @@
+"""The command line: parses options and calls the library. Nothing else lives here."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from click.exceptions import ClickException  # one-line usage errors need click's exception type
+
+from . import __version__
+from .diagnostics import RULES, Thresholds
+from .trace import TraceError
+
+app = typer.Typer(
+    name="stepdbg",
+    help="A debugger and profiler for PyTorch training steps: zero_grad, backward and step, made visible.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+EXIT_USAGE = 2
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    """Print one ``stepdbg: error:`` line on stderr and return the Exit to raise."""
+    print(f"stepdbg: error: {message}", file=sys.stderr)
+    return typer.Exit(code)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        print(f"stepdbg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """stepdbg: trace every zero_grad, backward and step of a training script."""
+
+
+def _parse_disabled(value: str | None) -> frozenset[str]:
+    if not value:
+        return frozenset()
+    names = {name.strip() for name in value.split(",") if name.strip()}
+    unknown = sorted(names - set(RULES))
+    if unknown:
+        raise fail(f"unknown rule {', '.join(unknown)} for --disable (valid: {', '.join(RULES)})")
+    return frozenset(names)
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+def run(
+    ctx: typer.Context,
+    script: Annotated[str, typer.Argument(help="The training script (or, with -m, the module) to run.", show_default=False)],
+    module: Annotated[bool, typer.Option("-m", "--module", help="Run SCRIPT as a module, like python -m.")] = False,
+    trace: Annotated[
+        Optional[Path],
+        typer.Option("-o", "--trace", help="Trace file to write. Default: SCRIPT.stepdbg.jsonl in the current directory."),
+    ] = None,
+    every: Annotated[
+        int,
+        typer.Option(help="Record per-parameter norms and update sizes every N steps (0: never). Global figures are recorded every step.", min=0),
+    ] = 50,
+    live: Annotated[bool, typer.Option("--live/--no-live", help="Show the live table while the script runs.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing from stepdbg except errors.")] = False,
+    disable: Annotated[
+        Optional[str], typer.Option(help="Comma-separated diagnostic rules to turn off.", show_default=False)
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 3 when the script succeeded but a warning or error was found.")
+    ] = False,
+    explode_ratio: Annotated[
+        float, typer.Option(help="exploding-grad: the global norm is this many times its recent average.", min=1.0)
+    ] = Thresholds.explode_ratio,
+    vanish_ratio: Annotated[
+        float, typer.Option(help="vanishing-grad: a parameter's norm below this fraction of the largest.", min=0.0)
+    ] = Thresholds.vanish_ratio,
+    patience: Annotated[
+        int, typer.Option(help="Steps a condition must last before unused-param, zero-update or vanishing-grad fire.", min=1)
+    ] = Thresholds.patience,
+) -> None:
+    """Run a training script under stepdbg: ``stepdbg run train.py --lr 3e-4``.
+
+    Everything after SCRIPT goes to the script, unchanged.
+    """
+    from .runner import RunOptions, ScriptNotFound, run_script
+
+    options = RunOptions(
+        target=script,
+        args=list(ctx.args),
+        module=module,
+        trace=trace,
+        every=every,
+        live=live and not quiet,
+        quiet=quiet,
+        disabled=_parse_disabled(disable),
+        strict=strict,
+        thresholds=Thresholds(explode_ratio=explode_ratio, vanish_ratio=vanish_ratio, patience=patience),
+        command=["stepdbg", *sys.argv[1:]],
+    )
+    try:
+        code = run_script(options)
+    except ScriptNotFound as e:
+        raise fail(str(e)) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def show(
+    trace: Annotated[Path, typer.Argument(help="A trace written by stepdbg run.", show_default=False)],
+    steps: Annotated[Optional[str], typer.Option(help="Only steps A:B (Python slice of step numbers, e.g. 100:200).")] = None,
+    optimizer: Annotated[Optional[int], typer.Option(help="Only this optimizer (its index).")] = None,
+    param: Annotated[
+        Optional[str], typer.Option(help="Per-parameter norms over the steps for names matching this glob pattern.")
+    ] = None,
+    anomalies: Annotated[bool, typer.Option("--anomalies", help="Only the anomalies.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print one CSV row per step.")] = False,
+) -> None:
+    """Summarize a trace: run, optimizers, phase profile, loss and norm sparklines, anomalies."""
+    from .show import ShowOptions, show_trace
+
+    if as_json and as_csv:
+        raise fail("--json and --csv cannot be used together")
+    try:
+        show_trace(
+            trace,
+            ShowOptions(steps=steps, optimizer=optimizer, param=param, anomalies_only=anomalies, json=as_json, csv=as_csv),
+        )
+    except (TraceError, ValueError) as e:
+        raise fail(str(e)) from None
+
+
+@app.command()
+def diff(
+    a: Annotated[Path, typer.Argument(help="The reference trace.", show_default=False)],
+    b: Annotated[Path, typer.Argument(help="The trace to compare with it.", show_default=False)],
+    rtol: Annotated[float, typer.Option(help="Relative tolerance for numbers.")] = 1e-5,
+    atol: Annotated[float, typer.Option(help="Absolute tolerance for numbers.")] = 1e-8,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as one JSON object.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing; only the exit code tells.")] = False,
+) -> None:
+    """Compare two runs step by step and say where they part.
+
+    Exit codes as diff(1): 0 the runs agree, 1 they differ, 2 trouble.
+    """
+    from .diff import DiffOptions, diff_traces
+
+    try:
+        code = diff_traces(a, b, DiffOptions(rtol=rtol, atol=atol, json=as_json, quiet=quiet))
+    except (TraceError, ValueError) as e:
+        raise fail(str(e)) from None
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    """Console entry point: usage errors are one line and exit 2, never a traceback."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=sys.argv[1:], prog_name="stepdbg", standalone_mode=False)
+    except ClickException as e:
+        print(f"stepdbg: error: {e.format_message()}", file=sys.stderr)
+        code = e.exit_code
+    except typer.Abort:
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)

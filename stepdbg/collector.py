@@ -1,0 +1,742 @@
+"""From instrumentation events to per-step records.
+
+`instrument` calls the ``on_*`` methods; this module keeps the state of the
+loop (which gradients a step consumed, which backward filled them, what was
+cleared since) and turns each optimizer step into a `StepRecord`.
+
+Gradient state, not call patterns, decides the ordering rules: at a step the
+consumed gradient tensors are remembered weakly with their ``_version``; any
+clearing (``set_to_none``, ``p.grad = None``, ``zero_()``) changes one of the
+two, and a backward that bumps the version of a still-consumed gradient has
+accumulated into stale gradients. That snapshot is only taken for optimizers
+that were not cleared by an explicit ``zero_grad`` call in their last
+iteration, so a correct loop pays nothing for it.
+
+On CUDA, values are copied to the host asynchronously and read once an event
+says they are ready (usually at the next step); nothing here syncs the device.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from . import norms
+from .diagnostics import Diagnostics
+from .names import ModuleTree
+from .schema import (
+    CALL_BACKWARD,
+    CALL_GRAD,
+    CALL_REPEAT,
+    CALL_SCHEDULER,
+    CALL_STEP,
+    CALL_ZERO_GRAD,
+    PHASES,
+    OptimizerInfo,
+    ParamGroupInfo,
+    StepRecord,
+)
+
+SNAPSHOT_MAX_NUMEL = 1 << 28
+"""Above this many parameter elements, update sizes are not measured (the copy would cost memory)."""
+
+
+def compress_calls(calls: Sequence[str]) -> list[str]:
+    """``[a, b, b, b]`` -> ``["a", "b×3"]``."""
+    result: list[str] = []
+    previous, count = None, 0
+    for call in [*calls, None]:
+        if call == previous:
+            count += 1
+            continue
+        if previous is not None:
+            result.append(previous if count == 1 else f"{previous}{CALL_REPEAT}{count}")
+        previous, count = call, 1
+    return result
+
+
+def params_of(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+def _first_param(optimizer: Any) -> torch.Tensor | None:
+    try:
+        return optimizer.param_groups[0]["params"][0]
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return None
+
+
+@dataclass(eq=False)
+class OptimizerTrack:
+    """What stepdbg knows about one optimizer (the inner one, whatever wraps it)."""
+
+    index: int
+    steps: int = 0
+    last_step_backward: int = -1
+    """Global backward count at this optimizer's previous step; -1 before its first."""
+    mark: int = 0
+    """Global backward count when its gradients last started accumulating (clear or step)."""
+    cleared_since_step: bool = False
+    clear_after_backward: bool = False
+    ever_had_grads: bool = False
+    step_before_backward: bool = False
+    snapshot: list[tuple[weakref.ref, weakref.ref, int, int]] | None = None
+    dirty_param: int | None = None
+    depth: int = 0
+    param_count: int = 0
+    info: OptimizerInfo | None = None
+    # the step in progress
+    step_start: float = 0.0
+    backward_time_at_start: float = 0.0
+    zero_grad_time_at_start: float = 0.0
+    closure: bool = False
+    pending: _StepInProgress | None = None
+
+
+@dataclass
+class _StepInProgress:
+    """A step record being built, with the device values it waits for."""
+
+    record: StepRecord
+    track: OptimizerTrack
+    detail: bool
+    params: list[torch.Tensor] = field(default_factory=list)
+    present: list[int] = field(default_factory=list)
+    missing: list[int] = field(default_factory=list)
+    grad_pieces: list[torch.Tensor] = field(default_factory=list)
+    piece_counts: list[int] = field(default_factory=list)
+    before: list[torch.Tensor] | None = None
+    update_pieces: list[torch.Tensor] = field(default_factory=list)
+    losses: list[Any] = field(default_factory=list)
+    loss_scale: Any = None
+    grad_scale: Any = None
+    ordering: list[tuple[str, str, str | None]] = field(default_factory=list)
+
+    def device_values(self) -> list[torch.Tensor]:
+        """Every tensor to read back, in the order `split` expects."""
+        scales = [s.reshape(()) for s in (self.loss_scale, self.grad_scale) if isinstance(s, torch.Tensor)]
+        losses = [v for v in self.losses if isinstance(v, torch.Tensor)]
+        return [*self.grad_pieces, *self.update_pieces, *losses, *scales]
+
+    def split(self, values: list[float]) -> tuple[list[float], list[float], list[float], list[float]]:
+        """Grad pieces, update pieces, loss values and scales, from `device_values` read back."""
+        a = len(self.grad_pieces)
+        b = a + len(self.update_pieces)
+        c = b + sum(1 for v in self.losses if isinstance(v, torch.Tensor))
+        return values[:a], values[a:b], values[b:c], values[c:]
+
+
+class _Resolved:
+    """Values of a step waiting on the device: a pinned host copy and an event."""
+
+    def __init__(self, values: torch.Tensor | None) -> None:
+        self.values = values
+        self.host: torch.Tensor | None = None
+        self.event: Any = None
+        if values is not None and values.is_cuda:
+            self.host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+            self.host.copy_(values, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+
+    def ready(self) -> bool:
+        return self.event is None or bool(self.event.query())
+
+    def floats(self) -> list[float]:
+        if self.values is None:
+            return []
+        if self.host is not None:
+            self.event.synchronize()  # only reached once ready(), or when the run ends
+            return self.host.tolist()
+        return self.values.tolist()
+
+
+class Collector:
+    """Receives instrumentation events and emits step records and ordering anomalies."""
+
+    def __init__(
+        self,
+        every: int,
+        diagnostics: Diagnostics,
+        emit_step: Callable[[StepRecord], None],
+        emit_optimizer: Callable[[OptimizerInfo], None],
+        tree: ModuleTree,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.every = every
+        self.diagnostics = diagnostics
+        self._emit_step = emit_step
+        self._emit_optimizer = emit_optimizer
+        self.tree = tree
+        self.clock = clock
+        self.start = clock()
+        self.records = 0
+        self.optimizers_created = 0
+        self._tracks: list[OptimizerTrack] = []
+        self._tracks_by_param: dict[int, OptimizerTrack] = {}
+        self._announced = 0
+        self._watched: list[OptimizerTrack] = []
+        self._stale: list[tuple[OptimizerTrack, tuple[weakref.ref, weakref.ref, int, int]]] = []
+        self._waiting: deque[tuple[_StepInProgress, _Resolved]] = deque()
+        # the iteration in progress (since the previous step record)
+        self.calls: list[str] = []
+        self.backward_count = 0
+        self._backward_depth = 0
+        self._backward_start = 0.0
+        self._backward_loss: Any = None
+        self._zero_grad_depth = 0
+        self._zero_grad_start = 0.0
+        self._schedulers: list[tuple[weakref.ref, int]] = []
+        self._losses: list[tuple[int, Any]] = []
+        self.phase_time = dict.fromkeys(PHASES, 0.0)
+        self._overhead = 0.0
+        self._last_end: float | None = None
+        """End of the previous step record; None until the loop's first instrumented call."""
+        self.no_optimizer_steps = 0
+        self.active_scaler: Any = None
+        self._manual = OptimizerTrack(index=-1)
+        """Stands for the missing optimizer in a loop without one."""
+
+    def _loop_started(self) -> float:
+        """Now; the first call also starts the first iteration's clock (set-up is not a step)."""
+        if self._schedulers:
+            self._poll_schedulers()
+        now = self.clock()
+        if self._last_end is None:
+            self._last_end = now
+        return now
+
+    # ---- optimizers -------------------------------------------------------------------
+
+    def on_optimizer_created(self, optimizer: torch.optim.Optimizer) -> None:
+        params = params_of(optimizer)
+        track = OptimizerTrack(index=self.optimizers_created, param_count=len(params))
+        self.optimizers_created += 1
+        self._tracks.append(track)
+        for param in params:
+            self._tracks_by_param[id(param)] = track
+
+    def track_for(self, optimizer: Any) -> OptimizerTrack | None:
+        """The track of an optimizer or of a wrapper around one, found by its first parameter."""
+        first = _first_param(optimizer)
+        if first is None:
+            return None
+        track = self._tracks_by_param.get(id(first))
+        if track is None and hasattr(optimizer, "param_groups"):
+            self.on_optimizer_created(optimizer)  # built before stepdbg started
+            track = self._tracks_by_param.get(id(first))
+        return track
+
+    # ---- zero_grad ----------------------------------------------------------------------
+
+    def on_zero_grad_start(self) -> bool:
+        """Returns whether this is the outermost clearing call (nested ones are not counted)."""
+        self._zero_grad_depth += 1
+        if self._zero_grad_depth > 1:
+            return False
+        self._zero_grad_start = self._loop_started()
+        self.calls.append(CALL_ZERO_GRAD)
+        return True
+
+    def on_zero_grad_end(self, cleared: list[torch.Tensor] | None, optimizer: Any = None) -> None:
+        self._zero_grad_depth -= 1
+        if self._zero_grad_depth > 0:
+            return
+        end = self.clock()
+        self.phase_time["zero_grad"] += end - self._zero_grad_start
+        if optimizer is not None:
+            track = self.track_for(optimizer)
+            if track is not None:
+                self._cleared(track)
+        elif cleared is not None:
+            self._cleared_params(cleared)
+        self._overhead += self.clock() - end
+
+    def _cleared(self, track: OptimizerTrack) -> None:
+        """All of ``track``'s gradients were cleared by an explicit call."""
+        track.cleared_since_step = True
+        track.clear_after_backward = self.backward_count > max(track.last_step_backward, track.mark)
+        track.mark = self.backward_count
+        track.snapshot = None
+        track.dirty_param = None
+
+    def _cleared_params(self, params: list[torch.Tensor]) -> None:
+        """A module's gradients were cleared: all of some optimizers', part of others'."""
+        covered: dict[OptimizerTrack, set[int]] = {}
+        for param in params:
+            track = self._tracks_by_param.get(id(param))
+            if track is not None:
+                covered.setdefault(track, set()).add(id(param))
+        for track, ids in covered.items():
+            if len(ids) >= track.param_count:
+                self._cleared(track)
+            elif track.snapshot is not None:
+                track.snapshot = [e for e in track.snapshot if (p := e[0]()) is not None and id(p) not in ids]
+
+    # ---- backward -----------------------------------------------------------------------
+
+    def on_backward_start(self, outputs: Sequence[Any], accumulate: bool) -> bool:
+        """Returns whether this is an outermost backward (nested ones are part of it)."""
+        self._backward_depth += 1
+        if self._backward_depth > 1:
+            return False
+        entered = self._loop_started()
+        if accumulate:
+            self._backward_loss = _loss_value(outputs)
+            if self._watched:
+                self._check_cleared_since_step()
+        self._overhead += self.clock() - entered
+        self._backward_start = self.clock()
+        return True
+
+    def on_backward_end(self, accumulate: bool) -> None:
+        self._backward_depth -= 1
+        if self._backward_depth > 0:
+            return
+        end = self.clock()
+        self.phase_time["backward"] += end - self._backward_start
+        if not accumulate:
+            self.calls.append(CALL_GRAD)
+        else:
+            self.calls.append(CALL_BACKWARD)
+            self.backward_count += 1
+            self._losses.append((self.backward_count, self._backward_loss))
+            self._backward_loss = None
+            if self._stale:
+                self._check_accumulated_into_stale()
+            if self.optimizers_created == 0:
+                self._no_optimizer_step()
+        self._overhead += self.clock() - end
+
+    def _check_cleared_since_step(self) -> None:
+        """Before a backward: which consumed gradients are still there, uncleared?"""
+        still_watched = []
+        inferred_clear = False
+        for track in self._watched:
+            if track.snapshot is None:
+                continue
+            kept = []
+            for entry in track.snapshot:
+                param_ref, grad_ref, version, _ = entry
+                param = param_ref()
+                grad = param.grad if param is not None else None
+                if grad is not None and grad_ref() is grad and grad._version == version:
+                    kept.append(entry)
+                    self._stale.append((track, entry))
+            if len(kept) < len(track.snapshot):
+                if not track.cleared_since_step:  # cleared without a call we saw: p.grad = None, zero_()
+                    inferred_clear = True
+                    if not kept:
+                        track.mark = self.backward_count
+            track.snapshot = kept
+            if kept:
+                still_watched.append(track)
+        self._watched = still_watched
+        if inferred_clear:
+            self.calls.append(CALL_ZERO_GRAD)
+
+    def _check_accumulated_into_stale(self) -> None:
+        """After a backward: did it add to gradients a step had already consumed?"""
+        for track, (param_ref, grad_ref, version, position) in self._stale:
+            grad = grad_ref()
+            if grad is not None and grad._version != version and track.dirty_param is None:
+                track.dirty_param = position
+        self._stale = []
+
+    # ---- lr schedulers ------------------------------------------------------------------
+
+    def on_scheduler_created(self, scheduler: Any) -> None:
+        self._schedulers.append((weakref.ref(scheduler), _scheduler_count(scheduler)))
+
+    def _poll_schedulers(self) -> None:
+        """Notice the scheduler steps made since the previous instrumented call."""
+        polled = []
+        stepped: list[Any] = []
+        for scheduler_ref, count in self._schedulers:
+            scheduler = scheduler_ref()
+            if scheduler is None:
+                continue
+            now = _scheduler_count(scheduler)
+            if now != count:
+                stepped.append(scheduler)
+            polled.append((scheduler_ref, now))
+        self._schedulers = polled
+        seen: set[int] = set()
+        for scheduler in stepped:
+            track = self.track_for(getattr(scheduler, "optimizer", None))
+            key = id(track)
+            if key in seen:
+                continue  # a chained scheduler steps its children too: one call
+            seen.add(key)
+            self.calls.append(CALL_SCHEDULER)
+            if track is not None:
+                self._check_scheduler_order(track, scheduler)
+
+    def _check_scheduler_order(self, track: OptimizerTrack, scheduler: Any) -> None:
+        """A scheduler stepped while fresh gradients wait for its optimizer, or before any step."""
+        fresh_gradients_pending = track.cleared_since_step and self.backward_count > track.mark
+        if track.steps == 0 or fresh_gradients_pending:
+            self.diagnostics.report(
+                "scheduler-before-step",
+                track.steps,
+                track.index,
+                f"{type(scheduler).__name__}.step() ran before optimizer {track.index}'s step {track.steps}",
+                t=self.clock() - self.start,
+            )
+
+    # ---- optimizer steps ----------------------------------------------------------------
+
+    def on_step_start(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+        track = self.track_for(optimizer)
+        if track is None:
+            return
+        track.depth += 1
+        if track.depth > 1:
+            return  # a subclass's step calling super().step()
+        entered = self._loop_started()
+        self.calls.append(CALL_STEP)
+        if track.info is None:
+            self._announce(track, optimizer)
+        closure = args[1] if len(args) > 1 else kwargs.get("closure")
+        track.closure = closure is not None
+        progress = self._begin_record(track, optimizer)
+        track.pending = progress
+        if not track.closure:
+            self._consume(progress, optimizer)
+        track.backward_time_at_start = self.phase_time["backward"]
+        track.zero_grad_time_at_start = self.phase_time["zero_grad"]
+        now = self.clock()
+        self._overhead += now - entered
+        track.step_start = now
+
+    def on_step_end(self, optimizer: torch.optim.Optimizer) -> None:
+        track = self.track_for(optimizer)
+        if track is None or track.depth == 0:
+            return
+        track.depth -= 1
+        if track.depth > 0 or track.pending is None:
+            return
+        end = self.clock()
+        inner = (self.phase_time["backward"] - track.backward_time_at_start) + (
+            self.phase_time["zero_grad"] - track.zero_grad_time_at_start
+        )
+        self.phase_time["step"] += end - track.step_start - inner
+        progress, track.pending = track.pending, None
+        if track.closure:
+            self._consume(progress, optimizer)
+        self._finish_record(progress, end)
+        self._overhead += self.clock() - end
+
+    def on_scaler_step_start(self, scaler: Any, optimizer: Any) -> int:
+        """Before GradScaler.step: returns the optimizer's step count, to see if it stepped."""
+        self.active_scaler = scaler
+        track = self.track_for(optimizer)
+        return track.steps if track is not None else -1
+
+    def on_scaler_step_end(self, optimizer: Any, steps_before: int, started: float) -> None:
+        """After GradScaler.step: a step that never reached the optimizer was skipped."""
+        track = self.track_for(optimizer)
+        if track is not None and track.steps == steps_before:
+            end = self.clock()
+            self.phase_time["step"] += end - started
+            self.calls.append(CALL_STEP)
+            if track.info is None:
+                self._announce(track, optimizer)
+            progress = self._begin_record(track, optimizer, skipped=True)
+            self._take_losses(progress)
+            self._mark_consumed(track)
+            self._finish_record(progress, end)
+            self._overhead += self.clock() - end
+        self.active_scaler = None
+
+    def _announce(self, track: OptimizerTrack, optimizer: torch.optim.Optimizer) -> None:
+        names = self.tree.names(params_of(optimizer))
+        groups = []
+        position = 0
+        for group in optimizer.param_groups:
+            params = list(group["params"])
+            groups.append(
+                ParamGroupInfo(params=names[position : position + len(params)], numel=sum(p.numel() for p in params))
+            )
+            position += len(params)
+        inner = getattr(optimizer, "optimizer", None) or getattr(optimizer, "_optimizer", None)
+        cls = type(inner if isinstance(inner, torch.optim.Optimizer) else optimizer).__name__
+        track.info = OptimizerInfo(optimizer=track.index, cls=cls, groups=groups)
+        self._emit_optimizer(track.info)
+
+    def _begin_record(self, track: OptimizerTrack, optimizer: Any, skipped: bool = False) -> _StepInProgress:
+        step = track.steps
+        track.steps += 1
+        record = StepRecord(
+            optimizer=track.index,
+            step=step,
+            t=0.0,
+            calls=[],
+            backward_calls=0,
+            skipped=skipped,
+            loss=None,
+            grad_norm=None,
+            group_grad_norms=[],
+            lr=[_lr(group.get("lr")) for group in optimizer.param_groups],
+            time={},
+        )
+        progress = _StepInProgress(record=record, track=track, detail=bool(self.every) and step % self.every == 0 and not skipped)
+        scaler = self.active_scaler
+        if scaler is not None:
+            progress.loss_scale = _as_value(getattr(scaler, "_scale", None))
+        progress.grad_scale = _as_value(getattr(optimizer, "grad_scale", None))  # fused optimizers under GradScaler
+        if progress.detail:
+            params = params_of(optimizer)
+            if sum(p.numel() for p in params) <= SNAPSHOT_MAX_NUMEL:
+                progress.before = norms.snapshot(params)
+        if not skipped:
+            self._check_step_order(progress)
+        return progress
+
+    def _take_losses(self, progress: _StepInProgress) -> None:
+        """The backward passes (and their losses) that filled the gradients this step consumes."""
+        mark = progress.track.mark
+        progress.record.backward_calls = self.backward_count - mark
+        progress.losses = [value for index, value in self._losses if index > mark]
+
+    def _check_step_order(self, progress: _StepInProgress) -> None:
+        """The ordering rules that a step decides from what happened since the previous one."""
+        track = progress.track
+        step = progress.record.step
+        no_backward = self.backward_count == 0 or self.backward_count <= track.last_step_backward
+        if track.closure:
+            pass  # the closure runs backward inside the step
+        elif no_backward:
+            if track.last_step_backward < 0:
+                track.step_before_backward = True
+            progress.ordering.append(
+                ("step-without-backward", f"optimizer {track.index}'s step {step} ran with no backward since its previous step", None)
+            )
+        elif track.clear_after_backward and track.mark == self.backward_count:
+            if track.step_before_backward:
+                progress.ordering.append(
+                    ("step-without-backward", f"optimizer {track.index} steps before backward (step {step} found its gradients cleared)", None)
+                )
+            else:
+                progress.ordering.append(
+                    ("zero-grad-before-step", f"gradients were cleared after backward and before optimizer {track.index}'s step {step}", None)
+                )
+        if track.dirty_param is not None:
+            names = track.info.param_names if track.info else []
+            name = names[track.dirty_param] if track.dirty_param < len(names) else None
+            progress.ordering.append(
+                (
+                    "missing-zero-grad",
+                    f"step {step} used gradients accumulated on top of those step {step - 1} had already consumed"
+                    + (f" (first: {name})" if name else ""),
+                    name,
+                )
+            )
+
+    def _consume(self, progress: _StepInProgress, optimizer: torch.optim.Optimizer) -> None:
+        """Read the gradients this step consumes: norms, and the state for the ordering rules."""
+        track = progress.track
+        self._take_losses(progress)
+        groups: list[list[torch.Tensor]] = []
+        position = 0
+        for group in optimizer.param_groups:
+            grads = []
+            for param in group["params"]:
+                grad = param.grad
+                if grad is not None:
+                    grads.append(grad.detach())
+                    progress.present.append(position)
+                elif param.requires_grad:
+                    progress.missing.append(position)
+                position += 1
+            groups.append(grads)
+        progress.params = params_of(optimizer)
+        if progress.present:
+            track.ever_had_grads = True
+        elif track.ever_had_grads and not progress.ordering and not track.closure:
+            progress.ordering.append(
+                ("step-without-backward", f"optimizer {track.index}'s step {progress.record.step} found no gradients from the backward since its previous step", None)
+            )
+        with torch.no_grad():
+            if progress.detail:
+                progress.grad_pieces = norms.per_tensor_norms([g for grads in groups for g in grads])
+                progress.piece_counts = [len(grads) for grads in groups]
+            else:
+                progress.grad_pieces, progress.piece_counts = norms.group_norm_pieces(groups)
+        needs_snapshot = not track.cleared_since_step or track.steps == 1
+        self._mark_consumed(track, progress.params if needs_snapshot else None)
+
+    def _mark_consumed(self, track: OptimizerTrack, params: list[torch.Tensor] | None = None) -> None:
+        """The step consumed its gradients: what follows accumulates anew."""
+        track.last_step_backward = self.backward_count
+        track.mark = self.backward_count
+        track.clear_after_backward = False
+        track.dirty_param = None
+        track.cleared_since_step = False
+        if params is None:
+            track.snapshot = None
+            return
+        entries = []
+        for position, param in enumerate(params):
+            grad = param.grad
+            if grad is not None:
+                entries.append((weakref.ref(param), weakref.ref(grad), grad._version, position))
+        track.snapshot = entries
+        if entries and track not in self._watched:
+            self._watched.append(track)
+
+    def _finish_record(self, progress: _StepInProgress, end: float) -> None:
+        record = progress.record
+        record.t = end - self.start
+        record.calls = compress_calls(self.calls)
+        self.calls = []
+        total = end - (self._last_end if self._last_end is not None else end)
+        self._last_end = end
+        record.time = self._phase_times(total)
+        if progress.before is not None:
+            progress.update_pieces = norms.update_pieces(progress.before, progress.params)
+            progress.before = None
+        self._prune_losses()
+        self._waiting.append((progress, _Resolved(norms.stack(progress.device_values()))))
+        self.flush_ready()
+
+    def _phase_times(self, total: float) -> dict[str, float]:
+        times = {phase: self.phase_time[phase] for phase in PHASES if phase != "forward"}
+        times["forward"] = max(0.0, total - sum(times.values()) - self._overhead)
+        times["overhead"] = self._overhead
+        times["total"] = total
+        self.phase_time = dict.fromkeys(PHASES, 0.0)
+        self._overhead = 0.0
+        return times
+
+    def _prune_losses(self) -> None:
+        oldest = min((t.mark for t in self._tracks), default=self.backward_count)
+        if self._losses and self._losses[0][0] <= oldest:
+            self._losses = [(i, v) for i, v in self._losses if i > oldest]
+
+    def flush_ready(self, wait: bool = False) -> None:
+        """Emit the records whose device values have arrived (all of them with ``wait``)."""
+        while self._waiting and (wait or self._waiting[0][1].ready()):
+            progress, resolved = self._waiting.popleft()
+            self._complete(progress, resolved.floats())
+
+    def _complete(self, progress: _StepInProgress, values: list[float]) -> None:
+        record, track = progress.record, progress.track
+        grad_values, update_values, loss_values, scales = progress.split(values)
+        loss_scale = scales.pop(0) if isinstance(progress.loss_scale, torch.Tensor) else progress.loss_scale
+        grad_scale = scales.pop(0) if isinstance(progress.grad_scale, torch.Tensor) else progress.grad_scale
+        grad_divisor = grad_scale or 1.0
+        names = track.info.param_names if track.info else []
+        record.loss = _sum_losses(progress.losses, loss_values, loss_scale or 1.0)
+        param_norms: list[float | None] | None = None
+        if record.skipped:
+            record.group_grad_norms = [None] * len(record.lr)
+        else:
+            record.group_grad_norms = [
+                n / grad_divisor if n is not None else None for n in norms.combine(grad_values, progress.piece_counts)
+            ]
+            record.grad_norm = norms.total(record.group_grad_norms)
+        if progress.detail:
+            param_norms = [None] * len(names)
+            for position, value in zip(progress.present, grad_values):
+                if position < len(names):
+                    param_norms[position] = value / grad_divisor
+            record.param_grad_norms = {n: v for n, v in zip(names, param_norms) if v is not None}
+            count = len(update_values) // 2
+            deltas, sizes = update_values[:count], update_values[count:]
+            record.param_update_ratios = {n: (d / s if s else None) for n, d, s in zip(names, deltas, sizes)}
+            total_size = norms.total(sizes)
+            total_delta = norms.total(deltas)
+            record.update_ratio = total_delta / total_size if total_size and total_delta is not None else None
+        elif record.grad_norm is not None and not math.isfinite(record.grad_norm):
+            param_norms = self._nonfinite_param_norms(progress, len(names))
+        for rule, message, param in progress.ordering:
+            self.diagnostics.report(rule, record.step, record.optimizer, message, param, record.t)
+        self.records += 1
+        self._emit_step(record)
+        self.diagnostics.check_step(record, names, param_norms, progress.missing)
+
+    @staticmethod
+    def _nonfinite_param_norms(progress: _StepInProgress, count: int) -> list[float | None]:
+        """Per-parameter norms, only to name the first non-finite gradient (CPU only)."""
+        result: list[float | None] = [None] * count
+        present = [(i, g) for i in progress.present if (g := progress.params[i].grad) is not None]
+        if not present or present[0][1].is_cuda:
+            return result
+        with torch.no_grad():
+            values = norms.stack(norms.per_tensor_norms([g.detach() for _, g in present]))
+        for (position, _), value in zip(present, values.tolist() if values is not None else []):
+            if position < count:
+                result[position] = value
+        return result
+
+    def _no_optimizer_step(self) -> None:
+        """A loop with no optimizer: each backward pass is one iteration."""
+        end = self.clock()
+        record = StepRecord(
+            optimizer=None, step=self.no_optimizer_steps, t=0.0, calls=[], backward_calls=1,
+            skipped=False, loss=None, grad_norm=None, group_grad_norms=[], lr=[], time={},
+        )
+        self.no_optimizer_steps += 1
+        progress = _StepInProgress(record=record, track=self._manual, detail=False)
+        progress.losses = [value for _, value in self._losses]
+        self._losses = []
+        self._finish_record(progress, end)
+
+    def finish(self) -> None:
+        """The run is over: emit every record still waiting on the device."""
+        self.flush_ready(wait=True)
+
+
+def _scheduler_count(scheduler: Any) -> int:
+    count = getattr(scheduler, "_step_count", None)
+    return count if isinstance(count, int) else int(getattr(scheduler, "last_epoch", 0))
+
+
+def _lr(value: Any) -> float | None:
+    if isinstance(value, torch.Tensor):
+        return float(value) if not value.is_cuda and value.numel() == 1 else None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _loss_value(outputs: Sequence[Any]) -> Any:
+    """The backpropagated scalar (a float on CPU, a detached 0-d tensor on a device), or None."""
+    if len(outputs) != 1:
+        values = [_loss_value([o]) for o in outputs]
+        if any(v is None for v in values) or not values:
+            return None
+        if all(isinstance(v, float) for v in values):
+            return math.fsum(values)
+        return None
+    output = outputs[0]
+    if not isinstance(output, torch.Tensor) or output.numel() != 1:
+        return None
+    if output.device.type == "cpu":
+        return float(output.detach())
+    if output.is_cuda:
+        return output.detach().reshape(()).float()
+    return None
+
+
+def _as_value(scale: Any) -> Any:
+    """A GradScaler scale as a float on the CPU, a device tensor on CUDA, or None."""
+    if scale is None:
+        return None
+    if isinstance(scale, torch.Tensor):
+        return scale.detach() if scale.is_cuda else float(scale)
+    return float(scale)
+
+
+def _sum_losses(pieces: list[Any], tensor_values: list[float], divisor: float) -> float | None:
+    if not pieces or any(p is None for p in pieces):
+        return None
+    values = iter(tensor_values)
+    total = math.fsum(next(values) if isinstance(p, torch.Tensor) else p for p in pieces)
+    return total / divisor

@@ -1,0 +1,192 @@
+"""The diagnostic rules: name a training-loop bug at the step where it first happens.
+
+The ordering rules (missing-zero-grad, zero-grad-before-step,
+step-without-backward, scheduler-before-step) are decided by the collector from
+gradient *state* and report here; the numeric rules are judged here from each
+finished step record, reusing the norms already computed. Each problem is
+reported once per rule and optimizer, then only counted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .schema import Anomaly, StepRecord
+
+
+@dataclass(frozen=True)
+class Rule:
+    severity: str
+    hint: str
+
+
+RULES: dict[str, Rule] = {
+    "missing-zero-grad": Rule(
+        "error",
+        "call optimizer.zero_grad() (or model.zero_grad()) once per step, before backward(); "
+        "with several optimizers or modules, clear each of them",
+    ),
+    "zero-grad-before-step": Rule("error", "move zero_grad() before backward(), or after step()"),
+    "step-without-backward": Rule("error", "call loss.backward() before optimizer.step(), and step once per backward pass"),
+    "scheduler-before-step": Rule("warning", "call scheduler.step() after optimizer.step()"),
+    "nonfinite": Rule("error", "lower the learning rate, clip gradients, or look for log(0), division by zero or fp16 overflow"),
+    "exploding-grad": Rule("warning", "lower the learning rate or clip gradients (torch.nn.utils.clip_grad_norm_)"),
+    "vanishing-grad": Rule("warning", "check the activations and initialization of the layers before it; consider normalization or residual connections"),
+    "unused-param": Rule("warning", "the parameter is not part of the loss: look for a detached branch, .data, or an unused head; or set requires_grad=False"),
+    "not-in-optimizer": Rule("warning", "build the optimizer after replacing layers, or add the parameter to it (optimizer.add_param_group)"),
+    "zero-update": Rule("warning", "check the learning rate and the parameter groups: the parameters are not moving"),
+}
+
+
+@dataclass
+class Thresholds:
+    """Defaults for the numeric rules (documented in the README)."""
+
+    explode_ratio: float = 100.0
+    """exploding-grad: global norm above this many times its recent average."""
+    explode_absolute: float = 1e8
+    """exploding-grad: a global norm above this is absurd whatever the history."""
+    explode_warmup: int = 10
+    """exploding-grad: steps of history before the ratio test applies."""
+    vanish_ratio: float = 1e-6
+    """vanishing-grad: a parameter's norm below this fraction of the largest one."""
+    vanish_detail_steps: int = 3
+    """vanishing-grad: consecutive detail steps the condition must hold."""
+    patience: int = 20
+    """unused-param, zero-update: consecutive steps the condition must hold."""
+
+
+@dataclass
+class _OptimizerHistory:
+    norm_average: float | None = None
+    norm_steps: int = 0
+    missing_streak: dict[int, int] = field(default_factory=dict)
+    zero_lr_streak: int = 0
+    vanish_streak: int = 0
+
+
+class Diagnostics:
+    """Reports anomalies once per (rule, optimizer) and counts their repeats."""
+
+    def __init__(self, thresholds: Thresholds, disabled: frozenset[str], emit: Callable[[Anomaly], None]) -> None:
+        self.thresholds = thresholds
+        self.disabled = disabled
+        self._emit = emit
+        self.counts: dict[str, int] = {}
+        self._reported: set[tuple[str, int | None]] = set()
+        self._history: dict[int | None, _OptimizerHistory] = {}
+
+    def report(self, rule: str, step: int, optimizer: int | None, message: str, param: str | None = None, t: float = 0.0) -> None:
+        if rule in self.disabled:
+            return
+        self.counts[rule] = self.counts.get(rule, 0) + 1
+        key = (rule, optimizer)
+        if key in self._reported:
+            return
+        self._reported.add(key)
+        spec = RULES[rule]
+        self._emit(Anomaly(rule, spec.severity, step, optimizer, param, message, spec.hint, t))
+
+    @property
+    def found_problems(self) -> bool:
+        """Whether a warning or an error was reported (for --strict)."""
+        return any(RULES[rule].severity != "info" for rule in self.counts)
+
+    def check_step(
+        self,
+        record: StepRecord,
+        names: list[str],
+        param_norms: list[float | None] | None,
+        missing: list[int],
+    ) -> None:
+        """Judge a finished step with the numbers already computed for it.
+
+        ``param_norms`` (aligned with ``names``) is given on detail steps and when
+        a norm was not finite; ``missing`` lists the positions of trainable
+        parameters that had no gradient.
+        """
+        if record.skipped:
+            return
+        history = self._history.setdefault(record.optimizer, _OptimizerHistory())
+        self._check_nonfinite(record, names, param_norms)
+        self._check_exploding(record, history)
+        self._check_unused(record, names, missing, history)
+        self._check_zero_update(record, history)
+        if param_norms is not None:
+            self._check_vanishing(record, names, param_norms, history)
+
+    def _check_nonfinite(self, record: StepRecord, names: list[str], param_norms: list[float | None] | None) -> None:
+        loss_bad = record.loss is not None and not math.isfinite(record.loss)
+        norm_bad = record.grad_norm is not None and not math.isfinite(record.grad_norm)
+        if not (loss_bad or norm_bad):
+            return
+        param = None
+        if norm_bad and param_norms is not None:
+            param = next((n for n, v in zip(names, param_norms) if v is not None and not math.isfinite(v)), None)
+        what = f"loss is {record.loss}" if loss_bad else f"gradient norm is {record.grad_norm}"
+        where = f", first in {param}" if param else ""
+        self.report("nonfinite", record.step, record.optimizer, f"{what} at step {record.step}{where}", param, record.t)
+
+    def _check_exploding(self, record: StepRecord, history: _OptimizerHistory) -> None:
+        norm = record.grad_norm
+        if norm is None or not math.isfinite(norm):
+            return
+        limits = self.thresholds
+        average = history.norm_average
+        if norm > limits.explode_absolute or (
+            average is not None and history.norm_steps >= limits.explode_warmup and norm > limits.explode_ratio * average
+        ):
+            recent = f" ({norm / average:.0f}× its recent average {average:.3g})" if average else ""
+            self.report(
+                "exploding-grad", record.step, record.optimizer,
+                f"gradient norm {norm:.3g} at step {record.step}{recent}", None, record.t,
+            )
+        history.norm_average = norm if average is None else 0.9 * average + 0.1 * norm
+        history.norm_steps += 1
+
+    def _check_unused(self, record: StepRecord, names: list[str], missing: list[int], history: _OptimizerHistory) -> None:
+        streaks = {index: history.missing_streak.get(index, 0) + 1 for index in missing}
+        history.missing_streak = streaks
+        if record.backward_calls == 0 or not streaks:
+            return
+        index, streak = max(streaks.items(), key=lambda item: item[1])
+        if streak >= self.thresholds.patience:
+            name = names[index] if index < len(names) else f"param{index}"
+            self.report(
+                "unused-param", record.step, record.optimizer,
+                f"{name} requires grad but has received no gradient for {streak} steps", name, record.t,
+            )
+
+    def _check_zero_update(self, record: StepRecord, history: _OptimizerHistory) -> None:
+        frozen = any(
+            lr == 0.0 and norm is not None and norm > 0.0
+            for lr, norm in zip(record.lr, record.group_grad_norms)
+        )
+        history.zero_lr_streak = history.zero_lr_streak + 1 if frozen else 0
+        if history.zero_lr_streak >= self.thresholds.patience:
+            group = next(i for i, (lr, n) in enumerate(zip(record.lr, record.group_grad_norms)) if lr == 0.0 and n)
+            self.report(
+                "zero-update", record.step, record.optimizer,
+                f"param group {group} has lr 0 with non-zero gradients for {history.zero_lr_streak} steps",
+                None, record.t,
+            )
+
+    def _check_vanishing(
+        self, record: StepRecord, names: list[str], param_norms: list[float | None], history: _OptimizerHistory
+    ) -> None:
+        present = [(v, n) for n, v in zip(names, param_norms) if v is not None and v > 0.0 and math.isfinite(v)]
+        if len(present) < 2:
+            return
+        smallest, name = min(present)
+        largest = max(v for v, _ in present)
+        if smallest < self.thresholds.vanish_ratio * largest:
+            history.vanish_streak += 1
+        else:
+            history.vanish_streak = 0
+        if history.vanish_streak >= self.thresholds.vanish_detail_steps:
+            self.report(
+                "vanishing-grad", record.step, record.optimizer,
+                f"{name} gets gradients {largest / smallest:.1e}× smaller than the largest layer's", name, record.t,
+            )

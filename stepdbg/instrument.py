@@ -1,0 +1,198 @@
+"""Hooks in and out: every optimizer step, gradient clearing and backward pass.
+
+What is patched, and why there (see ../shared/TORCH_NOTES.md):
+- optimizer steps: PyTorch's *global* step pre/post hooks, which fire for every
+  optimizer, built before or after, custom subclasses and wrapped ones alike;
+- ``Optimizer.__init__``: to number optimizers in creation order;
+- ``Optimizer.zero_grad`` and ``Module.zero_grad`` on the classes (never on
+  instances: lr schedulers patch ``opt.step`` on the instance themselves);
+- the autograd engine entry ``_engine_run_backward``, which ``Tensor.backward``,
+  ``torch.autograd.backward`` and ``torch.autograd.grad`` all go through;
+- ``GradScaler.step``, to tell a skipped step from a missing one;
+- lr schedulers only where they are built (``LRScheduler._initial_step``,
+  ``ReduceLROnPlateau.__init__``): their steps are noticed from their step count
+  at the next instrumented call, so no stepdbg frame stands between the user's
+  code and ``scheduler.step()`` (PyTorch's own scheduler warnings keep pointing
+  at the user's line).
+
+Everything is restored on `uninstall`, even after an error. A failure inside
+stepdbg never reaches the user's script: instrumentation reports it once and
+goes quiet.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.autograd.graph
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+
+from .collector import Collector
+
+_ENGINE_OWNERS = (torch.autograd.graph, torch.autograd)
+
+
+class Instrumentation:
+    """Installs stepdbg's hooks process-wide and removes them again."""
+
+    def __init__(self, collector: Collector) -> None:
+        self.collector = collector
+        self.failed: str | None = None
+        self._patches: list[tuple[Any, str, Any]] = []
+        self._handles: list[Any] = []
+
+    # ---- safety -------------------------------------------------------------------------
+
+    def _guard(self, call: Callable[..., Any], *args: Any) -> Any:
+        """Run collector code; on an internal error, say so once and stop collecting."""
+        if self.failed is not None:
+            return None
+        try:
+            return call(*args)
+        except Exception as error:  # noqa: BLE001 - the user's training must go on
+            self.failed = f"{type(error).__name__}: {error}"
+            print(f"stepdbg: internal error, tracing stopped: {self.failed}", file=sys.stderr)
+            return None
+
+    # ---- install / uninstall ------------------------------------------------------------
+
+    def _patch(self, owner: Any, name: str, make: Callable[[Any], Any]) -> None:
+        original = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
+        self._patches.append((owner, name, original))
+        setattr(owner, name, make(original))
+
+    def install(self) -> None:
+        self._handles = [
+            register_optimizer_step_pre_hook(self._step_pre_hook),
+            register_optimizer_step_post_hook(self._step_post_hook),
+        ]
+        self._patch(torch.optim.Optimizer, "__init__", self._wrap_optimizer_init)
+        self._patch(torch.optim.Optimizer, "zero_grad", self._wrap_optimizer_zero_grad)
+        self._patch(torch.nn.Module, "zero_grad", self._wrap_module_zero_grad)
+        self._install_backward()
+        self._patch(LRScheduler, "_initial_step", self._wrap_scheduler_creation)
+        self._patch(ReduceLROnPlateau, "__init__", self._wrap_scheduler_creation)
+        self._patch(torch.amp.GradScaler, "step", self._wrap_scaler_step)
+
+    def _install_backward(self) -> None:
+        engine = getattr(torch.autograd.graph, "_engine_run_backward", None)
+        if engine is not None:
+            wrapped = self._wrap_engine(engine)
+            for owner in _ENGINE_OWNERS:
+                if getattr(owner, "_engine_run_backward", None) is engine:
+                    self._patches.append((owner, "_engine_run_backward", engine))
+                    owner._engine_run_backward = wrapped  # type: ignore[attr-defined]
+            return
+        # A torch without the private engine entry: the public call, which Tensor.backward uses too.
+        self._patch(torch.autograd, "backward", self._wrap_public_backward)
+
+    def uninstall(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        for owner, name, original in reversed(self._patches):
+            setattr(owner, name, original)
+        self._patches = []
+
+    def __enter__(self) -> Instrumentation:
+        self.install()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.uninstall()
+
+    # ---- optimizer ----------------------------------------------------------------------
+
+    def _step_pre_hook(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+        self._guard(self.collector.on_step_start, optimizer, args, kwargs)
+
+    def _step_post_hook(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+        self._guard(self.collector.on_step_end, optimizer)
+
+    def _wrap_optimizer_init(self, original: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(original)
+        def __init__(optimizer: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> None:
+            original(optimizer, *args, **kwargs)
+            self._guard(self.collector.on_optimizer_created, optimizer)
+
+        return __init__
+
+    def _wrap_optimizer_zero_grad(self, original: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(original)
+        def zero_grad(optimizer: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> None:
+            outer = self._guard(self.collector.on_zero_grad_start)
+            try:
+                original(optimizer, *args, **kwargs)
+            finally:
+                if outer is not None:
+                    self._guard(self.collector.on_zero_grad_end, None, optimizer)
+
+        return zero_grad
+
+    def _wrap_module_zero_grad(self, original: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(original)
+        def zero_grad(module: torch.nn.Module, *args: Any, **kwargs: Any) -> None:
+            outer = self._guard(self.collector.on_zero_grad_start)
+            try:
+                original(module, *args, **kwargs)
+            finally:
+                if outer is not None:
+                    self._guard(self.collector.on_zero_grad_end, list(module.parameters()), None)
+
+        return zero_grad
+
+    # ---- backward -----------------------------------------------------------------------
+
+    def _wrap_engine(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(original)
+        def _engine_run_backward(outputs: Any, *args: Any, **kwargs: Any) -> Any:
+            accumulate = kwargs.get("accumulate_grad", True)
+            outer = self._guard(self.collector.on_backward_start, outputs, accumulate)
+            try:
+                return original(outputs, *args, **kwargs)
+            finally:
+                if outer is not None:
+                    self._guard(self.collector.on_backward_end, accumulate)
+
+        return _engine_run_backward
+
+    def _wrap_public_backward(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(original)
+        def backward(tensors: Any, *args: Any, **kwargs: Any) -> Any:
+            outputs = (tensors,) if isinstance(tensors, torch.Tensor) else tuple(tensors)
+            outer = self._guard(self.collector.on_backward_start, outputs, True)
+            try:
+                return original(tensors, *args, **kwargs)
+            finally:
+                if outer is not None:
+                    self._guard(self.collector.on_backward_end, True)
+
+        return backward
+
+    # ---- lr schedulers and GradScaler ---------------------------------------------------
+
+    def _wrap_scheduler_creation(self, original: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(original)
+        def wrapper(scheduler: Any, *args: Any, **kwargs: Any) -> None:
+            original(scheduler, *args, **kwargs)
+            self._guard(self.collector.on_scheduler_created, scheduler)
+
+        return wrapper
+
+    def _wrap_scaler_step(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(original)
+        def step(scaler: Any, optimizer: Any, *args: Any, **kwargs: Any) -> Any:
+            started = self.collector.clock()
+            steps_before = self._guard(self.collector.on_scaler_step_start, scaler, optimizer)
+            try:
+                return original(scaler, optimizer, *args, **kwargs)
+            finally:
+                if steps_before is not None:
+                    self._guard(self.collector.on_scaler_step_end, optimizer, steps_before, started)
+
+        return step

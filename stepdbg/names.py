@@ -1,0 +1,95 @@
+"""Qualified parameter names (``encoder.layers.3.weight``) for optimizers' parameters.
+
+An optimizer only holds tensors. nn.Module's global registration hooks tell,
+as the script builds its models, which module owns each parameter under which
+name, and which module is whose child; walking up that chain gives the name
+relative to the root module. Everything is held weakly, and the hooks cost
+nothing once the models are built.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator
+
+import torch
+from torch.nn.modules.module import (
+    register_module_module_registration_hook,
+    register_module_parameter_registration_hook,
+)
+from torch.utils.hooks import RemovableHandle
+from torch.utils.weak import WeakIdKeyDictionary
+
+
+class ModuleTree:
+    """Remembers who owns what, as modules and parameters are registered."""
+
+    def __init__(self) -> None:
+        self._param_owner: WeakIdKeyDictionary = WeakIdKeyDictionary()  # param -> (module ref, name)
+        self._module_parent: WeakIdKeyDictionary = WeakIdKeyDictionary()  # module -> (parent ref, name)
+        self._handles: list[RemovableHandle] = []
+
+    def install(self) -> None:
+        self._handles = [
+            register_module_parameter_registration_hook(self._on_parameter),
+            register_module_module_registration_hook(self._on_module),
+        ]
+
+    def uninstall(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _on_parameter(self, module: torch.nn.Module, name: str, param: torch.nn.Parameter | None) -> None:
+        if param is not None and param not in self._param_owner:
+            self._param_owner[param] = (weakref.ref(module), name)
+
+    def _on_module(self, parent: torch.nn.Module, name: str, child: torch.nn.Module | None) -> None:
+        if child is not None and child is not parent and child not in self._module_parent:
+            self._module_parent[child] = (weakref.ref(parent), name)
+
+    def _ancestry(self, module: torch.nn.Module) -> Iterator[tuple[torch.nn.Module, str]]:
+        """Yield (parent, name of the child in it) up to the root; stops on cycles."""
+        seen = {id(module)}
+        entry = self._module_parent.get(module)
+        while entry is not None:
+            parent, name = entry[0](), entry[1]
+            if parent is None or id(parent) in seen:
+                return
+            seen.add(id(parent))
+            yield parent, name
+            entry = self._module_parent.get(parent)
+
+    def owner(self, param: torch.Tensor) -> torch.nn.Module | None:
+        entry = self._param_owner.get(param)
+        return entry[0]() if entry is not None else None
+
+    def root(self, param: torch.Tensor) -> torch.nn.Module | None:
+        module = self.owner(param)
+        if module is None:
+            return None
+        for parent, _ in self._ancestry(module):
+            module = parent
+        return module
+
+    def name(self, param: torch.Tensor) -> str | None:
+        entry = self._param_owner.get(param)
+        module = entry[0]() if entry is not None else None
+        if entry is None or module is None:
+            return None
+        parts = [entry[1]]
+        for _, child_name in self._ancestry(module):
+            parts.append(child_name)
+        return ".".join(reversed(parts))
+
+    def names(self, params: list[torch.Tensor]) -> list[str]:
+        """Unique names for ``params``; unknown or repeated ones become ``param<N>``."""
+        result: list[str] = []
+        seen: set[str] = set()
+        for index, param in enumerate(params):
+            name = self.name(param)
+            if name is None or name in seen:
+                name = f"param{index}"
+            seen.add(name)
+            result.append(name)
+        return result

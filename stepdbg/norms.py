@@ -1,0 +1,109 @@
+"""Gradient and update norms in as few torch calls as possible.
+
+On small models the cost of a norm is per-op dispatch, not bytes, so many
+small gradients are flattened into one buffer and reduced at once; large ones
+go through ``torch._foreach_norm``, which reads each byte once. Every result
+is a float32 (or wider) norm; all of a step's norms are stacked into one
+tensor so that reading them back is a single transfer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+FLATTEN_MAX_NUMEL = 1 << 16
+"""Gradients up to this size are copied into one flat buffer: cheaper than a kernel each."""
+
+
+def _dense_norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """0-d float32 norms whose squares add up to the squared norm of ``tensors``."""
+    pieces: list[torch.Tensor] = []
+    small: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+    large: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+    for tensor in tensors:
+        bucket = small if tensor.numel() <= FLATTEN_MAX_NUMEL else large
+        bucket.setdefault((tensor.device, tensor.dtype), []).append(tensor)
+    for (_, dtype), group in small.items():
+        flat = group[0].reshape(-1) if len(group) == 1 else torch._C._nn.flatten_dense_tensors(group)
+        pieces.append(torch.linalg.vector_norm(flat, dtype=torch.float32))
+    for (_, dtype), group in large.items():
+        pieces.extend(per_tensor_norms(group))
+    return pieces
+
+
+def per_tensor_norms(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """One 0-d float32 norm per tensor (dense or sparse)."""
+    dense = [t for t in tensors if not t.is_sparse]
+    if len(dense) == len(tensors):
+        if not tensors:
+            return []
+        dtype = None if all(t.dtype == torch.float32 for t in tensors) else torch.float32
+        return list(torch._foreach_norm(list(tensors), 2, dtype))
+    return [_single_norm(t) for t in tensors]
+
+
+def _single_norm(tensor: torch.Tensor) -> torch.Tensor:
+    values = tensor.coalesce()._values() if tensor.is_sparse else tensor
+    return torch.linalg.vector_norm(values, dtype=torch.float32)
+
+
+def group_norm_pieces(groups: Sequence[Sequence[torch.Tensor]]) -> tuple[list[torch.Tensor], list[int]]:
+    """Norm pieces for each group of gradients, and how many pieces each group has.
+
+    A group's norm is the root of the sum of its pieces' squares (`combine`).
+    """
+    pieces: list[torch.Tensor] = []
+    counts: list[int] = []
+    for grads in groups:
+        dense = [g for g in grads if not g.is_sparse]
+        group_pieces = _dense_norms(dense) if dense else []
+        group_pieces.extend(_single_norm(g) for g in grads if g.is_sparse)
+        pieces.extend(group_pieces)
+        counts.append(len(group_pieces))
+    return pieces, counts
+
+
+def stack(pieces: list[torch.Tensor]) -> torch.Tensor | None:
+    """All pieces as one float32 vector on the first piece's device, for one read-back."""
+    if not pieces:
+        return None
+    device = pieces[0].device
+    if any(p.device != device for p in pieces):
+        pieces = [p.to(device) for p in pieces]
+    return torch.stack([p.float() if p.dtype != torch.float32 else p for p in pieces])
+
+
+def combine(values: Sequence[float], counts: Sequence[int]) -> list[float | None]:
+    """Per-group norms from the pieces' norms: None for a group with no gradient."""
+    result: list[float | None] = []
+    start = 0
+    for count in counts:
+        chunk = values[start : start + count]
+        start += count
+        result.append(math.sqrt(math.fsum(v * v for v in chunk)) if count else None)
+    return result
+
+
+def total(norms: Sequence[float | None]) -> float | None:
+    """The norm of several norms' concatenation; None when all are None."""
+    present = [n for n in norms if n is not None]
+    if not present:
+        return None
+    return math.sqrt(math.fsum(n * n for n in present))
+
+
+def snapshot(params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Copies of the parameters, to measure how far a step moves them."""
+    with torch.no_grad():
+        return [p.detach().clone() for p in params]
+
+
+def update_pieces(before: Sequence[torch.Tensor], params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Per-parameter ‖Δθ‖ followed by per-parameter ‖θ‖ (2·n pieces)."""
+    with torch.no_grad():
+        after = [p.detach() for p in params]
+        deltas = torch._foreach_sub(after, list(before))
+        return per_tensor_norms(deltas) + per_tensor_norms(after)
