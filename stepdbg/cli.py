@@ -7,7 +7,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from click.exceptions import ClickException  # one-line usage errors need click's exception type
+
+try:  # typer >= 0.20 carries its own click; its usage errors derive from TyperException
+    from typer import TyperException as CommandLineError
+except ImportError:  # pragma: no cover - older typer, on click
+    from click.exceptions import ClickException as CommandLineError
 
 from . import __version__
 from .diagnostics import RULES, Thresholds
@@ -167,9 +171,12 @@ def main() -> None:
     command = typer.main.get_command(app)
     try:
         code = command.main(args=sys.argv[1:], prog_name="stepdbg", standalone_mode=False)
-    except ClickException as e:
-        print(f"stepdbg: error: {e.format_message()}", file=sys.stderr)
-        code = e.exit_code
+    except CommandLineError as e:
+        if type(e).__name__ == "NoArgsIsHelpError":
+            print(e.format_message(), file=sys.stderr)  # bare `stepdbg`: the help
+        else:
+            print(f"stepdbg: error: {e.format_message()}", file=sys.stderr)
+        code = EXIT_USAGE
     except typer.Abort:
         code = 130
     sys.exit(code if isinstance(code, int) else 0)

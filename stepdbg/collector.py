@@ -44,6 +44,9 @@ from .schema import (
     StepRecord,
 )
 
+_EMPTY: tuple = ()
+"""Shared default for the fields of a step in progress that most steps never fill."""
+
 SNAPSHOT_MAX_NUMEL = 1 << 28
 """Above this many parameter elements, update sizes are not measured (the copy would cost memory)."""
 
@@ -100,24 +103,29 @@ class OptimizerTrack:
     pending: _StepInProgress | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _StepInProgress:
-    """A step record being built, with the device values it waits for."""
+    """A step record being built, with the values it waits for."""
 
     record: StepRecord
     track: OptimizerTrack
     detail: bool
-    params: list[torch.Tensor] = field(default_factory=list)
-    present: list[int] = field(default_factory=list)
-    missing: list[int] = field(default_factory=list)
-    grad_pieces: list[torch.Tensor] = field(default_factory=list)
-    piece_counts: list[int] = field(default_factory=list)
+    params: list[torch.Tensor] = _EMPTY  # type: ignore[assignment]
+    present: list[int] = _EMPTY  # type: ignore[assignment]
+    missing: list[int] = _EMPTY  # type: ignore[assignment]
+    grad_pieces: list[torch.Tensor] = _EMPTY  # type: ignore[assignment]
+    piece_counts: list[int] = _EMPTY  # type: ignore[assignment]
     before: list[torch.Tensor] | None = None
-    update_pieces: list[torch.Tensor] = field(default_factory=list)
-    losses: list[Any] = field(default_factory=list)
+    update_pieces: list[torch.Tensor] = _EMPTY  # type: ignore[assignment]
+    losses: list[Any] = _EMPTY  # type: ignore[assignment]
     loss_scale: Any = None
     grad_scale: Any = None
-    ordering: list[tuple[str, str, str | None]] = field(default_factory=list)
+    ordering: list[tuple[str, str, str | None]] | None = None
+
+    def add_ordering(self, rule: str, message: str, param: str | None = None) -> None:
+        if self.ordering is None:
+            self.ordering = []
+        self.ordering.append((rule, message, param))
 
     def device_values(self) -> list[torch.Tensor]:
         """Every tensor to read back, in the order `split` expects."""
@@ -193,7 +201,11 @@ class Collector:
         self._backward_loss: Any = None
         self._zero_grad_depth = 0
         self._zero_grad_start = 0.0
-        self._schedulers: list[tuple[weakref.ref, int]] = []
+        self._schedulers: list[list[Any]] = []
+        """[weak scheduler, its step count when last seen]"""
+        self._calls_cache: dict[tuple[str, ...], list[str]] = {}
+        self.totals = dict.fromkeys((*PHASES, "overhead"), 0.0)
+        """Seconds per phase over the whole run, for the end record."""
         self._losses: list[tuple[int, Any]] = []
         self.phase_time = dict.fromkeys(PHASES, 0.0)
         self._overhead = 0.0
@@ -353,28 +365,25 @@ class Collector:
     # ---- lr schedulers ------------------------------------------------------------------
 
     def on_scheduler_created(self, scheduler: Any) -> None:
-        self._schedulers.append((weakref.ref(scheduler), _scheduler_count(scheduler)))
+        self._schedulers.append([weakref.ref(scheduler), _scheduler_count(scheduler)])
 
     def _poll_schedulers(self) -> None:
         """Notice the scheduler steps made since the previous instrumented call."""
-        polled = []
         stepped: list[Any] = []
-        for scheduler_ref, count in self._schedulers:
-            scheduler = scheduler_ref()
-            if scheduler is None:
-                continue
-            now = _scheduler_count(scheduler)
-            if now != count:
+        for entry in self._schedulers:
+            scheduler = entry[0]()
+            if scheduler is not None and (count := _scheduler_count(scheduler)) != entry[1]:
+                entry[1] = count
                 stepped.append(scheduler)
-            polled.append((scheduler_ref, now))
-        self._schedulers = polled
+        if not stepped:
+            return
+        self._schedulers = [entry for entry in self._schedulers if entry[0]() is not None]
         seen: set[int] = set()
         for scheduler in stepped:
             track = self.track_for(getattr(scheduler, "optimizer", None))
-            key = id(track)
-            if key in seen:
+            if id(track) in seen:
                 continue  # a chained scheduler steps its children too: one call
-            seen.add(key)
+            seen.add(id(track))
             self.calls.append(CALL_SCHEDULER)
             if track is not None:
                 self._check_scheduler_order(track, scheduler)
@@ -516,28 +525,26 @@ class Collector:
         elif no_backward:
             if track.last_step_backward < 0:
                 track.step_before_backward = True
-            progress.ordering.append(
-                ("step-without-backward", f"optimizer {track.index}'s step {step} ran with no backward since its previous step", None)
+            progress.add_ordering(
+                "step-without-backward", f"optimizer {track.index}'s step {step} ran with no backward since its previous step"
             )
         elif track.clear_after_backward and track.mark == self.backward_count:
             if track.step_before_backward:
-                progress.ordering.append(
-                    ("step-without-backward", f"optimizer {track.index} steps before backward (step {step} found its gradients cleared)", None)
+                progress.add_ordering(
+                    "step-without-backward", f"optimizer {track.index} steps before backward (step {step} found its gradients cleared)"
                 )
             else:
-                progress.ordering.append(
-                    ("zero-grad-before-step", f"gradients were cleared after backward and before optimizer {track.index}'s step {step}", None)
+                progress.add_ordering(
+                    "zero-grad-before-step", f"gradients were cleared after backward and before optimizer {track.index}'s step {step}"
                 )
         if track.dirty_param is not None:
             names = track.info.param_names if track.info else []
             name = names[track.dirty_param] if track.dirty_param < len(names) else None
-            progress.ordering.append(
-                (
-                    "missing-zero-grad",
-                    f"step {step} used gradients accumulated on top of those step {step - 1} had already consumed"
-                    + (f" (first: {name})" if name else ""),
-                    name,
-                )
+            progress.add_ordering(
+                "missing-zero-grad",
+                f"step {step} used gradients accumulated on top of those step {step - 1} had already consumed"
+                + (f" (first: {name})" if name else ""),
+                name,
             )
 
     def _consume(self, progress: _StepInProgress, optimizer: torch.optim.Optimizer) -> None:
@@ -545,6 +552,7 @@ class Collector:
         track = progress.track
         self._take_losses(progress)
         groups: list[list[torch.Tensor]] = []
+        progress.present, progress.missing = [], []
         position = 0
         for group in optimizer.param_groups:
             grads = []
@@ -561,8 +569,9 @@ class Collector:
         if progress.present:
             track.ever_had_grads = True
         elif track.ever_had_grads and not progress.ordering and not track.closure:
-            progress.ordering.append(
-                ("step-without-backward", f"optimizer {track.index}'s step {progress.record.step} found no gradients from the backward since its previous step", None)
+            progress.add_ordering(
+                "step-without-backward",
+                f"optimizer {track.index}'s step {progress.record.step} found no gradients from the backward since its previous step",
             )
         with torch.no_grad():
             if progress.detail:
@@ -595,8 +604,7 @@ class Collector:
     def _finish_record(self, progress: _StepInProgress, end: float) -> None:
         record = progress.record
         record.t = end - self.start
-        record.calls = compress_calls(self.calls)
-        self.calls = []
+        record.calls = self._compressed_calls()
         total = end - (self._last_end if self._last_end is not None else end)
         self._last_end = end
         record.time = self._phase_times(total)
@@ -604,14 +612,33 @@ class Collector:
             progress.update_pieces = norms.update_pieces(progress.before, progress.params)
             progress.before = None
         self._prune_losses()
-        self._waiting.append((progress, _Resolved(norms.stack(progress.device_values()))))
-        self.flush_ready()
+        values = progress.device_values()
+        if self._waiting or any(v.is_cuda for v in values):
+            self._waiting.append((progress, _Resolved(norms.stack(values))))
+            self.flush_ready()
+        else:
+            self._complete(progress, norms.read_floats(values))
+
+    def _compressed_calls(self) -> list[str]:
+        """This iteration's calls, compressed; loops repeat the same few sequences, so cache them."""
+        key = tuple(self.calls)
+        self.calls = []
+        compressed = self._calls_cache.get(key)
+        if compressed is None:
+            if len(self._calls_cache) > 256:
+                self._calls_cache.clear()
+            compressed = self._calls_cache[key] = compress_calls(key)
+        return list(compressed)
 
     def _phase_times(self, total: float) -> dict[str, float]:
         times = {phase: self.phase_time[phase] for phase in PHASES if phase != "forward"}
         times["forward"] = max(0.0, total - sum(times.values()) - self._overhead)
         times["overhead"] = self._overhead
         times["total"] = total
+        totals = self.totals
+        for phase, seconds in times.items():
+            if phase in totals:
+                totals[phase] += seconds
         self.phase_time = dict.fromkeys(PHASES, 0.0)
         self._overhead = 0.0
         return times
@@ -657,7 +684,7 @@ class Collector:
             record.update_ratio = total_delta / total_size if total_size and total_delta is not None else None
         elif record.grad_norm is not None and not math.isfinite(record.grad_norm):
             param_norms = self._nonfinite_param_norms(progress, len(names))
-        for rule, message, param in progress.ordering:
+        for rule, message, param in progress.ordering or ():
             self.diagnostics.report(rule, record.step, record.optimizer, message, param, record.t)
         self.records += 1
         self._emit_step(record)

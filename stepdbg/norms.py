@@ -34,6 +34,16 @@ def _dense_norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     return pieces
 
 
+def _flattenable(tensors: Sequence[torch.Tensor]) -> bool:
+    """Small dense tensors of one dtype on one device: one flat copy beats a kernel each."""
+    first = tensors[0]
+    dtype, device = first.dtype, first.device
+    for t in tensors:
+        if t.is_sparse or t.numel() > FLATTEN_MAX_NUMEL or t.dtype != dtype or t.device != device:
+            return False
+    return True
+
+
 def per_tensor_norms(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """One 0-d float32 norm per tensor (dense or sparse)."""
     dense = [t for t in tensors if not t.is_sparse]
@@ -55,6 +65,10 @@ def group_norm_pieces(groups: Sequence[Sequence[torch.Tensor]]) -> tuple[list[to
 
     A group's norm is the root of the sum of its pieces' squares (`combine`).
     """
+    if len(groups) == 1 and len(groups[0]) and _flattenable(groups[0]):
+        grads = groups[0]  # the common case, in two torch calls
+        flat = grads[0].reshape(-1) if len(grads) == 1 else torch._C._nn.flatten_dense_tensors(grads)
+        return [torch.linalg.vector_norm(flat, dtype=torch.float32)], [1]
     pieces: list[torch.Tensor] = []
     counts: list[int] = []
     for grads in groups:
@@ -74,6 +88,13 @@ def stack(pieces: list[torch.Tensor]) -> torch.Tensor | None:
     if any(p.device != device for p in pieces):
         pieces = [p.to(device) for p in pieces]
     return torch.stack([p.float() if p.dtype != torch.float32 else p for p in pieces])
+
+
+def read_floats(pieces: list[torch.Tensor]) -> list[float]:
+    """CPU tensors' values as floats: one transfer for many, no stack for one or two."""
+    if len(pieces) <= 2:
+        return [p.item() for p in pieces]
+    return torch.stack([p.float() if p.dtype != torch.float32 else p for p in pieces]).tolist()
 
 
 def combine(values: Sequence[float], counts: Sequence[int]) -> list[float | None]:

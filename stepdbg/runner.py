@@ -26,7 +26,7 @@ from rich.console import Console
 from . import __version__
 from .diagnostics import Diagnostics, Thresholds
 from .live import View
-from .schema import PHASES, Anomaly, EndRecord, Header, OptimizerInfo, StepRecord
+from .schema import Anomaly, EndRecord, Header, OptimizerInfo, StepRecord
 from .trace import TraceWriter
 
 EXIT_INTERRUPTED = 130
@@ -68,17 +68,13 @@ class Recorder:
         self.writer = writer
         self.view = view
         self.steps = 0
-        self.phase_totals = dict.fromkeys((*PHASES, "overhead"), 0.0)
 
     def optimizer(self, info: OptimizerInfo) -> None:
         self.writer.write(info.to_json())
 
     def step(self, record: StepRecord) -> None:
-        self.writer.write(record.to_json())
+        self.writer.write_step(record)
         self.steps += 1
-        for phase, seconds in record.time.items():
-            if phase in self.phase_totals:
-                self.phase_totals[phase] += seconds
         self.view.on_step(record)
 
     def anomaly(self, anomaly: Anomaly) -> None:
@@ -96,6 +92,8 @@ def _resolve(options: RunOptions) -> tuple[str, list[str]]:
         if spec is None:
             raise ScriptNotFound(f"no module named {options.target!r}")
         return options.target, [spec.origin or options.target, *options.args]
+    if options.target.startswith("-"):
+        raise ScriptNotFound(f"no such option: {options.target} (options go before the script)")
     path = Path(options.target)
     if not path.exists():
         raise ScriptNotFound(f"no such file: {options.target}")
@@ -125,7 +123,7 @@ def _exit_code(exit: SystemExit) -> int:
 
 def _user_traceback(error: BaseException) -> types.TracebackType | None:
     """The traceback from the user's first frame on: stepdbg's and runpy's frames dropped."""
-    skip = (str(Path(__file__).parent), runpy.__file__)
+    skip = (str(Path(__file__).parent), runpy.__file__, "<frozen runpy>")
     tb = error.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename.startswith(skip):
         tb = tb.tb_next
@@ -201,14 +199,15 @@ def run_script(options: RunOptions) -> int:
         if saved_path0 is not None:
             sys.path[0] = saved_path0
     if error is not None:
-        sys.excepthook(type(error), error, _user_traceback(error))
+        error.__traceback__ = _user_traceback(error)  # the default hook prints the exception's own
+        sys.excepthook(type(error), error, error.__traceback__)
     end = EndRecord(
         status=status,
         exit_code=code,
         duration=time.time() - started,
         steps=recorder.steps,
         anomalies=dict(diagnostics.counts),
-        time=recorder.phase_totals,
+        time=collector.totals,
     )
     writer.write(end.to_json())
     writer.close()

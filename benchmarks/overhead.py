@@ -1,0 +1,66 @@
+"""stepdbg's overhead on real training loops: bare vs `stepdbg run` (default options).
+
+    python benchmarks/overhead.py [--repeats 5] [--kinds tiny wide medium]
+
+Bare, stepdbg and torch.profiler runs alternate, each a fresh process, so that
+the machine's drift hits all of them alike; the loop times itself after a
+warm-up (start-up and imports are not counted). Reported: the ratio of the
+fastest runs (the least noisy estimate on a busy machine) and of the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+LOOPS = Path(__file__).with_name("loops.py")
+BUDGET = {"tiny": 1.05, "wide": 1.05, "medium": 1.02}
+
+
+def seconds_per_step(command: list[str]) -> float:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+    return float(json.loads(result.stdout.strip().splitlines()[-1])["seconds_per_step"])
+
+
+def measure(kind: str, repeats: int, trace_dir: Path) -> dict[str, list[float]]:
+    trace = str(trace_dir / f"{kind}.stepdbg.jsonl")
+    commands = {
+        "bare": [sys.executable, str(LOOPS), kind],
+        "stepdbg": [sys.executable, "-m", "stepdbg", "run", "--quiet", "-o", trace, str(LOOPS), kind],
+        "profiler": [sys.executable, str(LOOPS), kind, "--profiler"],
+    }
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(repeats):
+        for name, command in commands.items():
+            times[name].append(seconds_per_step(command))
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--kinds", nargs="+", default=list(BUDGET), choices=list(BUDGET))
+    args = parser.parse_args()
+    print(f"{'loop':8} {'bare ms/step':>12} {'stepdbg (fastest)':>18} {'stepdbg (median)':>17} {'budget':>7} {'torch.profiler':>15}")
+    with tempfile.TemporaryDirectory() as trace_dir:
+        for kind in args.kinds:
+            times = measure(kind, args.repeats, Path(trace_dir))
+            bare_min, bare_median = min(times["bare"]), statistics.median(times["bare"])
+            fastest = min(times["stepdbg"]) / bare_min
+            median = statistics.median(times["stepdbg"]) / bare_median
+            profiler = min(times["profiler"]) / bare_min
+            print(
+                f"{kind:8} {bare_min * 1e3:12.3f} {fastest:17.3f}× {median:16.3f}× {BUDGET[kind]:6.2f}× {profiler:14.2f}×",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""`stepdbg run` as a user runs it: the script runs as under `python`, exit codes pass
+through, errors are one line, and the trace survives every way a run can end."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).parent / "cli_scripts"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
+
+
+def run(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "stepdbg", *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_script_runs_as_under_python(tmp_path: Path) -> None:
+    script = SCRIPTS / "report_env.py"
+    bare = subprocess.run(
+        [sys.executable, str(script), "--lr", "3e-4", "-o", "x"], cwd=tmp_path, env=ENV, capture_output=True, text=True
+    )
+    traced = run("run", "-o", str(tmp_path / "t.jsonl"), str(script), "--lr", "3e-4", "-o", "x", cwd=tmp_path)
+    assert bare.returncode == traced.returncode == 0, traced.stderr
+    assert traced.stdout == bare.stdout  # byte for byte: the script's stdout is its own
+    seen = json.loads(traced.stdout)
+    assert seen == {
+        "name": "__main__",
+        "file": str(script),
+        "argv": [str(script), "--lr", "3e-4", "-o", "x"],  # stepdbg's own -o went to the script
+        "path0": str(SCRIPTS),
+        "sibling": "sibling",
+    }
+
+
+def test_module_mode(tmp_path: Path) -> None:
+    trace = tmp_path / "m.jsonl"
+    shutil.copytree(SCRIPTS / "pkg", tmp_path / "pkg")
+    result = run("run", "-o", str(trace), "-m", "pkg.train_module", "-o", "arg", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert seen["name"] == "__main__"
+    assert seen["argv"] == [str(tmp_path / "pkg" / "train_module.py"), "-o", "arg"]
+    assert [r["step"] for r in records(trace) if r["type"] == "step"] == [0, 1, 2]
+
+
+def test_default_trace_path_is_named_after_the_script(tmp_path: Path) -> None:
+    result = run("run", str(SCRIPTS / "exits.py"), "ok", cwd=tmp_path)
+    assert result.returncode == 0
+    trace = tmp_path / "exits.stepdbg.jsonl"
+    assert trace.exists()
+    assert str(trace) in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("how", "code", "status"),
+    [("ok", 0, "ok"), ("exit3", 3, "ok"), ("exit-message", 1, "ok"), ("raise", 1, "error"), ("interrupt", 130, "interrupted")],
+)
+def test_exit_codes_and_end_record(tmp_path: Path, how: str, code: int, status: str) -> None:
+    trace = tmp_path / "t.jsonl"
+    result = run("run", "--no-live", "-o", str(trace), str(SCRIPTS / "exits.py"), how, cwd=tmp_path)
+    assert result.returncode == code, result.stderr
+    assert result.stdout == "trained\n"
+    lines = records(trace)
+    assert lines[0]["type"] == "header" and lines[0]["schema"] == 1
+    assert [r["step"] for r in lines if r["type"] == "step"] == [0, 1]
+    end = lines[-1]
+    assert end["type"] == "end"
+    assert (end["status"], end["exit_code"], end["steps"]) == (status, code, 2)
+
+
+def test_user_traceback_without_stepdbg_frames(tmp_path: Path) -> None:
+    result = run("run", "-o", str(tmp_path / "t.jsonl"), str(SCRIPTS / "exits.py"), "raise", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback (most recent call last):" in result.stderr
+    assert "ValueError: boom from the user's script" in result.stderr
+    assert 'exits.py", line' in result.stderr
+    traceback = result.stderr.split("Traceback")[1]
+    assert "stepdbg" not in traceback.split("ValueError")[0]
+    assert "runpy" not in traceback
+
+
+def test_sys_exit_message_goes_to_stderr(tmp_path: Path) -> None:
+    result = run("run", "-o", str(tmp_path / "t.jsonl"), str(SCRIPTS / "exits.py"), "exit-message", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "goodbye" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "no_such_script.py"], "no such file: no_such_script.py"),
+        (["run", "-m", "no_such_module_xyz"], "no module named 'no_such_module_xyz'"),
+        (["run", "--every", "-1", "x.py"], "greater than or equal to 0"),
+        (["diff", "a.jsonl"], "Missing argument 'b'"),
+        (["run"], "Missing argument 'script'"),
+        (["run", "--bogus", "x.py"], "no such option: --bogus"),
+        (["show", "missing.jsonl"], "missing.jsonl: no such file"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    result = run(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("stepdbg: error:")
+    assert message in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_quiet_prints_nothing_of_its_own(tmp_path: Path) -> None:
+    result = run("run", "--quiet", "-o", str(tmp_path / "t.jsonl"), str(SCRIPTS / "exits.py"), "ok", cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout == "trained\n"
+    assert result.stderr == ""
+
+
+def test_summary_names_the_trace(tmp_path: Path) -> None:
+    trace = tmp_path / "t.jsonl"
+    result = run("run", "-o", str(trace), str(SCRIPTS / "exits.py"), "ok", cwd=tmp_path)
+    assert "stepdbg: 2 steps" in result.stderr
+    assert "no anomalies" in result.stderr
+    assert f"trace written to {trace}" in result.stderr
+
+
+def test_killed_run_keeps_completed_steps(tmp_path: Path) -> None:
+    trace = tmp_path / "killed.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stepdbg", "run", "-o", str(trace), str(SCRIPTS / "slow_loop.py")],
+        cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    assert process.stdout is not None
+    printed = 0
+    deadline = time.monotonic() + 60
+    while printed < 30 and time.monotonic() < deadline:
+        if process.stdout.readline().startswith("step"):
+            printed += 1
+    time.sleep(1.2)  # the writer flushes at least once a second
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    text = trace.read_text()
+    whole = text.splitlines()[:-1] if not text.endswith("\n") else text.splitlines()
+    lines = [json.loads(line) for line in whole]  # every whole line is valid JSON
+    assert lines[0]["type"] == "header"
+    assert not any(r["type"] == "end" for r in lines)
+    assert len([r for r in lines if r["type"] == "step"]) >= printed
+    shown = run("show", str(trace), cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "did not finish" in shown.stdout
+
+
+def test_trace_is_standard_json_lines(tmp_path: Path) -> None:
+    trace = tmp_path / "t.jsonl"
+    result = run("run", "--every", "1", "-o", str(trace), str(SCRIPTS / "exits.py"), "ok", cwd=tmp_path)
+    assert result.returncode == 0
+    text = trace.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    pandas = pytest.importorskip("pandas")
+    frame = pandas.read_json(trace, lines=True)
+    assert list(frame[frame.type == "step"].step) == [0, 1]
+    if shutil.which("jq"):
+        steps = subprocess.run(
+            ["jq", "-c", 'select(.type=="step") | .step'], input=text, capture_output=True, text=True, check=True
+        )
+        assert steps.stdout.split() == ["0", "1"]
