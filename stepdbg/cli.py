@@ -11,7 +11,7 @@ import typer
 try:  # typer >= 0.20 carries its own click; its usage errors derive from TyperException
     from typer import TyperException as CommandLineError
 except ImportError:  # pragma: no cover - older typer, on click
-    from click.exceptions import ClickException as CommandLineError
+    from click.exceptions import ClickException as CommandLineError  # type: ignore[assignment]
 
 from . import __version__
 from .diagnostics import RULES, Thresholds
@@ -89,12 +89,13 @@ def run(
         float, typer.Option(help="vanishing-grad: a parameter's norm below this fraction of the largest.", min=0.0)
     ] = Thresholds.vanish_ratio,
     patience: Annotated[
-        int, typer.Option(help="Steps a condition must last before unused-param, zero-update or vanishing-grad fire.", min=1)
+        int, typer.Option(help="Steps a condition must last before unused-param or zero-update fire.", min=1)
     ] = Thresholds.patience,
 ) -> None:
-    """Run a training script under stepdbg: ``stepdbg run train.py --lr 3e-4``.
+    """Run a training script under stepdbg, as in: stepdbg run train.py --lr 3e-4
 
-    Everything after SCRIPT goes to the script, unchanged.
+    Everything after SCRIPT goes to the script, unchanged. The trace is written as
+    the run goes; stepdbg's own output goes to stderr.
     """
     from .runner import RunOptions, ScriptNotFound, run_script
 

@@ -338,8 +338,8 @@ class Collector:
             for entry in track.snapshot:
                 param_ref, grad_ref, version, _ = entry
                 param = param_ref()
-                grad = param.grad if param is not None else None
-                if grad is not None and grad_ref() is grad and grad._version == version:
+                grad: torch.Tensor | None = param.grad if param is not None else None
+                if grad is not None and grad._version == version and grad_ref() is grad:
                     kept.append(entry)
                     self._stale.append((track, entry))
             if len(kept) < len(track.snapshot):
@@ -579,8 +579,35 @@ class Collector:
                 progress.piece_counts = [len(grads) for grads in groups]
             else:
                 progress.grad_pieces, progress.piece_counts = norms.group_norm_pieces(groups)
+        if progress.detail:
+            self._check_not_in_optimizer(progress)
         needs_snapshot = not track.cleared_since_step or track.steps == 1
         self._mark_consumed(track, progress.params if needs_snapshot else None)
+
+    def _check_not_in_optimizer(self, progress: _StepInProgress) -> None:
+        """Gradients on a parameter no optimizer holds, where the optimizer holds a stale
+        copy of the model (a layer replaced after it was built) or the parameter's siblings."""
+        roots = {id(root): root for p in progress.params if (root := self.tree.root(p)) is not None}
+        optimized = self._tracks_by_param
+        replaced = self._has_orphans(progress, roots)
+        for root in roots.values():
+            for name, param in root.named_parameters():
+                if id(param) in optimized or param.grad is None or not param.requires_grad:
+                    continue
+                owner = self.tree.owner(param)
+                siblings_optimized = owner is not None and any(id(p) in optimized for p in owner.parameters())
+                if siblings_optimized or replaced:
+                    self.diagnostics.report(
+                        "not-in-optimizer", progress.record.step, progress.track.index,
+                        f"{name} receives gradients but no optimizer holds it", name, self.clock() - self.start,
+                    )
+                    return
+
+    @staticmethod
+    def _has_orphans(progress: _StepInProgress, roots: dict[int, torch.nn.Module]) -> bool:
+        """Whether the optimizer holds parameters that are no longer part of its models."""
+        current = {id(p) for root in roots.values() for p in root.parameters()}
+        return any(id(p) not in current for p in progress.params)
 
     def _mark_consumed(self, track: OptimizerTrack, params: list[torch.Tensor] | None = None) -> None:
         """The step consumed its gradients: what follows accumulates anew."""

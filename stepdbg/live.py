@@ -49,6 +49,9 @@ class View:
         self.quiet = quiet
         self.clock = clock
         self.latest: dict[int | None, StepRecord] = {}
+        self._window: dict[int | None, list[float]] = {}
+        """Per optimizer: [steps, then seconds per phase] since the last refresh."""
+        self._shown: dict[int | None, list[float]] = {}
         self.anomaly_count = 0
         self._live: Live | None = None
         self._use_live = live and not quiet and console.is_terminal
@@ -75,7 +78,15 @@ class View:
 
     def on_step(self, record: StepRecord) -> None:
         self.latest[record.optimizer] = record
-        if self._use_live or self.quiet:
+        if self._use_live:
+            window = self._window.get(record.optimizer)
+            if window is None:
+                window = self._window[record.optimizer] = [0.0] * (1 + len(PHASES))
+            window[0] += 1
+            for index, phase in enumerate(PHASES, 1):
+                window[index] += record.time.get(phase, 0.0)
+            return
+        if self.quiet:
             return
         now = self.clock()
         if now - self._last_plain >= PLAIN_INTERVAL:
@@ -96,18 +107,25 @@ class View:
             f"lr {lr}, {fmt_ms(record.time.get('total'))}/step"
         )
 
+    def _phase_means(self, optimizer: int | None) -> list[float]:
+        """Mean seconds per phase over the steps since the last refresh (the last shown if none)."""
+        window = self._window.pop(optimizer, None)
+        if window is not None and window[0]:
+            self._shown[optimizer] = [total / window[0] for total in window[1:]]
+        return self._shown.get(optimizer, [0.0] * len(PHASES))
+
     def __rich__(self) -> RenderableType:
-        table = Table(title="stepdbg", title_justify="left", expand=False)
+        table = Table(title="stepdbg (phase times: mean since the last refresh)", title_justify="left", expand=False)
         for column in ("opt", "step", "loss", "grad norm", "lr", *PHASES, "calls"):
             table.add_column(column, justify="left" if column == "calls" else "right")
-        for optimizer, record in sorted(self.latest.items(), key=lambda item: -1 if item[0] is None else item[0]):
+        for optimizer, record in sorted(list(self.latest.items()), key=lambda item: -1 if item[0] is None else item[0]):
             table.add_row(
                 "-" if optimizer is None else str(optimizer),
                 str(record.step),
                 fmt(record.loss),
                 fmt(record.grad_norm),
                 fmt(record.lr[0]) if record.lr else "-",
-                *(fmt_ms(record.time.get(phase)) for phase in PHASES),
+                *(fmt_ms(mean) for mean in self._phase_means(optimizer)),
                 " ".join(record.calls),
             )
         footer = Text(f"anomalies: {self.anomaly_count}", style="yellow" if self.anomaly_count else "green")

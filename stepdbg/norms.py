@@ -67,7 +67,7 @@ def group_norm_pieces(groups: Sequence[Sequence[torch.Tensor]]) -> tuple[list[to
     """
     if len(groups) == 1 and len(groups[0]) and _flattenable(groups[0]):
         grads = groups[0]  # the common case, in two torch calls
-        flat = grads[0].reshape(-1) if len(grads) == 1 else torch._C._nn.flatten_dense_tensors(grads)
+        flat = grads[0].reshape(-1) if len(grads) == 1 else torch._C._nn.flatten_dense_tensors(list(grads))
         return [torch.linalg.vector_norm(flat, dtype=torch.float32)], [1]
     pieces: list[torch.Tensor] = []
     counts: list[int] = []

@@ -169,7 +169,8 @@ def run_script(options: RunOptions) -> int:
     instrumentation = Instrumentation(collector)
 
     saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
-    status, code, error = "ok", 0, None
+    status, code = "ok", 0
+    error: BaseException | None = None
     sys.argv[:] = argv
     path0 = os.getcwd() if options.module else os.path.dirname(os.path.abspath(target))
     if sys.path:
