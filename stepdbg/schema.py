@@ -152,23 +152,28 @@ class StepRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StepRecord:
-        """Build a record, restoring the non-finite values that were written as null."""
+        """Build a record, restoring the non-finite values that were written as null.
+
+        Reading speed matters here (a trace can hold millions of steps): the parsed
+        lists and dicts are used as they are, not copied.
+        """
+        get = data.get
         record = cls(
-            optimizer=data.get("optimizer"),
-            step=int(data.get("step", 0)),
-            t=float(data.get("t", 0.0)),
-            calls=list(data.get("calls", [])),
-            backward_calls=int(data.get("backward_calls", 0)),
-            skipped=bool(data.get("skipped", False)),
-            loss=data.get("loss"),
-            grad_norm=data.get("grad_norm"),
-            group_grad_norms=list(data.get("group_grad_norms", [])),
-            lr=list(data.get("lr", [])),
-            time=dict(data.get("time", {})),
-            param_grad_norms=data.get("param_grad_norms"),
-            update_ratio=data.get("update_ratio"),
-            param_update_ratios=data.get("param_update_ratios"),
-            nonfinite=data.get("nonfinite"),
+            get("optimizer"),
+            int(get("step", 0)),
+            float(get("t", 0.0)),
+            get("calls") or [],
+            int(get("backward_calls", 0)),
+            bool(get("skipped", False)),
+            get("loss"),
+            get("grad_norm"),
+            get("group_grad_norms") or [],
+            get("lr") or [],
+            get("time") or {},
+            get("param_grad_norms"),
+            get("update_ratio"),
+            get("param_update_ratios"),
+            get("nonfinite"),
         )
         if record.nonfinite:
             restore_nonfinite(record, record.nonfinite)

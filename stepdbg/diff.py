@@ -1,0 +1,60 @@
+"""`stepdbg diff`: compare two runs step by step and say where they part.
+
+`diff_compare` reads both traces once, side by side (streaming, paired by
+optimizer and step); `diff_render` turns its `DiffResult` into the rich view, and
+``--json`` prints the same as one object.
+
+Numbers agree when ``|a - b| <= atol + rtol * |b|`` (b is the second trace), NaN
+agrees with NaN, and a missing value never agrees with a number. Compared per
+step: calls (their order too), backward_calls, skipped, loss, grad_norm,
+group_grad_norms, lr, and on the steps both traces have detail for,
+update_ratio and each parameter's grad norm and update ratio. Never compared:
+``t`` and ``time``; times are reported as B/A ratios of per-step medians.
+
+Exit codes, as diff(1):
+
+- 0: every common step agrees and the runs have the same steps, optimizers,
+  parameter names and outcome;
+- 1: any of those differ: a value, a step only one trace has (a run that stopped
+  early), an optimizer only one has, a renamed parameter, a different ending;
+- 2: trouble: a trace is missing, unreadable, corrupt or of a newer schema
+  (`TraceError`), or neither trace has a single step, so nothing can be compared
+  (`ValueError`). The CLI prints those as one error line.
+
+Versions, devices, ``every`` and anomalies are shown as notes, never counted.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from rich.console import Console
+
+from .diff_compare import Tolerance, compare_traces
+from .diff_render import render
+from .trace import dumps
+
+
+@dataclass
+class DiffOptions:
+    rtol: float = 1e-5
+    atol: float = 1e-8
+    json: bool = False
+    quiet: bool = False
+
+
+def diff_traces(
+    a: str | Path, b: str | Path, options: DiffOptions, console: Console | None = None, out: TextIO | None = None
+) -> int:
+    """``stepdbg diff A B``: print the comparison (rich on ``console``, JSON on ``out``) and return the exit code."""
+    result = compare_traces(a, b, Tolerance(options.rtol, options.atol))
+    if options.quiet:
+        return result.exit_code
+    if options.json:
+        (out if out is not None else sys.stdout).write(dumps(result.to_json()) + "\n")
+    else:
+        (console or Console()).print(render(result))
+    return result.exit_code

@@ -1,0 +1,47 @@
+"""`stepdbg show`: summarize a trace in one streaming pass.
+
+`show_stats` gathers the figures, `show_render` turns them into the rich view or
+JSON; ``--csv`` streams rows straight from the trace. Bad options and unreadable
+traces raise `ValueError` / `TraceError` with one line for the CLI to print.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from rich.console import Console
+
+from .show_render import render, summary_json, write_csv
+from .show_stats import StepFilter, collect, parse_steps
+from .trace import Trace, dumps
+
+
+@dataclass
+class ShowOptions:
+    steps: str | None = None
+    optimizer: int | None = None
+    param: str | None = None
+    anomalies_only: bool = False
+    json: bool = False
+    csv: bool = False
+
+
+def show_trace(
+    path: str | Path, options: ShowOptions, console: Console | None = None, out: TextIO | None = None
+) -> None:
+    """Print the view of the trace at ``path``: rich on ``console`` (stdout), or JSON/CSV on ``out`` (stdout)."""
+    start, stop = parse_steps(options.steps)
+    step_filter = StepFilter(start=start, stop=stop, optimizer=options.optimizer)
+    trace = Trace(path)
+    out = out if out is not None else sys.stdout
+    if options.csv:
+        write_csv(trace, step_filter, out, anomalies_only=options.anomalies_only, param=options.param)
+        return
+    summary = collect(trace, step_filter, options.param)
+    if options.json:
+        out.write(dumps(summary_json(summary, options.anomalies_only)) + "\n")
+    else:
+        (console or Console()).print(render(summary, options.anomalies_only))

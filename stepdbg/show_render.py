@@ -1,0 +1,292 @@
+"""Renderers for `stepdbg show`: rich renderables, a JSON object, CSV rows.
+
+The rich view is laid out to read in 80 columns: small key/value tables side by
+side (they wrap onto the next line when there is no room), sparklines of up to 60
+blocks that shrink to the room left, anomalies as short paragraphs. CSV is streamed straight from the trace,
+one row per step, so it needs nothing collected.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+from rich.columns import Columns
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.measure import Measurement
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
+
+from .schema import PHASES, Anomaly, OptimizerInfo, StepRecord
+from .show_stats import AnomalyGroup, Downsampler, OptimizerCheck, OptimizerStats, ParamTable, StepFilter, TraceSummary
+from .summary import (
+    data_table,
+    fmt_num,
+    fmt_seconds,
+    listing,
+    median,
+    optimizer_label,
+    section,
+    spaced,
+    step_label,
+)
+from .trace import Trace
+
+SPARK_CHARS = "▁▂▃▄▅▆▇█"
+SEVERITY_STYLES = {"error": "red", "warning": "yellow", "info": "blue"}
+PARAMS_IN_ANOMALY = 3
+MIN_SPARK_WIDTH = 20
+
+
+class Sparkline:
+    """A sparkline that fits the room it is given: the full width of the buckets, or less."""
+
+    def __init__(self, line: Downsampler) -> None:
+        self.line = line
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        width = len(self.line.means())
+        return Measurement(min(width, MIN_SPARK_WIDTH), width)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield Text(sparkline(self.line.means(options.max_width)), style="cyan", no_wrap=True)
+
+
+def sparkline(values: list[float | None]) -> str:
+    """Unicode blocks from lowest to highest; a blank where a stretch had no finite value."""
+    finite = [v for v in values if v is not None]
+    if not finite:
+        return ""
+    low, high = min(finite), max(finite)
+    scale = (len(SPARK_CHARS) - 1) / (high - low) if high > low else 0.0
+    return "".join(" " if v is None else SPARK_CHARS[round((v - low) * scale)] for v in values)
+
+
+def _range_text(low: float | None, high: float | None) -> str:
+    low_text, high_text = fmt_num(low), fmt_num(high)
+    return low_text if low_text == high_text else f"{low_text}–{high_text}"
+
+
+def _key_values(title: str | None = None) -> Table:
+    table = Table.grid(padding=(0, 2))
+    if title:
+        table.title, table.title_justify, table.title_style = title, "left", "bold"
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    return table
+
+
+def render_run(summary: TraceSummary) -> RenderableType:
+    run = summary.run
+    table = _key_values()
+    table.add_row("trace", run.path)
+    table.add_row("command", run.command)
+    table.add_row("versions", run.versions)
+    table.add_row("started", run.start)
+    table.add_row("duration", run.duration_text)
+    style = "yellow" if not run.finished else ("green" if run.status == "ok" else "red")
+    table.add_row("status", Text(run.outcome, style=style))
+    view = summary.filter.description
+    table.add_row("steps", f"{run.steps} (showing {view})" if view else str(run.steps))
+    return table
+
+
+def _title(stats: OptimizerStats) -> str:
+    if stats.index is None:
+        return "no optimizer (a loop of backward passes)"
+    return f"optimizer {stats.index} · {stats.cls}"
+
+
+def render_optimizer(stats: OptimizerStats) -> RenderableType:
+    table = _key_values(_title(stats))
+    steps = f"{stats.steps} ({stats.first_step}–{stats.last_step})" if stats.steps else "0"
+    grad_max = fmt_num(max(stats.grad_norms, default=None))
+    if stats.grad_nonfinite:
+        grad_max += f" (+{stats.grad_nonfinite} nan/inf)"
+    for key, value in (
+        ("params", str(stats.params)),
+        ("steps", steps),
+        ("skipped", str(stats.skipped)),
+        ("loss first", fmt_num(stats.loss_first)),
+        ("loss last", fmt_num(stats.loss_last)),
+        ("loss min", fmt_num(stats.loss_min)),
+        ("grad norm median", fmt_num(median(stats.grad_norms))),
+        ("grad norm max", grad_max),
+        ("lr", _range_text(stats.lr_min, stats.lr_max)),
+        ("update ratio median", fmt_num(median(stats.update_ratios))),
+    ):
+        table.add_row(key, value)
+    return table
+
+
+def render_optimizers(summary: TraceSummary) -> RenderableType:
+    if not summary.profile.steps:
+        return Text("No steps in this view." if summary.filter.description else "No steps recorded.", style="yellow")
+    return Columns([render_optimizer(stats) for stats in summary.optimizers.values()], padding=(1, 3))
+
+
+def render_profile(summary: TraceSummary) -> RenderableType | None:
+    profile = summary.profile
+    if not profile.steps:
+        return None
+    several = len(summary.optimizers) > 1
+    table = data_table("phase", "total", "mean/step", "share", "slowest", right=("total", "mean/step", "share"))
+    for phase, stats in profile.phases.items():
+        share = profile.share(phase)
+        at = stats.slowest_at
+        slowest = f"{fmt_seconds(stats.slowest)} at {step_label(*at, several)}" if at else "–"
+        table.add_row(
+            phase, fmt_seconds(stats.total), fmt_seconds(stats.total / profile.steps),
+            "–" if share is None else f"{share:.0%}", slowest,
+        )
+    return section(f"time per phase (total {fmt_seconds(profile.total)} over {profile.steps} steps)", table)
+
+
+def render_sparklines(summary: TraceSummary) -> RenderableType | None:
+    several = len(summary.optimizers) > 1
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(no_wrap=True)
+    table.add_column()
+    table.add_column(style="dim", no_wrap=True)
+    for stats in summary.optimizers.values():
+        if not stats.steps:
+            continue
+        label = f"opt {optimizer_label(stats.index)}" if several else ""
+        if stats.loss_line.means():
+            loss = f"{fmt_num(stats.loss_first)} → {fmt_num(stats.loss_last)}"
+            table.add_row(label, "loss", Sparkline(stats.loss_line), loss)
+            label = ""
+        if stats.grad_norms or stats.grad_nonfinite:
+            grad_max = fmt_num(max(stats.grad_norms, default=None))
+            table.add_row(label, "grad norm", Sparkline(stats.grad_line), f"max {grad_max}")
+    return section("loss and grad norm over the steps", table) if table.row_count else None
+
+
+def render_anomalies(summary: TraceSummary) -> RenderableType:
+    """One short paragraph per rule: what, where first, how often, which parameter, the likely fix."""
+    if not summary.anomalies:
+        return Text("No anomalies.", style="green")
+    several = len(summary.optimizers) > 1
+    groups = sorted(summary.anomalies.values(), key=lambda g: g.first_step)
+    return section("anomalies", spaced(_anomaly(group, several) for group in groups))
+
+
+def _anomaly(group: AnomalyGroup, several: bool) -> RenderableType:
+    times = "once" if group.total == 1 else f"{group.total} times"
+    head = Text(group.rule, style=f"bold {SEVERITY_STYLES.get(group.severity, '')}")
+    head.append(f" ({group.severity}) first at {step_label(group.optimizer, group.first_step, several)}, {times}")
+    if group.params:
+        head.append(f", param {listing(group.params, PARAMS_IN_ANOMALY)}")
+    lines: list[RenderableType] = [head, Padding(Text(group.message), (0, 0, 0, 2))]
+    if group.hint:
+        lines.append(Padding(Text(f"→ {group.hint}", style="dim"), (0, 0, 0, 2)))
+    return Group(*lines)
+
+
+def render_params(summary: TraceSummary) -> RenderableType:
+    params = summary.params
+    assert params is not None
+    several = len({optimizer for optimizer, _ in params.stats}) > 1
+    headers = ["opt"] if several else []
+    headers += ["param", "steps", "median", "max", "last", "update\nratio", "trend"]
+    table = data_table(*headers, right=tuple(h for h in headers if h not in ("param", "trend")))
+    for column in table.columns:
+        column.no_wrap = column.header != "param"
+        column.overflow = "fold"
+    for stats in params.stats.values():
+        cells: list[RenderableType] = [optimizer_label(stats.optimizer)] if several else []
+        if stats.detail_steps:
+            cells += [
+                stats.name, str(stats.detail_steps), fmt_num(median(stats.norms)),
+                fmt_num(max(stats.norms, default=None)), fmt_num(stats.last),
+                fmt_num(median(stats.update_ratios)), Sparkline(stats.line),
+            ]
+        else:
+            cells += [stats.name, "0", "no gradient", "", "", "", ""]
+        table.add_row(*cells)
+    return section(f"grad norms of {params.pattern} on the detail steps (every {summary.run.every})", table)
+
+
+def render(summary: TraceSummary, anomalies_only: bool = False) -> RenderableType:
+    """The rich view: the run, then the sections asked for."""
+    parts: list[RenderableType | None] = [render_run(summary)]
+    if summary.params is not None:
+        parts.append(render_params(summary))
+    elif not anomalies_only:
+        parts += [render_optimizers(summary), render_profile(summary), render_sparklines(summary)]
+    if anomalies_only or summary.params is None:
+        parts.append(render_anomalies(summary))
+    return spaced(part for part in parts if part is not None)
+
+
+def summary_json(summary: TraceSummary, anomalies_only: bool = False) -> dict[str, Any]:
+    """The same sections as the rich view, as data."""
+    data: dict[str, Any] = {"run": summary.run.to_json(), "filter": summary.filter.description}
+    if summary.params is not None:
+        data["params"] = summary.params.to_json()
+    elif not anomalies_only:
+        data["optimizers"] = [stats.to_json() for stats in summary.optimizers.values()]
+        data["time"] = summary.profile.to_json()
+    if anomalies_only or summary.params is None:
+        data["anomalies"] = [group.to_json() for group in summary.anomalies.values()]
+    return data
+
+
+TIMES = (*PHASES, "total")
+STEP_COLUMNS = [
+    "optimizer", "step", "t", "loss", "grad_norm", "lr", *(f"time_{name}" for name in TIMES),
+    "backward_calls", "skipped", "calls",
+]
+ANOMALY_COLUMNS = ["rule", "severity", "step", "optimizer", "param", "message", "hint", "t"]
+PARAM_COLUMNS = ["optimizer", "step", "param", "grad_norm", "update_ratio"]
+
+
+def _step_row(record: StepRecord) -> list[Any]:
+    """csv writes None as an empty cell and floats exactly (``repr``); NaN as ``nan``, which pandas reads."""
+    lr: Any = record.lr[0] if len(record.lr) == 1 else ";".join("" if v is None else repr(v) for v in record.lr)
+    return [
+        record.optimizer, record.step, record.t, record.loss, record.grad_norm, lr, *map(record.time.get, TIMES),
+        record.backward_calls, record.skipped, " ".join(record.calls),
+    ]
+
+
+def _csv_rows(
+    trace: Trace, step_filter: StepFilter, anomalies_only: bool, params: ParamTable | None, known: OptimizerCheck
+) -> Iterator[list[Any]]:
+    for record in trace:
+        if isinstance(record, OptimizerInfo):
+            known.seen.add(record.optimizer)
+            if params is not None and step_filter.admits_optimizer(record.optimizer):
+                params.describe(record)
+        elif isinstance(record, StepRecord):
+            known.seen.add(record.optimizer)
+            if anomalies_only or not step_filter.admits(record.optimizer, record.step):
+                continue
+            if params is None:
+                yield _step_row(record)
+            elif record.param_grad_norms is not None:
+                ratios = record.param_update_ratios or {}
+                for name, norm in record.param_grad_norms.items():
+                    if params.match(record.optimizer, name) is not None:
+                        yield [record.optimizer, record.step, name, norm, ratios.get(name)]
+        elif isinstance(record, Anomaly) and anomalies_only and step_filter.admits(record.optimizer, record.step):
+            yield [getattr(record, column) for column in ANOMALY_COLUMNS]
+
+
+def write_csv(
+    trace: Trace, step_filter: StepFilter, out: TextIO, anomalies_only: bool = False, param: str | None = None
+) -> None:
+    """One row per step; with ``--anomalies`` one per anomaly; with ``--param`` one per (detail step, parameter)."""
+    if anomalies_only and param is not None:
+        raise ValueError("--csv writes one table: use --anomalies or --param, not both")
+    params = ParamTable(param) if param is not None else None
+    known = OptimizerCheck(step_filter.optimizer)
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(ANOMALY_COLUMNS if anomalies_only else PARAM_COLUMNS if params else STEP_COLUMNS)
+    writer.writerows(_csv_rows(trace, step_filter, anomalies_only, params, known))
+    known.check(trace.path)
+    if params is not None:
+        params.check()

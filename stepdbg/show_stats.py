@@ -1,0 +1,428 @@
+"""What `stepdbg show` reports, gathered in one pass over a trace.
+
+Memory does not grow with the run beyond what the view needs: a float per step
+and optimizer for the medians, fixed-size buckets for the sparklines, one group
+per anomaly rule. Records are dropped as soon as they are counted.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from array import array
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+from .schema import PHASES, Anomaly, OptimizerInfo, StepRecord
+from .summary import RunInfo, floats, is_finite, listing, median, optimizer_label
+from .trace import Trace
+
+SPARK_WIDTH = 60
+PARAM_SPARK_WIDTH = 12
+NAMES_IN_ERROR = 8
+
+
+@dataclass(frozen=True)
+class StepFilter:
+    """Which steps the view covers: ``--steps A:B`` (half-open, like a slice) and ``--optimizer``."""
+
+    start: int = 0
+    stop: int | None = None
+    optimizer: int | None = None
+
+    def admits(self, optimizer: int | None, step: int) -> bool:
+        return (
+            (self.optimizer is None or optimizer == self.optimizer)
+            and step >= self.start
+            and (self.stop is None or step < self.stop)
+        )
+
+    def admits_optimizer(self, optimizer: int | None) -> bool:
+        return self.optimizer is None or optimizer == self.optimizer
+
+    @property
+    def description(self) -> str | None:
+        parts = []
+        if self.start or self.stop is not None:
+            parts.append(f"steps {self.start}:{'' if self.stop is None else self.stop}")
+        if self.optimizer is not None:
+            parts.append(f"optimizer {self.optimizer}")
+        return ", ".join(parts) or None
+
+
+def parse_steps(text: str | None) -> tuple[int, int | None]:
+    """``"100:200"`` → (100, 200); either side may be left out. Step numbers, not positions."""
+    if text is None:
+        return 0, None
+    match = re.fullmatch(r"\s*(\d*)\s*:\s*(\d*)\s*", text)
+    if not match:
+        raise ValueError(f"--steps takes A:B, a range of step numbers such as 100:200, 100: or :200 (got {text!r})")
+    start = int(match[1]) if match[1] else 0
+    stop = int(match[2]) if match[2] else None
+    if stop is not None and stop <= start:
+        raise ValueError(f"--steps {text} selects no steps: B must be greater than A")
+    return start, stop
+
+
+class Downsampler:
+    """Means of runs of consecutive values, never more than 2 × width runs, whatever the count.
+
+    The runs double in length whenever there are 2 × width of them, so a sparkline
+    over a million steps takes the same memory as one over a hundred.
+    """
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.run_length = 1
+        self.sums: list[float] = []
+        self.counts: list[int] = []  # finite values in each run
+        self._sum = 0.0
+        self._finite = 0
+        self._seen = 0
+
+    def add(self, value: float | None) -> None:
+        if value is not None and math.isfinite(value):
+            self._sum += value
+            self._finite += 1
+        self._seen += 1
+        if self._seen == self.run_length:
+            self.sums.append(self._sum)
+            self.counts.append(self._finite)
+            self._sum, self._finite, self._seen = 0.0, 0, 0
+            if len(self.sums) == 2 * self.width:
+                self.sums = [a + b for a, b in zip(self.sums[::2], self.sums[1::2])]
+                self.counts = [a + b for a, b in zip(self.counts[::2], self.counts[1::2])]
+                self.run_length *= 2
+
+    def means(self, width: int | None = None) -> list[float | None]:
+        """At most ``width`` means (default: the width asked for), in order; None where a
+        stretch had no finite value."""
+        width = min(width or self.width, self.width)
+        sums, counts = list(self.sums), list(self.counts)
+        if self._seen:
+            sums.append(self._sum)
+            counts.append(self._finite)
+        if len(sums) > width:
+            bounds = [len(sums) * i // width for i in range(width + 1)]
+            sums = [sum(sums[lo:hi]) for lo, hi in zip(bounds, bounds[1:])]
+            counts = [sum(counts[lo:hi]) for lo, hi in zip(bounds, bounds[1:])]
+        return [s / c if c else None for s, c in zip(sums, counts)]
+
+
+@dataclass
+class OptimizerStats:
+    """One optimizer's steps in the view, folded into the figures of its table row."""
+
+    index: int | None
+    cls: str = "–"
+    params: int = 0
+    steps: int = 0
+    skipped: int = 0
+    first_step: int | None = None
+    last_step: int | None = None
+    loss_first: float | None = None
+    loss_last: float | None = None
+    loss_min: float | None = None
+    grad_norms: array[float] = field(default_factory=floats)  # the finite ones
+    grad_nonfinite: int = 0
+    lr_min: float | None = None
+    lr_max: float | None = None
+    update_ratios: array[float] = field(default_factory=floats)
+    loss_line: Downsampler = field(default_factory=lambda: Downsampler(SPARK_WIDTH))
+    grad_line: Downsampler = field(default_factory=lambda: Downsampler(SPARK_WIDTH))
+
+    def describe(self, info: OptimizerInfo) -> None:
+        self.cls = info.cls
+        self.params = len(info.param_names)
+
+    def add(self, record: StepRecord) -> None:
+        self.steps += 1
+        self.skipped += record.skipped
+        if self.first_step is None:
+            self.first_step = record.step
+        self.last_step = record.step
+        self._add_loss(record.loss)
+        grad_norm = record.grad_norm
+        if is_finite(grad_norm):
+            self.grad_norms.append(grad_norm)
+        elif grad_norm is not None:
+            self.grad_nonfinite += 1
+        self.grad_line.add(grad_norm)
+        for lr in record.lr:
+            if is_finite(lr):
+                self.lr_min = lr if self.lr_min is None else min(self.lr_min, lr)
+                self.lr_max = lr if self.lr_max is None else max(self.lr_max, lr)
+        if is_finite(record.update_ratio):
+            self.update_ratios.append(record.update_ratio)
+
+    def _add_loss(self, loss: float | None) -> None:
+        self.loss_line.add(loss)
+        if loss is None:
+            return
+        if self.loss_first is None:
+            self.loss_first = loss
+        self.loss_last = loss
+        if math.isfinite(loss) and (self.loss_min is None or loss < self.loss_min):
+            self.loss_min = loss
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.index,
+            "class": self.cls,
+            "params": self.params,
+            "steps": self.steps,
+            "skipped": self.skipped,
+            "first_step": self.first_step,
+            "last_step": self.last_step,
+            "loss": {"first": self.loss_first, "last": self.loss_last, "min": self.loss_min},
+            "grad_norm": {
+                "median": median(self.grad_norms),
+                "max": max(self.grad_norms, default=None),
+                "nonfinite": self.grad_nonfinite,
+            },
+            "lr": {"min": self.lr_min, "max": self.lr_max},
+            "update_ratio": {"median": median(self.update_ratios)},
+        }
+
+
+@dataclass
+class PhaseStats:
+    total: float = 0.0
+    slowest: float = -math.inf
+    slowest_at: tuple[int | None, int] | None = None
+
+
+@dataclass
+class Profile:
+    """Where the time went, per phase, over the steps in the view."""
+
+    steps: int = 0
+    total: float = 0.0
+    phases: dict[str, PhaseStats] = field(default_factory=lambda: {phase: PhaseStats() for phase in PHASES})
+
+    def add(self, record: StepRecord) -> None:
+        self.steps += 1
+        times = record.time
+        self.total += times.get("total", 0.0)
+        for phase, stats in self.phases.items():
+            seconds = times.get(phase, 0.0)
+            stats.total += seconds
+            if seconds > stats.slowest:
+                stats.slowest, stats.slowest_at = seconds, (record.optimizer, record.step)
+
+    def share(self, phase: str) -> float | None:
+        return self.phases[phase].total / self.total if self.total > 0 else None
+
+    def to_json(self) -> dict[str, Any]:
+        phases = {}
+        for phase, stats in self.phases.items():
+            if stats.slowest_at is None:
+                continue  # no steps
+            optimizer, step = stats.slowest_at
+            phases[phase] = {
+                "total": stats.total,
+                "mean": stats.total / self.steps,
+                "share": self.share(phase),
+                "slowest": {"optimizer": optimizer, "step": step, "time": stats.slowest},
+            }
+        return {"steps": self.steps, "total": self.total, "phases": phases}
+
+
+@dataclass
+class AnomalyGroup:
+    """Every anomaly record of one rule; ``count`` is the end record's, repeats included."""
+
+    rule: str
+    severity: str
+    first_step: int
+    optimizer: int | None
+    message: str
+    hint: str
+    params: list[str] = field(default_factory=list)
+    records: int = 0
+    count: int | None = None
+
+    @classmethod
+    def first_of(cls, anomaly: Anomaly) -> AnomalyGroup:
+        return cls(anomaly.rule, anomaly.severity, anomaly.step, anomaly.optimizer, anomaly.message, anomaly.hint)
+
+    def add(self, anomaly: Anomaly) -> None:
+        self.records += 1
+        if anomaly.param and anomaly.param not in self.params:
+            self.params.append(anomaly.param)
+        if anomaly.step < self.first_step:
+            self.first_step, self.optimizer = anomaly.step, anomaly.optimizer
+            self.message, self.hint = anomaly.message, anomaly.hint
+
+    @property
+    def total(self) -> int:
+        return self.count if self.count is not None else self.records
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "severity": self.severity,
+            "first_step": self.first_step,
+            "optimizer": self.optimizer,
+            "count": self.total,
+            "params": self.params,
+            "message": self.message,
+            "hint": self.hint,
+        }
+
+
+@dataclass
+class ParamStats:
+    optimizer: int | None
+    name: str
+    norms: array[float] = field(default_factory=floats)  # the finite ones, on detail steps
+    nonfinite: int = 0
+    first: float | None = None
+    last: float | None = None
+    update_ratios: array[float] = field(default_factory=floats)
+    line: Downsampler = field(default_factory=lambda: Downsampler(PARAM_SPARK_WIDTH))
+
+    def add(self, norm: float | None, update_ratio: float | None) -> None:
+        if norm is not None:
+            if self.first is None:
+                self.first = norm
+            self.last = norm
+            if math.isfinite(norm):
+                self.norms.append(norm)
+            else:
+                self.nonfinite += 1
+        self.line.add(norm)
+        if is_finite(update_ratio):
+            self.update_ratios.append(update_ratio)
+
+    @property
+    def detail_steps(self) -> int:
+        return len(self.norms) + self.nonfinite
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer,
+            "name": self.name,
+            "detail_steps": self.detail_steps,
+            "first": self.first,
+            "last": self.last,
+            "min": min(self.norms, default=None),
+            "median": median(self.norms),
+            "max": max(self.norms, default=None),
+            "nonfinite": self.nonfinite,
+            "update_ratio_median": median(self.update_ratios),
+        }
+
+
+class ParamTable:
+    """Per-parameter gradient norms over the detail steps, for names matching a glob."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self.stats: dict[tuple[int | None, str], ParamStats] = {}
+        self._matches: dict[str, bool] = {}  # every name seen, whether it matches
+
+    def match(self, optimizer: int | None, name: str) -> ParamStats | None:
+        """The stats to add to for this name, or None when it does not match."""
+        key = (optimizer, name)
+        stats = self.stats.get(key)
+        if stats is None:
+            matches = self._matches.get(name)
+            if matches is None:
+                matches = self._matches[name] = fnmatchcase(name, self.pattern)
+            if matches:
+                stats = self.stats[key] = ParamStats(optimizer, name)
+        return stats
+
+    def describe(self, info: OptimizerInfo) -> None:
+        for name in info.param_names:
+            self.match(info.optimizer, name)
+
+    def add(self, record: StepRecord) -> None:
+        ratios = record.param_update_ratios or {}
+        for name, norm in (record.param_grad_norms or {}).items():
+            stats = self.match(record.optimizer, name)
+            if stats is not None:
+                stats.add(norm, ratios.get(name))
+
+    def check(self) -> None:
+        """Say plainly, listing a few real names, when the pattern matched nothing."""
+        if self.stats:
+            return
+        names = list(self._matches)
+        if not names:
+            raise ValueError(f"no parameter matches {self.pattern!r}: the trace names no parameters")
+        raise ValueError(f"no parameter matches {self.pattern!r}; the trace has {listing(names, NAMES_IN_ERROR)}")
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [stats.to_json() for stats in self.stats.values()]
+
+
+@dataclass
+class TraceSummary:
+    run: RunInfo
+    filter: StepFilter
+    optimizers: dict[int | None, OptimizerStats]
+    profile: Profile
+    anomalies: dict[str, AnomalyGroup]
+    params: ParamTable | None
+
+
+class OptimizerCheck:
+    """Remembers the optimizers a trace has, to refuse ``--optimizer N`` for one it lacks."""
+
+    def __init__(self, wanted: int | None) -> None:
+        self.wanted = wanted
+        self.seen: set[int | None] = set()
+
+    def check(self, path: Path) -> None:
+        if self.wanted is None or self.wanted in self.seen:
+            return
+        have = ", ".join(optimizer_label(i) for i in sorted(self.seen, key=lambda i: -1 if i is None else i))
+        raise ValueError(f"{path} has no optimizer {self.wanted} ({'it has ' + have if have else 'it has none'})")
+
+
+def collect(trace: Trace, step_filter: StepFilter, param_pattern: str | None = None) -> TraceSummary:
+    """Read the whole trace once and fold every record into the figures of the view."""
+    optimizers: dict[int | None, OptimizerStats] = {}
+    profile = Profile()
+    anomalies: dict[str, AnomalyGroup] = {}
+    params = ParamTable(param_pattern) if param_pattern is not None else None
+    known = OptimizerCheck(step_filter.optimizer)
+    steps, last_t = 0, 0.0
+    for record in trace:
+        if isinstance(record, StepRecord):
+            steps += 1
+            last_t = record.t
+            known.seen.add(record.optimizer)
+            if not step_filter.admits(record.optimizer, record.step):
+                continue
+            stats = optimizers.get(record.optimizer)
+            if stats is None:
+                stats = optimizers[record.optimizer] = OptimizerStats(record.optimizer)
+            stats.add(record)
+            profile.add(record)
+            if params is not None and record.param_grad_norms is not None:
+                params.add(record)
+        elif isinstance(record, OptimizerInfo):
+            known.seen.add(record.optimizer)
+            if step_filter.admits_optimizer(record.optimizer):
+                optimizers.setdefault(record.optimizer, OptimizerStats(record.optimizer)).describe(record)
+                if params is not None:
+                    params.describe(record)
+        elif isinstance(record, Anomaly):
+            last_t = max(last_t, record.t)
+            if step_filter.admits(record.optimizer, record.step):
+                group = anomalies.get(record.rule)
+                if group is None:
+                    group = anomalies[record.rule] = AnomalyGroup.first_of(record)
+                group.add(record)
+    known.check(trace.path)
+    if params is not None:
+        params.check()
+    if trace.end is not None:
+        for rule, group in anomalies.items():
+            group.count = trace.end.anomalies.get(rule)
+    return TraceSummary(RunInfo.from_trace(trace, steps, last_t), step_filter, optimizers, profile, anomalies, params)

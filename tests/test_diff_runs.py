@@ -1,0 +1,83 @@
+"""`stepdbg diff` on traces written by real `stepdbg run`s of tests/cli_scripts/seeded.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_run import ENV, SCRIPTS, run
+
+
+@pytest.fixture(scope="module")
+def traces(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Four runs at once: two identical, one with the lr changed at step 5, one with zero_grad moved."""
+    folder = tmp_path_factory.mktemp("runs")
+    variants = {"a": [], "b": [], "lr": ["--lr-change-at", "5"], "late": ["--zero-grad-last"]}
+    processes = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "stepdbg", "run", "-q", "--every", "1", "-o", str(folder / f"{name}.jsonl"),
+             str(SCRIPTS / "seeded.py"), *args],
+            cwd=folder, env=ENV, stdout=subprocess.DEVNULL,
+        )
+        for name, args in variants.items()
+    }
+    for process in processes.values():
+        assert process.wait(timeout=180) == 0
+    return {name: folder / f"{name}.jsonl" for name in variants}
+
+
+def diff_json(a: Path, b: Path) -> tuple[int, dict]:
+    result = run("diff", "--json", str(a), str(b), cwd=a.parent)
+    return result.returncode, json.loads(result.stdout)
+
+
+def test_identical_seeded_runs_agree(traces: dict[str, Path]) -> None:
+    result = run("diff", str(traces["a"]), str(traces["b"]), cwd=traces["a"].parent)
+    assert result.returncode == 0, result.stdout
+    assert run("diff", "--quiet", str(traces["a"]), str(traces["b"]), cwd=traces["a"].parent).stdout == ""
+
+
+def test_lr_change_is_found_at_step_5_then_loss_and_grads_at_6(traces: dict[str, Path]) -> None:
+    code, report = diff_json(traces["a"], traces["lr"])
+    assert code == 1
+    first = report["first"]
+    assert (first["optimizer"], first["step"]) == (0, 5)
+    lr = next(field for field in first["fields"] if field["field"] == "lr")
+    assert (lr["a"], lr["b"]) == ([0.05], [0.2])
+    assert "loss" not in {field["field"] for field in first["fields"]}
+    by_field = {name: field["first_step"] for name, field in report["fields"].items()}
+    assert by_field["lr"] == 5
+    assert by_field["loss"] == 6 and by_field["grad_norm"] == 6
+    assert report["reconverged"] is False
+    human = run("diff", str(traces["a"]), str(traces["lr"]), cwd=traces["a"].parent).stdout
+    assert "step 5" in human and "lr" in human
+
+
+def test_moved_zero_grad_is_a_call_order_change(traces: dict[str, Path]) -> None:
+    code, report = diff_json(traces["a"], traces["late"])
+    assert code == 1
+    calls = report["first"]["fields"]
+    assert report["first"]["step"] == 0
+    assert [c["field"] for c in calls] == ["calls"]
+    assert (calls[0]["a"], calls[0]["b"]) == (["zero_grad", "backward", "step"], ["backward", "step"])
+    human = run("diff", str(traces["a"]), str(traces["late"]), cwd=traces["a"].parent).stdout
+    assert "zero_grad backward step" in human and "backward step" in human
+
+
+def test_diff_on_missing_and_corrupt_traces_is_trouble(traces: dict[str, Path], tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.jsonl"
+    lines = traces["a"].read_text().splitlines()
+    lines[3] = lines[3][:20]
+    corrupt.write_text("\n".join(lines) + "\n")
+    result = run("diff", str(traces["a"]), str(corrupt), cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"{corrupt}:4" in result.stderr
+    missing = run("diff", str(traces["a"]), str(tmp_path / "nope.jsonl"), cwd=tmp_path)
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert run("show", str(empty), cwd=tmp_path).returncode == 2

@@ -1,0 +1,277 @@
+"""`stepdbg show`: the view, its options, JSON and CSV, and traces that went wrong."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from rich.console import Console
+from trace_factory import cut_last_line, replace_line, write_trace
+from typer.testing import CliRunner
+
+from stepdbg.cli import app
+from stepdbg.schema import Anomaly, EndRecord, StepRecord
+from stepdbg.show import ShowOptions, show_trace
+from stepdbg.show_render import sparkline
+from stepdbg.show_stats import Downsampler, parse_steps
+from stepdbg.trace import TraceError
+
+runner = CliRunner()
+
+
+def render(path: Path, **options: Any) -> str:
+    buffer = io.StringIO()
+    show_trace(path, ShowOptions(**options), console=Console(file=buffer, width=100, color_system=None))
+    return buffer.getvalue()
+
+
+def data(path: Path, **options: Any) -> str:
+    out = io.StringIO()
+    show_trace(path, ShowOptions(**options), out=out)
+    return out.getvalue()
+
+
+def anomaly(rule: str, step: int, param: str | None = None, optimizer: int = 0) -> Anomaly:
+    return Anomaly(
+        rule=rule, severity="warning", step=step, optimizer=optimizer, param=param,
+        message=f"{rule} happened", hint=f"fix {rule}",
+    )
+
+
+@pytest.fixture
+def trace(tmp_path: Path) -> Path:
+    """Ten steps of two optimizers, two anomalies, an end record that counts repeats."""
+    end = EndRecord(
+        status="ok", exit_code=0, duration=12.5, steps=20, anomalies={"exploding-grad": 4, "unused-param": 1}
+    )
+    return write_trace(
+        tmp_path / "run.stepdbg.jsonl", optimizers=2,
+        anomalies=[anomaly("exploding-grad", 3), anomaly("unused-param", 6, param="head.bias", optimizer=1)],
+        end=end,
+    )
+
+
+def test_default_view_tells_the_run_optimizers_phases_sparklines_and_anomalies(trace: Path) -> None:
+    text = render(trace)
+    assert "stepdbg run train.py" in text
+    assert "ok, exit 0" in text
+    assert "12.5 s" in text
+    assert "optimizer 0 · SGD" in text and "optimizer 1 · SGD" in text
+    assert "10 (0–9)" in text  # steps of each optimizer
+    assert "loss first           2" in text  # 2 / (1 + 0)
+    assert "loss last            0.2" in text  # 2 / (1 + 9)
+    for phase in ("forward", "backward", "step", "zero_grad"):
+        assert f" {phase} " in text
+    assert "56%" in text  # backward: 20 of 36 ms
+    assert "█" in text and "▁" in text
+    assert "exploding-grad (warning) first at optimizer 0 step 3, 4 times" in text  # count from the end record
+    assert "unused-param (warning) first at optimizer 1 step 6, once, param head.bias" in text
+    assert "→ fix exploding-grad" in text
+
+
+def test_cut_trace_keeps_every_whole_line_and_says_the_run_did_not_finish(tmp_path: Path) -> None:
+    path = cut_last_line(write_trace(tmp_path / "cut.jsonl", steps=8, end=False))
+    text = render(path)
+    assert "did not finish (no end record; the trace was cut)" in text
+    assert "steps     7" in text  # the 8th step record was cut
+    summary = json.loads(data(path, json=True))
+    assert summary["run"]["finished"] is False and summary["run"]["truncated"] is True
+    assert summary["optimizers"][0]["last_step"] == 6
+
+
+def test_cut_inside_a_multibyte_character_keeps_every_whole_line(tmp_path: Path) -> None:
+    def repeats(record: StepRecord) -> None:
+        record.calls = ["backward×2", "step"]
+
+    path = write_trace(tmp_path / "cut.jsonl", tweak=repeats, end=False)
+    data = path.read_bytes()
+    path.write_bytes(data[: data.rfind("×".encode()) + 1])  # a killed run stopped mid-character
+    assert "did not finish" in render(path)
+
+
+def test_trace_with_no_steps(tmp_path: Path) -> None:
+    path = write_trace(tmp_path / "empty-run.jsonl", steps=0, end=EndRecord("error", 1, 0.2, 0))
+    text = render(path)
+    assert "No steps recorded." in text
+    assert "error, exit 1" in text
+    assert "No anomalies." in text
+
+
+def test_crashed_script_shows_status_error(tmp_path: Path) -> None:
+    path = write_trace(tmp_path / "crash.jsonl", steps=3, end=EndRecord("error", 1, 1.0, 3))
+    assert "error, exit 1" in render(path)
+    assert json.loads(data(path, json=True))["run"]["status"] == "error"
+
+
+def test_corrupt_middle_line_names_file_and_line(tmp_path: Path) -> None:
+    path = replace_line(write_trace(tmp_path / "bad.jsonl"), 4, '{"type": "step", "optimizer": 0,')
+    with pytest.raises(TraceError, match=rf"{path}:4: corrupt line"):
+        render(path)
+    result = runner.invoke(app, ["show", str(path)])
+    assert result.exit_code == 2
+    assert f"stepdbg: error: {path}:4: corrupt line" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no such file"),
+        ("", "empty file, not a stepdbg trace"),
+        ("hello\n", "not a stepdbg trace"),
+        ('{"type":"header","schema":99}\n', "trace schema 99 is newer than this stepdbg reads"),
+    ],
+)
+def test_unreadable_traces_exit_2_with_one_line(tmp_path: Path, content: str | None, message: str) -> None:
+    path = tmp_path / "t.jsonl"
+    if content is not None:
+        path.write_text(content)
+    result = runner.invoke(app, ["show", str(path)])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("stepdbg: error:") and message in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_json_is_standard_json_with_the_summary(tmp_path: Path) -> None:
+    def nan_loss(record: StepRecord) -> None:
+        if record.step == 4:
+            record.loss = math.nan
+
+    path = write_trace(tmp_path / "nan.jsonl", tweak=nan_loss, anomalies=[anomaly("nonfinite-loss", 4)])
+    text = data(path, json=True)
+    summary = json.loads(text, parse_constant=lambda token: pytest.fail(f"non-standard JSON token {token}"))
+    (optimizer,) = summary["optimizers"]
+    assert optimizer["class"] == "SGD" and optimizer["steps"] == 10 and optimizer["skipped"] == 0
+    assert optimizer["loss"] == {"first": 2.0, "last": 0.2, "min": 0.2}
+    assert optimizer["grad_norm"]["median"] == pytest.approx(1.45)
+    assert optimizer["lr"] == {"min": 0.1, "max": 0.1}
+    assert summary["time"]["phases"]["backward"]["total"] == pytest.approx(0.2)
+    assert summary["anomalies"][0]["rule"] == "nonfinite-loss"
+    assert summary["run"]["command"] == "stepdbg run train.py"
+
+
+def test_csv_has_one_row_per_step_and_reads_back(tmp_path: Path) -> None:
+    def two_groups(record: StepRecord) -> None:
+        record.lr = [0.1, 0.01]
+        if record.step == 2:
+            record.loss = math.nan
+            record.calls = ["backward×2", "step"]
+
+    path = write_trace(tmp_path / "run.jsonl", optimizers=2, tweak=two_groups)
+    text = data(path, csv=True)
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) == 20
+    assert rows[0]["calls"] == "zero_grad backward step" and rows[0]["lr"] == "0.1;0.01"
+    frame = pd.read_csv(io.StringIO(text))
+    assert list(frame.columns[:6]) == ["optimizer", "step", "t", "loss", "grad_norm", "lr"]
+    assert {"time_forward", "time_backward", "time_step", "time_zero_grad", "time_total"} <= set(frame.columns)
+    assert frame["skipped"].dtype == bool and not frame["skipped"].any()
+    assert frame.loc[frame.step == 2, "loss"].isna().all()
+    assert frame["time_backward"].sum() == pytest.approx(0.4)
+    assert frame.loc[(frame.optimizer == 1) & (frame.step == 2), "calls"].item() == "backward×2 step"
+
+
+def test_steps_slice_limits_every_section(tmp_path: Path) -> None:
+    path = write_trace(tmp_path / "run.jsonl", anomalies=[anomaly("late", 8)])
+    text = render(path, steps="2:5")
+    assert "showing steps 2:5" in text and "3 (2–4)" in text
+    assert "No anomalies." in text  # the one at step 8 is outside
+    rows = list(csv.DictReader(io.StringIO(data(path, steps="2:5", csv=True))))
+    assert [int(row["step"]) for row in rows] == [2, 3, 4]
+    assert json.loads(data(path, steps="7:", json=True))["optimizers"][0]["first_step"] == 7
+
+
+@pytest.mark.parametrize("text", ["5", "a:b", "1:2:3", "-3:", "5:2", "4:4"])
+def test_bad_steps_are_a_one_line_error(text: str) -> None:
+    with pytest.raises(ValueError, match="--steps"):
+        parse_steps(text)
+
+
+def test_parse_steps() -> None:
+    assert parse_steps(None) == (0, None)
+    assert parse_steps("2:5") == (2, 5)
+    assert parse_steps(":5") == (0, 5)
+    assert parse_steps("100:") == (100, None)
+
+
+def test_param_pattern_tables_matching_parameters(tmp_path: Path) -> None:
+    path = write_trace(tmp_path / "run.jsonl", optimizers=2, every=2)
+    text = render(path, param="fc*")
+    assert "grad norms of fc* on the detail steps (every 2)" in text
+    for name in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"):
+        assert name in text
+    assert "head.weight" not in text
+    assert "time per phase" not in text
+    params = json.loads(data(path, param="fc1.*", json=True))["params"]
+    assert [p["name"] for p in params] == ["fc1.weight", "fc1.bias"]
+    assert params[0]["detail_steps"] == 5  # steps 0, 2, 4, 6, 8
+    assert params[0]["first"] == pytest.approx(0.1) and params[0]["last"] == pytest.approx(0.18)
+    rows = list(csv.DictReader(io.StringIO(data(path, param="head.bias", csv=True))))
+    assert [(row["step"], row["param"]) for row in rows] == [(str(s), "head.bias") for s in (0, 2, 4, 6, 8)]
+
+
+def test_param_pattern_that_matches_nothing_lists_real_names(tmp_path: Path) -> None:
+    path = write_trace(tmp_path / "run.jsonl")
+    with pytest.raises(ValueError, match=r"no parameter matches 'encoder\.\*'; the trace has fc1\.weight, fc1\.bias"):
+        render(path, param="encoder.*")
+    result = runner.invoke(app, ["show", str(path), "--param", "encoder.*"])
+    assert result.exit_code == 2 and "fc2.bias" in result.stderr
+
+
+def test_optimizer_option(tmp_path: Path) -> None:
+    path = write_trace(tmp_path / "run.jsonl", optimizers=2)
+    summary = json.loads(data(path, optimizer=1, json=True))
+    assert [o["optimizer"] for o in summary["optimizers"]] == [1]
+    assert summary["time"]["steps"] == 10
+    with pytest.raises(ValueError, match="has no optimizer 5 \\(it has 0, 1\\)"):
+        render(path, optimizer=5)
+
+
+def test_anomalies_only(trace: Path) -> None:
+    text = render(trace, anomalies_only=True)
+    assert "exploding-grad" in text and "unused-param" in text
+    assert "time per phase" not in text and "optimizer 0 · SGD" not in text
+    summary = json.loads(data(trace, anomalies_only=True, json=True))
+    assert [a["rule"] for a in summary["anomalies"]] == ["exploding-grad", "unused-param"]
+    assert summary["anomalies"][0]["count"] == 4
+    assert "optimizers" not in summary
+    rows = list(csv.DictReader(io.StringIO(data(trace, anomalies_only=True, csv=True))))
+    assert [(row["rule"], row["step"], row["param"]) for row in rows] == [
+        ("exploding-grad", "3", ""), ("unused-param", "6", "head.bias")
+    ]
+
+
+def test_downsampler_keeps_fixed_memory_and_the_mean() -> None:
+    line = Downsampler(width=10)
+    for value in range(100_000):
+        line.add(float(value))
+        assert len(line.sums) < 20
+    means = [mean for mean in line.means() if mean is not None]
+    assert len(means) == 10
+    assert means == sorted(means)
+    assert means[0] < 10_000 and means[-1] > 90_000
+    assert len(line.means(4)) == 4
+
+
+def test_downsampler_short_runs_and_gaps() -> None:
+    line = Downsampler(width=60)
+    for value in (1.0, None, math.nan, 3.0):
+        line.add(value)
+    assert line.means() == [1.0, None, None, 3.0]
+    assert sparkline(line.means()) == "▁  █"
+    assert sparkline([2.0, 2.0]) == "▁▁"
+
+
+def test_cli_show_prints_the_view_on_stdout(trace: Path) -> None:
+    result = runner.invoke(app, ["show", str(trace)])
+    assert result.exit_code == 0, result.output
+    assert "optimizer 1 · SGD" in result.stdout and result.stderr == ""
+    result = runner.invoke(app, ["show", str(trace), "--json"])
+    assert json.loads(result.stdout)["run"]["steps"] == 20
+    result = runner.invoke(app, ["show", str(trace), "--json", "--csv"])
+    assert result.exit_code == 2 and "cannot be used together" in result.stderr
