@@ -709,27 +709,28 @@ class Collector:
             total_size = norms.total(sizes)
             total_delta = norms.total(deltas)
             record.update_ratio = total_delta / total_size if total_size and total_delta is not None else None
-        elif record.grad_norm is not None and not math.isfinite(record.grad_norm):
-            param_norms = self._nonfinite_param_norms(progress, len(names))
         for rule, message, param in progress.ordering or ():
             self.diagnostics.report(rule, record.step, record.optimizer, message, param, record.t)
         self.records += 1
         self._emit_step(record)
-        self.diagnostics.check_step(record, names, param_norms, progress.missing)
+        culprit = self._first_nonfinite_grad(progress, names) if self.diagnostics.is_new_nonfinite(record) else None
+        self.diagnostics.check_step(record, names, param_norms, progress.missing, culprit)
 
     @staticmethod
-    def _nonfinite_param_norms(progress: _StepInProgress, count: int) -> list[float | None]:
-        """Per-parameter norms, only to name the first non-finite gradient (CPU only)."""
-        result: list[float | None] = [None] * count
-        present = [(i, g) for i in progress.present if (g := progress.params[i].grad) is not None]
-        if not present or present[0][1].is_cuda:
-            return result
+    def _first_nonfinite_grad(progress: _StepInProgress, names: list[str]) -> str | None:
+        """The first parameter whose gradient holds NaN or Inf (CPU only: it reads values now).
+
+        Runs only on the step that first reports `nonfinite`, so the per-tensor
+        loop costs nothing in a healthy run.
+        """
+        params = progress.params[: len(names)]
+        if not params or params[0].is_cuda:
+            return None
         with torch.no_grad():
-            values = norms.stack(norms.per_tensor_norms([g.detach() for _, g in present]))
-        for (position, _), value in zip(present, values.tolist() if values is not None else []):
-            if position < count:
-                result[position] = value
-        return result
+            for name, param in zip(names, params):
+                if param.grad is not None and not bool(torch.isfinite(param.grad).all()):
+                    return name
+        return None
 
     def _no_optimizer_step(self) -> None:
         """A loop with no optimizer: each backward pass is one iteration."""

@@ -100,34 +100,43 @@ class Diagnostics:
         names: list[str],
         param_norms: list[float | None] | None,
         missing: list[int],
+        culprit: str | None = None,
     ) -> None:
         """Judge a finished step with the numbers already computed for it.
 
-        ``param_norms`` (aligned with ``names``) is given on detail steps and when
-        a norm was not finite; ``missing`` lists the positions of trainable
-        parameters that had no gradient.
+        ``param_norms`` (aligned with ``names``) is given on detail steps;
+        ``missing`` lists the positions of trainable parameters that had no
+        gradient; ``culprit`` is the first parameter with a non-finite gradient,
+        found only on the step that first reports one (see `is_new_nonfinite`).
         """
         if record.skipped:
             return
         history = self._history.setdefault(record.optimizer, _OptimizerHistory())
-        self._check_nonfinite(record, names, param_norms)
+        self._check_nonfinite(record, culprit)
         self._check_exploding(record, history)
         self._check_unused(record, names, missing, history)
         self._check_zero_update(record, history)
         if param_norms is not None:
             self._check_vanishing(record, names, param_norms, history)
 
-    def _check_nonfinite(self, record: StepRecord, names: list[str], param_norms: list[float | None] | None) -> None:
+    @staticmethod
+    def _nonfinite(record: StepRecord) -> tuple[bool, bool]:
+        """Whether the loss, and whether the gradient norm, is NaN or infinite."""
         loss_bad = record.loss is not None and not math.isfinite(record.loss)
         norm_bad = record.grad_norm is not None and not math.isfinite(record.grad_norm)
+        return loss_bad, norm_bad
+
+    def is_new_nonfinite(self, record: StepRecord) -> bool:
+        """Whether this step will report `nonfinite` for the first time: only then is a culprit worth finding."""
+        return not record.skipped and "nonfinite" not in self.counts and any(self._nonfinite(record))
+
+    def _check_nonfinite(self, record: StepRecord, culprit: str | None) -> None:
+        loss_bad, norm_bad = self._nonfinite(record)
         if not (loss_bad or norm_bad):
             return
-        param = None
-        if norm_bad and param_norms is not None:
-            param = next((n for n, v in zip(names, param_norms) if v is not None and not math.isfinite(v)), None)
         what = f"loss is {record.loss}" if loss_bad else f"gradient norm is {record.grad_norm}"
-        where = f", first in {param}" if param else ""
-        self.report("nonfinite", record.step, record.optimizer, f"{what} at step {record.step}{where}", param, record.t)
+        where = f", first in {culprit}'s gradient" if culprit else ""
+        self.report("nonfinite", record.step, record.optimizer, f"{what} at step {record.step}{where}", culprit, record.t)
 
     def _check_exploding(self, record: StepRecord, history: _OptimizerHistory) -> None:
         norm = record.grad_norm

@@ -1,0 +1,17 @@
+"""Correct loop: torch.autograd.backward(loss) called directly instead of loss.backward()."""
+
+import torch
+from torch import nn
+
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 1))
+x = torch.randn(256, 8)
+y = x.sum(dim=1, keepdim=True)
+optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+for step in range(30):
+    xb, yb = x[(step * 32) % 256 :][:32], y[(step * 32) % 256 :][:32]
+    optimizer.zero_grad()
+    loss = nn.functional.mse_loss(model(xb), yb)
+    torch.autograd.backward(loss)
+    optimizer.step()
+print(f"final loss {loss.item():.6f}")

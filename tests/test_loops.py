@@ -1,0 +1,242 @@
+"""Correct training loops, in every style we know: stepdbg must stay silent and count right.
+
+Each script in tests/scripts/ok_*.py runs under ``stepdbg run`` (a real subprocess).
+stepdbg must report no anomaly at all, count the optimizer steps and the backward
+passes each consumed, and leave the script's results bit-for-bit as plain
+``python`` gives them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import torch
+
+from conftest import Spec, optimizers
+
+
+
+def ok(script: str, *args: str, save_state: bool = False) -> Spec:
+    """A correct loop runs with --strict: any warning or error would make stepdbg exit 3."""
+    return Spec(script, args, options=("--strict",), save_state=save_state)
+
+
+ADAMW = ok("ok_adamw_cosine.py", save_state=True)
+ACCUM = ok("ok_grad_accum.py", save_state=True)
+DCGAN = ok("ok_dcgan.py", save_state=True)
+LBFGS = ok("ok_lbfgs.py", save_state=True)
+AMP = ok("ok_amp_bf16.py", save_state=True)
+CUSTOM = ok("ok_custom_subclass.py")
+WARMUP = ok("ok_warmup_lambda.py")
+FROZEN = ok("ok_frozen_backbone.py")
+
+
+@dataclass(frozen=True)
+class Loop:
+    """A correct loop and what its trace must show.
+
+    ``expected``: per optimizer, in the order the trace announces them (the order
+    they first step), ``(class, steps, backward_calls per step)``; a class of None
+    stands for a loop without optimizer. ``calls``: the ``calls`` of every step
+    record after the first, where the loop makes them unambiguous.
+    """
+
+    spec: Spec
+    expected: tuple[tuple[str | None, int, int], ...]
+    calls: tuple[str, ...] | None = None
+
+    def __str__(self) -> str:
+        return str(self.spec)
+
+
+LOOPS = [
+    Loop(ADAMW, (("AdamW", 40, 1),), ("scheduler", "zero_grad", "backward", "step")),
+    Loop(ACCUM, (("SGD", 12, 4),), ("zero_grad", "backward×4", "step")),
+    Loop(DCGAN, (("Adam", 40, 2), ("Adam", 40, 1))),
+    Loop(LBFGS, (("LBFGS", 15, 1),)),
+    Loop(ok("ok_manual_sgd.py", "none"), ((None, 30, 1),), ("backward",)),
+    Loop(ok("ok_manual_sgd.py", "zero"), ((None, 30, 1),), ("backward",)),
+    Loop(ok("ok_zero_grad_keep.py"), (("SGD", 30, 1),), ("zero_grad", "backward", "step")),
+    Loop(FROZEN, (("AdamW", 30, 1),), ("scheduler", "zero_grad", "backward", "step")),
+    Loop(AMP, (("Adam", 30, 1),), ("zero_grad", "backward", "step")),
+    Loop(ok("ok_checkpoint_reentrant.py"), (("Adam", 30, 1),), ("zero_grad", "backward", "step")),
+    Loop(ok("ok_grad_penalty.py"), (("Adam", 30, 1),), ("zero_grad", "autograd.grad", "backward", "step")),
+    Loop(ok("ok_sparse_embedding.py"), (("SparseAdam", 30, 1), ("Adam", 30, 1))),
+    Loop(ok("ok_tied_retain_graph.py"), (("Adam", 30, 2),), ("zero_grad", "backward×2", "step")),
+    Loop(WARMUP, (("AdamW", 30, 1),), ("scheduler", "zero_grad", "backward", "step")),
+    Loop(CUSTOM, (("MySGD", 30, 1),), ("zero_grad", "backward", "step")),
+    Loop(ok("ok_autograd_backward.py"), (("Adam", 30, 1),), ("zero_grad", "backward", "step")),
+    Loop(ok("ok_module_zero_grad.py"), (("SGD", 30, 1),), ("zero_grad", "backward", "step")),
+    Loop(ok("ok_grad_none_manual.py"), (("Adam", 30, 1),), ("zero_grad", "backward", "step")),
+    Loop(ok("ok_lightning.py"), (("Adam", 12, 1), ("Adam", 6, 2))),
+    Loop(ok("ok_accelerate.py"), (("AdamW", 8, 4),)),
+    Loop(ok("ok_skorch.py"), (("SGD", 12, 1),)),
+    Loop(ok("ok_ignite.py"), (("SGD", 12, 1),), ("zero_grad", "backward", "step")),
+]
+LOOP_IDS = [loop.spec.script.removesuffix(".py") + "".join(f"-{a}" for a in loop.spec.args) for loop in LOOPS]
+FAITHFUL = [ADAMW, DCGAN, LBFGS, AMP, ACCUM]
+
+
+@pytest.fixture(params=LOOPS, ids=LOOP_IDS)
+def loop(request: pytest.FixtureRequest) -> Loop:
+    return request.param
+
+
+# ---- silence ------------------------------------------------------------------------------
+
+
+def test_correct_loop_is_silent(runs, loop: Loop) -> None:
+    run = runs.get(loop.spec)
+    assert run.anomalies == [], run.describe()
+    assert run.proc.returncode == 0, run.describe()
+    assert "internal error" not in run.proc.stderr, run.describe()
+    end = run.end
+    assert end["status"] == "ok" and end["exit_code"] == 0, end
+    assert end["anomalies"] == {}, run.describe()
+    assert end["steps"] == len(run.steps())
+    assert run.records[0]["type"] == "header"
+
+
+def test_correct_loop_step_counts(runs, loop: Loop) -> None:
+    run = runs.get(loop.spec)
+    announced = optimizers(run.records)
+    if loop.expected[0][0] is None:
+        assert announced == [], "a loop without an optimizer announces none"
+        [(_, count, backward_calls)] = loop.expected
+        records = run.steps(None)
+        assert len(records) == len(run.steps()) == count, run.describe()
+        assert [r["step"] for r in records] == list(range(count))
+        assert all(r["backward_calls"] == backward_calls for r in records)
+        return
+    assert [o["class"] for o in announced] == [cls for cls, _, _ in loop.expected], announced
+    for info, (cls, count, backward_calls) in zip(announced, loop.expected):
+        records = run.steps(info["optimizer"])
+        assert len(records) == count, f"{cls} (optimizer {info['optimizer']}): {len(records)} steps, expected {count}"
+        assert [r["step"] for r in records] == list(range(count))
+        assert [r["backward_calls"] for r in records] == [backward_calls] * count, f"{cls}: backward_calls"
+    assert len(run.steps()) == sum(count for _, count, _ in loop.expected)
+
+
+def test_correct_loop_records(runs, loop: Loop) -> None:
+    """Losses and norms are finite numbers, calls are as the loop makes them, records come in order."""
+    run = runs.get(loop.spec)
+    seen_optimizers: set[int] = set()
+    for record in run.records:
+        if record["type"] == "optimizer":
+            seen_optimizers.add(record["optimizer"])
+        if record["type"] != "step":
+            continue
+        assert record["optimizer"] is None or record["optimizer"] in seen_optimizers, "step before its optimizer record"
+        assert "nonfinite" not in record, record
+        assert record["loss"] is not None and math.isfinite(record["loss"]), record
+        if not record["skipped"] and record["optimizer"] is not None:
+            assert record["grad_norm"] is not None and math.isfinite(record["grad_norm"]) and record["grad_norm"] > 0, record
+    if loop.calls is not None:
+        later = [tuple(r["calls"]) for r in run.steps()[1:]]
+        assert set(later) == {loop.calls}, f"calls after the first step: {sorted(set(later))}"
+
+
+# ---- particular loops ----------------------------------------------------------------------
+
+
+@pytest.mark.uses(ADAMW)
+def test_grad_norm_is_exact(runs) -> None:
+    """The trace's grad_norm is the global norm the script measures itself in float64."""
+    run = runs.get(ADAMW)
+    expected = run.state()["grad_norms"]
+    got = [r["grad_norm"] for r in run.steps(0)]
+    assert len(got) == len(expected) == 40
+    for step, (a, b) in enumerate(zip(got, expected)):
+        assert a == pytest.approx(b, rel=1e-4), f"step {step}: trace {a}, script {b}"
+
+
+@pytest.mark.uses(AMP)
+def test_amp_skipped_steps(runs) -> None:
+    """GradScaler's skipped steps are recorded as skipped; the others carry the unscaled norm."""
+    run = runs.get(AMP)
+    expected = run.state()["grad_norms"]
+    records = run.steps(0)
+    assert len(records) == len(expected) == 30
+    assert [r["step"] for r in records if r["skipped"]] == [5, 17]
+    for record, norm in zip(records, expected):
+        assert math.isfinite(record["loss"]), record
+        if record["skipped"]:
+            assert norm is None
+            assert record["grad_norm"] is None and record["group_grad_norms"] == [None], record
+        else:
+            assert record["grad_norm"] == pytest.approx(norm, rel=1e-4), f"step {record['step']}"
+    # the loss is unscaled: about the size of the script's own mse, not 4096 times it
+    assert records[0]["loss"] < 100
+
+
+@pytest.mark.uses(WARMUP)
+def test_warmup_starts_at_lr_zero(runs) -> None:
+    records = runs.get(WARMUP).steps(0)
+    assert records[0]["lr"] == [0.0]
+    assert records[1]["lr"] == [pytest.approx(1e-3)]
+    assert records[12]["lr"] == [pytest.approx(1e-2)]
+
+
+@pytest.mark.uses(FROZEN)
+def test_frozen_group_has_no_gradient(runs) -> None:
+    run = runs.get(FROZEN)
+    [info] = optimizers(run.records)
+    assert [g["params"] for g in info["groups"]] == [
+        ["backbone.0.weight", "backbone.0.bias", "backbone.2.weight", "backbone.2.bias"],
+        ["head.weight", "head.bias"],
+    ]
+    for record in run.steps(0):
+        assert record["group_grad_norms"][0] is None
+        assert record["group_grad_norms"][1] > 0
+        assert record["lr"][0] == pytest.approx(record["lr"][1] / 100)
+
+
+@pytest.mark.uses(CUSTOM)
+def test_optimizer_index_is_creation_order(runs) -> None:
+    """docs/trace-format.md: an optimizer's index is its place in creation order.
+
+    The script builds a plain SGD first and never steps it; MySGD, built second, is
+    the only optimizer to step: it is optimizer 1, and the unused SGD writes no record.
+    """
+    run = runs.get(CUSTOM)
+    assert [(o["optimizer"], o["class"]) for o in optimizers(run.records)] == [(1, "MySGD")]
+    assert {r["optimizer"] for r in run.steps()} == {1}
+
+
+# ---- faithfulness: stepdbg changes nothing the script computes --------------------------------
+
+
+def _assert_same(a: Any, b: Any, where: str) -> None:
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape, where
+        assert torch.equal(a, b), f"{where}: tensors differ"
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), f"{where}: keys differ"
+        for key in a:
+            _assert_same(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert type(a) is type(b) and len(a) == len(b), f"{where}: lengths differ"
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) and math.isnan(a):
+        assert isinstance(b, float) and math.isnan(b), where
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+FAITHFUL_PAIRS = [(spec, Spec(spec.script, spec.args, python=True, save_state=True)) for spec in FAITHFUL]
+
+
+@pytest.mark.parametrize("pair", FAITHFUL_PAIRS, ids=[s.script.removesuffix(".py") for s in FAITHFUL])
+def test_faithful_to_plain_python(runs, pair: tuple[Spec, Spec]) -> None:
+    """Final weights, optimizer state and RNG state bit for bit, and stdout byte for byte."""
+    spec, plain_spec = pair
+    plain = runs.get(plain_spec)
+    traced = runs.get(spec)
+    assert plain.proc.returncode == 0, plain.proc.stderr[-2000:]
+    assert traced.proc.returncode == 0, traced.describe()
+    assert traced.proc.stdout == plain.proc.stdout
+    _assert_same(plain.state(), traced.state(), "state")

@@ -1,0 +1,149 @@
+"""One buggy training script per diagnostic rule: the rule fires, at the right step, naming
+the right optimizer and parameter, and nothing else fires; plus --disable, --strict and
+--patience.
+
+Every buggy script exits 0 by itself and runs with --strict, so stepdbg must exit 3.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import pytest
+
+from conftest import SCRIPTS, Spec, script_env
+
+SEVERITY = {  # README, "Diagnostics"
+    "missing-zero-grad": "error",
+    "zero-grad-before-step": "error",
+    "step-without-backward": "error",
+    "scheduler-before-step": "warning",
+    "nonfinite": "error",
+    "exploding-grad": "warning",
+    "vanishing-grad": "warning",
+    "unused-param": "warning",
+    "not-in-optimizer": "warning",
+    "zero-update": "warning",
+}
+
+
+@dataclass(frozen=True)
+class Bug:
+    """A buggy script and the one anomaly it must raise.
+
+    ``count``: how many times the rule must be counted in the end record, where
+    the script repeats the bug a known number of times (None: not checked).
+    """
+
+    spec: Spec
+    rule: str
+    step: int
+    optimizer: int = 0
+    param: str | None = None
+    count: int | None = None
+
+    @property
+    def id(self) -> str:
+        return self.spec.script.removesuffix(".py").removeprefix("bug_")
+
+
+def strict(script: str, *options: str) -> Spec:
+    return Spec(script, options=("--strict", *options))
+
+
+BUGS = [
+    Bug(strict("bug_missing_zero_grad.py"), "missing-zero-grad", 1, param="0.weight", count=29),
+    Bug(strict("bug_partial_zero_grad.py"), "missing-zero-grad", 1, param="head.weight", count=29),
+    Bug(strict("bug_gan_d_not_cleared.py"), "missing-zero-grad", 1, param="net.0.weight", count=29),
+    Bug(strict("bug_zero_grad_before_step.py"), "zero-grad-before-step", 0, count=30),
+    Bug(strict("bug_step_before_backward.py"), "step-without-backward", 0, count=30),
+    Bug(strict("bug_double_step.py"), "step-without-backward", 1, count=20),
+    Bug(strict("bug_scheduler_before_step.py"), "scheduler-before-step", 0, count=30),
+    Bug(strict("bug_nonfinite_log.py"), "nonfinite", 7, param="0.weight", count=3),
+    Bug(strict("bug_nonfinite_param.py"), "nonfinite", 0, param="0.weight", count=10),
+    Bug(strict("bug_exploding.py"), "exploding-grad", 26),
+    Bug(strict("bug_vanishing.py", "--every", "1"), "vanishing-grad", 2, param="layers.0.weight"),
+    Bug(strict("bug_unused_param.py"), "unused-param", 19, param="aux_head.weight", count=11),
+    Bug(strict("bug_not_in_optimizer.py"), "not-in-optimizer", 0, param="fc.weight"),
+    Bug(strict("bug_zero_update.py"), "zero-update", 19, count=11),
+]
+MISSING_ZERO_GRAD = BUGS[0]
+DISABLED = strict("bug_missing_zero_grad.py", "--disable", "missing-zero-grad")
+PATIENCE = Spec("bug_unused_param.py", options=("--patience", "5"))  # not --strict
+CORRECT_STRICT = Spec("ok_module_zero_grad.py", options=("--strict",))  # shared with test_loops
+
+
+@pytest.mark.parametrize("bug", BUGS, ids=[b.id for b in BUGS])
+def test_rule_fires_alone(runs, bug: Bug) -> None:
+    run = runs.get(bug.spec)
+    found = [(a["rule"], a["step"], a["optimizer"], a["param"]) for a in run.anomalies]
+    assert found == [(bug.rule, bug.step, bug.optimizer, bug.param)], run.describe()
+    [anomaly] = run.anomalies
+    assert anomaly["severity"] == SEVERITY[bug.rule]
+    assert anomaly["message"] and anomaly["hint"], anomaly
+    assert isinstance(anomaly["t"], float) and anomaly["t"] >= 0
+    end = run.end
+    assert end["status"] == "ok" and end["exit_code"] == 0, end
+    assert set(end["anomalies"]) == {bug.rule}, end["anomalies"]
+    if bug.count is not None:
+        assert end["anomalies"][bug.rule] == bug.count, end["anomalies"]
+    assert run.proc.returncode == 3, f"--strict with a {SEVERITY[bug.rule]} found must exit 3{run.describe()}"
+    assert "internal error" not in run.proc.stderr
+
+
+@pytest.mark.uses(MISSING_ZERO_GRAD.spec)
+def test_repeated_rule_reported_once_and_counted(runs) -> None:
+    """missing-zero-grad happens on each of steps 1..29: one anomaly record, counted 29 times."""
+    run = runs.get(MISSING_ZERO_GRAD.spec)
+    assert [a["rule"] for a in run.anomalies] == ["missing-zero-grad"]
+    assert run.end["anomalies"] == {"missing-zero-grad": 29}
+    assert run.end["steps"] == len(run.steps(0)) == 30
+    assert "missing-zero-grad" in run.proc.stderr  # the summary names it
+
+
+@pytest.mark.uses(DISABLED)
+def test_disable_silences_the_rule(runs) -> None:
+    run = runs.get(DISABLED)
+    assert run.anomalies == [], run.describe()
+    assert run.end["anomalies"] == {}
+    assert run.proc.returncode == 0, run.describe()  # --strict, and nothing left to find
+    assert len(run.steps(0)) == 30
+
+
+@pytest.mark.uses(MISSING_ZERO_GRAD.spec, CORRECT_STRICT, PATIENCE)
+def test_strict_exit_codes(runs) -> None:
+    buggy = runs.get(MISSING_ZERO_GRAD.spec)
+    assert buggy.proc.returncode == 3 and buggy.end["exit_code"] == 0, buggy.describe()
+    correct = runs.get(CORRECT_STRICT)
+    assert correct.proc.returncode == 0, correct.describe()
+    assert correct.anomalies == []
+    unstrict = runs.get(PATIENCE)
+    assert unstrict.anomalies, unstrict.describe()
+    assert unstrict.proc.returncode == 0, "without --strict, a run with warnings exits with the script's code"
+
+
+@pytest.mark.uses(PATIENCE)
+def test_patience_moves_unused_param(runs) -> None:
+    run = runs.get(PATIENCE)
+    found = [(a["rule"], a["step"], a["optimizer"], a["param"]) for a in run.anomalies]
+    assert found == [("unused-param", 4, 0, "aux_head.weight")], run.describe()
+    assert run.end["anomalies"] == {"unused-param": 26}
+
+
+@pytest.mark.parametrize("value", ["bogus", "missing-zero-grad,bogus", "nonfinite, bogus"])
+def test_disable_unknown_rule_is_a_usage_error(tmp_path, value: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "stepdbg", "run", "--no-live", "--disable", value, str(SCRIPTS / "ok_module_zero_grad.py")],
+        cwd=tmp_path, env=script_env(), capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "bogus" in lines[0]
+    for rule in SEVERITY:
+        assert rule in lines[0], f"{rule} missing from: {lines[0]}"
+    assert proc.stdout == ""
+    assert not list(tmp_path.glob("*.stepdbg.jsonl")), "no trace for a run that never started"
