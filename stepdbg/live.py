@@ -1,20 +1,21 @@
 """What `stepdbg run` shows on stderr while the script runs, and the summary after.
 
-On a terminal: a rich live table, refreshed at most 4 times a second. The
-script's own prints must never be swallowed by it, so stdout/stderr are routed
-through rich only when they are that same terminal; when stdout goes to a
-file it is left alone. When stderr is not a terminal: one plain line every few
+On a terminal: a table kept at the bottom of the screen, redrawn at most 4
+times a second (see `LiveRegion`), with the script's own output scrolling
+above it unchanged. When stderr is not a terminal: one plain line every few
 seconds. Anomalies are printed as they happen, in both modes.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable
+from typing import Any, TextIO
 
+from rich import box
 from rich.console import Console, Group, RenderableType
-from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
@@ -22,6 +23,104 @@ from .schema import PHASES, Anomaly, EndRecord, StepRecord
 
 PLAIN_INTERVAL = 5.0
 SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "error": "bold red"}
+REFRESH_INTERVAL = 0.25
+TABLE_PHASES = ("fwd", "bwd", "step", "zero")
+"""Column headers for `PHASES`, short enough for an 80-column terminal."""
+
+
+class LiveRegion:
+    """A block of lines at the bottom of the terminal, redrawn in place, with the
+    script's output scrolling above it byte for byte.
+
+    rich's ``Live(redirect_stdout=True)`` would hold the script's partial lines
+    until a newline (a progress bar's ``\r`` updates, ``print(end="")``) and
+    rewrite them, so the script's output would change. Here the script's writes
+    to ``sys.stdout``/``sys.stderr`` pass straight through: the block is erased
+    before each one and drawn again at the next refresh, once the cursor is back
+    at the start of a line. Refreshes happen on the training thread, from
+    `refresh`, so no thread of ours ever writes while the script runs.
+    """
+
+    def __init__(self, console: Console, render: Callable[[], RenderableType], clock: Callable[[], float]) -> None:
+        self.console = console
+        self.render = render
+        self.clock = clock
+        self._lock = threading.RLock()
+        self._height = 0
+        self._at_line_start = True
+        self._last_draw = float("-inf")
+        self._terminal: TextIO | None = None
+        self._saved: dict[str, TextIO] = {}
+
+    def start(self) -> None:
+        self._terminal = sys.stderr
+        for name in ("stdout", "stderr"):
+            stream = getattr(sys, name)
+            if stream.isatty():
+                self._saved[name] = stream
+                setattr(sys, name, _PassThrough(stream, self))
+
+    def stop(self) -> None:
+        with self._lock:
+            self.erase()
+            for name, stream in self._saved.items():
+                if isinstance(getattr(sys, name), _PassThrough):
+                    setattr(sys, name, stream)
+            self._saved.clear()
+            self._terminal = None
+
+    def refresh(self) -> None:
+        """Redraw, at most every `REFRESH_INTERVAL` seconds, and never over a partial line."""
+        now = self.clock()
+        if now - self._last_draw < REFRESH_INTERVAL or not self._at_line_start or self._terminal is None:
+            return
+        with self._lock:
+            self._last_draw = now
+            with self.console.capture() as capture:
+                self.console.print(self.render())
+            text = capture.get()
+            stdout = self._saved.get("stdout")
+            if stdout is not None:
+                stdout.flush()  # the script's buffered output goes above the block, not below
+            self._terminal.write(self._erase_sequence() + text)
+            self._terminal.flush()
+            self._height = text.count("\n")
+
+    def erase(self) -> None:
+        if self._height and self._terminal is not None:
+            self._terminal.write(self._erase_sequence())
+            self._terminal.flush()
+            self._height = 0
+
+    def _erase_sequence(self) -> str:
+        """Up to the block's first line, then clear to the end of the screen."""
+        return f"\x1b[{self._height}F\x1b[J" if self._height else ""
+
+    def script_wrote(self, write: Callable[[str], int], text: str) -> int:
+        with self._lock:
+            self.erase()
+            written = write(text)
+            if text:
+                self._at_line_start = text.endswith("\n")
+            return written
+
+
+class _PassThrough:
+    """``sys.stdout``/``sys.stderr`` while the table is shown: the stream itself, with writes announced."""
+
+    def __init__(self, stream: TextIO, region: LiveRegion) -> None:
+        self._stream = stream
+        self._region = region
+
+    def write(self, text: str) -> int:
+        return self._region.script_wrote(self._stream.write, text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def fmt(value: float | None, spec: str = ".4g") -> str:
@@ -53,38 +152,27 @@ class View:
         """Per optimizer: [steps, then seconds per phase] since the last refresh."""
         self._shown: dict[int | None, list[float]] = {}
         self.anomaly_count = 0
-        self._live: Live | None = None
-        self._use_live = live and not quiet and console.is_terminal
+        self._region = LiveRegion(console, self.table, clock) if live and not quiet and console.is_terminal else None
         self._last_plain = clock()
 
     def start(self) -> None:
-        if not self._use_live:
-            return
-        same_terminal = sys.stdout.isatty() and sys.stderr.isatty()
-        self._live = Live(
-            self,
-            console=self.console,
-            refresh_per_second=4,
-            transient=True,
-            redirect_stdout=same_terminal,
-            redirect_stderr=same_terminal,
-        )
-        self._live.start()
+        if self._region is not None:
+            self._region.start()
 
     def stop(self) -> None:
-        if self._live is not None:
-            self._live.stop()
-            self._live = None
+        if self._region is not None:
+            self._region.stop()
 
     def on_step(self, record: StepRecord) -> None:
         self.latest[record.optimizer] = record
-        if self._use_live:
+        if self._region is not None:
             window = self._window.get(record.optimizer)
             if window is None:
                 window = self._window[record.optimizer] = [0.0] * (1 + len(PHASES))
             window[0] += 1
             for index, phase in enumerate(PHASES, 1):
                 window[index] += record.time.get(phase, 0.0)
+            self._region.refresh()
             return
         if self.quiet:
             return
@@ -114,22 +202,29 @@ class View:
             self._shown[optimizer] = [total / window[0] for total in window[1:]]
         return self._shown.get(optimizer, [0.0] * len(PHASES))
 
-    def __rich__(self) -> RenderableType:
-        table = Table(title="stepdbg (phase times: mean since the last refresh)", title_justify="left", expand=False)
-        for column in ("opt", "step", "loss", "grad norm", "lr", *PHASES, "calls"):
-            table.add_column(column, justify="left" if column == "calls" else "right")
+    def table(self) -> RenderableType:
+        """One row per optimizer (phase times in ms, averaged since the last refresh), then
+        each optimizer's calls and the anomaly count: fits an 80-column terminal."""
+        table = Table(
+            title="stepdbg · phase times in ms, mean since the last refresh",
+            title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, show_edge=False,
+        )
+        for column in ("opt", "step", "loss", "grad norm", "lr", *TABLE_PHASES):
+            table.add_column(column, justify="right", no_wrap=True)
+        calls = []
         for optimizer, record in sorted(list(self.latest.items()), key=lambda item: -1 if item[0] is None else item[0]):
+            who = "-" if optimizer is None else str(optimizer)
             table.add_row(
-                "-" if optimizer is None else str(optimizer),
+                who,
                 str(record.step),
                 fmt(record.loss),
                 fmt(record.grad_norm),
                 fmt(record.lr[0]) if record.lr else "-",
-                *(fmt_ms(mean) for mean in self._phase_means(optimizer)),
-                " ".join(record.calls),
+                *(fmt(mean * 1e3, ".2f") for mean in self._phase_means(optimizer)),
             )
+            calls.append(f"calls ({'no optimizer' if optimizer is None else f'opt {who}'}): {' '.join(record.calls)}")
         footer = Text(f"anomalies: {self.anomaly_count}", style="yellow" if self.anomaly_count else "green")
-        return Group(table, footer)
+        return Group(table, Text("\n".join(calls), no_wrap=True, overflow="ellipsis"), footer)
 
     def summary(self, end: EndRecord, trace: str) -> None:
         """A few lines after the run: steps, where the time went, anomalies, the trace."""

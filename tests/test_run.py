@@ -177,3 +177,50 @@ def test_trace_is_standard_json_lines(tmp_path: Path) -> None:
             ["jq", "-c", 'select(.type=="step") | .step'], input=text, capture_output=True, text=True, check=True
         )
         assert steps.stdout.split() == ["0", "1"]
+
+
+def run_in_terminal(*args: str, cwd: Path, env: dict[str, str]) -> tuple[int, str]:
+    """Run stepdbg with stdout and stderr on one pseudo-terminal (80 columns): exit code and all it wrote."""
+    pty = pytest.importorskip("pty")
+    import fcntl
+    import struct
+    import termios
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: becomes stepdbg, never returns
+        os.chdir(cwd)
+        os.execve(sys.executable, [sys.executable, "-m", "stepdbg", *args], env)
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 80, 0, 0))
+    output = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), output.decode()
+
+
+@pytest.mark.parametrize("color", [True, False], ids=["color", "no-color"])
+def test_live_table_leaves_the_scripts_output_intact(tmp_path: Path, color: bool) -> None:
+    env = {k: v for k, v in ENV.items() if k != "NO_COLOR"} | ({"TERM": "xterm-256color"} if color else {"NO_COLOR": "1"})
+    trace = tmp_path / "t.jsonl"
+    code, output = run_in_terminal("run", "-o", str(trace), str(SCRIPTS / "prints_a_lot.py"), cwd=tmp_path, env=env)
+    assert code == 0, output[-2000:]
+    assert "phase times in ms" in output, "the live table was never drawn"
+    assert "calls (opt 0): zero_grad backward step" in output
+    # every line the script wrote arrives whole, once, in order, with its own bytes (no markup rendering)
+    lines = [f"line {i} [bold]not markup[/bold]\r\n" for i in range(40)]
+    positions = [output.find(line) for line in lines]
+    assert -1 not in positions and positions == sorted(positions), output[-3000:]
+    assert all(output.count(line) == 1 for line in lines)
+    assert "progress 0%\rprogress 100%\r\n" in output, "the table was drawn over a partial line"
+    assert "partial done\r\n" in output
+    assert [output.find(f"err {i}\r\n") > -1 for i in (0, 10, 20, 30)] == [True] * 4
+    assert output.rstrip().endswith(f"trace written to {trace}")
+    assert ("\x1b[32m" in output) is color  # the green "anomalies: 0": colour only without NO_COLOR
+    assert len([r for r in records(trace) if r["type"] == "step"]) == 60
