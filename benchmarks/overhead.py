@@ -5,7 +5,10 @@
 Bare, stepdbg and torch.profiler runs alternate, each a fresh process, so that
 the machine's drift hits all of them alike; the loop times itself after a
 warm-up (start-up and imports are not counted). Reported: the ratio of the
-fastest runs (the least noisy estimate on a busy machine) and of the medians.
+fastest runs (the least noisy estimate on a busy machine) and of the medians,
+and stepdbg's own time inside its hooks, read from the traces (``time.overhead``,
+median over the timed steps): on a machine whose speed drifts by tens of percent
+from run to run, that direct measurement is the steadier figure.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from loops import WARMUP
+
 LOOPS = Path(__file__).with_name("loops.py")
 BUDGET = {"tiny": 1.05, "wide": 1.05, "medium": 1.02}
 
@@ -29,6 +34,14 @@ def seconds_per_step(command: list[str]) -> float:
     return float(json.loads(result.stdout.strip().splitlines()[-1])["seconds_per_step"])
 
 
+def hook_seconds(trace: str, skip: int) -> float:
+    """Median seconds per step spent inside stepdbg's hooks, after the warm-up steps."""
+    with open(trace, encoding="utf-8") as f:
+        records = [json.loads(line) for line in f]
+    overheads = [r["time"]["overhead"] for r in records if r["type"] == "step"][skip:]
+    return statistics.median(overheads)
+
+
 def measure(kind: str, repeats: int, trace_dir: Path) -> dict[str, list[float]]:
     trace = str(trace_dir / f"{kind}.stepdbg.jsonl")
     commands = {
@@ -36,10 +49,11 @@ def measure(kind: str, repeats: int, trace_dir: Path) -> dict[str, list[float]]:
         "stepdbg": [sys.executable, "-m", "stepdbg", "run", "--quiet", "-o", trace, str(LOOPS), kind],
         "profiler": [sys.executable, str(LOOPS), kind, "--profiler"],
     }
-    times: dict[str, list[float]] = {name: [] for name in commands}
+    times: dict[str, list[float]] = {name: [] for name in (*commands, "hooks")}
     for _ in range(repeats):
         for name, command in commands.items():
             times[name].append(seconds_per_step(command))
+        times["hooks"].append(hook_seconds(trace, skip=WARMUP[kind]))
     return times
 
 
@@ -48,7 +62,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--kinds", nargs="+", default=list(BUDGET), choices=list(BUDGET))
     args = parser.parse_args()
-    print(f"{'loop':8} {'bare ms/step':>12} {'stepdbg (fastest)':>18} {'stepdbg (median)':>17} {'budget':>7} {'torch.profiler':>15}")
+    print(
+        f"{'loop':8} {'bare ms/step':>12} {'stepdbg (fastest)':>18} {'stepdbg (median)':>17} {'budget':>7}"
+        f" {'in hooks ms/step':>17} {'torch.profiler':>15}"
+    )
     with tempfile.TemporaryDirectory() as trace_dir:
         for kind in args.kinds:
             times = measure(kind, args.repeats, Path(trace_dir))
@@ -56,8 +73,10 @@ def main() -> None:
             fastest = min(times["stepdbg"]) / bare_min
             median = statistics.median(times["stepdbg"]) / bare_median
             profiler = min(times["profiler"]) / bare_min
+            hooks = statistics.median(times["hooks"])
             print(
-                f"{kind:8} {bare_min * 1e3:12.3f} {fastest:17.3f}× {median:16.3f}× {BUDGET[kind]:6.2f}× {profiler:14.2f}×",
+                f"{kind:8} {bare_min * 1e3:12.3f} {fastest:17.3f}× {median:16.3f}× {BUDGET[kind]:6.2f}×"
+                f" {hooks * 1e3:8.3f} ({hooks / bare_median:4.0%}) {profiler:14.2f}×",
                 flush=True,
             )
 

@@ -82,14 +82,14 @@ class Instrumentation:
     def _install_backward(self) -> None:
         engine = getattr(torch.autograd.graph, "_engine_run_backward", None)
         if engine is not None:
-            wrapped = self._wrap_engine(engine)
+            wrapped = self._wrap_backward(engine)
             for owner in _ENGINE_OWNERS:
                 if getattr(owner, "_engine_run_backward", None) is engine:
                     self._patches.append((owner, "_engine_run_backward", engine))
                     owner._engine_run_backward = wrapped  # type: ignore[attr-defined]
             return
         # A torch without the private engine entry: the public call, which Tensor.backward uses too.
-        self._patch(torch.autograd, "backward", self._wrap_public_backward)
+        self._patch(torch.autograd, "backward", self._wrap_backward)
 
     def uninstall(self) -> None:
         for handle in self._handles:
@@ -148,29 +148,20 @@ class Instrumentation:
 
     # ---- backward -----------------------------------------------------------------------
 
-    def _wrap_engine(self, original: Callable[..., Any]) -> Callable[..., Any]:
+    def _wrap_backward(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        """Wraps the engine entry (outputs as a sequence; ``accumulate_grad=False`` for
+        ``autograd.grad``) or, as a fallback, ``torch.autograd.backward`` (a tensor or a sequence)."""
+
         @functools.wraps(original)
-        def _engine_run_backward(outputs: Any, *args: Any, **kwargs: Any) -> Any:
+        def backward(outputs: Any, *args: Any, **kwargs: Any) -> Any:
             accumulate = kwargs.get("accumulate_grad", True)
-            outer = self._guard(self.collector.on_backward_start, outputs, accumulate)
+            seen = (outputs,) if isinstance(outputs, torch.Tensor) else outputs
+            outer = self._guard(self.collector.on_backward_start, seen, accumulate)
             try:
                 return original(outputs, *args, **kwargs)
             finally:
                 if outer is not None:
                     self._guard(self.collector.on_backward_end, accumulate)
-
-        return _engine_run_backward
-
-    def _wrap_public_backward(self, original: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(original)
-        def backward(tensors: Any, *args: Any, **kwargs: Any) -> Any:
-            outputs = (tensors,) if isinstance(tensors, torch.Tensor) else tuple(tensors)
-            outer = self._guard(self.collector.on_backward_start, outputs, True)
-            try:
-                return original(tensors, *args, **kwargs)
-            finally:
-                if outer is not None:
-                    self._guard(self.collector.on_backward_end, True)
 
         return backward
 

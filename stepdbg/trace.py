@@ -43,6 +43,8 @@ def dumps(data: dict[str, Any]) -> str:
 
 
 _CALLS_JSON: dict[tuple[str, ...], str] = {}
+_TIME_TEMPLATES: dict[tuple[str, ...], str] = {}
+"""Per set of phases, a %-template for the ``time`` object: one formatting call per record."""
 
 
 def _number(value: float | None, spec: str = ".9g") -> str:
@@ -67,7 +69,10 @@ def encode_step(record: StepRecord) -> str:
     if calls is None:
         calls = _CALLS_JSON[key] = json.dumps(record.calls, ensure_ascii=False)
     time = record.time
-    times = ",".join(f'"{phase}":{seconds:.6g}' for phase, seconds in time.items())
+    template = _TIME_TEMPLATES.get(key := tuple(time))
+    if template is None:
+        template = _TIME_TEMPLATES[key] = ",".join(f'"{phase}":%.6g' for phase in key)
+    times = template % tuple(time.values())
     return (
         f'{{"type":"step","optimizer":{"null" if record.optimizer is None else record.optimizer},'
         f'"step":{record.step},"t":{record.t:.9g},"calls":{calls},"backward_calls":{record.backward_calls},'
