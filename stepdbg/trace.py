@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
 from .schema import (
     SCHEMA_VERSION,
     Anomaly,
@@ -123,9 +125,6 @@ class TraceWriter:
         self._file.close()
 
 
-_decode = json.JSONDecoder().raw_decode
-"""Decodes one record without json.loads' per-call set-up (most of a big trace's reading time)."""
-
 _RECORD_TYPES: dict[str, Any] = {
     "optimizer": OptimizerInfo,
     "step": StepRecord,
@@ -184,8 +183,10 @@ class Trace:
     def __iter__(self) -> Iterator[Record]:
         """Yield every record after the header, in file order.
 
-        Lines are read as bytes and decoded one by one, so that a last line cut
-        inside a multi-byte character is a cut line like any other.
+        Lines are read as bytes and parsed as they are by orjson (which checks
+        the UTF-8 itself): decoding is most of a long trace's reading time, and
+        orjson does it about four times faster than the json module. A last line
+        cut anywhere, even inside a multi-byte character, is a cut line like any other.
         """
         try:
             f = open(self.path, "rb")
@@ -194,31 +195,20 @@ class Trace:
         with f:
             f.readline()
             for line_number, raw in enumerate(f, start=2):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    if not raw.endswith(b"\n"):
-                        self.truncated = True
-                        return
-                    raise TraceError(f"{self._where(line_number)}: corrupt line (not UTF-8 text)") from None
-                record = self._parse_line(line, line_number)
+                record = self._parse_line(raw, line_number)
                 if record is not None:
                     yield record
 
-    def _parse_line(self, line: str, line_number: int) -> Record | None:
-        if line[:1] in (" ", "\t"):
-            line = line.lstrip(" \t")
+    def _parse_line(self, raw: bytes, line_number: int) -> Record | None:
         try:
-            data, end = _decode(line)
-        except json.JSONDecodeError as e:
-            if not line.endswith("\n"):
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            if not raw.endswith(b"\n"):
                 self.truncated = True  # the last line of a killed run
                 return None
-            if not line.strip():
+            if not raw.strip():
                 return None
             raise TraceError(f"{self._where(line_number)}: corrupt line ({e.msg})") from None
-        if line[end:].strip():
-            raise TraceError(f"{self._where(line_number)}: corrupt line (extra data after the record)")
         if not isinstance(data, dict):
             raise TraceError(f"{self._where(line_number)}: corrupt line (not a JSON object)")
         record_type = _RECORD_TYPES.get(data.get("type", ""))
