@@ -26,12 +26,16 @@ def _dense_norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     for tensor in tensors:
         bucket = small if tensor.numel() <= FLATTEN_MAX_NUMEL else large
         bucket.setdefault((tensor.device, tensor.dtype), []).append(tensor)
-    for (_, dtype), group in small.items():
-        flat = group[0].reshape(-1) if len(group) == 1 else torch._C._nn.flatten_dense_tensors(group)
-        pieces.append(torch.linalg.vector_norm(flat, dtype=torch.float32))
-    for (_, dtype), group in large.items():
+    pieces.extend(_flat_norm(group) for group in small.values())
+    for group in large.values():
         pieces.extend(per_tensor_norms(group))
     return pieces
+
+
+def _flat_norm(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The float32 norm of small dense tensors of one dtype and device, as one flat buffer."""
+    flat = tensors[0].reshape(-1) if len(tensors) == 1 else torch._C._nn.flatten_dense_tensors(list(tensors))
+    return torch.linalg.vector_norm(flat, dtype=torch.float32)
 
 
 def _flattenable(tensors: Sequence[torch.Tensor]) -> bool:
@@ -66,9 +70,7 @@ def group_norm_pieces(groups: Sequence[Sequence[torch.Tensor]]) -> tuple[list[to
     A group's norm is the root of the sum of its pieces' squares (`combine`).
     """
     if len(groups) == 1 and len(groups[0]) and _flattenable(groups[0]):
-        grads = groups[0]  # the common case, in two torch calls
-        flat = grads[0].reshape(-1) if len(grads) == 1 else torch._C._nn.flatten_dense_tensors(list(grads))
-        return [torch.linalg.vector_norm(flat, dtype=torch.float32)], [1]
+        return [_flat_norm(groups[0])], [1]  # the common case, in two torch calls, without bucketing
     pieces: list[torch.Tensor] = []
     counts: list[int] = []
     for grads in groups:
@@ -94,7 +96,8 @@ def read_floats(pieces: list[torch.Tensor]) -> list[float]:
     """CPU tensors' values as floats: one transfer for many, no stack for one or two."""
     if len(pieces) <= 2:
         return [p.item() for p in pieces]
-    return torch.stack([p.float() if p.dtype != torch.float32 else p for p in pieces]).tolist()
+    stacked = stack(pieces)
+    return stacked.tolist() if stacked is not None else []
 
 
 def combine(values: Sequence[float], counts: Sequence[int]) -> list[float | None]:
