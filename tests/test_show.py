@@ -124,12 +124,15 @@ def test_corrupt_middle_line_names_file_and_line(tmp_path: Path) -> None:
         (None, "no such file"),
         ("", "empty file, not a stepdbg trace"),
         ("hello\n", "not a stepdbg trace"),
+        (b"\xff\xfe binary\n", ":1: not a stepdbg trace (the first line is not JSON)"),
         ('{"type":"header","schema":99}\n', "trace schema 99 is newer than this stepdbg reads"),
     ],
 )
-def test_unreadable_traces_exit_2_with_one_line(tmp_path: Path, content: str | None, message: str) -> None:
+def test_unreadable_traces_exit_2_with_one_line(tmp_path: Path, content: str | bytes | None, message: str) -> None:
     path = tmp_path / "t.jsonl"
-    if content is not None:
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
         path.write_text(content)
     result = runner.invoke(app, ["show", str(path)])
     assert result.exit_code == 2
