@@ -718,15 +718,16 @@ class Collector:
             self.diagnostics.report(rule, record.step, record.optimizer, message, param, record.t)
         self.records += 1
         self._emit_step(record)
-        culprit = self._first_nonfinite_grad(progress, names) if self.diagnostics.is_new_nonfinite(record) else None
-        self.diagnostics.check_step(record, names, param_norms, progress.missing, culprit)
+        self.diagnostics.check_step(
+            record, names, param_norms, progress.missing, lambda: self._first_nonfinite_grad(progress, names)
+        )
 
     @staticmethod
     def _first_nonfinite_grad(progress: _StepInProgress, names: list[str]) -> str | None:
         """The first parameter whose gradient holds NaN or Inf (CPU only: it reads values now).
 
-        Runs only on the step that first reports `nonfinite`, so the per-tensor
-        loop costs nothing in a healthy run.
+        Called only when an optimizer's first `nonfinite` is reported, so the
+        per-tensor loop costs nothing in a healthy run.
         """
         params = progress.params[: len(names)]
         if not params or params[0].is_cuda:

@@ -82,12 +82,15 @@ class Diagnostics:
         if rule in self.disabled:
             return
         self.counts[rule] = self.counts.get(rule, 0) + 1
-        key = (rule, optimizer)
-        if key in self._reported:
+        if not self._first_report(rule, optimizer):
             return
-        self._reported.add(key)
+        self._reported.add((rule, optimizer))
         spec = RULES[rule]
         self._emit(Anomaly(rule, spec.severity, step, optimizer, param, message, spec.hint, t))
+
+    def _first_report(self, rule: str, optimizer: int | None) -> bool:
+        """Whether reporting ``rule`` for ``optimizer`` now would print it (not disabled, not yet reported)."""
+        return rule not in self.disabled and (rule, optimizer) not in self._reported
 
     @property
     def found_problems(self) -> bool:
@@ -100,14 +103,14 @@ class Diagnostics:
         names: list[str],
         param_norms: list[float | None] | None,
         missing: list[int],
-        culprit: str | None = None,
+        culprit: Callable[[], str | None] = lambda: None,
     ) -> None:
         """Judge a finished step with the numbers already computed for it.
 
         ``param_norms`` (aligned with ``names``) is given on detail steps;
         ``missing`` lists the positions of trainable parameters that had no
-        gradient; ``culprit`` is the first parameter with a non-finite gradient,
-        found only on the step that first reports one (see `is_new_nonfinite`).
+        gradient; ``culprit`` finds the first parameter with a non-finite
+        gradient, called only when a `nonfinite` report is the optimizer's first.
         """
         if record.skipped:
             return
@@ -119,24 +122,15 @@ class Diagnostics:
         if param_norms is not None:
             self._check_vanishing(record, names, param_norms, history)
 
-    @staticmethod
-    def _nonfinite(record: StepRecord) -> tuple[bool, bool]:
-        """Whether the loss, and whether the gradient norm, is NaN or infinite."""
+    def _check_nonfinite(self, record: StepRecord, culprit: Callable[[], str | None]) -> None:
         loss_bad = record.loss is not None and not math.isfinite(record.loss)
         norm_bad = record.grad_norm is not None and not math.isfinite(record.grad_norm)
-        return loss_bad, norm_bad
-
-    def is_new_nonfinite(self, record: StepRecord) -> bool:
-        """Whether this step will report `nonfinite` for the first time: only then is a culprit worth finding."""
-        return not record.skipped and "nonfinite" not in self.counts and any(self._nonfinite(record))
-
-    def _check_nonfinite(self, record: StepRecord, culprit: str | None) -> None:
-        loss_bad, norm_bad = self._nonfinite(record)
         if not (loss_bad or norm_bad):
             return
+        param = culprit() if self._first_report("nonfinite", record.optimizer) else None
         what = f"loss is {record.loss}" if loss_bad else f"gradient norm is {record.grad_norm}"
-        where = f", first in {culprit}'s gradient" if culprit else ""
-        self.report("nonfinite", record.step, record.optimizer, f"{what} at step {record.step}{where}", culprit, record.t)
+        where = f", first in {param}'s gradient" if param else ""
+        self.report("nonfinite", record.step, record.optimizer, f"{what} at step {record.step}{where}", param, record.t)
 
     def _check_exploding(self, record: StepRecord, history: _OptimizerHistory) -> None:
         norm = record.grad_norm
