@@ -76,6 +76,53 @@ def _first_param(optimizer: Any) -> torch.Tensor | None:
         return None
 
 
+@dataclass(eq=False, slots=True)
+class _Layout:
+    """An optimizer's parameters as its steps read them, kept until its groups change.
+
+    A step reads every parameter's gradient; rebuilding the flat list, the
+    positions and the norm strategy each time is most of the cost on small
+    models, so they are cached and checked against the groups' lists.
+    """
+
+    lists: list[list[torch.Tensor]]
+    """The groups' own ``params`` lists, compared by identity and length."""
+    sizes: list[int]
+    params: list[torch.Tensor]
+    positions: list[int]
+    group_of: list[int]
+    cuda: bool
+    """Some parameter is on a CUDA device: the step's norms are read back later, without a sync."""
+    flat: bool | None = None
+    """One flat buffer for all gradients (one group of small dense tensors); decided at the first full step."""
+
+    @classmethod
+    def of(cls, optimizer: Any) -> _Layout:
+        lists = [group["params"] for group in optimizer.param_groups]
+        params = [p for params in lists for p in params]
+        group_of = [index for index, params in enumerate(lists) for _ in params]
+        cuda = any(p.is_cuda for p in params)
+        return cls(lists, [len(ps) for ps in lists], params, list(range(len(params))), group_of, cuda)
+
+    def matches(self, optimizer: Any) -> bool:
+        groups = optimizer.param_groups
+        if len(groups) != len(self.lists):
+            return False
+        for group, params, size in zip(groups, self.lists, self.sizes):
+            if group["params"] is not params or len(params) != size:
+                return False
+        return True
+
+    def by_group(self, grads: list[torch.Tensor], present: list[int]) -> list[list[torch.Tensor]]:
+        """``grads`` (those of the parameters at ``present``) split by parameter group."""
+        if len(self.sizes) == 1:
+            return [grads]
+        groups: list[list[torch.Tensor]] = [[] for _ in self.sizes]
+        for grad, position in zip(grads, present):
+            groups[self.group_of[position]].append(grad)
+        return groups
+
+
 @dataclass(eq=False)
 class OptimizerTrack:
     """What stepdbg knows about one optimizer (the inner one, whatever wraps it)."""
@@ -95,6 +142,9 @@ class OptimizerTrack:
     depth: int = 0
     param_count: int = 0
     info: OptimizerInfo | None = None
+    names: list[str] = field(default_factory=list)
+    """Qualified names of the parameters, in the optimizer's order (once announced)."""
+    layout: _Layout | None = None
     # the step in progress
     step_start: float = 0.0
     backward_time_at_start: float = 0.0
@@ -120,6 +170,8 @@ class _StepInProgress:
     losses: list[Any] = _EMPTY  # type: ignore[assignment]
     loss_scale: Any = None
     grad_scale: Any = None
+    on_device: bool = False
+    """Some value is still on a device (CUDA): read back later, without a sync."""
     ordering: list[tuple[str, str, str | None]] | None = None
 
     def add_ordering(self, rule: str, message: str, param: str | None = None) -> None:
@@ -129,14 +181,19 @@ class _StepInProgress:
 
     def device_values(self) -> list[torch.Tensor]:
         """Every tensor to read back, in the order `split` expects."""
+        values = self.grad_pieces + self.update_pieces if self.update_pieces else self.grad_pieces
+        if not self.on_device:
+            return values  # losses and scales are floats already
         scales = [s.reshape(()) for s in (self.loss_scale, self.grad_scale) if isinstance(s, torch.Tensor)]
         losses = [v for v in self.losses if isinstance(v, torch.Tensor)]
-        return [*self.grad_pieces, *self.update_pieces, *losses, *scales]
+        return [*values, *losses, *scales]
 
     def split(self, values: list[float]) -> tuple[list[float], list[float], list[float], list[float]]:
         """Grad pieces, update pieces, loss values and scales, from `device_values` read back."""
         a = len(self.grad_pieces)
         b = a + len(self.update_pieces)
+        if not self.on_device:
+            return values[:a], values[a:b], [], []
         c = b + sum(1 for v in self.losses if isinstance(v, torch.Tensor))
         return values[:a], values[a:b], values[b:c], values[c:]
 
@@ -207,7 +264,10 @@ class Collector:
         self.totals = dict.fromkeys((*PHASES, "overhead"), 0.0)
         """Seconds per phase over the whole run, for the end record."""
         self._losses: list[tuple[int, Any]] = []
-        self.phase_time = dict.fromkeys(PHASES, 0.0)
+        # seconds in each timed phase since the previous step record (forward is what is left)
+        self._backward_seconds = 0.0
+        self._step_seconds = 0.0
+        self._zero_grad_seconds = 0.0
         self._overhead = 0.0
         self._last_end: float | None = None
         """End of the previous step record; None until the loop's first instrumented call."""
@@ -262,7 +322,7 @@ class Collector:
         if self._zero_grad_depth > 0:
             return
         end = self.clock()
-        self.phase_time["zero_grad"] += end - self._zero_grad_start
+        self._zero_grad_seconds += end - self._zero_grad_start
         if optimizer is not None:
             track = self.track_for(optimizer)
             if track is not None:
@@ -313,7 +373,7 @@ class Collector:
         if self._backward_depth > 0:
             return
         end = self.clock()
-        self.phase_time["backward"] += end - self._backward_start
+        self._backward_seconds += end - self._backward_start
         if not accumulate:
             self.calls.append(CALL_GRAD)
         else:
@@ -369,13 +429,13 @@ class Collector:
 
     def _poll_schedulers(self) -> None:
         """Notice the scheduler steps made since the previous instrumented call."""
-        stepped: list[Any] = []
+        stepped: list[Any] | None = None
         for entry in self._schedulers:
             scheduler = entry[0]()
             if scheduler is not None and (count := _scheduler_count(scheduler)) != entry[1]:
                 entry[1] = count
-                stepped.append(scheduler)
-        if not stepped:
+                stepped = [scheduler] if stepped is None else [*stepped, scheduler]
+        if stepped is None:
             return
         self._schedulers = [entry for entry in self._schedulers if entry[0]() is not None]
         seen: set[int] = set()
@@ -419,8 +479,8 @@ class Collector:
         track.pending = progress
         if not track.closure:
             self._consume(progress, optimizer)
-        track.backward_time_at_start = self.phase_time["backward"]
-        track.zero_grad_time_at_start = self.phase_time["zero_grad"]
+        track.backward_time_at_start = self._backward_seconds
+        track.zero_grad_time_at_start = self._zero_grad_seconds
         now = self.clock()
         self._overhead += now - entered
         track.step_start = now
@@ -433,10 +493,10 @@ class Collector:
         if track.depth > 0 or track.pending is None:
             return
         end = self.clock()
-        inner = (self.phase_time["backward"] - track.backward_time_at_start) + (
-            self.phase_time["zero_grad"] - track.zero_grad_time_at_start
+        inner = (self._backward_seconds - track.backward_time_at_start) + (
+            self._zero_grad_seconds - track.zero_grad_time_at_start
         )
-        self.phase_time["step"] += end - track.step_start - inner
+        self._step_seconds += end - track.step_start - inner
         progress, track.pending = track.pending, None
         if track.closure:
             self._consume(progress, optimizer)
@@ -454,7 +514,7 @@ class Collector:
         track = self.track_for(optimizer)
         if track is not None and track.steps == steps_before:
             end = self.clock()
-            self.phase_time["step"] += end - started
+            self._step_seconds += end - started
             self.calls.append(CALL_STEP)
             if track.info is None:
                 self._announce(track, optimizer)
@@ -477,6 +537,7 @@ class Collector:
             position += len(params)
         inner = getattr(optimizer, "optimizer", None) or getattr(optimizer, "_optimizer", None)
         cls = type(inner if isinstance(inner, torch.optim.Optimizer) else optimizer).__name__
+        track.names = names
         track.info = OptimizerInfo(optimizer=track.index, cls=cls, groups=groups)
         self._emit_optimizer(track.info)
 
@@ -500,9 +561,9 @@ class Collector:
         scaler = self.active_scaler
         if scaler is not None:
             progress.loss_scale = _as_value(getattr(scaler, "_scale", None))
-        progress.grad_scale = _as_value(getattr(optimizer, "grad_scale", None))  # fused optimizers under GradScaler
+            progress.grad_scale = _as_value(getattr(optimizer, "grad_scale", None))  # fused optimizers
         if progress.detail:
-            params = params_of(optimizer)
+            params = self._layout(track, optimizer).params
             if sum(p.numel() for p in params) <= SNAPSHOT_MAX_NUMEL:
                 progress.before = norms.snapshot(params)
         if not skipped:
@@ -538,7 +599,7 @@ class Collector:
                     "zero-grad-before-step", f"gradients were cleared after backward and before optimizer {track.index}'s step {step}"
                 )
         if track.dirty_param is not None:
-            names = track.info.param_names if track.info else []
+            names = track.names
             name = names[track.dirty_param] if track.dirty_param < len(names) else None
             progress.add_ordering(
                 "missing-zero-grad",
@@ -547,26 +608,26 @@ class Collector:
                 name,
             )
 
+    def _layout(self, track: OptimizerTrack, optimizer: Any) -> _Layout:
+        layout = track.layout
+        if layout is None or not layout.matches(optimizer):
+            layout = track.layout = _Layout.of(optimizer)
+        return layout
+
     def _consume(self, progress: _StepInProgress, optimizer: torch.optim.Optimizer) -> None:
         """Read the gradients this step consumes: norms, and the state for the ordering rules."""
         track = progress.track
         self._take_losses(progress)
-        groups: list[list[torch.Tensor]] = []
-        progress.present, progress.missing = [], []
-        position = 0
-        for group in optimizer.param_groups:
-            grads = []
-            for param in group["params"]:
-                grad = param.grad
-                if grad is not None:
-                    grads.append(grad)  # norms are taken under no_grad: no detached copy needed
-                    progress.present.append(position)
-                elif param.requires_grad:
-                    progress.missing.append(position)
-                position += 1
-            groups.append(grads)
-        progress.params = params_of(optimizer)
-        if progress.present:
+        layout = self._layout(track, optimizer)
+        params = progress.params = layout.params
+        progress.on_device = progress.on_device or layout.cuda
+        grads = [grad for param in params if (grad := param.grad) is not None]
+        if len(grads) == len(params):
+            progress.present = layout.positions
+        else:
+            progress.present = [i for i, param in enumerate(params) if param.grad is not None]
+            progress.missing = [i for i, param in enumerate(params) if param.grad is None and param.requires_grad]
+        if grads:
             track.ever_had_grads = True
         elif track.ever_had_grads and not progress.ordering and not track.closure:
             progress.add_ordering(
@@ -578,16 +639,25 @@ class Collector:
         torch._C._set_grad_enabled(False)
         try:
             if progress.detail:
-                progress.grad_pieces = norms.per_tensor_norms([g for grads in groups for g in grads])
-                progress.piece_counts = [len(grads) for grads in groups]
+                progress.grad_pieces = norms.per_tensor_norms(grads)
+                progress.piece_counts = [len(group) for group in layout.by_group(grads, progress.present)]
+            elif len(layout.sizes) == 1 and progress.present is layout.positions and grads:
+                if layout.flat is None:
+                    layout.flat = norms.flattenable(grads)
+                if layout.flat:
+                    progress.grad_pieces, progress.piece_counts = [norms.flat_norm(grads)], [1]
+                else:
+                    progress.grad_pieces, progress.piece_counts = norms.group_norm_pieces([grads])
             else:
-                progress.grad_pieces, progress.piece_counts = norms.group_norm_pieces(groups)
+                progress.grad_pieces, progress.piece_counts = norms.group_norm_pieces(
+                    layout.by_group(grads, progress.present)
+                )
         finally:
             torch._C._set_grad_enabled(grad_mode)
         if progress.detail:
             self._check_not_in_optimizer(progress)
         needs_snapshot = not track.cleared_since_step or track.steps == 1
-        self._mark_consumed(track, progress.params if needs_snapshot else None)
+        self._mark_consumed(track, params if needs_snapshot else None)
 
     def _check_not_in_optimizer(self, progress: _StepInProgress) -> None:
         """Gradients on a parameter no optimizer holds, where the optimizer holds a stale
@@ -644,8 +714,10 @@ class Collector:
             progress.update_pieces = norms.update_pieces(progress.before, progress.params)
             progress.before = None
         self._prune_losses()
+        if not progress.on_device:
+            progress.on_device = any(isinstance(v, torch.Tensor) for v in (*progress.losses, progress.loss_scale, progress.grad_scale))
         values = progress.device_values()
-        if self._waiting or any(v.is_cuda for v in values):
+        if self._waiting or progress.on_device:
             self._waiting.append((progress, _Resolved(norms.stack(values))))
             self.flush_ready()
         else:
@@ -663,21 +735,29 @@ class Collector:
         return list(compressed)
 
     def _phase_times(self, total: float) -> dict[str, float]:
-        times = {phase: self.phase_time[phase] for phase in PHASES if phase != "forward"}
-        times["forward"] = max(0.0, total - sum(times.values()) - self._overhead)
-        times["overhead"] = self._overhead
-        times["total"] = total
+        """The ``time`` of the record that ends now; the phase clocks start again."""
+        backward, step, zero_grad, overhead = (
+            self._backward_seconds, self._step_seconds, self._zero_grad_seconds, self._overhead
+        )
+        forward = max(0.0, total - backward - step - zero_grad - overhead)
+        self._backward_seconds = self._step_seconds = self._zero_grad_seconds = self._overhead = 0.0
         totals = self.totals
-        for phase, seconds in times.items():
-            if phase in totals:
-                totals[phase] += seconds
-        self.phase_time = dict.fromkeys(PHASES, 0.0)
-        self._overhead = 0.0
-        return times
+        totals["forward"] += forward
+        totals["backward"] += backward
+        totals["step"] += step
+        totals["zero_grad"] += zero_grad
+        totals["overhead"] += overhead
+        return {
+            "backward": backward, "step": step, "zero_grad": zero_grad,
+            "forward": forward, "overhead": overhead, "total": total,
+        }
 
     def _prune_losses(self) -> None:
-        oldest = min((t.mark for t in self._tracks), default=self.backward_count)
-        if self._losses and self._losses[0][0] <= oldest:
+        if not self._losses:
+            return
+        tracks = self._tracks
+        oldest = tracks[0].mark if len(tracks) == 1 else min((t.mark for t in tracks), default=self.backward_count)
+        if self._losses[0][0] <= oldest:
             self._losses = [(i, v) for i, v in self._losses if i > oldest]
 
     def flush_ready(self, wait: bool = False) -> None:
@@ -692,11 +772,14 @@ class Collector:
         loss_scale = scales.pop(0) if isinstance(progress.loss_scale, torch.Tensor) else progress.loss_scale
         grad_scale = scales.pop(0) if isinstance(progress.grad_scale, torch.Tensor) else progress.grad_scale
         grad_divisor = grad_scale or 1.0
-        names = track.info.param_names if track.info else []
+        names = track.names
         record.loss = _sum_losses(progress.losses, loss_values, loss_scale or 1.0)
         param_norms: list[float | None] | None = None
         if record.skipped:
             record.group_grad_norms = [None] * len(record.lr)
+        elif len(grad_values) == 1 and len(progress.piece_counts) == 1:
+            record.grad_norm = grad_values[0] / grad_divisor  # one group, one piece: the common case
+            record.group_grad_norms = [record.grad_norm]
         else:
             record.group_grad_norms = [
                 n / grad_divisor if n is not None else None for n in norms.combine(grad_values, progress.piece_counts)
@@ -781,7 +864,7 @@ def _loss_value(outputs: Sequence[Any]) -> Any:
     output = outputs[0]
     if not isinstance(output, torch.Tensor) or output.numel() != 1:
         return None
-    if output.device.type == "cpu":
+    if output.is_cpu:
         return output.item()
     if output.is_cuda:
         return output.detach().reshape(()).float()
@@ -798,6 +881,8 @@ def _as_value(scale: Any) -> Any:
 
 
 def _sum_losses(pieces: list[Any], tensor_values: list[float], divisor: float) -> float | None:
+    if len(pieces) == 1 and type(pieces[0]) is float:
+        return pieces[0] / divisor
     if not pieces or any(p is None for p in pieces):
         return None
     values = iter(tensor_values)

@@ -114,7 +114,9 @@ class Diagnostics:
         """
         if record.skipped:
             return
-        history = self._history.setdefault(record.optimizer, _OptimizerHistory())
+        history = self._history.get(record.optimizer)
+        if history is None:
+            history = self._history[record.optimizer] = _OptimizerHistory()
         self._check_nonfinite(record, culprit)
         self._check_exploding(record, history)
         self._check_unused(record, names, missing, history)
@@ -150,6 +152,8 @@ class Diagnostics:
         history.norm_steps += 1
 
     def _check_unused(self, record: StepRecord, names: list[str], missing: list[int], history: _OptimizerHistory) -> None:
+        if not missing and not history.missing_streak:
+            return
         streaks = {index: history.missing_streak.get(index, 0) + 1 for index in missing}
         history.missing_streak = streaks
         if record.backward_calls == 0 or not streaks:
@@ -163,7 +167,7 @@ class Diagnostics:
             )
 
     def _check_zero_update(self, record: StepRecord, history: _OptimizerHistory) -> None:
-        frozen = any(
+        frozen = 0.0 in record.lr and any(
             lr == 0.0 and norm is not None and norm > 0.0
             for lr, norm in zip(record.lr, record.group_grad_norms)
         )

@@ -26,19 +26,19 @@ def _dense_norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     for tensor in tensors:
         bucket = small if tensor.numel() <= FLATTEN_MAX_NUMEL else large
         bucket.setdefault((tensor.device, tensor.dtype), []).append(tensor)
-    pieces.extend(_flat_norm(group) for group in small.values())
+    pieces.extend(flat_norm(group) for group in small.values())
     for group in large.values():
         pieces.extend(per_tensor_norms(group))
     return pieces
 
 
-def _flat_norm(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+def flat_norm(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """The float32 norm of small dense tensors of one dtype and device, as one flat buffer."""
     flat = tensors[0].reshape(-1) if len(tensors) == 1 else torch._C._nn.flatten_dense_tensors(list(tensors))
     return torch.linalg.vector_norm(flat, dtype=torch.float32)
 
 
-def _flattenable(tensors: Sequence[torch.Tensor]) -> bool:
+def flattenable(tensors: Sequence[torch.Tensor]) -> bool:
     """Small dense tensors of one dtype on one device: one flat copy beats a kernel each."""
     first = tensors[0]
     dtype, device = first.dtype, first.device
@@ -69,8 +69,8 @@ def group_norm_pieces(groups: Sequence[Sequence[torch.Tensor]]) -> tuple[list[to
 
     A group's norm is the root of the sum of its pieces' squares (`combine`).
     """
-    if len(groups) == 1 and len(groups[0]) and _flattenable(groups[0]):
-        return [_flat_norm(groups[0])], [1]  # the common case, in two torch calls, without bucketing
+    if len(groups) == 1 and len(groups[0]) and flattenable(groups[0]):
+        return [flat_norm(groups[0])], [1]  # the common case, in two torch calls, without bucketing
     pieces: list[torch.Tensor] = []
     counts: list[int] = []
     for grads in groups:
