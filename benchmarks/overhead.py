@@ -46,7 +46,7 @@ def measure(kind: str, repeats: int, trace_dir: Path) -> dict[str, list[float]]:
     trace = str(trace_dir / f"{kind}.stepdbg.jsonl")
     commands = {
         "bare": [sys.executable, str(LOOPS), kind],
-        "stepdbg": [sys.executable, "-m", "stepdbg", "run", "--quiet", "-o", trace, str(LOOPS), kind],
+        "stepdbg": [sys.executable, "-m", "stepdbg", "run", "-o", trace, str(LOOPS), kind],
         "profiler": [sys.executable, str(LOOPS), kind, "--profiler"],
     }
     times: dict[str, list[float]] = {name: [] for name in (*commands, "hooks")}
