@@ -1,0 +1,48 @@
+"""On a CUDA device: values read back without a host sync, right and on time.
+
+Skipped where CUDA is not available (CI); run on a GPU machine with
+``pytest tests/test_cuda.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import end, run_python, run_stepdbg, steps
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("mode", ["plain", "amp"])
+def test_cuda_loop_is_traced_without_a_sync_and_unchanged(mode: str, tmp_path: Path) -> None:
+    bare_out, traced_out = tmp_path / "bare.pt", tmp_path / "traced.pt"
+    bare = run_python("cuda_loop.py", mode, tmp_path=tmp_path, env={"STEPDBG_TEST_OUT": str(bare_out)})
+    assert bare.returncode == 0, bare.stderr
+    proc, records = run_stepdbg(
+        "cuda_loop.py", mode, tmp_path=tmp_path, options=("--strict",), env={"STEPDBG_TEST_OUT": str(traced_out)}
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "internal error" not in proc.stderr  # a sync inside a hook would have raised there
+    assert proc.stdout == bare.stdout
+    assert end(records)["status"] == "ok"
+
+    expected = torch.load(bare_out, weights_only=False)
+    traced = torch.load(traced_out, weights_only=False)
+    for name, value in expected["model"].items():
+        assert torch.equal(value, traced["model"][name]), f"{name} differs under stepdbg"
+
+    records_by_step = steps(records)
+    assert [r["step"] for r in records_by_step] == list(range(25))
+    skipped = [r["step"] for r in records_by_step if r["skipped"]]
+    assert skipped == ([6, 13] if mode == "amp" else [])
+    for record, norm in zip(records_by_step, expected["grad_norms"]):
+        assert record["loss"] is not None and math.isfinite(record["loss"])
+        if record["skipped"]:
+            assert record["grad_norm"] is None
+        else:
+            assert record["grad_norm"] == pytest.approx(norm, rel=1e-4), f"step {record['step']}"
+        assert record["time"]["total"] > 0
