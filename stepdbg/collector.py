@@ -264,6 +264,8 @@ class Collector:
         self.totals = dict.fromkeys((*PHASES, "overhead"), 0.0)
         """Seconds per phase over the whole run, for the end record."""
         self._losses: list[tuple[int, Any]] = []
+        self._device_losses = False
+        """Some loss was a device tensor: steps look for one among theirs."""
         # seconds in each timed phase since the previous step record (forward is what is left)
         self._backward_seconds = 0.0
         self._step_seconds = 0.0
@@ -362,6 +364,8 @@ class Collector:
         entered = self._loop_started()
         if accumulate:
             self._backward_loss = _loss_value(outputs)
+            if isinstance(self._backward_loss, torch.Tensor):
+                self._device_losses = True
             if self._watched:
                 self._check_cleared_since_step()
         self._overhead += self.clock() - entered
@@ -562,6 +566,7 @@ class Collector:
         if scaler is not None:
             progress.loss_scale = _as_value(getattr(scaler, "_scale", None))
             progress.grad_scale = _as_value(getattr(optimizer, "grad_scale", None))  # fused optimizers
+            progress.on_device = isinstance(progress.loss_scale, torch.Tensor) or isinstance(progress.grad_scale, torch.Tensor)
         if progress.detail:
             params = self._layout(track, optimizer).params
             if sum(p.numel() for p in params) <= SNAPSHOT_MAX_NUMEL:
@@ -714,8 +719,8 @@ class Collector:
             progress.update_pieces = norms.update_pieces(progress.before, progress.params)
             progress.before = None
         self._prune_losses()
-        if not progress.on_device:
-            progress.on_device = any(isinstance(v, torch.Tensor) for v in (*progress.losses, progress.loss_scale, progress.grad_scale))
+        if self._device_losses and not progress.on_device:
+            progress.on_device = any(isinstance(v, torch.Tensor) for v in progress.losses)
         values = progress.device_values()
         if self._waiting or progress.on_device:
             self._waiting.append((progress, _Resolved(norms.stack(values))))
