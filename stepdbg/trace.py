@@ -1,8 +1,9 @@
 """Writing and reading traces: JSON Lines, one record (see `schema`) a line.
 
-The writer is built to lose nothing: lines go to a binary buffered file that a
-daemon thread flushes twice a second, so a killed run leaves every line written
-more than a second before, each whole. The reader streams, keeps every whole
+The writer is built to lose nothing and to cost the training loop almost
+nothing: records are queued, and a daemon thread encodes, writes and flushes
+them twice a second, so a killed run leaves every record queued more than a
+second before, each line whole. The reader streams, keeps every whole
 line of a trace cut mid-line, and names ``FILE:LINE`` for a corrupt one.
 """
 
