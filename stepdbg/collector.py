@@ -78,21 +78,21 @@ def _first_param(optimizer: Any) -> torch.Tensor | None:
 
 @dataclass(eq=False, slots=True)
 class _Layout:
-    """An optimizer's parameters as its steps read them, kept until its groups change.
+    """An optimizer's parameters as its steps read them, kept while its groups hold the same ones.
 
     A step reads every parameter's gradient; rebuilding the flat list, the
     positions and the norm strategy each time is most of the cost on small
-    models, so they are cached and checked against the groups' lists.
+    models, so they are cached, and checked at each step against the ids of
+    the groups' parameters (exact: the cached list keeps those ids in use).
+    The collector drops a layout when its optimizer is collected, so it never
+    keeps a model alive.
     """
 
-    lists: list[list[torch.Tensor]]
-    """The groups' own ``params`` lists, compared by identity and length."""
+    ids: list[int]
     sizes: list[int]
     params: list[torch.Tensor]
     positions: list[int]
     group_of: list[int]
-    cuda: bool
-    """Some parameter is on a CUDA device: the step's norms are read back later, without a sync."""
     flat: bool | None = None
     """One flat buffer for all gradients (one group of small dense tensors); decided at the first full step."""
 
@@ -101,17 +101,15 @@ class _Layout:
         lists = [group["params"] for group in optimizer.param_groups]
         params = [p for params in lists for p in params]
         group_of = [index for index, params in enumerate(lists) for _ in params]
-        cuda = any(p.is_cuda for p in params)
-        return cls(lists, [len(ps) for ps in lists], params, list(range(len(params))), group_of, cuda)
+        return cls(list(map(id, params)), [len(ps) for ps in lists], params, list(range(len(params))), group_of)
 
     def matches(self, optimizer: Any) -> bool:
         groups = optimizer.param_groups
-        if len(groups) != len(self.lists):
-            return False
-        for group, params, size in zip(groups, self.lists, self.sizes):
-            if group["params"] is not params or len(params) != size:
-                return False
-        return True
+        if len(groups) == 1:
+            return len(self.sizes) == 1 and list(map(id, groups[0]["params"])) == self.ids
+        return [id(p) for group in groups for p in group["params"]] == self.ids and [
+            len(group["params"]) for group in groups
+        ] == self.sizes
 
     def by_group(self, grads: list[torch.Tensor], present: list[int]) -> list[list[torch.Tensor]]:
         """``grads`` (those of the parameters at ``present``) split by parameter group."""
@@ -145,6 +143,8 @@ class OptimizerTrack:
     names: list[str] = field(default_factory=list)
     """Qualified names of the parameters, in the optimizer's order (once announced)."""
     layout: _Layout | None = None
+    forget_layout: weakref.finalize | None = None
+    """Drops ``layout`` when the optimizer it was made from is collected."""
     # the step in progress
     step_start: float = 0.0
     backward_time_at_start: float = 0.0
@@ -616,7 +616,15 @@ class Collector:
     def _layout(self, track: OptimizerTrack, optimizer: Any) -> _Layout:
         layout = track.layout
         if layout is None or not layout.matches(optimizer):
-            layout = track.layout = _Layout.of(optimizer)
+            if track.forget_layout is not None:
+                track.forget_layout.detach()
+            track.layout, track.forget_layout = None, None
+            layout = _Layout.of(optimizer)
+            try:
+                track.forget_layout = weakref.finalize(optimizer, _forget_layout, track)
+            except TypeError:
+                return layout  # an optimizer without weak references: rebuilt at each step
+            track.layout = layout
         return layout
 
     def _consume(self, progress: _StepInProgress, optimizer: torch.optim.Optimizer) -> None:
@@ -625,7 +633,6 @@ class Collector:
         self._take_losses(progress)
         layout = self._layout(track, optimizer)
         params = progress.params = layout.params
-        progress.on_device = progress.on_device or layout.cuda
         grads = [grad for param in params if (grad := param.grad) is not None]
         if len(grads) == len(params):
             progress.present = layout.positions
@@ -649,20 +656,30 @@ class Collector:
             elif len(layout.sizes) == 1 and progress.present is layout.positions and grads:
                 if layout.flat is None:
                     layout.flat = norms.flattenable(grads)
-                if layout.flat:
-                    progress.grad_pieces, progress.piece_counts = [norms.flat_norm(grads)], [1]
-                else:
-                    progress.grad_pieces, progress.piece_counts = norms.group_norm_pieces([grads])
+                progress.grad_pieces, progress.piece_counts = self._single_group_pieces(layout, grads)
             else:
                 progress.grad_pieces, progress.piece_counts = norms.group_norm_pieces(
                     layout.by_group(grads, progress.present)
                 )
         finally:
             torch._C._set_grad_enabled(grad_mode)
+        pieces = progress.grad_pieces
+        if not progress.on_device and pieces:
+            progress.on_device = pieces[0].is_cuda if len(pieces) == 1 else any(p.is_cuda for p in pieces)
         if progress.detail:
             self._check_not_in_optimizer(progress)
         needs_snapshot = not track.cleared_since_step or track.steps == 1
         self._mark_consumed(track, params if needs_snapshot else None)
+
+    @staticmethod
+    def _single_group_pieces(layout: _Layout, grads: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[int]]:
+        """The norm pieces of one group's gradients, all present: one flat norm when they allow it."""
+        if layout.flat:
+            try:
+                return [norms.flat_norm(grads)], [1]
+            except RuntimeError:  # no longer one buffer: a gradient made sparse, parameters moved across devices
+                layout.flat = False
+        return norms.group_norm_pieces([grads])
 
     def _check_not_in_optimizer(self, progress: _StepInProgress) -> None:
         """Gradients on a parameter no optimizer holds, where the optimizer holds a stale
@@ -842,6 +859,11 @@ class Collector:
     def finish(self) -> None:
         """The run is over: emit every record still waiting on the device."""
         self.flush_ready(wait=True)
+
+
+def _forget_layout(track: OptimizerTrack) -> None:
+    """The optimizer is gone: its cached layout must not keep its parameters alive."""
+    track.layout = track.forget_layout = None
 
 
 def _scheduler_count(scheduler: Any) -> int:

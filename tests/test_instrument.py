@@ -54,3 +54,76 @@ def test_every_call_is_recorded_once(monkeypatch: pytest.MonkeyPatch, entry: str
     assert [r.loss for r in records] == pytest.approx(losses, rel=1e-6)
     assert all(r.grad_norm is not None and r.grad_norm > 0 for r in records)
     assert found == []
+
+
+def _collecting() -> tuple[Collector, ModuleTree, list[StepRecord]]:
+    records: list[StepRecord] = []
+    tree = ModuleTree()
+    collector = Collector(0, Diagnostics(Thresholds(), frozenset(), lambda a: None), records.append, lambda i: None, tree)
+    return collector, tree, records
+
+
+def _global_norm(params: list[torch.Tensor]) -> float:
+    return float(torch.linalg.vector_norm(torch.stack([p.grad.double().norm() for p in params if p.grad is not None])))
+
+
+def test_a_parameter_swapped_into_a_group_is_read_at_the_next_step() -> None:
+    """The cached layout is checked against the groups' parameters, not only the lists holding them."""
+    collector, _, records = _collecting()
+    with Instrumentation(collector):
+        model = nn.Linear(3, 3)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        x = torch.randn(4, 3)
+        expected = []
+        for step in range(3):
+            if step == 2:  # in place, same list, same length
+                replacement = nn.Parameter(torch.randn(3) * 100)
+                optimizer.param_groups[0]["params"][1] = replacement
+                model.bias = replacement
+            optimizer.zero_grad()
+            model(x).square().sum().backward()
+            expected.append(_global_norm(optimizer.param_groups[0]["params"]))
+            optimizer.step()
+    collector.finish()
+    assert [r.grad_norm for r in records] == pytest.approx(expected, rel=1e-5)
+
+
+def test_gradients_that_no_longer_flatten_fall_back_to_separate_norms() -> None:
+    """A step whose gradients cannot share one flat buffer any more (here a sparse one) is still measured."""
+    collector, _, records = _collecting()
+    with Instrumentation(collector):
+        model = nn.Linear(3, 3)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        x = torch.randn(4, 3)
+        expected = []
+        for step in range(3):
+            optimizer.zero_grad()
+            model(x).square().sum().backward()
+            if step == 2:
+                model.bias.grad = model.bias.grad.to_sparse()
+            expected.append(_global_norm([model.weight]) ** 2 + float(model.bias.grad.to_dense().norm()) ** 2)
+            optimizer.step()
+    collector.finish()
+    assert [r.grad_norm**2 for r in records] == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_finished_optimizer_and_its_model_are_not_kept_alive() -> None:
+    import gc
+    import weakref
+
+    collector, tree, _ = _collecting()
+    tree.install()
+    try:
+        with Instrumentation(collector):
+            model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 1))
+            optimizer = torch.optim.Adam(model.parameters())
+            for _ in range(2):
+                optimizer.zero_grad()
+                model(torch.randn(4, 3)).sum().backward()
+                optimizer.step()
+            weight = weakref.ref(model[0].weight)
+            del model, optimizer
+            gc.collect()
+            assert weight() is None, "stepdbg keeps a parameter of a deleted model alive"
+    finally:
+        tree.uninstall()
