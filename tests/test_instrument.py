@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 import torch.autograd.graph
@@ -63,48 +65,50 @@ def _collecting() -> tuple[Collector, ModuleTree, list[StepRecord]]:
     return collector, tree, records
 
 
-def _global_norm(params: list[torch.Tensor]) -> float:
-    return float(torch.linalg.vector_norm(torch.stack([p.grad.double().norm() for p in params if p.grad is not None])))
-
-
-def test_a_parameter_swapped_into_a_group_is_read_at_the_next_step() -> None:
-    """The cached layout is checked against the groups' parameters, not only the lists holding them."""
+def _traced_linear_loop(
+    before_zero_grad: Callable[[int, nn.Linear, torch.optim.Optimizer], None] = lambda *a: None,
+    after_backward: Callable[[int, nn.Linear], None] = lambda *a: None,
+) -> tuple[list[StepRecord], list[float]]:
+    """Three SGD steps on a Linear layer, changed by the callbacks: the records, and each
+    step's global gradient norm as the loop itself measures it (float64, sparse or dense)."""
     collector, _, records = _collecting()
+    expected = []
     with Instrumentation(collector):
         model = nn.Linear(3, 3)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         x = torch.randn(4, 3)
-        expected = []
         for step in range(3):
-            if step == 2:  # in place, same list, same length
-                replacement = nn.Parameter(torch.randn(3) * 100)
-                optimizer.param_groups[0]["params"][1] = replacement
-                model.bias = replacement
+            before_zero_grad(step, model, optimizer)
             optimizer.zero_grad()
             model(x).square().sum().backward()
-            expected.append(_global_norm(optimizer.param_groups[0]["params"]))
+            after_backward(step, model)
+            grads = [p.grad.to_dense().double() for p in optimizer.param_groups[0]["params"] if p.grad is not None]
+            expected.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
             optimizer.step()
     collector.finish()
+    return records, expected
+
+
+def test_a_parameter_swapped_into_a_group_is_read_at_the_next_step() -> None:
+    """The cached layout is checked against the groups' parameters, not only the lists holding them."""
+
+    def swap_bias(step: int, model: nn.Linear, optimizer: torch.optim.Optimizer) -> None:
+        if step == 2:  # in place: same list, same length
+            model.bias = optimizer.param_groups[0]["params"][1] = nn.Parameter(torch.randn(3) * 100)
+
+    records, expected = _traced_linear_loop(before_zero_grad=swap_bias)
     assert [r.grad_norm for r in records] == pytest.approx(expected, rel=1e-5)
 
 
 def test_gradients_that_no_longer_flatten_fall_back_to_separate_norms() -> None:
     """A step whose gradients cannot share one flat buffer any more (here a sparse one) is still measured."""
-    collector, _, records = _collecting()
-    with Instrumentation(collector):
-        model = nn.Linear(3, 3)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        x = torch.randn(4, 3)
-        expected = []
-        for step in range(3):
-            optimizer.zero_grad()
-            model(x).square().sum().backward()
-            if step == 2:
-                model.bias.grad = model.bias.grad.to_sparse()
-            expected.append(_global_norm([model.weight]) ** 2 + float(model.bias.grad.to_dense().norm()) ** 2)
-            optimizer.step()
-    collector.finish()
-    assert [r.grad_norm**2 for r in records] == pytest.approx(expected, rel=1e-5)
+
+    def sparse_bias_grad(step: int, model: nn.Linear) -> None:
+        if step == 2:
+            model.bias.grad = model.bias.grad.to_sparse()
+
+    records, expected = _traced_linear_loop(after_backward=sparse_bias_grad)
+    assert [r.grad_norm for r in records] == pytest.approx(expected, rel=1e-5)
 
 
 def test_a_finished_optimizer_and_its_model_are_not_kept_alive() -> None:
