@@ -134,6 +134,10 @@ class OptimizerTrack:
     cleared_since_step: bool = False
     clear_after_backward: bool = False
     ever_had_grads: bool = False
+    sentinel: weakref.ref | None = None
+    """A trainable parameter, looked at after each backward: did the backward reach this optimizer?"""
+    filled_at: int = -1
+    """The last backward after which the sentinel had a gradient."""
     step_before_backward: bool = False
     snapshot: list[tuple[weakref.ref, weakref.ref, int, int]] | None = None
     dirty_param: int | None = None
@@ -292,6 +296,9 @@ class Collector:
     def on_optimizer_created(self, optimizer: torch.optim.Optimizer) -> None:
         params = params_of(optimizer)
         track = OptimizerTrack(index=self.optimizers_created, param_count=len(params))
+        trainable = next((p for p in params if p.requires_grad), None)
+        if trainable is not None:
+            track.sentinel = weakref.ref(trainable)
         self.optimizers_created += 1
         self._tracks.append(track)
         for param in params:
@@ -387,6 +394,10 @@ class Collector:
             self._backward_loss = None
             if self._stale:
                 self._check_accumulated_into_stale()
+            for track in self._tracks:
+                sentinel = track.sentinel() if track.sentinel is not None else None
+                if sentinel is not None and sentinel.grad is not None:
+                    track.filled_at = self.backward_count
             if self.optimizers_created == 0:
                 self._no_optimizer_step()
         self._overhead += self.clock() - end
@@ -575,6 +586,13 @@ class Collector:
             self._check_step_order(progress)
         return progress
 
+    @staticmethod
+    def _cleared_before_step(progress: _StepInProgress) -> None:
+        progress.add_ordering(
+            "zero-grad-before-step",
+            f"gradients were cleared after backward and before optimizer {progress.track.index}'s step {progress.record.step}",
+        )
+
     def _take_losses(self, progress: _StepInProgress) -> None:
         """The backward passes (and their losses) that filled the gradients this step consumes."""
         mark = progress.track.mark
@@ -600,9 +618,7 @@ class Collector:
                     "step-without-backward", f"optimizer {track.index} steps before backward (step {step} found its gradients cleared)"
                 )
             else:
-                progress.add_ordering(
-                    "zero-grad-before-step", f"gradients were cleared after backward and before optimizer {track.index}'s step {step}"
-                )
+                self._cleared_before_step(progress)
         if track.dirty_param is not None:
             names = track.names
             name = names[track.dirty_param] if track.dirty_param < len(names) else None
@@ -630,7 +646,6 @@ class Collector:
     def _consume(self, progress: _StepInProgress, optimizer: torch.optim.Optimizer) -> None:
         """Read the gradients this step consumes: norms, and the state for the ordering rules."""
         track = progress.track
-        self._take_losses(progress)
         layout = self._layout(track, optimizer)
         params = progress.params = layout.params
         grads = [grad for param in params if (grad := param.grad) is not None]
@@ -641,11 +656,17 @@ class Collector:
             progress.missing = [i for i, param in enumerate(params) if param.grad is None and param.requires_grad]
         if grads:
             track.ever_had_grads = True
-        elif track.ever_had_grads and not progress.ordering and not track.closure:
+        elif progress.ordering or track.closure:
+            pass
+        elif track.filled_at > track.mark:  # a backward reached these parameters; something cleared them since
+            track.mark = self.backward_count  # a clear we did not see (p.grad = None): as if we had
+            self._cleared_before_step(progress)
+        elif track.ever_had_grads:
             progress.add_ordering(
                 "step-without-backward",
                 f"optimizer {track.index}'s step {progress.record.step} found no gradients from the backward since its previous step",
             )
+        self._take_losses(progress)
         # torch.no_grad() without its Python context manager: a few us a step on small models
         grad_mode = torch.is_grad_enabled()
         torch._C._set_grad_enabled(False)
