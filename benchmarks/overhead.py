@@ -9,6 +9,12 @@ fastest runs (the least noisy estimate on a busy machine) and of the medians,
 and stepdbg's own time inside its hooks, read from the traces (``time.overhead``,
 median over the timed steps): on a machine whose speed drifts by tens of percent
 from run to run, that direct measurement is the steadier figure.
+
+glibc's malloc is pinned (no trimming, no mmap for large blocks) for every run,
+bare ones included: by default it hands freed multi-MB blocks back to the OS and
+faults them in again at the next step, as the heap's layout happens to fall, which
+made the medium loop's bare runs vary by 20% and more. ``--system-malloc`` keeps
+the default behaviour.
 """
 
 from __future__ import annotations
@@ -26,10 +32,10 @@ from loops import WARMUP
 
 LOOPS = Path(__file__).with_name("loops.py")
 BUDGET = {"tiny": 1.05, "wide": 1.05, "medium": 1.02}
+PINNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 32)}
 
 
-def seconds_per_step(command: list[str]) -> float:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def seconds_per_step(command: list[str], env: dict[str, str]) -> float:
     result = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
     return float(json.loads(result.stdout.strip().splitlines()[-1])["seconds_per_step"])
 
@@ -42,7 +48,7 @@ def hook_seconds(trace: str, skip: int) -> float:
     return statistics.median(overheads)
 
 
-def measure(kind: str, repeats: int, trace_dir: Path) -> dict[str, list[float]]:
+def measure(kind: str, repeats: int, trace_dir: Path, env: dict[str, str]) -> dict[str, list[float]]:
     trace = str(trace_dir / f"{kind}.stepdbg.jsonl")
     commands = {
         "bare": [sys.executable, str(LOOPS), kind],
@@ -52,7 +58,7 @@ def measure(kind: str, repeats: int, trace_dir: Path) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {name: [] for name in (*commands, "hooks")}
     for _ in range(repeats):
         for name, command in commands.items():
-            times[name].append(seconds_per_step(command))
+            times[name].append(seconds_per_step(command, env))
         times["hooks"].append(hook_seconds(trace, skip=WARMUP[kind]))
     return times
 
@@ -61,14 +67,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--kinds", nargs="+", default=list(BUDGET), choices=list(BUDGET))
+    parser.add_argument("--system-malloc", action="store_true", help="leave glibc's malloc thresholds at their defaults")
     args = parser.parse_args()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **({} if args.system_malloc else PINNED_MALLOC)}
     print(
         f"{'loop':8} {'bare ms/step':>12} {'stepdbg (fastest)':>18} {'stepdbg (median)':>17} {'budget':>7}"
         f" {'in hooks ms/step':>17} {'torch.profiler':>15}"
     )
     with tempfile.TemporaryDirectory() as trace_dir:
         for kind in args.kinds:
-            times = measure(kind, args.repeats, Path(trace_dir))
+            times = measure(kind, args.repeats, Path(trace_dir), env)
             bare_min, bare_median = min(times["bare"]), statistics.median(times["bare"])
             fastest = min(times["stepdbg"]) / bare_min
             median = statistics.median(times["stepdbg"]) / bare_median
