@@ -449,7 +449,9 @@ class Collector:
             scheduler = entry[0]()
             if scheduler is not None and (count := _scheduler_count(scheduler)) != entry[1]:
                 entry[1] = count
-                stepped = [scheduler] if stepped is None else [*stepped, scheduler]
+                if stepped is None:
+                    stepped = []
+                stepped.append(scheduler)
         if stepped is None:
             return
         self._schedulers = [entry for entry in self._schedulers if entry[0]() is not None]

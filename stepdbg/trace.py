@@ -49,17 +49,21 @@ def dumps(data: dict[str, Any]) -> str:
         return json.dumps(sanitize_nonfinite(data), ensure_ascii=False, separators=(",", ":"))
 
 
-def encode_step(record: StepRecord) -> bytes:
-    """One step record as a JSON line (with its newline), the same as ``dumps(record.to_json())``.
+def encode_line(data: dict[str, Any]) -> bytes:
+    """One record as a trace line, newline included."""
+    return (dumps(data) + "\n").encode()
 
-    Step records are nearly all of a trace and are written inside the training
-    loop, so they go through orjson (a fifth of ``json.dumps``'s time). orjson
-    would write NaN and Inf as a bare null: records with a non-finite number,
-    and detail records (whose per-parameter maps are not checked here), take
-    the general path that flags them.
+
+def encode_step(record: StepRecord) -> bytes:
+    """One step record as a trace line, the same as ``encode_line(record.to_json())``.
+
+    Step records are nearly all of a trace, so they go through orjson (a fifth
+    of ``json.dumps``'s time). orjson would write NaN and Inf as a bare null:
+    records with a non-finite number, and detail records (whose per-parameter
+    maps are not checked here), take the general path that flags them.
     """
     if record.param_grad_norms is not None or not _all_finite(record):
-        return (dumps(record.to_json()) + "\n").encode()
+        return encode_line(record.to_json())
     return orjson.dumps(record.to_json(), option=orjson.OPT_APPEND_NEWLINE)
 
 
@@ -105,7 +109,7 @@ class TraceWriter:
             queue, lines = self._queue, []
             while queue:
                 item = queue.popleft()
-                lines.append(encode_step(item) if isinstance(item, StepRecord) else (dumps(item) + "\n").encode())
+                lines.append(encode_step(item) if isinstance(item, StepRecord) else encode_line(item))
             if lines:
                 self._file.write(b"".join(lines))
             self._file.flush()

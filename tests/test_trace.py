@@ -1,0 +1,47 @@
+"""The trace writer in-process: the fast step encoding and the queue behind it."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from pathlib import Path
+
+import pytest
+
+from stepdbg.schema import StepRecord
+from stepdbg.trace import MAX_QUEUED, Trace, TraceWriter, encode_line, encode_step
+
+
+def _record(step: int, loss: float | None = 0.25, grad_norm: float | None = 1.5) -> StepRecord:
+    return StepRecord(
+        optimizer=0, step=step, t=0.001 * step, calls=["zero_grad", "backward×2", "step"], backward_calls=2,
+        skipped=False, loss=loss, grad_norm=grad_norm, group_grad_norms=[grad_norm], lr=[1e-3, None],
+        time={"backward": 1e-4, "step": 2e-4, "zero_grad": 0.0, "forward": 3e-4, "overhead": 1e-5, "total": 6e-4},
+    )
+
+
+@pytest.mark.parametrize(
+    "record",
+    [_record(3), _record(4, loss=math.nan), _record(5, grad_norm=math.inf), _record(6, loss=None, grad_norm=None)],
+    ids=["finite", "nan-loss", "inf-norm", "nulls"],
+)
+def test_the_fast_step_encoding_writes_what_the_general_one_writes(record: StepRecord) -> None:
+    fast, general = encode_step(record), encode_line(record.to_json())
+    assert fast.endswith(b"\n") and fast.count(b"\n") == 1
+    assert json.loads(fast) == json.loads(general)  # NaN/Inf as null plus the nonfinite flag, in both
+
+
+def test_queued_records_reach_the_file_in_order_whichever_thread_writes_them(tmp_path: Path) -> None:
+    """Past MAX_QUEUED the training thread drains the queue itself, while the flush thread may too."""
+    path = tmp_path / "t.stepdbg.jsonl"
+    writer = TraceWriter(path)
+    writer.write({"type": "header", "schema": 1})
+    count = MAX_QUEUED * 2 + 7
+    steps = threading.Thread(target=lambda: [writer.write_step(_record(i)) for i in range(count)])
+    steps.start()
+    steps.join()
+    writer.write({"type": "end", "status": "ok", "exit_code": 0})
+    writer.close()
+    assert [r.step for r in Trace(path) if isinstance(r, StepRecord)] == list(range(count))
+    assert json.loads(path.read_text(encoding="utf-8").splitlines()[-1])["type"] == "end"
