@@ -19,6 +19,7 @@ says they are ready (usually at the next step); nothing here syncs the device.
 from __future__ import annotations
 
 import math
+import operator
 import time
 import weakref
 from collections import deque
@@ -82,13 +83,14 @@ class _Layout:
 
     A step reads every parameter's gradient; rebuilding the flat list, the
     positions and the norm strategy each time is most of the cost on small
-    models, so they are cached, and checked at each step against the ids of
-    the groups' parameters (exact: the cached list keeps those ids in use).
+    models, so they are cached, and checked at each step, parameter by
+    parameter, against the groups' lists (an element swapped in place counts).
     The collector drops a layout when its optimizer is collected, so it never
     keeps a model alive.
     """
 
-    ids: list[int]
+    lists: list[list[torch.Tensor]]
+    """Copies of the groups' ``params`` lists as they were when the layout was made."""
     sizes: list[int]
     params: list[torch.Tensor]
     positions: list[int]
@@ -98,18 +100,20 @@ class _Layout:
 
     @classmethod
     def of(cls, optimizer: Any) -> _Layout:
-        lists = [group["params"] for group in optimizer.param_groups]
+        lists = [list(group["params"]) for group in optimizer.param_groups]
         params = [p for params in lists for p in params]
         group_of = [index for index, params in enumerate(lists) for _ in params]
-        return cls(list(map(id, params)), [len(ps) for ps in lists], params, list(range(len(params))), group_of)
+        return cls(lists, [len(ps) for ps in lists], params, list(range(len(params))), group_of)
 
     def matches(self, optimizer: Any) -> bool:
         groups = optimizer.param_groups
-        if len(groups) == 1:
-            return len(self.sizes) == 1 and list(map(id, groups[0]["params"])) == self.ids
-        return [id(p) for group in groups for p in group["params"]] == self.ids and [
-            len(group["params"]) for group in groups
-        ] == self.sizes
+        if len(groups) != len(self.lists):
+            return False
+        for group, cached in zip(groups, self.lists):
+            live = group["params"]
+            if len(live) != len(cached) or not all(map(operator.is_, live, cached)):
+                return False
+        return True
 
     def by_group(self, grads: list[torch.Tensor], present: list[int]) -> list[list[torch.Tensor]]:
         """``grads`` (those of the parameters at ``present``) split by parameter group."""
