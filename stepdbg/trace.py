@@ -106,10 +106,14 @@ class TraceWriter:
 
     def _drain(self) -> None:
         with self._draining:
-            queue, lines = self._queue, []
+            queue, items = self._queue, []
             while queue:
-                item = queue.popleft()
-                lines.append(encode_step(item) if isinstance(item, StepRecord) else encode_line(item))
+                items.append(queue.popleft())
+            try:
+                lines = [encode_step(item) if isinstance(item, StepRecord) else encode_line(item) for item in items]
+            except BaseException:  # Ctrl-C on the training thread: the records wait for the next drain
+                queue.extendleft(reversed(items))
+                raise
             if lines:
                 self._file.write(b"".join(lines))
             self._file.flush()

@@ -45,3 +45,28 @@ def test_queued_records_reach_the_file_in_order_whichever_thread_writes_them(tmp
     writer.close()
     assert [r.step for r in Trace(path) if isinstance(r, StepRecord)] == list(range(count))
     assert json.loads(path.read_text(encoding="utf-8").splitlines()[-1])["type"] == "end"
+
+
+def test_records_a_drain_was_interrupted_in_are_written_by_the_next(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C lands on the training thread, which may be draining: nothing it had taken is lost."""
+    import stepdbg.trace as trace_module
+
+    monkeypatch.setattr(trace_module, "FLUSH_INTERVAL", 3600.0)  # only this test's drains write
+    path = tmp_path / "t.stepdbg.jsonl"
+    writer = TraceWriter(path)
+    writer.write({"type": "header", "schema": 1})
+    for step in range(5):
+        writer.write_step(_record(step))
+    encode = trace_module.encode_step
+
+    def interrupted(record: StepRecord) -> bytes:
+        if record.step == 3:
+            raise KeyboardInterrupt
+        return encode(record)
+
+    monkeypatch.setattr(trace_module, "encode_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        writer._drain()
+    monkeypatch.setattr(trace_module, "encode_step", encode)
+    writer.close()
+    assert [r.step for r in Trace(path) if isinstance(r, StepRecord)] == list(range(5))
