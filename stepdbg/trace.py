@@ -122,7 +122,7 @@ class TraceWriter:
         while not self._closed.wait(FLUSH_INTERVAL):
             try:
                 self._drain()
-            except (OSError, ValueError):  # a full disk: the training thread's next drain reports it
+            except Exception:  # noqa: BLE001 - a full disk, say: the next drain on the training thread, or close(), reports it
                 return
 
     def close(self) -> None:
@@ -134,8 +134,9 @@ class TraceWriter:
         try:
             self._drain()
             self._file.close()
-        except OSError as e:
-            print(f"stepdbg: cannot write the trace {self.path}: {e.strerror or e}", file=sys.stderr)
+        except Exception as e:  # noqa: BLE001 - a full disk, or a record that cannot be encoded: one line, no traceback
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {e}"
+            print(f"stepdbg: cannot write the trace {self.path}: {reason}", file=sys.stderr)
 
 
 _RECORD_TYPES: dict[str, Any] = {

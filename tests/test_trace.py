@@ -70,3 +70,13 @@ def test_records_a_drain_was_interrupted_in_are_written_by_the_next(tmp_path: Pa
     monkeypatch.setattr(trace_module, "encode_step", encode)
     writer.close()
     assert [r.step for r in Trace(path) if isinstance(r, StepRecord)] == list(range(5))
+
+
+def test_a_record_that_cannot_be_encoded_costs_one_line_at_close_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    writer = TraceWriter(tmp_path / "t.stepdbg.jsonl")
+    writer.write({"type": "anomaly", "message": object()})  # a stepdbg bug: not JSON
+    writer.close()
+    err = capsys.readouterr().err
+    assert err.startswith("stepdbg: cannot write the trace ") and err.count("\n") == 1
