@@ -91,7 +91,6 @@ class _Layout:
 
     lists: list[list[torch.Tensor]]
     """Copies of the groups' ``params`` lists as they were when the layout was made."""
-    sizes: list[int]
     params: list[torch.Tensor]
     positions: list[int]
     group_of: list[int]
@@ -103,7 +102,7 @@ class _Layout:
         lists = [list(group["params"]) for group in optimizer.param_groups]
         params = [p for params in lists for p in params]
         group_of = [index for index, params in enumerate(lists) for _ in params]
-        return cls(lists, [len(ps) for ps in lists], params, list(range(len(params))), group_of)
+        return cls(lists, params, list(range(len(params))), group_of)
 
     def matches(self, optimizer: Any) -> bool:
         groups = optimizer.param_groups
@@ -117,9 +116,9 @@ class _Layout:
 
     def by_group(self, grads: list[torch.Tensor], present: list[int]) -> list[list[torch.Tensor]]:
         """``grads`` (those of the parameters at ``present``) split by parameter group."""
-        if len(self.sizes) == 1:
+        if len(self.lists) == 1:
             return [grads]
-        groups: list[list[torch.Tensor]] = [[] for _ in self.sizes]
+        groups: list[list[torch.Tensor]] = [[] for _ in self.lists]
         for grad, position in zip(grads, present):
             groups[self.group_of[position]].append(grad)
         return groups
@@ -179,13 +178,22 @@ class _StepInProgress:
     loss_scale: Any = None
     grad_scale: Any = None
     on_device: bool = False
-    """Some value is still on a device (CUDA): read back later, without a sync."""
+    """Some value is still on a device (CUDA): read back later, without a sync (see `waits_on_device`)."""
     ordering: list[tuple[str, str, str | None]] | None = None
 
     def add_ordering(self, rule: str, message: str, param: str | None = None) -> None:
         if self.ordering is None:
             self.ordering = []
         self.ordering.append((rule, message, param))
+
+    def waits_on_device(self, device_losses: bool) -> bool:
+        """Whether a norm, a GradScaler scale or (where ``device_losses``) a loss is a CUDA tensor."""
+        pieces = self.grad_pieces or self.update_pieces
+        if pieces and (pieces[0].is_cuda if len(pieces) == 1 else any(p.is_cuda for p in pieces)):
+            return True
+        if isinstance(self.loss_scale, torch.Tensor) or isinstance(self.grad_scale, torch.Tensor):
+            return True
+        return device_losses and any(isinstance(v, torch.Tensor) for v in self.losses)
 
     def device_values(self) -> list[torch.Tensor]:
         """Every tensor to read back, in the order `split` expects."""
@@ -583,7 +591,6 @@ class Collector:
         if scaler is not None:
             progress.loss_scale = _as_value(getattr(scaler, "_scale", None))
             progress.grad_scale = _as_value(getattr(optimizer, "grad_scale", None))  # fused optimizers
-            progress.on_device = isinstance(progress.loss_scale, torch.Tensor) or isinstance(progress.grad_scale, torch.Tensor)
         if progress.detail:
             params = self._layout(track, optimizer).params
             if sum(p.numel() for p in params) <= SNAPSHOT_MAX_NUMEL:
@@ -658,8 +665,12 @@ class Collector:
         if len(grads) == len(params):
             progress.present = layout.positions
         else:
-            progress.present = [i for i, param in enumerate(params) if param.grad is not None]
-            progress.missing = [i for i, param in enumerate(params) if param.grad is None and param.requires_grad]
+            progress.present, progress.missing = [], []
+            for position, param in enumerate(params):
+                if param.grad is not None:
+                    progress.present.append(position)
+                elif param.requires_grad:
+                    progress.missing.append(position)
         if grads:
             track.ever_had_grads = True
         elif progress.ordering or track.closure:
@@ -680,7 +691,7 @@ class Collector:
             if progress.detail:
                 progress.grad_pieces = norms.per_tensor_norms(grads)
                 progress.piece_counts = [len(group) for group in layout.by_group(grads, progress.present)]
-            elif len(layout.sizes) == 1 and progress.present is layout.positions and grads:
+            elif len(layout.lists) == 1 and progress.present is layout.positions and grads:
                 if layout.flat is None:
                     layout.flat = norms.flattenable(grads)
                 progress.grad_pieces, progress.piece_counts = self._single_group_pieces(layout, grads)
@@ -690,9 +701,6 @@ class Collector:
                 )
         finally:
             torch._C._set_grad_enabled(grad_mode)
-        pieces = progress.grad_pieces
-        if not progress.on_device and pieces:
-            progress.on_device = pieces[0].is_cuda if len(pieces) == 1 else any(p.is_cuda for p in pieces)
         if progress.detail:
             self._check_not_in_optimizer(progress)
         needs_snapshot = not track.cleared_since_step or track.steps == 1
@@ -763,8 +771,7 @@ class Collector:
             progress.update_pieces = norms.update_pieces(progress.before, progress.params)
             progress.before = None
         self._prune_losses()
-        if self._device_losses and not progress.on_device:
-            progress.on_device = any(isinstance(v, torch.Tensor) for v in progress.losses)
+        progress.on_device = progress.waits_on_device(self._device_losses)
         values = progress.device_values()
         if self._waiting or progress.on_device:
             self._waiting.append((progress, _Resolved(norms.stack(values))))
