@@ -136,7 +136,6 @@ class OptimizerTrack:
     """Global backward count when its gradients last started accumulating (clear or step)."""
     cleared_since_step: bool = False
     clear_after_backward: bool = False
-    ever_had_grads: bool = False
     sentinel: weakref.ref | None = None
     """A trainable parameter, looked at after each backward: did the backward reach this optimizer?"""
     filled_at: int = -1
@@ -671,18 +670,13 @@ class Collector:
                     progress.present.append(position)
                 elif param.requires_grad:
                     progress.missing.append(position)
-        if grads:
-            track.ever_had_grads = True
-        elif progress.ordering or track.closure:
-            pass
-        elif track.filled_at > track.mark:  # a backward reached these parameters; something cleared them since
+        # No gradient at all, though a backward ran since the previous step: if it reached these
+        # parameters, something cleared them since. If it never did (an alternating multi-task
+        # loop steps every optimizer), the step is a no-op, not a mistake: `unused-param` names
+        # parameters that stay without gradients.
+        if not grads and not progress.ordering and not track.closure and track.filled_at > track.mark:
             track.mark = self.backward_count  # a clear we did not see (p.grad = None): as if we had
             self._cleared_before_step(progress)
-        elif track.ever_had_grads:
-            progress.add_ordering(
-                "step-without-backward",
-                f"optimizer {track.index}'s step {progress.record.step} found no gradients from the backward since its previous step",
-            )
         self._take_losses(progress)
         # torch.no_grad() without its Python context manager: a few us a step on small models
         grad_mode = torch.is_grad_enabled()
