@@ -96,6 +96,8 @@ class _Layout:
     group_of: list[int]
     flat: bool | None = None
     """One flat buffer for all gradients (one group of small dense tensors); decided at the first full step."""
+    roots: list[weakref.ref] | None = None
+    """The root modules of the parameters, held weakly; found at the first detail step."""
 
     @classmethod
     def of(cls, optimizer: Any) -> _Layout:
@@ -696,7 +698,7 @@ class Collector:
         finally:
             torch._C._set_grad_enabled(grad_mode)
         if progress.detail:
-            self._check_not_in_optimizer(progress)
+            self._check_not_in_optimizer(progress, layout)
         needs_snapshot = not track.cleared_since_step or track.steps == 1
         self._mark_consumed(track, params if needs_snapshot else None)
 
@@ -710,29 +712,40 @@ class Collector:
                 layout.flat = False
         return norms.group_norm_pieces([grads])
 
-    def _check_not_in_optimizer(self, progress: _StepInProgress) -> None:
+    def _check_not_in_optimizer(self, progress: _StepInProgress, layout: _Layout) -> None:
         """Gradients on a parameter no optimizer holds, where the optimizer holds a stale
         copy of the model (a layer replaced after it was built) or the parameter's siblings."""
-        roots = {id(root): root for p in progress.params if (root := self.tree.root(p)) is not None}
+        roots = self._roots(layout)
         optimized = self._tracks_by_param
-        replaced = self._has_orphans(progress, roots)
-        for root in roots.values():
+        replaced: bool | None = None  # decided only once a suspect shows up
+        for root in roots:
             for name, param in root.named_parameters():
                 if id(param) in optimized or param.grad is None or not param.requires_grad:
                     continue
                 owner = self.tree.owner(param)
-                siblings_optimized = owner is not None and any(id(p) in optimized for p in owner.parameters())
-                if siblings_optimized or replaced:
-                    self.diagnostics.report(
-                        "not-in-optimizer", progress.record.step, progress.track.index,
-                        f"{name} receives gradients but no optimizer holds it", name, self.clock() - self.start,
-                    )
-                    return
+                if owner is None or not any(id(p) in optimized for p in owner.parameters()):
+                    if replaced is None:
+                        replaced = self._has_orphans(progress, roots)
+                    if not replaced:
+                        continue  # neither its siblings nor a stale copy of it are optimized
+                self.diagnostics.report(
+                    "not-in-optimizer", progress.record.step, progress.track.index,
+                    f"{name} receives gradients but no optimizer holds it", name, self.clock() - self.start,
+                )
+                return
+
+    def _roots(self, layout: _Layout) -> list[torch.nn.Module]:
+        """The models the optimizer's parameters belong to (a model wrapped later is still
+        one of them, and everything the rule looks for lies inside it)."""
+        if layout.roots is None:
+            found = {id(root): root for p in layout.params if (root := self.tree.root(p)) is not None}
+            layout.roots = [weakref.ref(root) for root in found.values()]
+        return [root for ref in layout.roots if (root := ref()) is not None]
 
     @staticmethod
-    def _has_orphans(progress: _StepInProgress, roots: dict[int, torch.nn.Module]) -> bool:
+    def _has_orphans(progress: _StepInProgress, roots: list[torch.nn.Module]) -> bool:
         """Whether the optimizer holds parameters that are no longer part of its models."""
-        current = {id(p) for root in roots.values() for p in root.parameters()}
+        current = {id(p) for root in roots for p in root.parameters()}
         return any(id(p) not in current for p in progress.params)
 
     def _mark_consumed(self, track: OptimizerTrack, params: list[torch.Tensor] | None = None) -> None:

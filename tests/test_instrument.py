@@ -58,10 +58,10 @@ def test_every_call_is_recorded_once(monkeypatch: pytest.MonkeyPatch, entry: str
     assert found == []
 
 
-def _collecting() -> tuple[Collector, ModuleTree, list[StepRecord]]:
+def _collecting(every: int = 0) -> tuple[Collector, ModuleTree, list[StepRecord]]:
     records: list[StepRecord] = []
     tree = ModuleTree()
-    collector = Collector(0, Diagnostics(Thresholds(), frozenset(), lambda a: None), records.append, lambda i: None, tree)
+    collector = Collector(every, Diagnostics(Thresholds(), frozenset(), lambda a: None), records.append, lambda i: None, tree)
     return collector, tree, records
 
 
@@ -115,7 +115,7 @@ def test_a_finished_optimizer_and_its_model_are_not_kept_alive() -> None:
     import gc
     import weakref
 
-    collector, tree, _ = _collecting()
+    collector, tree, _ = _collecting(every=1)  # detail steps too: they cache the model's root
     tree.install()
     try:
         with Instrumentation(collector):
