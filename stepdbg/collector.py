@@ -147,6 +147,8 @@ class OptimizerTrack:
     dirty_param: int | None = None
     depth: int = 0
     param_count: int = 0
+    param_ids: set[int] = field(default_factory=set)
+    """Ids of the parameters its optimizer holds, as last seen."""
     info: OptimizerInfo | None = None
     names: list[str] = field(default_factory=list)
     """Qualified names of the parameters, in the optimizer's order (once announced)."""
@@ -307,15 +309,25 @@ class Collector:
     # ---- optimizers -------------------------------------------------------------------
 
     def on_optimizer_created(self, optimizer: torch.optim.Optimizer) -> None:
-        params = params_of(optimizer)
-        track = OptimizerTrack(index=self.optimizers_created, param_count=len(params))
-        trainable = next((p for p in params if p.requires_grad), None)
-        if trainable is not None:
-            track.sentinel = weakref.ref(trainable)
+        track = OptimizerTrack(index=self.optimizers_created)
         self.optimizers_created += 1
         self._tracks.append(track)
+        self._hold(track, params_of(optimizer))
+
+    def _hold(self, track: OptimizerTrack, params: list[torch.Tensor]) -> None:
+        """``track``'s optimizer holds ``params`` (at creation, and again when its groups change)."""
+        ids = {id(p) for p in params}
+        for stale in track.param_ids - ids:
+            if self._tracks_by_param.get(stale) is track:
+                del self._tracks_by_param[stale]
         for param in params:
             self._tracks_by_param[id(param)] = track
+        track.param_ids = ids
+        track.param_count = len(params)
+        sentinel = track.sentinel() if track.sentinel is not None else None
+        if sentinel is None or id(sentinel) not in ids:
+            trainable = next((p for p in params if p.requires_grad), None)
+            track.sentinel = weakref.ref(trainable) if trainable is not None else None
 
     def track_for(self, optimizer: Any) -> OptimizerTrack | None:
         """The track of an optimizer or of a wrapper around one, found by its first parameter."""
@@ -644,18 +656,24 @@ class Collector:
             )
 
     def _layout(self, track: OptimizerTrack, optimizer: Any) -> _Layout:
-        layout = track.layout
-        if layout is None or not layout.matches(optimizer):
+        previous = track.layout
+        if previous is None or not previous.matches(optimizer):
             if track.forget_layout is not None:
                 track.forget_layout.detach()
             track.layout, track.forget_layout = None, None
             layout = _Layout.of(optimizer)
+            # add_param_group (before the first step, or later: progressive unfreezing), a parameter swapped in
+            if previous is not None or set(map(id, layout.params)) != track.param_ids:
+                self._hold(track, layout.params)
+            if previous is not None and track.info is not None:
+                self._announce(track, optimizer)  # the trace gets the new groups and their names
             try:
                 track.forget_layout = weakref.finalize(optimizer, _forget_layout, track)
             except TypeError:
                 return layout  # an optimizer without weak references: rebuilt at each step
             track.layout = layout
-        return layout
+            return layout
+        return previous
 
     def _consume(self, progress: _StepInProgress, optimizer: torch.optim.Optimizer) -> None:
         """Read the gradients this step consumes: norms, and the state for the ordering rules."""

@@ -137,7 +137,13 @@ def steps(records: list[dict[str, Any]], optimizer: int | None | str = "any") ->
 
 
 def optimizers(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in records if r.get("type") == "optimizer"]
+    """One record per optimizer, in the order they were first announced; the latest
+    description of each (docs/trace-format.md: groups added later are announced again)."""
+    latest: dict[int, dict[str, Any]] = {}
+    for record in records:
+        if record.get("type") == "optimizer":
+            latest[record["optimizer"]] = record
+    return list(latest.values())
 
 
 def end(records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -33,6 +33,7 @@ CUSTOM = ok("ok_custom_subclass.py")
 WARMUP = ok("ok_warmup_lambda.py")
 FROZEN = ok("ok_frozen_backbone.py")
 MULTITASK = ok("ok_multitask_alternating.py", save_state=True)
+UNFREEZE = Spec("ok_progressive_unfreeze.py", options=("--strict", "--every", "10"), save_state=True)
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ LOOPS = [
     Loop(ok("ok_grad_penalty.py"), (("Adam", 30, 1),), ("zero_grad", "autograd.grad", "backward", "step")),
     Loop(ok("ok_sparse_embedding.py"), (("SparseAdam", 30, 1), ("Adam", 30, 1))),
     Loop(ok("ok_tied_retain_graph.py"), (("Adam", 30, 2),), ("zero_grad", "backward×2", "step")),
+    Loop(UNFREEZE, (("AdamW", 30, 1),), ("zero_grad", "backward", "step")),
     Loop(WARMUP, (("AdamW", 30, 1),), ("scheduler", "zero_grad", "backward", "step")),
     Loop(CUSTOM, (("MySGD", 30, 1),), ("zero_grad", "backward", "step")),
     Loop(ok("ok_autograd_backward.py"), (("Adam", 30, 1),), ("zero_grad", "backward", "step")),
@@ -78,7 +80,7 @@ LOOPS = [
     Loop(ok("ok_ignite.py"), (("SGD", 12, 1),), ("zero_grad", "backward", "step")),
 ]
 LOOP_IDS = [loop.spec.script.removesuffix(".py") + "".join(f"-{a}" for a in loop.spec.args) for loop in LOOPS]
-FAITHFUL = [ADAMW, DCGAN, LBFGS, AMP, ACCUM, MULTITASK]
+FAITHFUL = [ADAMW, DCGAN, LBFGS, AMP, ACCUM, MULTITASK, UNFREEZE]
 
 
 @pytest.fixture(params=LOOPS, ids=LOOP_IDS)
@@ -208,6 +210,24 @@ def test_alternating_tasks_step_every_optimizer_silently(runs) -> None:
     for head in (0, 1):
         norms = [r["grad_norm"] for r in run.steps(1 + head)]
         assert all((n is not None and n > 0) == (i % 2 == head) for i, n in enumerate(norms)), norms
+
+
+@pytest.mark.uses(UNFREEZE)
+def test_param_groups_added_while_training_are_announced(runs) -> None:
+    """add_param_group mid-run: a new optimizer record names the new groups before the step that uses them."""
+    run = runs.get(UNFREEZE)
+    announced = [(i, r) for i, r in enumerate(run.records) if r["type"] == "optimizer"]
+    assert [[g["params"] for g in r["groups"]] for _, r in announced] == [
+        [["4.weight", "4.bias"]],
+        [["4.weight", "4.bias"], ["2.weight", "2.bias"]],
+        [["4.weight", "4.bias"], ["2.weight", "2.bias"], ["0.weight", "0.bias"]],
+    ]
+    steps = {r["step"]: i for i, r in enumerate(run.records) if r["type"] == "step"}
+    assert [i for i, _ in announced] == [steps[0] - 1, steps[10] - 1, steps[20] - 1]
+    for step, names in ((10, ["4.weight", "4.bias", "2.weight", "2.bias"]), (20, ["4.weight", "4.bias", "2.weight", "2.bias", "0.weight", "0.bias"])):
+        record = run.records[steps[step]]
+        assert list(record["param_grad_norms"]) == names and list(record["param_update_ratios"]) == names
+        assert len(record["group_grad_norms"]) == len(record["lr"]) == len(names) // 2
 
 
 @pytest.mark.uses(CUSTOM)
