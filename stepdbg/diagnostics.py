@@ -183,11 +183,20 @@ class Diagnostics:
     def _check_vanishing(
         self, record: StepRecord, names: list[str], param_norms: list[float | None], history: _OptimizerHistory
     ) -> None:
-        present = [(v, n) for n, v in zip(names, param_norms) if v is not None and v > 0.0 and math.isfinite(v)]
+        """Compares layers (a module's parameters together), not single parameters: a bias just
+        before a BatchNorm gets a gradient that is zero but for rounding, and that is not vanishing."""
+        squares: dict[str, float] = {}
+        first_param: dict[str, str] = {}
+        for name, norm in zip(names, param_norms):
+            if norm is not None and math.isfinite(norm):
+                layer = name.rpartition(".")[0] or name
+                squares[layer] = squares.get(layer, 0.0) + norm * norm
+                first_param.setdefault(layer, name)
+        present = [(math.sqrt(square), layer) for layer, square in squares.items() if square > 0.0]
         if len(present) < 2:
             return
-        smallest, name = min(present)
-        largest = max(v for v, _ in present)
+        smallest, layer = min(present)
+        largest = max(norm for norm, _ in present)
         if smallest < self.thresholds.vanish_ratio * largest:
             history.vanish_streak += 1
         else:
@@ -195,5 +204,6 @@ class Diagnostics:
         if history.vanish_streak >= self.thresholds.vanish_detail_steps:
             self.report(
                 "vanishing-grad", record.step, record.optimizer,
-                f"{name} gets gradients {largest / smallest:.1e}× smaller than the largest layer's", name, record.t,
+                f"layer {layer} gets gradients {largest / smallest:.1e}× smaller than the largest layer's",
+                first_param[layer], record.t,
             )

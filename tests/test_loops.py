@@ -68,6 +68,7 @@ LOOPS = [
     Loop(ok("ok_grad_penalty.py"), (("Adam", 30, 1),), ("zero_grad", "autograd.grad", "backward", "step")),
     Loop(ok("ok_sparse_embedding.py"), (("SparseAdam", 30, 1), ("Adam", 30, 1))),
     Loop(ok("ok_tied_retain_graph.py"), (("Adam", 30, 2),), ("zero_grad", "backward×2", "step")),
+    Loop(Spec("ok_bias_before_batchnorm.py", options=("--strict", "--every", "1")), (("SGD", 30, 1),)),
     Loop(UNFREEZE, (("AdamW", 30, 1),), ("zero_grad", "backward", "step")),
     Loop(WARMUP, (("AdamW", 30, 1),), ("scheduler", "zero_grad", "backward", "step")),
     Loop(CUSTOM, (("MySGD", 30, 1),), ("zero_grad", "backward", "step")),

@@ -1,9 +1,8 @@
 """Bug: a 20-layer sigmoid MLP: the first layers' gradients vanish.
 
 Each sigmoid scales the backward signal by at most 1/4, so the first layer gets
-gradients many orders of magnitude below the last one's. The hidden layers have no
-bias, so the weights are the layers' only parameters. Run with --every 1 (per-parameter norms on
-every step). Expected: vanishing-grad at step 2 (3 detail steps in a row), optimizer 0,
+gradients many orders of magnitude below the last one's. Run with --every 1
+(per-parameter norms on every step). Expected: vanishing-grad at step 2 (3 detail steps in a row), optimizer 0,
 param layers.0.weight.
 """
 
