@@ -9,6 +9,8 @@ What is patched, and why there (see ../shared/TORCH_NOTES.md):
 - the autograd engine entry ``_engine_run_backward``, which ``Tensor.backward``,
   ``torch.autograd.backward`` and ``torch.autograd.grad`` all go through;
 - ``GradScaler.step``, to tell a skipped step from a missing one;
+- ``torch.compile``, only to keep Dynamo out of stepdbg's own code once a script
+  compiles something (see `_keep_compiler_out`);
 - lr schedulers only where they are built (``LRScheduler._initial_step``,
   ``ReduceLROnPlateau.__init__``): their steps are noticed from their step count
   at the next instrumented call, so no stepdbg frame stands between the user's
@@ -78,6 +80,7 @@ class Instrumentation:
         self._patch(LRScheduler, "_initial_step", self._wrap_scheduler_creation)
         self._patch(ReduceLROnPlateau, "__init__", self._wrap_scheduler_creation)
         self._patch(torch.amp.GradScaler, "step", self._wrap_scaler_step)
+        self._patch(torch, "compile", self._wrap_compile)
 
     def _install_backward(self) -> None:
         engine = getattr(torch.autograd.graph, "_engine_run_backward", None)
@@ -154,6 +157,8 @@ class Instrumentation:
 
         @functools.wraps(original)
         def backward(outputs: Any, *args: Any, **kwargs: Any) -> Any:
+            if torch.compiler.is_compiling():  # torch.compile tracing the user's code: not a real call
+                return original(outputs, *args, **kwargs)
             accumulate = kwargs.get("accumulate_grad", True)
             seen = (outputs,) if isinstance(outputs, torch.Tensor) else outputs
             outer = self._guard(self.collector.on_backward_start, seen, accumulate)
@@ -187,3 +192,25 @@ class Instrumentation:
                     self._guard(self.collector.on_scaler_step_end, optimizer, steps_before, started)
 
         return step
+
+    # ---- torch.compile ------------------------------------------------------------------
+
+    def _wrap_compile(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(original)
+        def compile(*args: Any, **kwargs: Any) -> Any:
+            self._keep_compiler_out()
+            return original(*args, **kwargs)
+
+        return compile
+
+    def _keep_compiler_out(self) -> None:
+        """The script uses torch.compile: from now on stepdbg's own code runs with Dynamo off.
+
+        A compiled ``optimizer.step`` calls the step hooks from compiled code; Dynamo
+        would trace the collector (warnings on the user's stderr, recompilations, a
+        hundredfold slower step). ``torch.compiler.disable`` makes each call a graph
+        break that runs as plain Python on the real tensors. Only then: it costs ~0.4 us
+        a call and needs Dynamo imported (~1 s), which a script that compiles pays anyway.
+        """
+        if "_guard" not in self.__dict__:
+            self._guard = torch.compiler.disable(self._guard)  # type: ignore[method-assign]

@@ -33,6 +33,7 @@ CUSTOM = ok("ok_custom_subclass.py")
 WARMUP = ok("ok_warmup_lambda.py")
 FROZEN = ok("ok_frozen_backbone.py")
 MULTITASK = ok("ok_multitask_alternating.py", save_state=True)
+COMPILED = ok("ok_torch_compile.py", save_state=True)
 UNFREEZE = Spec("ok_progressive_unfreeze.py", options=("--strict", "--every", "10"), save_state=True)
 
 
@@ -69,6 +70,7 @@ LOOPS = [
     Loop(ok("ok_sparse_embedding.py"), (("SparseAdam", 30, 1), ("Adam", 30, 1))),
     Loop(ok("ok_tied_retain_graph.py"), (("Adam", 30, 2),), ("zero_grad", "backward×2", "step")),
     Loop(Spec("ok_bias_before_batchnorm.py", options=("--strict", "--every", "1")), (("SGD", 30, 1),)),
+    Loop(COMPILED, (("AdamW", 12, 1),), ("zero_grad", "backward", "step")),
     Loop(UNFREEZE, (("AdamW", 30, 1),), ("zero_grad", "backward", "step")),
     Loop(WARMUP, (("AdamW", 30, 1),), ("scheduler", "zero_grad", "backward", "step")),
     Loop(CUSTOM, (("MySGD", 30, 1),), ("zero_grad", "backward", "step")),
@@ -81,7 +83,7 @@ LOOPS = [
     Loop(ok("ok_ignite.py"), (("SGD", 12, 1),), ("zero_grad", "backward", "step")),
 ]
 LOOP_IDS = [loop.spec.script.removesuffix(".py") + "".join(f"-{a}" for a in loop.spec.args) for loop in LOOPS]
-FAITHFUL = [ADAMW, DCGAN, LBFGS, AMP, ACCUM, MULTITASK, UNFREEZE]
+FAITHFUL = [ADAMW, DCGAN, LBFGS, AMP, ACCUM, MULTITASK, UNFREEZE, COMPILED]
 
 
 @pytest.fixture(params=LOOPS, ids=LOOP_IDS)
@@ -229,6 +231,18 @@ def test_param_groups_added_while_training_are_announced(runs) -> None:
         record = run.records[steps[step]]
         assert list(record["param_grad_norms"]) == names and list(record["param_update_ratios"]) == names
         assert len(record["group_grad_norms"]) == len(record["lr"]) == len(names) // 2
+
+
+@pytest.mark.uses(COMPILED)
+def test_compiled_step_is_traced_without_dynamo_tracing_stepdbg(runs) -> None:
+    """Every compiled step is recorded with its exact norm; Dynamo never traced stepdbg's
+    code (it would warn about it on stderr), and AOTAutograd's trace-time autograd.grad
+    is not taken for the loop's."""
+    run = runs.get(COMPILED)
+    assert "stepdbg/" not in run.proc.stderr and "recompile" not in run.proc.stderr, run.proc.stderr[-3000:]
+    got = [r["grad_norm"] for r in run.steps(0)]
+    assert got == pytest.approx(run.state()["grad_norms"], rel=1e-4)
+    assert run.steps(0)[0]["calls"] == ["zero_grad", "backward", "step"]
 
 
 @pytest.mark.uses(CUSTOM)
