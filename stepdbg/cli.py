@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -49,13 +50,14 @@ def _root(
     """stepdbg: trace every zero_grad, backward and step of a training script."""
 
 
-def _parse_disabled(value: str | None) -> frozenset[str]:
+def _parse_names(value: str | None, valid: Sequence[str], what: str, option: str) -> frozenset[str]:
+    """A comma-separated list of ``valid`` names; any other is a usage error that lists them."""
     if not value:
         return frozenset()
     names = {name.strip() for name in value.split(",") if name.strip()}
-    unknown = sorted(names - set(RULES))
+    unknown = sorted(names - set(valid))
     if unknown:
-        raise fail(f"unknown rule {', '.join(unknown)} for --disable (valid: {', '.join(RULES)})")
+        raise fail(f"unknown {what} {', '.join(unknown)} for {option} (valid: {', '.join(valid)})")
     return frozenset(names)
 
 
@@ -107,7 +109,7 @@ def run(
         every=every,
         live=live and not quiet,
         quiet=quiet,
-        disabled=_parse_disabled(disable),
+        disabled=_parse_names(disable, list(RULES), "rule", "--disable"),
         strict=strict,
         thresholds=Thresholds(explode_ratio=explode_ratio, vanish_ratio=vanish_ratio, patience=patience),
         command=["stepdbg", *sys.argv[1:]],
@@ -153,15 +155,25 @@ def diff(
     atol: Annotated[float, typer.Option(help="Absolute tolerance for numbers.")] = 1e-8,
     as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as one JSON object.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing; only the exit code tells.")] = False,
+    ignore: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="FIELD[,FIELD]",
+            help="Step fields not to compare, e.g. loss for two DDP ranks (different batches, same gradients).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Compare two runs step by step and say where they part.
 
     Exit codes as diff(1): 0 the runs agree, 1 they differ, 2 trouble.
     """
     from .diff import DiffOptions, diff_traces
+    from .diff_compare import FIELDS
 
+    ignored = _parse_names(ignore, FIELDS, "field", "--ignore")
     try:
-        code = diff_traces(a, b, DiffOptions(rtol=rtol, atol=atol, json=as_json, quiet=quiet))
+        code = diff_traces(a, b, DiffOptions(rtol=rtol, atol=atol, json=as_json, quiet=quiet, ignore=ignored))
     except (TraceError, ValueError) as e:
         raise fail(str(e)) from None
     raise typer.Exit(code)

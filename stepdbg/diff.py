@@ -8,8 +8,10 @@ Numbers agree when ``|a - b| <= atol + rtol * |b|`` (b is the second trace), NaN
 agrees with NaN, and a missing value never agrees with a number. Compared per
 step: calls (their order too), backward_calls, skipped, loss, grad_norm,
 group_grad_norms, lr, and on the steps both traces have detail for,
-update_ratio and each parameter's grad norm and update ratio. Never compared:
-``t`` and ``time``; times are reported as B/A ratios of per-step medians.
+update_ratio and each parameter's grad norm and update ratio (``--ignore`` leaves
+fields out: ``loss`` when comparing DDP ranks, whose batches differ while their
+all-reduced gradients must not). Never compared: ``t`` and ``time``; times are
+reported as B/A ratios of per-step medians.
 
 Exit codes, as diff(1):
 
@@ -44,13 +46,14 @@ class DiffOptions:
     atol: float = 1e-8
     json: bool = False
     quiet: bool = False
+    ignore: frozenset[str] = frozenset()
 
 
 def diff_traces(
     a: str | Path, b: str | Path, options: DiffOptions, console: Console | None = None, out: TextIO | None = None
 ) -> int:
     """``stepdbg diff A B``: print the comparison (rich on ``console``, JSON on ``out``) and return the exit code."""
-    result = compare_traces(a, b, Tolerance(options.rtol, options.atol))
+    result = compare_traces(a, b, Tolerance(options.rtol, options.atol), options.ignore)
     if options.quiet:
         return result.exit_code
     if options.json:

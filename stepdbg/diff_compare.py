@@ -318,8 +318,10 @@ class StepDifferences:
 class Comparison:
     """Folds every paired step into counts, the first difference and per-phase times."""
 
-    def __init__(self, tol: Tolerance) -> None:
+    def __init__(self, tol: Tolerance, ignore: frozenset[str] = frozenset()) -> None:
         self.tol = tol
+        self.ignore = ignore
+        """Fields never counted as differences (``--ignore``)."""
         self.compared = 0
         self.differing = 0
         self.fields: dict[str, FieldCount] = {}
@@ -333,6 +335,8 @@ class Comparison:
         self.times_a.extend(_times(ra))
         self.times_b.extend(_times(rb))
         fields = differing_fields(ra, rb, self.tol, renamed)
+        if self.ignore and fields:
+            fields = [name for name in fields if name not in self.ignore]
         self.last[ra.optimizer] = (ra.step, not fields)
         if not fields:
             return
@@ -473,6 +477,7 @@ class DiffResult:
             "b": self.run_b.to_json(),
             "rtol": self.tol.rtol,
             "atol": self.tol.atol,
+            "ignored": sorted(self.comparison.ignore, key=FIELDS.index),
             "exit_code": self.exit_code,
             "agree": self.exit_code == 0,
             "steps_compared": comparison.compared,
@@ -490,10 +495,13 @@ class DiffResult:
         }
 
 
-def compare_traces(path_a: str | Path, path_b: str | Path, tol: Tolerance) -> DiffResult:
-    """Read both traces once, side by side, and gather everything the report says."""
+def compare_traces(
+    path_a: str | Path, path_b: str | Path, tol: Tolerance, ignore: frozenset[str] = frozenset()
+) -> DiffResult:
+    """Read both traces once, side by side, and gather everything the report says;
+    the ``ignore`` fields (of `FIELDS`) are never counted."""
     a, b = Side(Trace(path_a)), Side(Trace(path_b))
-    comparison = Comparison(tol)
+    comparison = Comparison(tol, ignore)
     renamed: dict[int | None, frozenset[str]] = {}
     for ra, rb in paired_steps(a, b):
         names = renamed.get(ra.optimizer)

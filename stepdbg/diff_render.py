@@ -131,6 +131,8 @@ def render_timing(result: DiffResult) -> RenderableType | None:
 def render_verdict(result: DiffResult) -> RenderableType:
     comparison, tol = result.comparison, result.tol
     within = f"rtol {tol.rtol:g}, atol {tol.atol:g}"
+    if comparison.ignore:
+        within += ", ignoring " + ", ".join(sorted(comparison.ignore, key=FIELDS.index))
     if result.exit_code == 0:
         return Text(f"The runs agree: {comparison.compared} common steps within {within} (exit 0).", style="bold green")
     others = len(result.structure)

@@ -104,6 +104,26 @@ def test_tolerance_options(tmp_path: Path, a: Path) -> None:
     assert result.exit_code == 0 and result.stdout == ""
 
 
+def test_ignored_fields_are_never_counted(tmp_path: Path, a: Path) -> None:
+    """--ignore loss: two DDP ranks (own batches, same gradients) agree; other fields still count."""
+    b = write_trace(tmp_path / "b.jsonl", tweak=from_step(0, loss=lambda r: r.loss * 2))
+    assert diff(a, b)[0] == 1
+    code, text = diff(a, b, ignore=frozenset({"loss"}))
+    assert code == 0
+    assert "The runs agree: 10 common steps within rtol 1e-05, atol 1e-08, ignoring loss (exit 0)." in text
+    result = diff_json(a, b, ignore=frozenset({"loss"}))
+    assert result["ignored"] == ["loss"] and result["steps_differing"] == 0 and result["fields"] == {}
+    c = write_trace(tmp_path / "c.jsonl", tweak=from_step(3, loss=lambda r: r.loss * 2, grad_norm=lambda r: r.grad_norm * 2))
+    result = diff_json(a, c, ignore=frozenset({"loss"}))
+    assert result["exit_code"] == 1 and list(result["fields"]) == ["grad_norm"]
+    assert result["first"]["step"] == 3 and [f["field"] for f in result["first"]["fields"]] == ["grad_norm"]
+    cli = runner.invoke(app, ["diff", str(a), str(b), "--ignore", "loss,lr", "-q"])
+    assert cli.exit_code == 0
+    cli = runner.invoke(app, ["diff", str(a), str(b), "--ignore", "losses"])
+    assert cli.exit_code == 2 and cli.stdout == ""
+    assert cli.stderr.startswith("stepdbg: error: unknown field losses for --ignore (valid: calls, backward_calls,")
+
+
 def test_call_order_change_shows_both_sequences(tmp_path: Path, a: Path) -> None:
     def reorder(record: StepRecord) -> None:
         if record.step == 3:
