@@ -3,8 +3,8 @@
 On small models the cost of a norm is per-op dispatch, not bytes, so many
 small gradients are flattened into one buffer and reduced at once; large ones
 go through ``torch._foreach_norm``, which reads each byte once. Every result
-is a float32 (or wider) norm; all of a step's norms are stacked into one
-tensor so that reading them back is a single transfer.
+is a float32 norm, float64 for float64 gradients; all of a step's norms are
+stacked into one tensor so that reading them back is a single transfer.
 """
 
 from __future__ import annotations
@@ -18,8 +18,16 @@ FLATTEN_MAX_NUMEL = 1 << 16
 """Gradients up to this size are copied into one flat buffer: cheaper than a kernel each."""
 
 
+def _accumulate_in(dtype: torch.dtype) -> torch.dtype | None:
+    """The dtype to take a norm of ``dtype`` values in: float32 for narrower floats
+    (fp16, bf16, fp8), the values' own for float32, float64 and complex (None)."""
+    if dtype.is_floating_point and dtype.itemsize < 4:
+        return torch.float32
+    return None
+
+
 def _dense_norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """0-d float32 norms whose squares add up to the squared norm of ``tensors``."""
+    """0-d norms (float32 or wider) whose squares add up to the squared norm of ``tensors``."""
     pieces: list[torch.Tensor] = []
     small: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
     large: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
@@ -33,9 +41,9 @@ def _dense_norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
 
 
 def flat_norm(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The float32 norm of small dense tensors of one dtype and device, as one flat buffer."""
+    """The norm (float32 or wider) of small dense tensors of one dtype and device, as one flat buffer."""
     flat = tensors[0].reshape(-1) if len(tensors) == 1 else torch._C._nn.flatten_dense_tensors(list(tensors))
-    return torch.linalg.vector_norm(flat, dtype=torch.float32)
+    return torch.linalg.vector_norm(flat, dtype=_accumulate_in(flat.dtype))
 
 
 def flattenable(tensors: Sequence[torch.Tensor]) -> bool:
@@ -49,19 +57,23 @@ def flattenable(tensors: Sequence[torch.Tensor]) -> bool:
 
 
 def per_tensor_norms(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """One 0-d float32 norm per tensor (dense or sparse)."""
+    """One 0-d norm (float32 or wider) per tensor (dense or sparse)."""
     dense = [t for t in tensors if not t.is_sparse]
     if len(dense) == len(tensors):
         if not tensors:
             return []
-        dtype = None if all(t.dtype == torch.float32 for t in tensors) else torch.float32
-        return list(torch._foreach_norm(list(tensors), 2, dtype))
+        narrow = [t for t in tensors if _accumulate_in(t.dtype) is not None]
+        if not narrow:
+            return list(torch._foreach_norm(list(tensors), 2))
+        if len(narrow) == len(tensors):
+            return list(torch._foreach_norm(list(tensors), 2, torch.float32))
+        return [_single_norm(t) for t in tensors]  # narrow and wide mixed: rare
     return [_single_norm(t) for t in tensors]
 
 
 def _single_norm(tensor: torch.Tensor) -> torch.Tensor:
     values = tensor.coalesce()._values() if tensor.is_sparse else tensor
-    return torch.linalg.vector_norm(values, dtype=torch.float32)
+    return torch.linalg.vector_norm(values, dtype=_accumulate_in(values.dtype))
 
 
 def group_norm_pieces(groups: Sequence[Sequence[torch.Tensor]]) -> tuple[list[torch.Tensor], list[int]]:
@@ -83,13 +95,14 @@ def group_norm_pieces(groups: Sequence[Sequence[torch.Tensor]]) -> tuple[list[to
 
 
 def stack(pieces: list[torch.Tensor]) -> torch.Tensor | None:
-    """All pieces as one float32 vector on the first piece's device, for one read-back."""
+    """All pieces as one vector (float32, or float64 if any is) on the first piece's device, for one read-back."""
     if not pieces:
         return None
     device = pieces[0].device
     if any(p.device != device for p in pieces):
         pieces = [p.to(device) for p in pieces]
-    return torch.stack([p.float() if p.dtype != torch.float32 else p for p in pieces])
+    dtype = torch.float64 if any(p.dtype == torch.float64 for p in pieces) else torch.float32
+    return torch.stack([p if p.dtype == dtype else p.to(dtype) for p in pieces])
 
 
 def read_floats(pieces: list[torch.Tensor]) -> list[float]:

@@ -34,6 +34,7 @@ WARMUP = ok("ok_warmup_lambda.py")
 FROZEN = ok("ok_frozen_backbone.py")
 MULTITASK = ok("ok_multitask_alternating.py", save_state=True)
 COMPILED = ok("ok_torch_compile.py", save_state=True)
+FLOAT64 = Spec("ok_float64.py", options=("--strict", "--every", "1"), save_state=True)
 UNFREEZE = Spec("ok_progressive_unfreeze.py", options=("--strict", "--every", "10"), save_state=True)
 
 
@@ -70,6 +71,7 @@ LOOPS = [
     Loop(ok("ok_sparse_embedding.py"), (("SparseAdam", 30, 1), ("Adam", 30, 1))),
     Loop(ok("ok_tied_retain_graph.py"), (("Adam", 30, 2),), ("zero_grad", "backward×2", "step")),
     Loop(Spec("ok_bias_before_batchnorm.py", options=("--strict", "--every", "1")), (("SGD", 30, 1),)),
+    Loop(FLOAT64, (("Adam", 20, 1),), ("zero_grad", "backward", "step")),
     Loop(COMPILED, (("AdamW", 12, 1),), ("zero_grad", "backward", "step")),
     Loop(UNFREEZE, (("AdamW", 30, 1),), ("zero_grad", "backward", "step")),
     Loop(WARMUP, (("AdamW", 30, 1),), ("scheduler", "zero_grad", "backward", "step")),
@@ -157,6 +159,14 @@ def test_grad_norm_is_exact(runs) -> None:
     assert len(got) == len(expected) == 40
     for step, (a, b) in enumerate(zip(got, expected)):
         assert a == pytest.approx(b, rel=1e-4), f"step {step}: trace {a}, script {b}"
+
+
+@pytest.mark.uses(FLOAT64)
+def test_float64_gradients_are_measured_in_float64(runs) -> None:
+    run = runs.get(FLOAT64)
+    got = [r["grad_norm"] for r in run.steps(0)]
+    assert got == pytest.approx(run.state()["grad_norms"], rel=1e-12)
+    assert all(r["update_ratio"] > 0 for r in run.steps(0))
 
 
 @pytest.mark.uses(AMP)

@@ -1,0 +1,70 @@
+"""norms: exact global, group and per-tensor norms whatever the gradients' dtypes, sizes and layouts."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from stepdbg import norms
+
+DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+
+
+def reference(tensors: list[torch.Tensor]) -> float:
+    """The norm in float64 of exactly the values given (no rounding of our own)."""
+    return math.sqrt(sum(float(t.to_dense().double().pow(2).sum()) for t in tensors))
+
+
+def gradients(dtype: torch.dtype, large: bool) -> list[torch.Tensor]:
+    torch.manual_seed(0)
+    shapes = [(32, 16), (16,), (4, 4, 3)] + ([(norms.FLATTEN_MAX_NUMEL + 5,)] if large else [])
+    return [torch.randn(shape).to(dtype) for shape in shapes]
+
+
+def pieces_total(groups: list[list[torch.Tensor]]) -> tuple[list[float | None], float | None]:
+    pieces, counts = norms.group_norm_pieces(groups)
+    by_group = norms.combine(norms.read_floats(pieces), counts)
+    return by_group, norms.total(by_group)
+
+
+@pytest.mark.parametrize("large", [False, True], ids=["small", "with-large"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_global_and_group_norms_are_exact(dtype: torch.dtype, large: bool) -> None:
+    grads = gradients(dtype, large)
+    rel = 1e-12 if dtype == torch.float64 else 1e-5
+    groups, total = pieces_total([grads[:2], grads[2:]])
+    assert total == pytest.approx(reference(grads), rel=rel)
+    assert groups == [pytest.approx(reference(grads[:2]), rel=rel), pytest.approx(reference(grads[2:]), rel=rel)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_per_tensor_norms_are_exact(dtype: torch.dtype) -> None:
+    grads = gradients(dtype, large=True)
+    rel = 1e-12 if dtype == torch.float64 else 1e-5
+    values = norms.read_floats(norms.per_tensor_norms(grads))
+    assert values == [pytest.approx(reference([g]), rel=rel) for g in grads]
+
+
+def test_mixed_dtypes_and_sparse_gradients() -> None:
+    """A float64 buffer beside float32 and bf16 weights, a sparse embedding gradient."""
+    torch.manual_seed(0)
+    grads = [torch.randn(8, 8), torch.randn(8, dtype=torch.float64) * 1e3, torch.randn(8, 4).bfloat16()]
+    sparse = torch.sparse_coo_tensor(torch.tensor([[0, 3, 3]]), torch.randn(3, 4), (10, 4), check_invariants=True)
+    _, total = pieces_total([grads + [sparse]])
+    assert total == pytest.approx(reference(grads + [sparse]), rel=1e-6)
+    values = norms.read_floats(norms.per_tensor_norms(grads + [sparse]))
+    assert values == [pytest.approx(reference([g]), rel=1e-6) for g in grads + [sparse]]
+
+
+def test_update_pieces_of_float64_parameters() -> None:
+    params = [torch.randn(4, 4, dtype=torch.float64), torch.randn(4, dtype=torch.float64)]
+    before = norms.snapshot(params)
+    with torch.no_grad():
+        for p in params:
+            p.mul_(1.001)
+    values = norms.read_floats(norms.update_pieces(before, params))
+    deltas, sizes = values[:2], values[2:]
+    assert sizes == [pytest.approx(reference([p]), rel=1e-12) for p in params]
+    assert deltas == [pytest.approx(reference([p - b]), rel=1e-9) for p, b in zip(params, before)]
