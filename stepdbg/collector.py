@@ -265,6 +265,8 @@ class Collector:
         self.optimizers_created = 0
         self._tracks: list[OptimizerTrack] = []
         self._tracks_by_param: dict[int, OptimizerTrack] = {}
+        self._tracks_by_optimizer: dict[int, OptimizerTrack] = {}
+        """By ``id`` of the optimizer object, while it lives (wrappers are found by their parameters)."""
         self._announced = 0
         self._watched: list[OptimizerTrack] = []
         self._stale: list[tuple[OptimizerTrack, tuple[weakref.ref, weakref.ref, int, int]]] = []
@@ -313,6 +315,11 @@ class Collector:
         self.optimizers_created += 1
         self._tracks.append(track)
         self._hold(track, params_of(optimizer))
+        try:
+            weakref.finalize(optimizer, self._tracks_by_optimizer.pop, id(optimizer), None)
+        except TypeError:
+            return  # no weak references: found by its parameters only
+        self._tracks_by_optimizer[id(optimizer)] = track
 
     def _hold(self, track: OptimizerTrack, params: list[torch.Tensor]) -> None:
         """``track``'s optimizer holds ``params`` (at creation, and again when its groups change)."""
@@ -330,7 +337,11 @@ class Collector:
             track.sentinel = weakref.ref(trainable) if trainable is not None else None
 
     def track_for(self, optimizer: Any) -> OptimizerTrack | None:
-        """The track of an optimizer or of a wrapper around one, found by its first parameter."""
+        """The track of an optimizer (even once all its parameters were replaced), or of a
+        wrapper around one, found by its first parameter."""
+        track = self._tracks_by_optimizer.get(id(optimizer))
+        if track is not None:
+            return track
         first = _first_param(optimizer)
         if first is None:
             return None

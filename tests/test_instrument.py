@@ -100,6 +100,20 @@ def test_a_parameter_swapped_into_a_group_is_read_at_the_next_step() -> None:
     assert [r.grad_norm for r in records] == pytest.approx(expected, rel=1e-5)
 
 
+def test_an_optimizer_whose_parameters_were_all_replaced_is_the_same_optimizer() -> None:
+    """A head re-initialized and its optimizer's group given the new parameters: still optimizer 0."""
+
+    def replace_all(step: int, model: nn.Linear, optimizer: torch.optim.Optimizer) -> None:
+        if step == 2:
+            model.weight = nn.Parameter(torch.randn(3, 3))
+            model.bias = nn.Parameter(torch.randn(3))
+            optimizer.param_groups[0]["params"] = list(model.parameters())
+
+    records, expected = _traced_linear_loop(before_zero_grad=replace_all)
+    assert [(r.optimizer, r.step) for r in records] == [(0, 0), (0, 1), (0, 2)]
+    assert [r.grad_norm for r in records] == pytest.approx(expected, rel=1e-5)
+
+
 def test_gradients_that_no_longer_flatten_fall_back_to_separate_norms() -> None:
     """A step whose gradients cannot share one flat buffer any more (here a sparse one) is still measured."""
 
