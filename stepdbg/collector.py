@@ -298,6 +298,8 @@ class Collector:
         self.active_scaler: Any = None
         self._manual = OptimizerTrack(index=-1)
         """Stands for the missing optimizer in a loop without one."""
+        self._manual_leaves: list[weakref.ref] = []
+        """A loop without optimizer: the leaf tensors its backward reaches (found from the graph)."""
 
     def _loop_started(self) -> float:
         """Now; the first call also starts the first iteration's clock (set-up is not a step)."""
@@ -411,9 +413,15 @@ class Collector:
                 self._device_losses = True
             if self._watched:
                 self._check_cleared_since_step()
+            if self.optimizers_created == 0 and self._manual_leaves_lost():
+                self._manual_leaves = [weakref.ref(leaf) for leaf in _graph_leaves(outputs)]
         self._overhead += self.clock() - entered
         self._backward_start = self.clock()
         return True
+
+    def _manual_leaves_lost(self) -> bool:
+        """No leaves known yet, or one is gone (a loop that makes new tensors each iteration)."""
+        return not self._manual_leaves or any(ref() is None for ref in self._manual_leaves)
 
     def on_backward_end(self, accumulate: bool) -> None:
         self._backward_depth -= 1
@@ -889,6 +897,8 @@ class Collector:
             total_size = norms.total(sizes)
             total_delta = norms.total(deltas)
             record.update_ratio = total_delta / total_size if total_size and total_delta is not None else None
+        if record.optimizer is None:
+            record.group_grad_norms = []  # no param groups without an optimizer (and `lr` is empty too)
         for rule, message, param in progress.ordering or ():
             self.diagnostics.report(rule, record.step, record.optimizer, message, param, record.t)
         self.records += 1
@@ -924,6 +934,10 @@ class Collector:
         progress = _StepInProgress(record=record, track=self._manual, detail=False)
         progress.losses = [value for _, value in self._losses]
         self._losses = []
+        grads = [grad for ref in self._manual_leaves if (leaf := ref()) is not None and (grad := leaf.grad) is not None]
+        if grads:
+            with torch.no_grad():
+                progress.grad_pieces, progress.piece_counts = norms.group_norm_pieces([grads])
         self._finish_record(progress, end)
 
     def finish(self) -> None:
@@ -966,6 +980,27 @@ def _loss_value(outputs: Sequence[Any]) -> Any:
     if output.is_cuda:
         return output.detach().reshape(()).float()
     return None
+
+
+def _graph_leaves(outputs: Sequence[Any]) -> list[torch.Tensor]:
+    """The leaf tensors a backward from ``outputs`` accumulates into (parameters, or raw
+    tensors with ``requires_grad``), from the autograd graph's AccumulateGrad nodes."""
+    if not isinstance(outputs, (tuple, list)):
+        return []
+    pending: list[Any] = [t.grad_fn for t in outputs if isinstance(t, torch.Tensor) and t.grad_fn is not None]
+    seen: dict[int, Any] = {}  # the nodes themselves: their Python wrappers keep their ids while held
+    leaves: list[torch.Tensor] = []
+    while pending:
+        node = pending.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen[id(node)] = node
+        leaf = getattr(node, "variable", None)
+        if isinstance(leaf, torch.Tensor):
+            leaves.append(leaf)
+        else:
+            pending.extend(child for child, _ in node.next_functions)
+    return leaves
 
 
 def _as_value(scale: Any) -> Any:

@@ -63,6 +63,8 @@ LOOPS = [
     Loop(LBFGS, (("LBFGS", 15, 1),)),
     Loop(ok("ok_manual_sgd.py", "none"), ((None, 30, 1),), ("backward",)),
     Loop(ok("ok_manual_sgd.py", "zero"), ((None, 30, 1),), ("backward",)),
+    Loop(ok("ok_from_scratch.py", "inplace", save_state=True), ((None, 25, 1),), ("backward",)),
+    Loop(ok("ok_from_scratch.py", "rebind", save_state=True), ((None, 25, 1),), ("backward",)),
     Loop(ok("ok_zero_grad_keep.py"), (("SGD", 30, 1),), ("zero_grad", "backward", "step")),
     Loop(FROZEN, (("AdamW", 30, 1),), ("scheduler", "zero_grad", "backward", "step")),
     Loop(AMP, (("Adam", 30, 1),), ("zero_grad", "backward", "step")),
@@ -167,6 +169,18 @@ def test_float64_gradients_are_measured_in_float64(runs) -> None:
     got = [r["grad_norm"] for r in run.steps(0)]
     assert got == pytest.approx(run.state()["grad_norms"], rel=1e-12)
     assert all(r["update_ratio"] > 0 for r in run.steps(0))
+
+
+FROM_SCRATCH = [ok("ok_from_scratch.py", mode, save_state=True) for mode in ("inplace", "rebind")]
+
+
+@pytest.mark.parametrize("spec", FROM_SCRATCH, ids=["inplace", "rebind"])
+def test_loop_without_optimizer_records_the_gradients_norm(runs, spec: Spec) -> None:
+    """No optimizer, no module: the leaves are found from the graph, also when each iteration makes new ones."""
+    run = runs.get(spec)
+    records = run.steps(None)
+    assert [r["grad_norm"] for r in records] == pytest.approx(run.state()["grad_norms"], rel=1e-5)
+    assert all(r["group_grad_norms"] == [] and r["lr"] == [] for r in records)
 
 
 @pytest.mark.uses(AMP)
