@@ -68,6 +68,7 @@ LOOPS = [
     Loop(ok("ok_zero_grad_keep.py"), (("SGD", 30, 1),), ("zero_grad", "backward", "step")),
     Loop(FROZEN, (("AdamW", 30, 1),), ("scheduler", "zero_grad", "backward", "step")),
     Loop(AMP, (("Adam", 30, 1),), ("zero_grad", "backward", "step")),
+    Loop(ok("ok_amp_skipped_first_step_scheduler.py"), (("SGD", 20, 1),), ("scheduler", "zero_grad", "backward", "step")),
     Loop(ok("ok_checkpoint_reentrant.py"), (("Adam", 30, 1),), ("zero_grad", "backward", "step")),
     Loop(ok("ok_grad_penalty.py"), (("Adam", 30, 1),), ("zero_grad", "autograd.grad", "backward", "step")),
     Loop(ok("ok_sparse_embedding.py"), (("SparseAdam", 30, 1), ("Adam", 30, 1))),
