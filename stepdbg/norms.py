@@ -3,8 +3,9 @@
 On small models the cost of a norm is per-op dispatch, not bytes, so many
 small gradients are flattened into one buffer and reduced at once; large ones
 go through ``torch._foreach_norm``, which reads each byte once. Every result
-is a float32 norm, float64 for float64 gradients; all of a step's norms are
-stacked into one tensor so that reading them back is a single transfer.
+is a float32 norm, float64 for float64 gradients. On CUDA all of a step's norms
+are stacked into one tensor, so that reading them back is a single transfer;
+on the CPU each is read as it is.
 """
 
 from __future__ import annotations
@@ -106,11 +107,9 @@ def stack(pieces: list[torch.Tensor]) -> torch.Tensor | None:
 
 
 def read_floats(pieces: list[torch.Tensor]) -> list[float]:
-    """CPU tensors' values as floats: one transfer for many, no stack for one or two."""
-    if len(pieces) <= 2:
-        return [p.item() for p in pieces]
-    stacked = stack(pieces)
-    return stacked.tolist() if stacked is not None else []
+    """CPU tensors' values as floats. One ``item()`` each: on the CPU there is no transfer
+    to save, and stacking first costs more (288 pieces: 47 us against 150 us)."""
+    return [p.item() for p in pieces]
 
 
 def combine(values: Sequence[float], counts: Sequence[int]) -> list[float | None]:
