@@ -353,6 +353,11 @@ class Comparison:
             self.first_params = here if params_differ else self.first_params
 
     @property
+    def ignored(self) -> list[str]:
+        """The ``--ignore`` fields, in `FIELDS` order."""
+        return sorted(self.ignore, key=FIELDS.index)
+
+    @property
     def reconverged(self) -> bool | None:
         """Whether every optimizer's last common step agrees again; None when nothing differed."""
         if not self.differing:
@@ -477,7 +482,7 @@ class DiffResult:
             "b": self.run_b.to_json(),
             "rtol": self.tol.rtol,
             "atol": self.tol.atol,
-            "ignored": sorted(self.comparison.ignore, key=FIELDS.index),
+            "ignored": comparison.ignored,
             "exit_code": self.exit_code,
             "agree": self.exit_code == 0,
             "steps_compared": comparison.compared,

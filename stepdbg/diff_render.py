@@ -132,7 +132,7 @@ def render_verdict(result: DiffResult) -> RenderableType:
     comparison, tol = result.comparison, result.tol
     within = f"rtol {tol.rtol:g}, atol {tol.atol:g}"
     if comparison.ignore:
-        within += ", ignoring " + ", ".join(sorted(comparison.ignore, key=FIELDS.index))
+        within += ", ignoring " + ", ".join(comparison.ignored)
     if result.exit_code == 0:
         return Text(f"The runs agree: {comparison.compared} common steps within {within} (exit 0).", style="bold green")
     others = len(result.structure)
