@@ -183,25 +183,43 @@ class Diagnostics:
     def _check_vanishing(
         self, record: StepRecord, names: list[str], param_norms: list[float | None], history: _OptimizerHistory
     ) -> None:
-        """Compares layers (a module's parameters together), not single parameters: a bias just
-        before a BatchNorm gets a gradient that is zero but for rounding, and that is not vanishing."""
+        """A layer whose gradient is many orders of magnitude below the largest layer's and
+        that does not move either.
+
+        Layers (a module's parameters together), not single parameters: a bias just before
+        a BatchNorm gets a gradient that is zero but for rounding. And the update, where the
+        step measured it: a branch scaled down at init (ReZero, LayerScale, zero-init
+        residuals) gets tiny gradients by design, and Adam still moves it normally.
+        """
+        ratios = record.param_update_ratios or {}
         squares: dict[str, float] = {}
+        moved: dict[str, float] = {}  # a layer's largest per-parameter update ratio
         first_param: dict[str, str] = {}
         for name, norm in zip(names, param_norms):
             if norm is not None and math.isfinite(norm):
                 layer = name.rpartition(".")[0] or name
                 squares[layer] = squares.get(layer, 0.0) + norm * norm
                 first_param.setdefault(layer, name)
+                update = ratios.get(name)
+                if update is not None and math.isfinite(update):
+                    moved[layer] = max(moved.get(layer, 0.0), update)
         present = [(math.sqrt(square), layer) for layer, square in squares.items() if square > 0.0]
         if len(present) < 2:
             return
-        smallest, layer = min(present)
+        limit = self.thresholds.vanish_ratio
         largest = max(norm for norm, _ in present)
-        if smallest < self.thresholds.vanish_ratio * largest:
+        largest_move = max(moved.values(), default=0.0)
+        starved = [
+            (norm, layer)
+            for norm, layer in present
+            if norm < limit * largest and not (largest_move and moved.get(layer, 0.0) >= limit * largest_move)
+        ]
+        if starved:
             history.vanish_streak += 1
         else:
             history.vanish_streak = 0
         if history.vanish_streak >= self.thresholds.vanish_detail_steps:
+            smallest, layer = min(starved)
             self.report(
                 "vanishing-grad", record.step, record.optimizer,
                 f"layer {layer} gets gradients {largest / smallest:.1e}× smaller than the largest layer's",
