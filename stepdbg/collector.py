@@ -276,7 +276,6 @@ class Collector:
         self.backward_count = 0
         self._backward_depth = 0
         self._backward_start = 0.0
-        self._backward_loss: Any = None
         self._zero_grad_depth = 0
         self._zero_grad_start = 0.0
         self._schedulers: list[list[Any]] = []
@@ -407,14 +406,22 @@ class Collector:
         if self._backward_depth > 1:
             return False
         entered = self._loop_started()
-        if accumulate:
-            self._backward_loss = _loss_value(outputs)
-            if isinstance(self._backward_loss, torch.Tensor):
+        if not accumulate:
+            self.calls.append(CALL_GRAD)
+        else:
+            loss = _loss_value(outputs)
+            if isinstance(loss, torch.Tensor):
                 self._device_losses = True
             if self._watched:
                 self._check_cleared_since_step()
             if self.optimizers_created == 0 and self._manual_leaves_lost():
                 self._manual_leaves = [weakref.ref(leaf) for leaf in _graph_leaves(outputs)]
+            # Counted as it starts: a step made inside it (an optimizer stepped from a
+            # post-accumulate-grad hook, PyTorch's "fuse the optimizer into backward" recipe)
+            # consumes the gradients this backward is filling.
+            self.calls.append(CALL_BACKWARD)
+            self.backward_count += 1
+            self._losses.append((self.backward_count, loss))
         self._overhead += self.clock() - entered
         self._backward_start = self.clock()
         return True
@@ -429,13 +436,7 @@ class Collector:
             return
         end = self.clock()
         self._backward_seconds += end - self._backward_start
-        if not accumulate:
-            self.calls.append(CALL_GRAD)
-        else:
-            self.calls.append(CALL_BACKWARD)
-            self.backward_count += 1
-            self._losses.append((self.backward_count, self._backward_loss))
-            self._backward_loss = None
+        if accumulate:
             if self._stale:
                 self._check_accumulated_into_stale()
             for track in self._tracks:

@@ -34,6 +34,7 @@ WARMUP = ok("ok_warmup_lambda.py")
 FROZEN = ok("ok_frozen_backbone.py")
 MULTITASK = ok("ok_multitask_alternating.py", save_state=True)
 COMPILED = ok("ok_torch_compile.py", save_state=True)
+IN_BACKWARD = ok("ok_optimizer_in_backward.py", save_state=True)
 FLOAT64 = Spec("ok_float64.py", options=("--strict", "--every", "1"), save_state=True)
 UNFREEZE = Spec("ok_progressive_unfreeze.py", options=("--strict", "--every", "10"), save_state=True)
 
@@ -75,6 +76,7 @@ LOOPS = [
     Loop(ok("ok_tied_retain_graph.py"), (("Adam", 30, 2),), ("zero_grad", "backward×2", "step")),
     Loop(Spec("ok_bias_before_batchnorm.py", options=("--strict", "--every", "1")), (("SGD", 30, 1),)),
     Loop(Spec("ok_zero_init_branches.py", options=("--strict", "--every", "1")), (("AdamW", 40, 1),)),
+    Loop(IN_BACKWARD, (("Adam", 20, 1),) * 4),
     Loop(FLOAT64, (("Adam", 20, 1),), ("zero_grad", "backward", "step")),
     Loop(COMPILED, (("AdamW", 12, 1),), ("zero_grad", "backward", "step")),
     Loop(UNFREEZE, (("AdamW", 30, 1),), ("zero_grad", "backward", "step")),
@@ -89,7 +91,7 @@ LOOPS = [
     Loop(ok("ok_ignite.py"), (("SGD", 12, 1),), ("zero_grad", "backward", "step")),
 ]
 LOOP_IDS = [loop.spec.script.removesuffix(".py") + "".join(f"-{a}" for a in loop.spec.args) for loop in LOOPS]
-FAITHFUL = [ADAMW, DCGAN, LBFGS, AMP, ACCUM, MULTITASK, UNFREEZE, COMPILED]
+FAITHFUL = [ADAMW, DCGAN, LBFGS, AMP, ACCUM, MULTITASK, UNFREEZE, COMPILED, IN_BACKWARD]
 
 
 @pytest.fixture(params=LOOPS, ids=LOOP_IDS)
@@ -183,6 +185,17 @@ def test_loop_without_optimizer_records_the_gradients_norm(runs, spec: Spec) -> 
     records = run.steps(None)
     assert [r["grad_norm"] for r in records] == pytest.approx(run.state()["grad_norms"], rel=1e-5)
     assert all(r["group_grad_norms"] == [] and r["lr"] == [] for r in records)
+
+
+@pytest.mark.uses(IN_BACKWARD)
+def test_steps_inside_a_backward_consume_that_backward(runs) -> None:
+    """Each per-parameter optimizer's step 0 runs during the first backward: one backward, its loss."""
+    run = runs.get(IN_BACKWARD)
+    first_loss = run.steps()[0]["loss"]
+    for info in optimizers(run.records):
+        step0 = run.steps(info["optimizer"])[0]
+        assert step0["backward_calls"] == 1 and step0["loss"] == first_loss, step0
+    assert run.steps()[0]["calls"] == ["backward", "step"]
 
 
 @pytest.mark.uses(AMP)
