@@ -146,15 +146,13 @@ class OptimizerTrack:
     snapshot: list[tuple[weakref.ref, weakref.ref, int, int]] | None = None
     dirty_param: int | None = None
     depth: int = 0
-    param_count: int = 0
     param_ids: set[int] = field(default_factory=set)
     """Ids of the parameters its optimizer holds, as last seen."""
     info: OptimizerInfo | None = None
     names: list[str] = field(default_factory=list)
     """Qualified names of the parameters, in the optimizer's order (once announced)."""
     layout: _Layout | None = None
-    forget_layout: weakref.finalize | None = None
-    """Drops ``layout`` when the optimizer it was made from is collected."""
+    """Cached only for an optimizer that can be watched for collection, and dropped with it."""
     # the step in progress
     step_start: float = 0.0
     backward_time_at_start: float = 0.0
@@ -317,10 +315,16 @@ class Collector:
         self._tracks.append(track)
         self._hold(track, params_of(optimizer))
         try:
-            weakref.finalize(optimizer, self._tracks_by_optimizer.pop, id(optimizer), None)
+            weakref.finalize(optimizer, self._forget_optimizer, id(optimizer), track)
         except TypeError:
-            return  # no weak references: found by its parameters only
+            return  # no weak references: found by its parameters, its layout rebuilt at each step
         self._tracks_by_optimizer[id(optimizer)] = track
+
+    def _forget_optimizer(self, key: int, track: OptimizerTrack) -> None:
+        """The optimizer is gone: its id may be reused, and its cached layout must not keep
+        its parameters alive."""
+        self._tracks_by_optimizer.pop(key, None)
+        track.layout = None
 
     def _hold(self, track: OptimizerTrack, params: list[torch.Tensor]) -> None:
         """``track``'s optimizer holds ``params`` (at creation, and again when its groups change)."""
@@ -331,7 +335,6 @@ class Collector:
         for param in params:
             self._tracks_by_param[id(param)] = track
         track.param_ids = ids
-        track.param_count = len(params)
         sentinel = track.sentinel() if track.sentinel is not None else None
         if sentinel is None or id(sentinel) not in ids:
             trainable = next((p for p in params if p.requires_grad), None)
@@ -393,7 +396,7 @@ class Collector:
             if track is not None:
                 covered.setdefault(track, set()).add(id(param))
         for track, ids in covered.items():
-            if len(ids) >= track.param_count:
+            if len(ids) == len(track.param_ids):  # all of them: ``ids`` are among them
                 self._cleared(track)
             elif track.snapshot is not None:
                 track.snapshot = [e for e in track.snapshot if (p := e[0]()) is not None and id(p) not in ids]
@@ -678,20 +681,15 @@ class Collector:
     def _layout(self, track: OptimizerTrack, optimizer: Any) -> _Layout:
         previous = track.layout
         if previous is None or not previous.matches(optimizer):
-            if track.forget_layout is not None:
-                track.forget_layout.detach()
-            track.layout, track.forget_layout = None, None
+            track.layout = None
             layout = _Layout.of(optimizer)
             # add_param_group (before the first step, or later: progressive unfreezing), a parameter swapped in
             if previous is not None or set(map(id, layout.params)) != track.param_ids:
                 self._hold(track, layout.params)
             if previous is not None and track.info is not None:
                 self._announce(track, optimizer)  # the trace gets the new groups and their names
-            try:
-                track.forget_layout = weakref.finalize(optimizer, _forget_layout, track)
-            except TypeError:
-                return layout  # an optimizer without weak references: rebuilt at each step
-            track.layout = layout
+            if self._tracks_by_optimizer.get(id(optimizer)) is track:  # `_forget_optimizer` will drop it
+                track.layout = layout
             return layout
         return previous
 
@@ -944,11 +942,6 @@ class Collector:
     def finish(self) -> None:
         """The run is over: emit every record still waiting on the device."""
         self.flush_ready(wait=True)
-
-
-def _forget_layout(track: OptimizerTrack) -> None:
-    """The optimizer is gone: its cached layout must not keep its parameters alive."""
-    track.layout = track.forget_layout = None
 
 
 def _scheduler_count(scheduler: Any) -> int:
