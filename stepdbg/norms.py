@@ -137,9 +137,13 @@ def snapshot(params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         return [p.detach().clone() for p in params]
 
 
-def update_pieces(before: Sequence[torch.Tensor], params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """Per-parameter ‖Δθ‖ followed by per-parameter ‖θ‖ (2·n pieces)."""
+def update_pieces(before: list[torch.Tensor], params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Per-parameter ‖Δθ‖ followed by per-parameter ‖θ‖ (2·n pieces).
+
+    ``before`` (a `snapshot`, spent here) becomes the deltas in place: a detail
+    step holds one copy of the model, not two, and writes no new buffer.
+    """
     with torch.no_grad():
         after = [p.detach() for p in params]
-        deltas = torch._foreach_sub(after, list(before))
-        return per_tensor_norms(deltas) + per_tensor_norms(after)
+        torch._foreach_sub_(before, after)  # θ_before - θ_after: -Δθ, the same norm
+        return per_tensor_norms(before) + per_tensor_norms(after)
