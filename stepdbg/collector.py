@@ -145,6 +145,11 @@ class OptimizerTrack:
     step_before_backward: bool = False
     snapshot: list[tuple[weakref.ref, weakref.ref, int, int]] | None = None
     dirty_param: int | None = None
+    consumed: tuple[int, weakref.ref, int] | None = None
+    """One gradient its previous step consumed: (position, the tensor held weakly, its version).
+    A step with no backward since compares it with what it finds: the same tensor, unchanged,
+    is stale (step twice, step before backward); another tensor, or one written since, was set
+    by hand (``p.grad = g`` from ``torch.func`` or ``autograd.grad``): fresh gradients."""
     depth: int = 0
     param_ids: set[int] = field(default_factory=set)
     """Ids of the parameters its optimizer holds, as last seen."""
@@ -387,6 +392,9 @@ class Collector:
         track.mark = self.backward_count
         track.snapshot = None
         track.dirty_param = None
+        if track.consumed is not None and (grad := track.consumed[1]()) is not None:
+            # zeroed in place (set_to_none=False): cleared, not set by hand
+            track.consumed = (track.consumed[0], track.consumed[1], grad._version)
 
     def _cleared_params(self, params: list[torch.Tensor]) -> None:
         """A module's gradients were cleared: all of some optimizers', part of others'."""
@@ -632,7 +640,7 @@ class Collector:
             if sum(p.numel() for p in params) <= SNAPSHOT_MAX_NUMEL:
                 progress.before = norms.snapshot(params)
         if not skipped:
-            self._check_step_order(progress)
+            self._check_step_order(progress, optimizer)
         return progress
 
     @staticmethod
@@ -648,13 +656,15 @@ class Collector:
         progress.record.backward_calls = self.backward_count - mark
         progress.losses = [value for index, value in self._losses if index > mark]
 
-    def _check_step_order(self, progress: _StepInProgress) -> None:
+    def _check_step_order(self, progress: _StepInProgress, optimizer: Any) -> None:
         """The ordering rules that a step decides from what happened since the previous one."""
         track = progress.track
         step = progress.record.step
         no_backward = self.backward_count == 0 or self.backward_count <= track.last_step_backward
         if track.closure:
             pass  # the closure runs backward inside the step
+        elif no_backward and self._grads_set_by_hand(track, self._layout(track, optimizer).params):
+            pass  # no backward, but gradients the previous step did not have
         elif no_backward:
             if track.last_step_backward < 0:
                 track.step_before_backward = True
@@ -677,6 +687,16 @@ class Collector:
                 + (f" (first: {name})" if name else ""),
                 name,
             )
+
+    @staticmethod
+    def _grads_set_by_hand(track: OptimizerTrack, params: list[torch.Tensor]) -> bool:
+        """Whether a step with no backward since its previous one finds gradients that step
+        did not consume (see ``OptimizerTrack.consumed``)."""
+        if track.consumed is None:
+            return any(p.grad is not None for p in params)
+        position, consumed, version = track.consumed
+        grad = params[position].grad if position < len(params) else None
+        return grad is not None and (grad is not consumed() or grad._version != version)
 
     def _layout(self, track: OptimizerTrack, optimizer: Any) -> _Layout:
         previous = track.layout
@@ -715,6 +735,7 @@ class Collector:
         if not grads and not progress.ordering and not track.closure and track.filled_at > track.mark:
             track.mark = self.backward_count  # a clear we did not see (p.grad = None): as if we had
             self._cleared_before_step(progress)
+        track.consumed = (progress.present[0], weakref.ref(grads[0]), grads[0]._version) if grads else None
         self._take_losses(progress)
         # torch.no_grad() without its Python context manager: a few us a step on small models
         grad_mode = torch.is_grad_enabled()

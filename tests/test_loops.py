@@ -37,6 +37,7 @@ COMPILED = ok("ok_torch_compile.py", save_state=True)
 IN_BACKWARD = ok("ok_optimizer_in_backward.py", save_state=True)
 FLOAT64 = Spec("ok_float64.py", options=("--strict", "--every", "1"), save_state=True)
 UNFREEZE = Spec("ok_progressive_unfreeze.py", options=("--strict", "--every", "10"), save_state=True)
+BY_HAND = [ok("ok_gradients_by_hand.py", mode, save_state=True) for mode in ("per-sample", "copy")]
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ LOOPS = [
     Loop(ok("ok_ignite.py"), (("SGD", 12, 1),), ("zero_grad", "backward", "step")),
 ]
 LOOP_IDS = [loop.spec.script.removesuffix(".py") + "".join(f"-{a}" for a in loop.spec.args) for loop in LOOPS]
-FAITHFUL = [ADAMW, DCGAN, LBFGS, AMP, ACCUM, MULTITASK, UNFREEZE, COMPILED, IN_BACKWARD]
+FAITHFUL = [ADAMW, DCGAN, LBFGS, AMP, ACCUM, MULTITASK, UNFREEZE, COMPILED, IN_BACKWARD, BY_HAND[0]]
 
 
 @pytest.fixture(params=LOOPS, ids=LOOP_IDS)
@@ -185,6 +186,17 @@ def test_loop_without_optimizer_records_the_gradients_norm(runs, spec: Spec) -> 
     records = run.steps(None)
     assert [r["grad_norm"] for r in records] == pytest.approx(run.state()["grad_norms"], rel=1e-5)
     assert all(r["group_grad_norms"] == [] and r["lr"] == [] for r in records)
+
+
+@pytest.mark.parametrize("spec", BY_HAND, ids=["per-sample", "copy"])
+def test_gradients_set_by_hand_are_fresh_gradients(runs, spec: Spec) -> None:
+    """No backward fills ``.grad``, but each step finds gradients the previous one did not
+    consume: silent, and each step's norm is the one the script assigned."""
+    run = runs.get(spec)
+    assert run.anomalies == [] and run.proc.returncode == 0, run.describe()
+    records = run.steps(0)
+    assert [r["backward_calls"] for r in records] == [0] * 20
+    assert [r["grad_norm"] for r in records] == pytest.approx(run.state()["grad_norms"], rel=1e-5)
 
 
 @pytest.mark.uses(IN_BACKWARD)

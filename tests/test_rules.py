@@ -46,7 +46,7 @@ class Bug:
 
     @property
     def id(self) -> str:
-        return self.spec.script.removesuffix(".py").removeprefix("bug_")
+        return self.spec.script.removesuffix(".py").removeprefix("bug_") + "".join(f"-{a}" for a in self.spec.args)
 
 
 def strict(script: str, *options: str) -> Spec:
@@ -61,6 +61,7 @@ BUGS = [
     Bug(strict("bug_grad_none_before_step.py"), "zero-grad-before-step", 0, count=30),
     Bug(strict("bug_step_before_backward.py"), "step-without-backward", 0, count=30),
     Bug(strict("bug_double_step.py"), "step-without-backward", 1, count=20),
+    Bug(Spec("bug_double_step.py", ("zeroed",), options=("--strict",)), "step-without-backward", 1, count=20),
     Bug(strict("bug_scheduler_before_step.py"), "scheduler-before-step", 0, count=30),
     Bug(strict("bug_nonfinite_log.py"), "nonfinite", 7, param="0.weight", count=3),
     Bug(strict("bug_nonfinite_param.py"), "nonfinite", 0, param="0.weight", count=10),
