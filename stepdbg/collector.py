@@ -695,8 +695,10 @@ class Collector:
         if track.consumed is None:
             return any(p.grad is not None for p in params)
         position, consumed, version = track.consumed
-        grad = params[position].grad if position < len(params) else None
-        return grad is not None and (grad is not consumed() or grad._version != version)
+        grad: torch.Tensor | None = params[position].grad if position < len(params) else None
+        if grad is None:
+            return False
+        return grad is not consumed() or grad._version != version
 
     def _layout(self, track: OptimizerTrack, optimizer: Any) -> _Layout:
         previous = track.layout
