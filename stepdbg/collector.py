@@ -695,10 +695,11 @@ class Collector:
         if track.consumed is None:
             return any(p.grad is not None for p in params)
         position, consumed, version = track.consumed
-        grad: torch.Tensor | None = params[position].grad if position < len(params) else None
+        grad = params[position].grad if position < len(params) else None
         if grad is None:
             return False
-        return grad is not consumed() or grad._version != version
+        written_since = grad._version != version
+        return written_since or consumed() is not grad
 
     def _layout(self, track: OptimizerTrack, optimizer: Any) -> _Layout:
         previous = track.layout
