@@ -25,7 +25,7 @@ class ModuleTree:
     """Remembers who owns what, as modules and parameters are registered."""
 
     def __init__(self) -> None:
-        self._param_owner: WeakIdKeyDictionary = WeakIdKeyDictionary()  # param -> (module ref, name)
+        self._param_owners: WeakIdKeyDictionary = WeakIdKeyDictionary()  # param -> [(module ref, name), ...]
         self._module_parent: WeakIdKeyDictionary = WeakIdKeyDictionary()  # module -> (parent ref, name)
         self._handles: list[RemovableHandle] = []
 
@@ -41,8 +41,31 @@ class ModuleTree:
         self._handles = []
 
     def _on_parameter(self, module: torch.nn.Module, name: str, param: torch.nn.Parameter | None) -> None:
-        if param is not None and param not in self._param_owner:
-            self._param_owner[param] = (weakref.ref(module), name)
+        if param is None:
+            return
+        owners = self._param_owners.get(param)
+        if owners is None:
+            self._param_owners[param] = [(weakref.ref(module), name)]
+        elif not any(ref() is module and known == name for ref, known in owners):
+            owners.append((weakref.ref(module), name))
+
+    def _holder(self, param: torch.Tensor) -> tuple[torch.nn.Module, str] | None:
+        """The module that holds ``param`` now, and its name there.
+
+        The first to register it that still holds it: tied weights keep the name
+        ``named_parameters()`` gives them, and a parameter moved to another module
+        (a parametrization's ``original``: spectral_norm registers it there, then
+        removes it from its layer) takes its new one.
+        """
+        moved: tuple[torch.nn.Module, str] | None = None
+        for ref, name in self._param_owners.get(param, ()):
+            module = ref()
+            if module is None:
+                continue
+            if module._parameters.get(name) is param:
+                return module, name
+            moved = moved or (module, name)
+        return moved
 
     def _on_module(self, parent: torch.nn.Module, name: str, child: torch.nn.Module | None) -> None:
         if child is not None and child is not parent and child not in self._module_parent:
@@ -61,8 +84,8 @@ class ModuleTree:
             entry = self._module_parent.get(parent)
 
     def owner(self, param: torch.Tensor) -> torch.nn.Module | None:
-        entry = self._param_owner.get(param)
-        return entry[0]() if entry is not None else None
+        holder = self._holder(param)
+        return holder[0] if holder is not None else None
 
     def root(self, param: torch.Tensor) -> torch.nn.Module | None:
         module = self.owner(param)
@@ -73,11 +96,11 @@ class ModuleTree:
         return module
 
     def name(self, param: torch.Tensor) -> str | None:
-        entry = self._param_owner.get(param)
-        module = entry[0]() if entry is not None else None
-        if entry is None or module is None:
+        holder = self._holder(param)
+        if holder is None:
             return None
-        parts = [entry[1]]
+        module, name = holder
+        parts = [name]
         for _, child_name in self._ancestry(module):
             parts.append(child_name)
         return ".".join(reversed(parts))

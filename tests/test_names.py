@@ -1,0 +1,64 @@
+"""Parameter names: the ones ``model.named_parameters()`` gives, however the model was built."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm, weight_norm
+
+from stepdbg.names import ModuleTree
+
+
+class Tied(nn.Module):
+    """An embedding and an output layer sharing one weight, as language models do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)
+        self.out = nn.Linear(4, 10, bias=False)
+        self.out.weight = self.embed.weight
+
+
+def replaced_head() -> nn.Module:
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    model[2] = nn.Linear(4, 3)
+    return model
+
+
+BUILDERS: dict[str, Callable[[], nn.Module]] = {
+    "tied": Tied,
+    "weight_norm": lambda: nn.Sequential(weight_norm(nn.Linear(4, 4)), nn.ReLU(), nn.Linear(4, 1)),
+    "spectral_norm": lambda: nn.Sequential(nn.Linear(4, 4), nn.ReLU(), spectral_norm(nn.Linear(4, 1))),
+    "replaced": replaced_head,
+}
+
+
+@pytest.mark.parametrize("build", BUILDERS.values(), ids=BUILDERS.keys())
+def test_names_are_those_of_named_parameters(build: Callable[[], nn.Module]) -> None:
+    tree = ModuleTree()
+    tree.install()
+    try:
+        model = build()
+    finally:
+        tree.uninstall()
+    expected = dict(model.named_parameters())
+    params = list(expected.values())
+    assert tree.names(params) == list(expected)
+    assert all(tree.root(p) is model for p in params)
+
+
+def test_a_moved_parameter_belongs_to_its_new_module() -> None:
+    """spectral_norm registers the layer's weight under ``parametrizations.weight.original``
+    and removes it from the layer: the parametrization's module owns it now."""
+    tree = ModuleTree()
+    tree.install()
+    try:
+        layer = spectral_norm(nn.Linear(4, 1))
+    finally:
+        tree.uninstall()
+    original = layer.parametrizations.weight.original
+    assert tree.owner(original) is layer.parametrizations.weight
+    assert isinstance(original, torch.nn.Parameter)
