@@ -60,6 +60,11 @@ class LiveRegion:
                 self._saved[name] = stream
                 setattr(sys, name, _PassThrough(stream, self))
 
+    def detach(self) -> None:
+        """In a forked child: the block on the terminal is the parent's; give the streams back."""
+        self._height = 0
+        self.stop()
+
     def stop(self) -> None:
         with self._lock:
             self.erase()
@@ -162,6 +167,13 @@ class View:
     def stop(self) -> None:
         if self._region is not None:
             self._region.stop()
+
+    def detach(self) -> None:
+        """In a forked child: the terminal is the parent's run's; draw and print nothing more."""
+        if self._region is not None:
+            self._region.detach()
+            self._region = None
+        self.quiet = True
 
     def on_step(self, record: StepRecord) -> None:
         self.latest[record.optimizer] = record

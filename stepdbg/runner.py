@@ -18,6 +18,7 @@ import shlex
 import sys
 import time
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,23 @@ from .trace import TraceWriter
 EXIT_INTERRUPTED = 130
 EXIT_STRICT = 3
 TRACE_SUFFIX = ".stepdbg.jsonl"
+
+
+_RUNS_IN_PROGRESS: list[Callable[[], None]] = []
+"""How to let go of each run in progress in this process (one, unless runs are nested in tests)."""
+
+
+def _let_go_in_forked_child() -> None:
+    """A process forked during a run (a multiprocessing or DataLoader worker, ``os.fork``)
+    inherits the run: its hooks, its open trace, its terminal view. They are the parent's:
+    the child turns its hooks off and never writes to the trace or the terminal (its steps
+    would mix with the parent's, its end record end the parent's trace)."""
+    for let_go in _RUNS_IN_PROGRESS:
+        let_go()
+    _RUNS_IN_PROGRESS.clear()
+
+
+os.register_at_fork(after_in_child=_let_go_in_forked_child)
 
 
 class ScriptNotFound(Exception):
@@ -177,6 +195,13 @@ def run_script(options: RunOptions) -> int:
         sys.path[0] = path0
     else:
         sys.path.insert(0, path0)
+    def let_go() -> None:
+        instrumentation.uninstall()
+        tree.uninstall()
+        writer.detach()
+        view.detach()
+
+    _RUNS_IN_PROGRESS.append(let_go)
     tree.install()
     instrumentation.install()
     view.start()
@@ -192,6 +217,8 @@ def run_script(options: RunOptions) -> int:
     except BaseException as exception:  # noqa: BLE001 - the user's exception, shown as Python would
         status, code, error = "error", 1, exception
     finally:
+        if let_go in _RUNS_IN_PROGRESS:
+            _RUNS_IN_PROGRESS.remove(let_go)
         instrumentation.uninstall()
         tree.uninstall()
         collector.finish()

@@ -83,12 +83,15 @@ class TraceWriter:
     The training thread only queues a record (a deque append): encoding and
     writing happen on the flush thread twice a second, many lines at once, out
     of the training loop. Both threads may drain the queue (the training thread
-    when it grows long, or at the end); a lock keeps the lines in order.
+    when it grows long, or at the end); a lock keeps the lines in order. The file
+    is unbuffered (each drain is one write): a forked child holds no copy of
+    unwritten bytes that its exit could write again.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self._file: IO[bytes] = open(path, "wb", buffering=0)  # noqa: SIM115 - closed in close()
+        self._detached = False
         self._queue: deque[StepRecord | dict[str, Any]] = deque()
         self._draining = threading.Lock()
         self._closed = threading.Event()
@@ -105,6 +108,9 @@ class TraceWriter:
             self._drain()
 
     def _drain(self) -> None:
+        if self._detached:
+            self._queue.clear()
+            return
         with self._draining:
             queue, items = self._queue, []
             while queue:
@@ -115,8 +121,9 @@ class TraceWriter:
                 queue.extendleft(reversed(items))
                 raise
             if lines:
-                self._file.write(b"".join(lines))
-            self._file.flush()
+                data = memoryview(b"".join(lines))
+                while data:
+                    data = data[self._file.write(data) or 0 :]
 
     def _flush_periodically(self) -> None:
         while not self._closed.wait(FLUSH_INTERVAL):
@@ -124,6 +131,14 @@ class TraceWriter:
                 self._drain()
             except Exception:  # noqa: BLE001 - a full disk, say: the next drain on the training thread, or close(), reports it
                 return
+
+    def detach(self) -> None:
+        """In a forked child: the file is the parent's. Never write to it again (the child's
+        records would mix with the parent's steps), nor wait on a lock the parent's flush
+        thread may have held at the fork."""
+        self._detached = True
+        self._closed.set()
+        self._queue.clear()
 
     def close(self) -> None:
         """Write everything still queued; a trace that cannot be written is said in one line."""

@@ -224,3 +224,17 @@ def test_live_table_leaves_the_scripts_output_intact(tmp_path: Path, color: bool
     assert output.rstrip().endswith(f"trace written to {trace}")
     assert ("\x1b[32m" in output) is color  # the green "anomalies: 0": colour only without NO_COLOR
     assert len([r for r in records(trace) if r["type"] == "step"]) == 60
+
+
+@pytest.mark.parametrize("how", ["multiprocessing", "os-fork"])
+def test_forked_children_leave_the_trace_to_the_parent(tmp_path: Path, how: str) -> None:
+    """A child forked during the run inherits its hooks and open trace; what it trains
+    must not land in the parent's trace, and its exit must not end it or print a summary."""
+    trace = tmp_path / "t.jsonl"
+    result = run("run", "--no-live", "-o", str(trace), str(SCRIPTS / "forks.py"), how, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith("parent done\n")
+    trace_records = records(trace)  # every line whole and valid
+    assert [r["type"] for r in trace_records].count("end") == 1 and trace_records[-1]["type"] == "end"
+    assert len([r for r in trace_records if r["type"] == "step"]) == 6  # the parent's 3 + 3
+    assert result.stderr.count("trace written to") == 1
