@@ -99,7 +99,8 @@ def run(
     Everything after SCRIPT goes to the script, unchanged. The trace is written as
     the run goes; stepdbg's own output goes to stderr.
     """
-    from .runner import RunOptions, ScriptNotFound, run_script
+    from .runner import run_script
+    from .session import RunOptions, ScriptNotFound
 
     options = RunOptions(
         target=script,

@@ -58,6 +58,11 @@ class Thresholds:
     """unused-param, zero-update: consecutive steps the condition must hold."""
 
 
+def has_problems(counts: dict[str, int]) -> bool:
+    """Whether anomaly counts (an end record's) include a warning or an error (for --strict)."""
+    return any(rule in RULES and RULES[rule].severity != "info" for rule in counts)
+
+
 @dataclass
 class _OptimizerHistory:
     norm_average: float | None = None
@@ -95,7 +100,7 @@ class Diagnostics:
     @property
     def found_problems(self) -> bool:
         """Whether a warning or an error was reported (for --strict)."""
-        return any(RULES[rule].severity != "info" for rule in self.counts)
+        return has_problems(self.counts)
 
     def check_step(
         self,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 from rich import box
@@ -136,10 +136,10 @@ def fmt_ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1e3:.2f} ms"
 
 
-def anomaly_text(anomaly: Anomaly) -> Text:
+def anomaly_text(anomaly: Anomaly, prefix: str = "stepdbg:") -> Text:
     """One line per anomaly: severity, rule, where, what, and the fix."""
     where = f"step {anomaly.step}" + (f", optimizer {anomaly.optimizer}" if anomaly.optimizer is not None else "")
-    text = Text("stepdbg: ")
+    text = Text(f"{prefix} ")
     text.append(f"{anomaly.severity} {anomaly.rule}", style=SEVERITY_STYLE.get(anomaly.severity, ""))
     text.append(f" ({where}): {anomaly.message}. Fix: {anomaly.hint}")
     return text
@@ -148,9 +148,13 @@ def anomaly_text(anomaly: Anomaly) -> Text:
 class View:
     """The terminal side of a run: live table or plain lines, anomalies, summary."""
 
-    def __init__(self, console: Console, live: bool, quiet: bool, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, console: Console, live: bool, quiet: bool, clock: Callable[[], float] = time.monotonic, label: str = ""
+    ) -> None:
         self.console = console
         self.quiet = quiet
+        self.prefix = f"stepdbg[{label}]:" if label else "stepdbg:"
+        """Begins each line: a rank started by torch.multiprocessing says which it is."""
         self.clock = clock
         self.latest: dict[int | None, StepRecord] = {}
         self._window: dict[int | None, list[float]] = {}
@@ -196,14 +200,13 @@ class View:
     def on_anomaly(self, anomaly: Anomaly) -> None:
         self.anomaly_count += 1
         if not self.quiet:
-            self.console.print(anomaly_text(anomaly), highlight=False, soft_wrap=True)
+            self.console.print(anomaly_text(anomaly, self.prefix), highlight=False, soft_wrap=True)
 
-    @staticmethod
-    def _plain_line(record: StepRecord) -> str:
+    def _plain_line(self, record: StepRecord) -> str:
         who = f"optimizer {record.optimizer}" if record.optimizer is not None else "no optimizer"
         lr = fmt(record.lr[0]) if record.lr else "-"
         return (
-            f"stepdbg: {who} step {record.step}: loss {fmt(record.loss)}, grad norm {fmt(record.grad_norm)}, "
+            f"{self.prefix} {who} step {record.step}: loss {fmt(record.loss)}, grad norm {fmt(record.grad_norm)}, "
             f"lr {lr}, {fmt_ms(record.time.get('total'))}/step"
         )
 
@@ -238,19 +241,38 @@ class View:
         footer = Text(f"anomalies: {self.anomaly_count}", style="yellow" if self.anomaly_count else "green")
         return Group(table, Text("\n".join(calls), no_wrap=True, overflow="ellipsis"), footer)
 
-    def summary(self, end: EndRecord, trace: str) -> None:
-        """A few lines after the run: steps, where the time went, anomalies, the trace."""
+    def summary(self, end: EndRecord, trace: str, ranks: Mapping[int, tuple[str, EndRecord | None]] | None = None) -> None:
+        """A few lines after the run: steps, where the time went, anomalies, the trace;
+        then a line for each rank started with torch.multiprocessing (`children`)."""
         if self.quiet:
             return
         print_line = self.console.print
-        total = sum(end.time.get(phase, 0.0) for phase in (*PHASES, "overhead")) or 1.0
-        shares = " · ".join(
-            f"{phase} {end.time.get(phase, 0.0) / total:.0%}" for phase in (*PHASES, "overhead") if phase in end.time
-        ).replace("overhead", "stepdbg")
-        print_line(f"stepdbg: {end.steps} steps in {end.duration:.2f} s ({shares})", highlight=False, soft_wrap=True)
+        if end.steps:
+            total = sum(end.time.get(phase, 0.0) for phase in (*PHASES, "overhead")) or 1.0
+            shares = " · ".join(
+                f"{phase} {end.time.get(phase, 0.0) / total:.0%}" for phase in (*PHASES, "overhead") if phase in end.time
+            ).replace("overhead", "stepdbg")
+            print_line(f"stepdbg: {end.steps} steps in {end.duration:.2f} s ({shares})", highlight=False, soft_wrap=True)
+        else:
+            print_line(
+                f"stepdbg: no optimizer step or backward pass in this process ({end.duration:.2f} s)",
+                highlight=False, soft_wrap=True,
+            )
         if end.anomalies:
-            found = ", ".join(f"{rule} ×{count}" for rule, count in end.anomalies.items())
-            print_line(Text(f"stepdbg: anomalies: {found}", style="yellow"), soft_wrap=True)
+            print_line(Text(f"stepdbg: anomalies: {_counts(end.anomalies)}", style="yellow"), soft_wrap=True)
         elif end.steps:
             print_line(Text("stepdbg: no anomalies", style="green"), soft_wrap=True)
         print_line(f"stepdbg: trace written to {trace}", highlight=False, soft_wrap=True)
+        for rank, (rank_trace, rank_end) in (ranks or {}).items():
+            if rank_end is None:
+                said = "no end record (killed, or still running)"
+            else:
+                status = "" if rank_end.status == "ok" else f" ({rank_end.status}, exit {rank_end.exit_code})"
+                said = f"{rank_end.steps} steps{status}, " + (
+                    f"anomalies: {_counts(rank_end.anomalies)}" if rank_end.anomalies else "no anomalies"
+                )
+            print_line(f"stepdbg: rank {rank}: {said}, trace {rank_trace}", highlight=False, soft_wrap=True)
+
+
+def _counts(anomalies: Mapping[str, int]) -> str:
+    return ", ".join(f"{rule} ×{count}" for rule, count in anomalies.items())

@@ -252,3 +252,28 @@ class Trace:
     def finished(self) -> bool:
         """Whether the run wrote its end record (valid once iteration is done)."""
         return self.end is not None
+
+
+END_TAIL_BYTES = 1 << 16
+"""An end record fits in this many bytes at the end of a trace."""
+
+
+def read_end(path: Path) -> EndRecord | None:
+    """A trace's end record, from its last line, without reading the rest; None where
+    there is none (a process killed, or still running) or the file cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, 2)
+            f.seek(max(0, size - END_TAIL_BYTES))
+            tail = f.read()
+    except OSError:
+        return None
+    if not tail.endswith(b"\n"):
+        return None
+    try:
+        data = orjson.loads(tail.rstrip(b"\n").rsplit(b"\n", 1)[-1])
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict) or data.get("type") != "end":
+        return None
+    return EndRecord.from_json(data)

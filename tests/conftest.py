@@ -52,6 +52,7 @@ _WATCHED: dict[str, Callable[[], Any]] = {
     "LRScheduler._initial_step": lambda: LRScheduler.__dict__["_initial_step"],
     "ReduceLROnPlateau.__init__": lambda: ReduceLROnPlateau.__dict__["__init__"],
     "torch.amp.GradScaler.step": lambda: torch.amp.GradScaler.__dict__["step"],
+    "torch.multiprocessing.spawn._wrap": lambda: sys.modules["torch.multiprocessing.spawn"]._wrap,
 }
 _PRISTINE = {name: get() for name, get in _WATCHED.items()}
 _GLOBAL_HOOKS = {

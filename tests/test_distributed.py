@@ -39,3 +39,43 @@ def test_ddp_ranks_trace_apart_and_agree_on_gradients(tmp_path: Path) -> None:
     agreed = diff("--ignore", "loss")
     assert agreed.returncode == 0, agreed.stdout
     assert "ignoring loss" in agreed.stdout
+
+
+def spawn_run(tmp_path: Path, mode: str, *options: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "stepdbg", "run", "--no-live", *options, str(SCRIPTS / "ddp_spawn.py"), mode]
+    return subprocess.run(command, cwd=tmp_path, env=script_env(), capture_output=True, text=True, timeout=180, check=False)
+
+
+def test_ranks_started_with_torch_multiprocessing_spawn_are_traced(tmp_path: Path) -> None:
+    """The DDP tutorial's way: each rank's steps in a trace of its own, named as torchrun's."""
+    proc = spawn_run(tmp_path, "ok", "--strict")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout == "trained\n"
+    main = read_trace(tmp_path / "ddp_spawn.stepdbg.jsonl")
+    assert steps(main) == [] and main[-1]["type"] == "end"
+    ranks = [read_trace(tmp_path / f"ddp_spawn.rank{rank}.stepdbg.jsonl") for rank in (0, 1)]
+    for rank, records in enumerate(ranks):
+        assert records[0]["rank"] == rank and records[-1]["type"] == "end" and records[-1]["status"] == "ok"
+        assert anomalies(records) == []
+        assert [r["step"] for r in steps(records, 0)] == list(range(10))
+    assert [r["grad_norm"] for r in steps(ranks[0], 0)] == [r["grad_norm"] for r in steps(ranks[1], 0)]
+    for rank in (0, 1):
+        assert f"stepdbg: rank {rank}: 10 steps, no anomalies" in proc.stderr
+
+
+def test_a_ranks_anomalies_are_its_own_and_count_for_strict(tmp_path: Path) -> None:
+    proc = spawn_run(tmp_path, "forget-zero-grad", "--strict")
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "stepdbg[rank 1]: error missing-zero-grad (step 1, optimizer 0)" in proc.stderr
+    assert "stepdbg[rank 0]" not in proc.stderr
+    rank1 = read_trace(tmp_path / "ddp_spawn.rank1.stepdbg.jsonl")
+    assert [(a["rule"], a["step"]) for a in anomalies(rank1)] == [("missing-zero-grad", 1)]
+    assert anomalies(read_trace(tmp_path / "ddp_spawn.rank0.stepdbg.jsonl")) == []
+
+
+def test_a_rank_that_raises_ends_its_trace_and_the_error_reaches_the_script(tmp_path: Path) -> None:
+    proc = spawn_run(tmp_path, "raise")
+    assert proc.returncode == 1
+    assert "ValueError: rank 1 gives up" in proc.stderr
+    rank1 = read_trace(tmp_path / "ddp_spawn.rank1.stepdbg.jsonl")
+    assert rank1[-1]["type"] == "end" and rank1[-1]["status"] == "error" and len(steps(rank1)) == 3

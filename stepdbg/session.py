@@ -1,0 +1,189 @@
+"""One traced process: its trace, its terminal view, its hooks, and its end record.
+
+`stepdbg run` makes one for the script's process (`runner`), and one in each
+process that ``torch.multiprocessing`` starts during the run (`children`).
+A process forked while a session is in progress inherits it, and must leave
+it to its parent (see `_let_go_in_forked_child`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__
+from .diagnostics import Diagnostics, Thresholds
+from .live import View
+from .schema import Anomaly, EndRecord, Header, OptimizerInfo, StepRecord
+from .trace import TraceWriter
+
+EXIT_INTERRUPTED = 130
+TRACE_SUFFIX = ".stepdbg.jsonl"
+
+
+class ScriptNotFound(Exception):
+    """The script or module to run does not exist, or the trace cannot be written."""
+
+
+@dataclass
+class RunOptions:
+    target: str
+    args: list[str] = field(default_factory=list)
+    module: bool = False
+    trace: Path | None = None
+    every: int = 50
+    live: bool = True
+    quiet: bool = False
+    disabled: frozenset[str] = frozenset()
+    strict: bool = False
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    command: list[str] = field(default_factory=list)
+
+
+class Recorder:
+    """Where the collector's output goes: the trace file, the view, the totals."""
+
+    def __init__(self, writer: TraceWriter, view: View) -> None:
+        self.writer = writer
+        self.view = view
+        self.steps = 0
+
+    def optimizer(self, info: OptimizerInfo) -> None:
+        self.writer.write(info.to_json())
+
+    def step(self, record: StepRecord) -> None:
+        self.writer.write_step(record)
+        self.steps += 1
+        self.view.on_step(record)
+
+    def anomaly(self, anomaly: Anomaly) -> None:
+        self.writer.write(anomaly.to_json())
+        self.view.on_anomaly(anomaly)
+
+
+_IN_PROGRESS: list[Callable[[], None]] = []
+"""How to let go of each session in progress in this process."""
+
+
+def _let_go_in_forked_child() -> None:
+    """A process forked during a session (a multiprocessing or DataLoader worker, ``os.fork``)
+    inherits it: its hooks, its open trace, its terminal view. They are the parent's: the
+    child turns its hooks off and never writes to the trace or the terminal (its steps would
+    mix with the parent's, its end record end the parent's trace)."""
+    for let_go in _IN_PROGRESS:
+        let_go()
+    _IN_PROGRESS.clear()
+
+
+os.register_at_fork(after_in_child=_let_go_in_forked_child)
+
+
+def rank_trace_path(trace: Path, rank: int) -> Path:
+    """``train.stepdbg.jsonl`` -> ``train.rank1.stepdbg.jsonl``; ``t.jsonl`` -> ``t.rank1.jsonl``."""
+    name = trace.name
+    suffix = TRACE_SUFFIX if name.endswith(TRACE_SUFFIX) else trace.suffix
+    return trace.with_name(f"{name[: len(name) - len(suffix)]}.rank{rank}{suffix}")
+
+
+def _device() -> str:
+    import torch
+
+    if torch.backends.cuda.is_built() and torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+class Session:
+    """Collects one process's steps into one trace, from `start` to `end`."""
+
+    def __init__(
+        self, options: RunOptions, argv: list[str], command: str, trace_path: Path, view: View, rank: int | None
+    ) -> None:
+        import torch  # the instrumentation needs it; the script will import it anyway
+
+        from .collector import Collector
+        from .instrument import Instrumentation
+        from .names import ModuleTree
+
+        try:
+            self.writer = TraceWriter(trace_path)
+        except OSError as e:
+            raise ScriptNotFound(f"cannot write the trace {trace_path}: {e.strerror}") from None
+        self.trace_path = trace_path
+        self.view = view
+        self.recorder = Recorder(self.writer, view)
+        self.started = time.time()
+        self.writer.write(
+            Header(
+                stepdbg=__version__,
+                torch=torch.__version__,
+                python=platform.python_version(),
+                argv=argv,
+                command=command,
+                cwd=os.getcwd(),
+                start=datetime.datetime.fromtimestamp(self.started, datetime.timezone.utc).astimezone().isoformat(),
+                device=_device(),
+                every=options.every,
+                pid=os.getpid(),
+                rank=rank,
+            ).to_json()
+        )
+        self.diagnostics = Diagnostics(options.thresholds, options.disabled, self.recorder.anomaly)
+        self.tree = ModuleTree()
+        self.collector = Collector(options.every, self.diagnostics, self.recorder.step, self.recorder.optimizer, self.tree)
+        self.instrumentation = Instrumentation(self.collector)
+
+    def start(self) -> None:
+        _IN_PROGRESS.append(self._let_go)
+        self.tree.install()
+        self.instrumentation.install()
+        self.view.start()
+
+    def _let_go(self) -> None:
+        self.instrumentation.uninstall()
+        self.tree.uninstall()
+        self.writer.detach()
+        self.view.detach()
+
+    def stop(self) -> None:
+        """Hooks out, and every record still waiting on a device emitted."""
+        if self._let_go in _IN_PROGRESS:
+            _IN_PROGRESS.remove(self._let_go)
+        self.instrumentation.uninstall()
+        self.tree.uninstall()
+        self.collector.finish()
+        self.view.stop()
+
+    def end(self, status: str, code: int) -> EndRecord:
+        """Write the end record and close the trace."""
+        end = EndRecord(
+            status=status,
+            exit_code=code,
+            duration=time.time() - self.started,
+            steps=self.recorder.steps,
+            anomalies=dict(self.diagnostics.counts),
+            time=self.collector.totals,
+        )
+        self.writer.write(end.to_json())
+        self.writer.close()
+        return end
+
+
+def exit_status(exit: SystemExit) -> int:
+    """The exit code Python gives ``sys.exit(code)``."""
+    code = exit.code
+    if code is None:
+        return 0
+    return code if isinstance(code, int) else 1
+
+
+def print_exit_message(exit: SystemExit) -> None:
+    """``sys.exit("message")`` prints the message on stderr, as Python does."""
+    if exit.code is not None and not isinstance(exit.code, int):
+        print(exit.code, file=sys.stderr)
