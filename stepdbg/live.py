@@ -61,7 +61,9 @@ class LiveRegion:
                 setattr(sys, name, _PassThrough(stream, self))
 
     def detach(self) -> None:
-        """In a forked child: the block on the terminal is the parent's; give the streams back."""
+        """In a forked child: the block on the terminal is the parent's; give the streams back.
+        With a lock of the child's own: a thread of the parent may have held the inherited one."""
+        self._lock = threading.RLock()
         self._height = 0
         self.stop()
 

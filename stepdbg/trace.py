@@ -134,15 +134,14 @@ class TraceWriter:
 
     def detach(self) -> None:
         """In a forked child: the file is the parent's. Never write to it again (the child's
-        records would mix with the parent's steps), nor wait on a lock the parent's flush
-        thread may have held at the fork."""
+        records would mix with the parent's steps), nor take a lock (the lock, or the
+        event's, may have been held by the parent's flush thread at the fork)."""
         self._detached = True
-        self._closed.set()
         self._queue.clear()
 
     def close(self) -> None:
         """Write everything still queued; a trace that cannot be written is said in one line."""
-        if self._closed.is_set():
+        if self._detached or self._closed.is_set():
             return
         self._closed.set()
         self._flusher.join()

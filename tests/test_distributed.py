@@ -59,6 +59,7 @@ def test_ranks_started_with_torch_multiprocessing_spawn_are_traced(tmp_path: Pat
         assert anomalies(records) == []
         assert [r["step"] for r in steps(records, 0)] == list(range(10))
     assert [r["grad_norm"] for r in steps(ranks[0], 0)] == [r["grad_norm"] for r in steps(ranks[1], 0)]
+    assert "stepdbg: no optimizer step or backward pass in this process" in proc.stderr
     for rank in (0, 1):
         assert f"stepdbg: rank {rank}: 10 steps, no anomalies" in proc.stderr
 
