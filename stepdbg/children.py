@@ -34,6 +34,7 @@ from .trace import read_end
 MTIME_SLACK = 2.0
 """Seconds a file's modification time may lag the clock (filesystems that keep whole or even seconds)."""
 
+
 @dataclass(frozen=True)
 class TracedRank:
     """Runs in each process that ``start_processes`` starts, in place of its ``_wrap``."""
@@ -45,6 +46,9 @@ class TracedRank:
     trace: Path
 
     def __call__(self, fn: Callable[..., Any], rank: int, *rest: Any) -> Any:
+        module = _spawn_module()
+        if isinstance(module._wrap, TracedRank):  # forked with the patch: ranks this rank starts are its own business
+            module._wrap = self.wrap
         view = View(Console(stderr=True), live=False, quiet=self.options.quiet, label=f"rank {rank}")
         try:
             session = Session(self.options, self.argv, self.command, rank_trace_path(self.trace, rank), view, rank)

@@ -1,10 +1,13 @@
-"""A distributed run to check: DDP under torchrun, one trace per rank, compared with diff."""
+"""A distributed run to check: DDP under torchrun, or started by the script with
+torch.multiprocessing, one trace per rank, compared with diff."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from conftest import SCRIPTS, anomalies, read_trace, script_env, steps
 
@@ -41,14 +44,16 @@ def test_ddp_ranks_trace_apart_and_agree_on_gradients(tmp_path: Path) -> None:
     assert "ignoring loss" in agreed.stdout
 
 
-def spawn_run(tmp_path: Path, mode: str, *options: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "stepdbg", "run", "--no-live", *options, str(SCRIPTS / "ddp_spawn.py"), mode]
+def spawn_run(tmp_path: Path, mode: str, *options: str, start: str = "spawn") -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "stepdbg", "run", "--no-live", *options, str(SCRIPTS / "ddp_spawn.py"), mode, start]
     return subprocess.run(command, cwd=tmp_path, env=script_env(), capture_output=True, text=True, timeout=180, check=False)
 
 
-def test_ranks_started_with_torch_multiprocessing_spawn_are_traced(tmp_path: Path) -> None:
-    """The DDP tutorial's way: each rank's steps in a trace of its own, named as torchrun's."""
-    proc = spawn_run(tmp_path, "ok", "--strict")
+@pytest.mark.parametrize("start", ["spawn", "fork"])
+def test_ranks_started_with_torch_multiprocessing_spawn_are_traced(tmp_path: Path, start: str) -> None:
+    """The DDP tutorial's way: each rank's steps in a trace of its own, named as torchrun's.
+    Forked ranks inherit the main process's run, and leave it for their own."""
+    proc = spawn_run(tmp_path, "ok", "--strict", start=start)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout == "trained\n"
     main = read_trace(tmp_path / "ddp_spawn.stepdbg.jsonl")

@@ -1,10 +1,11 @@
 """DistributedDataParallel on 2 CPU ranks started as PyTorch's DDP tutorial does,
 with ``torch.multiprocessing.spawn``.
 
-    python ddp_spawn.py [ok|forget-zero-grad|raise]
+    python ddp_spawn.py [ok|forget-zero-grad|raise] [spawn|fork]
 
 ``ok``: a correct loop. ``forget-zero-grad``: rank 1 never clears its gradients
 (missing-zero-grad on rank 1 at step 1). ``raise``: rank 1 raises after 3 steps.
+``fork``: ``start_processes(..., start_method="fork")`` instead of ``spawn``.
 """
 
 import os
@@ -40,5 +41,9 @@ if __name__ == "__main__":
     with socket.socket() as s:  # a free port for the rendezvous
         s.bind(("127.0.0.1", 0))
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(s.getsockname()[1]))
-    mp.spawn(train, args=(2, sys.argv[1] if len(sys.argv) > 1 else "ok"), nprocs=2)
+    mode = sys.argv[1] if len(sys.argv) > 1 else "ok"
+    if sys.argv[2:] == ["fork"]:
+        mp.start_processes(train, args=(2, mode), nprocs=2, start_method="fork")
+    else:
+        mp.spawn(train, args=(2, mode), nprocs=2)
     print("trained")
