@@ -106,7 +106,7 @@ def render_optimizer(stats: OptimizerStats) -> RenderableType:
     if stats.grad_nonfinite:
         grad_max += f" (+{stats.grad_nonfinite} nan/inf)"
     for key, value in (
-        ("params", str(stats.params)),
+        ("params", str(stats.params) if stats.index is not None else "–"),  # no optimizer: none known
         ("steps", steps),
         ("skipped", str(stats.skipped)),
         ("loss first", fmt_num(stats.loss_first)),

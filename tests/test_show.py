@@ -278,3 +278,15 @@ def test_cli_show_prints_the_view_on_stdout(trace: Path) -> None:
     assert json.loads(result.stdout)["run"]["steps"] == 20
     result = runner.invoke(app, ["show", str(trace), "--json", "--csv"])
     assert result.exit_code == 2 and "cannot be used together" in result.stderr
+
+
+def test_a_loop_without_optimizer_is_shown_without_a_parameter_count(tmp_path: Path) -> None:
+    """No optimizer, no parameter list: the count is unknown, not 0."""
+    def no_optimizer(record: StepRecord) -> None:
+        record.optimizer, record.lr, record.group_grad_norms = None, [], []
+
+    path = write_trace(tmp_path / "scratch.stepdbg.jsonl", optimizers=1, every=0, tweak=no_optimizer)
+    text = render(path)
+    assert "no optimizer (a loop of" in text
+    params_row = next(line for line in text.splitlines() if line.startswith("params"))
+    assert params_row.split() == ["params", "–"]
