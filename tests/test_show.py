@@ -286,6 +286,8 @@ def test_a_loop_without_optimizer_is_shown_without_a_parameter_count(tmp_path: P
         record.optimizer, record.lr, record.group_grad_norms = None, [], []
 
     path = write_trace(tmp_path / "scratch.stepdbg.jsonl", optimizers=1, every=0, tweak=no_optimizer)
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(line for line in lines if '"type":"optimizer"' not in line))
     text = render(path)
     assert "no optimizer (a loop of" in text
     params_row = next(line for line in text.splitlines() if line.startswith("params"))
