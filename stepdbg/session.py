@@ -81,7 +81,8 @@ def _let_go_in_forked_child() -> None:
     _IN_PROGRESS.clear()
 
 
-os.register_at_fork(after_in_child=_let_go_in_forked_child)
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_let_go_in_forked_child)
 
 
 def rank_trace_path(trace: Path, rank: int) -> Path:
