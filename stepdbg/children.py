@@ -28,7 +28,7 @@ from rich.console import Console
 from .diagnostics import has_problems
 from .live import View
 from .schema import EndRecord
-from .session import EXIT_INTERRUPTED, RunOptions, ScriptNotFound, Session, exit_status, rank_trace_path
+from .session import RunOptions, ScriptNotFound, Session, outcome, rank_trace_path
 from .trace import read_end
 
 MTIME_SLACK = 2.0
@@ -56,21 +56,16 @@ class TracedRank:
             print(f"stepdbg[rank {rank}]: {e}", file=sys.stderr)
             return self.wrap(fn, rank, *rest)
         session.start()
-        status, code = "ok", 0
+        error: BaseException | None = None
         try:
             return self.wrap(fn, rank, *rest)
-        except SystemExit as exit:  # ``_wrap`` exits 1 once it has reported fn's exception
-            code = exit_status(exit)
-            if code and _reported_an_error(rest):
-                status = "error"
-            raise
-        except KeyboardInterrupt:
-            status, code = "interrupted", EXIT_INTERRUPTED
-            raise
-        except BaseException:
-            status, code = "error", 1
+        except BaseException as raised:
+            error = raised
             raise
         finally:
+            status, code = outcome(error)
+            if isinstance(error, SystemExit) and code and _reported_an_error(rest):
+                status = "error"  # ``_wrap`` exits 1 once it has reported fn's exception
             session.stop()
             session.end(status, code)
 

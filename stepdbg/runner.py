@@ -21,16 +21,7 @@ from rich.console import Console
 
 from .children import SpawnedRanks
 from .live import View
-from .session import (
-    EXIT_INTERRUPTED,
-    TRACE_SUFFIX,
-    RunOptions,
-    ScriptNotFound,
-    Session,
-    exit_status,
-    print_exit_message,
-    rank_trace_path,
-)
+from .session import TRACE_SUFFIX, RunOptions, ScriptNotFound, Session, outcome, print_exit_message, rank_trace_path
 
 EXIT_STRICT = 3
 
@@ -83,7 +74,6 @@ def run_script(options: RunOptions) -> int:
     ranks = SpawnedRanks(options, argv, command, trace_path)
 
     saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
-    status, code = "ok", 0
     error: BaseException | None = None
     sys.argv[:] = argv
     path0 = os.getcwd() if options.module else os.path.dirname(os.path.abspath(target))
@@ -98,20 +88,18 @@ def run_script(options: RunOptions) -> int:
             runpy.run_module(target, run_name="__main__", alter_sys=True)
         else:
             runpy.run_path(target, run_name="__main__")
-    except SystemExit as exit:
-        print_exit_message(exit)
-        code = exit_status(exit)
-    except KeyboardInterrupt as interrupt:
-        status, code, error = "interrupted", EXIT_INTERRUPTED, interrupt
-    except BaseException as exception:  # noqa: BLE001 - the user's exception, shown as Python would
-        status, code, error = "error", 1, exception
+    except BaseException as raised:  # noqa: BLE001 - the user's exception, shown as Python would
+        error = raised
     finally:
         ranks.uninstall()
         session.stop()
         sys.argv[:] = saved_argv
         if saved_path0 is not None:
             sys.path[0] = saved_path0
-    if error is not None:
+    status, code = outcome(error)
+    if isinstance(error, SystemExit):
+        print_exit_message(error)
+    elif error is not None:
         error.__traceback__ = _user_traceback(error)  # the default hook prints the exception's own
         sys.excepthook(type(error), error, error.__traceback__)
     end = session.end(status, code)

@@ -176,12 +176,17 @@ class Session:
         return end
 
 
-def exit_status(exit: SystemExit) -> int:
-    """The exit code Python gives ``sys.exit(code)``."""
-    code = exit.code
-    if code is None:
-        return 0
-    return code if isinstance(code, int) else 1
+def outcome(error: BaseException | None) -> tuple[str, int]:
+    """The end record's status and exit code for code that raised ``error`` (None: it returned).
+    ``sys.exit(code)`` is an ending like any other, with Python's exit code for it."""
+    if error is None:
+        return "ok", 0
+    if isinstance(error, SystemExit):
+        code = error.code
+        return "ok", 0 if code is None else code if isinstance(code, int) else 1
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted", EXIT_INTERRUPTED
+    return "error", 1
 
 
 def print_exit_message(exit: SystemExit) -> None:
