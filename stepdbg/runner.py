@@ -26,12 +26,18 @@ from .session import TRACE_SUFFIX, RunOptions, ScriptNotFound, Session, outcome,
 EXIT_STRICT = 3
 
 
+def launcher_rank() -> int | None:
+    """The rank a launcher (torchrun) gave this process, if any."""
+    rank = os.environ.get("RANK", "")
+    return int(rank) if rank.isdigit() else None
+
+
 def default_trace_path(options: RunOptions) -> Path:
     """``train.py`` -> ``./train.stepdbg.jsonl``; one file per rank in a distributed run."""
     stem = options.target.rsplit(".", 1)[-1] if options.module else Path(options.target).stem
     path = Path.cwd() / f"{stem}{TRACE_SUFFIX}"
-    rank = os.environ.get("RANK", "")
-    return rank_trace_path(path, int(rank)) if rank.isdigit() else path
+    rank = launcher_rank()
+    return rank_trace_path(path, rank) if rank is not None else path
 
 
 def _resolve(options: RunOptions) -> tuple[str, list[str]]:
@@ -69,8 +75,7 @@ def run_script(options: RunOptions) -> int:
     trace_path = options.trace or default_trace_path(options)
     command = shlex.join(options.command or ["stepdbg", "run", target, *options.args])
     view = View(Console(stderr=True), live=options.live, quiet=options.quiet)
-    rank = os.environ.get("RANK", "")
-    session = Session(options, argv, command, trace_path, view, int(rank) if rank.isdigit() else None)
+    session = Session(options, argv, command, trace_path, view, launcher_rank())
     ranks = SpawnedRanks(options, argv, command, trace_path)
 
     saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
