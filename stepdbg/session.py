@@ -93,9 +93,12 @@ def rank_trace_path(trace: Path, rank: int) -> Path:
 
 
 def _device() -> str:
+    """``"cuda"`` where a GPU is visible, asked through NVML where it can be: not
+    ``torch.cuda.is_available()``, whose ``cuInit`` before the script has run would
+    break CUDA in the processes the script forks (PyTorch's "poisoned fork")."""
     import torch
 
-    if torch.backends.cuda.is_built() and torch.cuda.is_available():
+    if torch.backends.cuda.is_built() and torch.cuda.device_count() > 0:
         return "cuda"
     return "cpu"
 
