@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from . import norms
+from .device_clock import DeviceClock, DevicePhases
 from .diagnostics import Diagnostics
 from .names import ModuleTree
 from .schema import (
@@ -160,6 +161,8 @@ class OptimizerTrack:
     """Cached only for an optimizer that can be watched for collection, and dropped with it."""
     # the step in progress
     step_start: float = 0.0
+    step_event: Any = None
+    intervals_at_start: int = 0
     backward_time_at_start: float = 0.0
     zero_grad_time_at_start: float = 0.0
     closure: bool = False
@@ -185,6 +188,8 @@ class _StepInProgress:
     grad_scale: Any = None
     on_device: bool = False
     """Some value is still on a device (CUDA): read back later, without a sync (see `waits_on_device`)."""
+    device_phases: DevicePhases | None = None
+    """On CUDA: the iteration's events, for phase times from the device's clock."""
     ordering: list[tuple[str, str, str | None]] | None = None
 
     def add_ordering(self, rule: str, message: str, param: str | None = None) -> None:
@@ -221,10 +226,12 @@ class _StepInProgress:
 
 
 class _Resolved:
-    """Values of a step waiting on the device: a pinned host copy and an event."""
+    """Values of a step waiting on the device: a pinned host copy and an event (and the
+    iteration's timing events, done once their last one is)."""
 
-    def __init__(self, values: torch.Tensor | None) -> None:
+    def __init__(self, values: torch.Tensor | None, phases: DevicePhases | None = None) -> None:
         self.values = values
+        self.phases = phases
         self.host: torch.Tensor | None = None
         self.event: Any = None
         if values is not None and values.is_cuda:
@@ -234,9 +241,11 @@ class _Resolved:
             self.event.record()
 
     def ready(self) -> bool:
-        return self.event is None or bool(self.event.query())
+        return (self.event is None or bool(self.event.query())) and (self.phases is None or self.phases.ready())
 
     def floats(self) -> list[float]:
+        if self.phases is not None:
+            self.phases.end.synchronize()  # only waits when the run ends (see `ready`)
         if self.values is None:
             return []
         if self.host is not None:
@@ -256,6 +265,7 @@ class Collector:
         emit_optimizer: Callable[[OptimizerInfo], None],
         tree: ModuleTree,
         clock: Callable[[], float] = time.perf_counter,
+        make_event: Callable[[], Any] | None = None,
     ) -> None:
         self.every = every
         self.diagnostics = diagnostics
@@ -302,6 +312,11 @@ class Collector:
         """Stands for the missing optimizer in a loop without one."""
         self._manual_leaves: list[weakref.ref] = []
         """A loop without optimizer: the leaf tensors its backward reaches (found from the graph)."""
+        self.device = DeviceClock(make_event)
+        """Phase boundaries as CUDA events, once the loop is seen on CUDA (``make_event``: tests' stand-in)."""
+        self._zero_grad_event: Any = None
+        self._backward_event: Any = None
+        self._scaler_event: Any = None
 
     def _loop_started(self) -> float:
         """Now; the first call also starts the first iteration's clock (set-up is not a step)."""
@@ -368,6 +383,8 @@ class Collector:
         if self._zero_grad_depth > 1:
             return False
         self._zero_grad_start = self._loop_started()
+        if self.device.on:
+            self._zero_grad_event = self.device.mark()
         self.calls.append(CALL_ZERO_GRAD)
         return True
 
@@ -377,6 +394,8 @@ class Collector:
             return
         end = self.clock()
         self._zero_grad_seconds += end - self._zero_grad_start
+        if self.device.on:
+            self.device.close("zero_grad", self._zero_grad_event)
         if optimizer is not None:
             track = self.track_for(optimizer)
             if track is not None:
@@ -423,6 +442,7 @@ class Collector:
             loss = _loss_value(outputs)
             if isinstance(loss, torch.Tensor):
                 self._device_losses = True
+                self.device.start_timing()
             if self._watched:
                 self._check_cleared_since_step()
             if self.optimizers_created == 0 and self._manual_leaves_lost():
@@ -435,6 +455,8 @@ class Collector:
             self._losses.append((self.backward_count, loss))
         self._overhead += self.clock() - entered
         self._backward_start = self.clock()
+        if self.device.on:
+            self._backward_event = self.device.mark()
         return True
 
     def _manual_leaves_lost(self) -> bool:
@@ -447,6 +469,8 @@ class Collector:
             return
         end = self.clock()
         self._backward_seconds += end - self._backward_start
+        if self.device.on:
+            self.device.close("backward", self._backward_event)
         if accumulate:
             if self._stale:
                 self._check_accumulated_into_stale()
@@ -557,6 +581,9 @@ class Collector:
         now = self.clock()
         self._overhead += now - entered
         track.step_start = now
+        if self.device.on:
+            track.step_event = self.device.mark()
+            track.intervals_at_start = len(self.device.intervals)
 
     def on_step_end(self, optimizer: torch.optim.Optimizer) -> None:
         track = self.track_for(optimizer)
@@ -570,6 +597,8 @@ class Collector:
             self._zero_grad_seconds - track.zero_grad_time_at_start
         )
         self._step_seconds += end - track.step_start - inner
+        if self.device.on:
+            self.device.close("step", track.step_event, track.intervals_at_start)
         progress, track.pending = track.pending, None
         if track.closure:
             self._consume(progress, optimizer)
@@ -579,6 +608,8 @@ class Collector:
     def on_scaler_step_start(self, scaler: Any, optimizer: Any) -> int:
         """Before GradScaler.step: returns the optimizer's step count, to see if it stepped."""
         self.active_scaler = scaler
+        if self.device.on:
+            self._scaler_event = self.device.mark()
         track = self.track_for(optimizer)
         return track.steps if track is not None else -1
 
@@ -588,6 +619,8 @@ class Collector:
         if track is not None and track.steps == steps_before:
             end = self.clock()
             self._step_seconds += end - started
+            if self.device.on:
+                self.device.close("step", self._scaler_event)
             self.calls.append(CALL_STEP)
             if track.info is None:
                 self._announce(track, optimizer)
@@ -839,9 +872,13 @@ class Collector:
             progress.before = None
         self._prune_losses()
         progress.on_device = progress.waits_on_device(self._device_losses)
+        if progress.on_device:
+            self.device.start_timing()
+        if self.device.on:
+            progress.device_phases = self.device.finish()
         values = progress.device_values()
-        if self._waiting or progress.on_device:
-            self._waiting.append((progress, _Resolved(norms.stack(values))))
+        if self._waiting or progress.on_device or progress.device_phases is not None:
+            self._waiting.append((progress, _Resolved(norms.stack(values), progress.device_phases)))
             self.flush_ready()
         else:
             self._complete(progress, norms.read_floats(values))
@@ -875,6 +912,15 @@ class Collector:
             "forward": forward, "overhead": overhead, "total": total,
         }
 
+    def _retime(self, record: StepRecord, phases: DevicePhases) -> None:
+        """A record of a loop on CUDA takes its phase times from the device's clock."""
+        seconds = phases.seconds(record.time["overhead"])
+        if seconds is None:
+            return  # the host's times stay
+        for phase in PHASES:
+            self.totals[phase] += seconds[phase] - record.time[phase]
+        record.time = seconds
+
     def _prune_losses(self) -> None:
         if not self._losses:
             return
@@ -891,6 +937,8 @@ class Collector:
 
     def _complete(self, progress: _StepInProgress, values: list[float]) -> None:
         record, track = progress.record, progress.track
+        if progress.device_phases is not None:
+            self._retime(record, progress.device_phases)
         grad_values, update_values, loss_values, scales = progress.split(values)
         loss_scale = scales.pop(0) if isinstance(progress.loss_scale, torch.Tensor) else progress.loss_scale
         grad_scale = scales.pop(0) if isinstance(progress.grad_scale, torch.Tensor) else progress.grad_scale

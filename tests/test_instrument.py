@@ -145,3 +145,86 @@ def test_a_finished_optimizer_and_its_model_are_not_kept_alive() -> None:
             assert weight() is None, "stepdbg keeps a parameter of a deleted model alive"
     finally:
         tree.uninstall()
+
+
+class _DeviceEvent:
+    """Stands in for a CUDA timing event: each one recorded is one second of device time
+    after the previous, whatever the host's clock says; the device reaches them in order."""
+
+    timeline: list[_DeviceEvent] = []
+
+    def __init__(self) -> None:
+        self.at = len(_DeviceEvent.timeline)
+        self.done = True
+        _DeviceEvent.timeline.append(self)
+
+    def query(self) -> bool:
+        return self.done
+
+    def synchronize(self) -> None:
+        for event in _DeviceEvent.timeline[: self.at + 1]:
+            event.done = True
+
+    def elapsed_time(self, end: _DeviceEvent) -> float:
+        if not (self.done and end.done):
+            raise RuntimeError("event not ready")
+        return 1000.0 * (end.at - self.at)
+
+
+def test_on_a_device_phase_times_come_from_its_events_once_they_are_done() -> None:
+    """zero_grad, backward, step: 7 events an iteration, one second apart on the stand-in device.
+    The first iteration has no event to start from and keeps the host's times; a record waits
+    for its last event, and the totals follow the device's times."""
+    records: list[StepRecord] = []
+
+    def make_event() -> _DeviceEvent:
+        event = _DeviceEvent()
+        event.done = not hold
+        return event
+
+    hold = False
+    collector = Collector(
+        0, Diagnostics(Thresholds(), frozenset(), lambda a: None), records.append, lambda i: None, ModuleTree(),
+        make_event=make_event,
+    )
+    with Instrumentation(collector):
+        model = nn.Linear(3, 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        for step in range(4):
+            hold = step == 3  # the device has not reached the last iteration's events yet
+            optimizer.zero_grad()
+            model(torch.ones(2, 3)).sum().backward()
+            optimizer.step()
+    assert len(records) == 3, "the last record waits for its events"
+    collector.finish()
+    first, *later = [r.time for r in records]
+    assert first["total"] < 1.0, "the first iteration is timed by the host"
+    for time in later:
+        assert (time["zero_grad"], time["backward"], time["step"], time["total"]) == (1.0, 1.0, 1.0, 7.0)
+        assert time["forward"] == pytest.approx(4.0 - time["overhead"])
+    assert collector.totals["backward"] == pytest.approx(3.0 + first["backward"])
+
+
+def test_an_iteration_that_cannot_record_an_event_keeps_the_hosts_times() -> None:
+    """While the stream is captured into a CUDA graph no event can be recorded: that
+    iteration is timed by the host, the next ones by the device again."""
+    records: list[StepRecord] = []
+    iteration = 0
+
+    def make_event() -> _DeviceEvent | None:
+        return None if iteration == 2 else _DeviceEvent()
+
+    collector = Collector(
+        0, Diagnostics(Thresholds(), frozenset(), lambda a: None), records.append, lambda i: None, ModuleTree(),
+        make_event=make_event,
+    )
+    with Instrumentation(collector):
+        model = nn.Linear(3, 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        for iteration in range(5):
+            optimizer.zero_grad()
+            model(torch.ones(2, 3)).sum().backward()
+            optimizer.step()
+    collector.finish()
+    device_timed = [r.time["total"] >= 1.0 for r in records]
+    assert device_timed == [False, True, False, False, True]  # 3 starts from no event: iteration 2 recorded none

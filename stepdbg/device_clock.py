@@ -1,0 +1,117 @@
+"""Phase times of a loop that runs on CUDA: what the device spent, from events, without a sync.
+
+On CUDA the host only queues kernels: the host's clock times a phase's launches,
+and the device's work shows up in whichever phase next waits for it. Once the
+loop is seen on CUDA, the collector also records an event at each phase boundary
+(`DeviceClock.mark`); a step record keeps its iteration's events (`DevicePhases`)
+and is completed once the last one has happened on the device, when
+``elapsed_time`` reads their times without waiting. Until then (the loop's first
+iteration), or where events cannot be compared (work moved to another device),
+the record keeps the host's times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+TIMED_PHASES = ("backward", "step", "zero_grad")
+"""The phases measured between events; ``forward`` is what is left of the total."""
+
+
+def cuda_event() -> Any:
+    """A timing event recorded now on the current CUDA stream (no sync); None while the
+    stream is being captured into a CUDA graph (a timing event would break the capture)."""
+    import torch
+
+    if torch.cuda.is_current_stream_capturing():
+        return None
+    event = torch.cuda.Event(enable_timing=True)
+    event.record()
+    return event
+
+
+@dataclass(slots=True)
+class Interval:
+    """One phase between two events; ``inner`` are phases inside it, timed apart (a closure's
+    backward inside a step)."""
+
+    phase: str
+    start: Any
+    end: Any
+    inner: list[Interval] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class DevicePhases:
+    """An iteration's events: from the previous record's end to this one's."""
+
+    start: Any
+    end: Any
+    intervals: list[Interval]
+
+    def ready(self) -> bool:
+        return bool(self.end.query())
+
+    def seconds(self, overhead: float) -> dict[str, float] | None:
+        """The record's ``time`` from the device's clock (``overhead``, stepdbg's own, stays
+        the host's); None where the events cannot be compared."""
+        try:
+            total = _seconds(self.start, self.end)
+            spent = dict.fromkeys(TIMED_PHASES, 0.0)
+            for interval in self.intervals:
+                inner = sum(_seconds(i.start, i.end) for i in interval.inner)
+                spent[interval.phase] += max(0.0, _seconds(interval.start, interval.end) - inner)
+        except RuntimeError:  # events on different devices, or one never recorded
+            return None
+        forward = max(0.0, total - sum(spent.values()) - overhead)
+        return {**spent, "forward": forward, "overhead": overhead, "total": total}
+
+
+def _seconds(start: Any, end: Any) -> float:
+    return float(start.elapsed_time(end)) / 1000.0
+
+
+class DeviceClock:
+    """Events at the phase boundaries, once the loop runs on CUDA (or always, with
+    ``make_event``: tests stand in for CUDA with their own events)."""
+
+    def __init__(self, make_event: Callable[[], Any] | None = None) -> None:
+        self._make_event = make_event
+        self.on = make_event is not None
+        """Whether events are recorded: callers test it first, so a loop on the CPU pays nothing more."""
+        self.intervals: list[Interval] = []
+        """This iteration's phases so far."""
+        self._last_end: Any = None
+
+    def start_timing(self) -> None:
+        """The loop runs on CUDA: from the next boundary on, record events."""
+        if self._make_event is None:
+            self._make_event = cuda_event
+        self.on = True
+
+    def mark(self) -> Any:
+        """An event recorded now (`on` only), or None where none can be recorded now."""
+        assert self._make_event is not None
+        return self._make_event()
+
+    def close(self, phase: str, start: Any, inner_from: int | None = None) -> None:
+        """The phase begun at ``start`` (a `mark`) ends now; phases recorded since position
+        ``inner_from`` of `intervals` happened inside it."""
+        if start is None:
+            return
+        end = self.mark()
+        if end is None:
+            self._last_end = None  # this iteration cannot be timed on the device
+            return
+        inner = self.intervals[inner_from:] if inner_from is not None else []
+        self.intervals.append(Interval(phase, start, end, inner))
+
+    def finish(self) -> DevicePhases | None:
+        """A record ends now: its iteration's events, and the next iteration starts."""
+        end = self.mark()
+        phases = DevicePhases(self._last_end, end, self.intervals) if end is not None and self._last_end is not None else None
+        self._last_end = end
+        self.intervals = []
+        return phases
