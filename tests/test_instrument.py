@@ -10,6 +10,7 @@ import torch.autograd.graph
 from torch import nn
 
 from stepdbg.collector import Collector
+from stepdbg.device_clock import DeviceClock
 from stepdbg.diagnostics import Diagnostics, Thresholds
 from stepdbg.instrument import Instrumentation
 from stepdbg.names import ModuleTree
@@ -171,31 +172,37 @@ class _DeviceEvent:
         return 1000.0 * (end.at - self.at)
 
 
+def _device_timed_loop(
+    iterations: int, make_event: Callable[[int], _DeviceEvent | None]
+) -> tuple[Collector, list[StepRecord], list[int]]:
+    """An SGD loop timed with stand-in events (``make_event(iteration)``): the collector, its
+    records, and how many records there were after each iteration."""
+    collector, _, records = _collecting()
+    collector.device = DeviceClock(lambda: make_event(iteration))
+    emitted = []
+    with Instrumentation(collector):
+        model = nn.Linear(3, 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        for iteration in range(iterations):
+            optimizer.zero_grad()
+            model(torch.ones(2, 3)).sum().backward()
+            optimizer.step()
+            emitted.append(len(records))
+    return collector, records, emitted
+
+
 def test_on_a_device_phase_times_come_from_its_events_once_they_are_done() -> None:
     """zero_grad, backward, step: 7 events an iteration, one second apart on the stand-in device.
     The first iteration has no event to start from and keeps the host's times; a record waits
     for its last event, and the totals follow the device's times."""
-    records: list[StepRecord] = []
 
-    def make_event() -> _DeviceEvent:
+    def make_event(iteration: int) -> _DeviceEvent:
         event = _DeviceEvent()
-        event.done = not hold
+        event.done = iteration < 3  # the device has not reached the last iteration's events yet
         return event
 
-    hold = False
-    collector = Collector(
-        0, Diagnostics(Thresholds(), frozenset(), lambda a: None), records.append, lambda i: None, ModuleTree(),
-        make_event=make_event,
-    )
-    with Instrumentation(collector):
-        model = nn.Linear(3, 1)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        for step in range(4):
-            hold = step == 3  # the device has not reached the last iteration's events yet
-            optimizer.zero_grad()
-            model(torch.ones(2, 3)).sum().backward()
-            optimizer.step()
-    assert len(records) == 3, "the last record waits for its events"
+    collector, records, emitted = _device_timed_loop(4, make_event)
+    assert emitted == [1, 2, 3, 3], "the last record waits for its events"
     collector.finish()
     first, *later = [r.time for r in records]
     assert first["total"] < 1.0, "the first iteration is timed by the host"
@@ -208,23 +215,7 @@ def test_on_a_device_phase_times_come_from_its_events_once_they_are_done() -> No
 def test_an_iteration_that_cannot_record_an_event_keeps_the_hosts_times() -> None:
     """While the stream is captured into a CUDA graph no event can be recorded: that
     iteration is timed by the host, the next ones by the device again."""
-    records: list[StepRecord] = []
-    iteration = 0
-
-    def make_event() -> _DeviceEvent | None:
-        return None if iteration == 2 else _DeviceEvent()
-
-    collector = Collector(
-        0, Diagnostics(Thresholds(), frozenset(), lambda a: None), records.append, lambda i: None, ModuleTree(),
-        make_event=make_event,
-    )
-    with Instrumentation(collector):
-        model = nn.Linear(3, 1)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        for iteration in range(5):
-            optimizer.zero_grad()
-            model(torch.ones(2, 3)).sum().backward()
-            optimizer.step()
+    collector, records, _ = _device_timed_loop(5, lambda iteration: None if iteration == 2 else _DeviceEvent())
     collector.finish()
     device_timed = [r.time["total"] >= 1.0 for r in records]
     assert device_timed == [False, True, False, False, True]  # 3 starts from no event: iteration 2 recorded none
