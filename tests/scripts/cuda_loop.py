@@ -7,7 +7,8 @@ The loop itself never syncs the device, and runs under
 would raise there (and stepdbg would report an internal error). The script
 keeps each step's unscaled global gradient norm as a device tensor (computed
 in float64) and reads them all after the loop; with STEPDBG_TEST_OUT set it
-saves them (None for the steps GradScaler skipped) and the final parameters.
+saves them (None for the steps GradScaler skipped), the final parameters, and
+in ``plain`` mode each backward's device time, from its own CUDA events.
 """
 
 import os
@@ -31,6 +32,7 @@ scaler = torch.amp.GradScaler("cuda", init_scale=2.0**10) if MODE == "amp" else 
 x = torch.randn(512, 16, device=device)
 y = x.sum(dim=1, keepdim=True)
 norms = []
+backward_events = []
 torch.cuda.synchronize()
 torch.cuda.set_sync_debug_mode("error")
 for step in range(STEPS):
@@ -43,7 +45,11 @@ for step in range(STEPS):
         out = model[2:](hidden)
     loss = nn.functional.mse_loss(out.float(), yb)
     if scaler is None:
+        started, ended = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        started.record()
         loss.backward()
+        ended.record()
+        backward_events.append((started, ended))
         norms.append(torch.linalg.vector_norm(torch.stack([p.grad.double().norm() for p in model.parameters()])))
         optimizer.step()
     else:
@@ -63,6 +69,7 @@ if os.environ.get("STEPDBG_TEST_OUT"):
         {
             "grad_norms": [v if v == v and abs(v) != float("inf") else None for v in values],
             "model": {k: v.cpu() for k, v in model.state_dict().items()},
+            "backward_seconds": [a.elapsed_time(b) / 1000 for a, b in backward_events],
         },
         os.environ["STEPDBG_TEST_OUT"],
     )
