@@ -16,7 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-TIMED_PHASES = ("backward", "step", "zero_grad")
+from .schema import PHASES
+
+TIMED_PHASES = tuple(phase for phase in PHASES if phase != "forward")
 """The phases measured between events; ``forward`` is what is left of the total."""
 
 
