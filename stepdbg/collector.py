@@ -18,6 +18,7 @@ says they are ready (usually at the next step); nothing here syncs the device.
 
 from __future__ import annotations
 
+import bisect
 import math
 import operator
 import time
@@ -51,6 +52,14 @@ _EMPTY: tuple = ()
 
 SNAPSHOT_MAX_NUMEL = 1 << 28
 """Above this many parameter elements, update sizes are not measured (the copy would cost memory)."""
+
+HELD_LOSSES = 1 << 12
+"""At most this many losses wait for the step that consumes them. An optimizer idle for longer
+(a second phase's, built at the start) finds its first step's loss unknown, rather than every
+loss of the run kept for it (memory, on CUDA device memory, and time per step)."""
+
+LOSS_PRUNE_EVERY = 64
+"""Losses already taken by every optimizer are looked for once this many are held."""
 
 
 def compress_calls(calls: Sequence[str]) -> list[str]:
@@ -297,6 +306,11 @@ class Collector:
         self.totals = dict.fromkeys((*PHASES, "overhead"), 0.0)
         """Seconds per phase over the whole run, for the end record."""
         self._losses: list[tuple[int, Any]] = []
+        """(backward count, loss) of the backward passes not yet consumed by every optimizer."""
+        self._losses_dropped_through = 0
+        """Backward count of the last loss dropped to keep `_losses` within `HELD_LOSSES`."""
+        self._prune_at = LOSS_PRUNE_EVERY
+        """`_losses`' length at which `_prune_losses` looks again."""
         self._device_losses = False
         """Some loss was a device tensor: steps look for one among theirs."""
         # seconds in each timed phase since the previous step record (forward is what is left)
@@ -341,10 +355,19 @@ class Collector:
         self._tracks_by_optimizer[id(optimizer)] = track
 
     def _forget_optimizer(self, key: int, track: OptimizerTrack) -> None:
-        """The optimizer is gone: its id may be reused, and its cached layout must not keep
-        its parameters alive."""
-        self._tracks_by_optimizer.pop(key, None)
+        """The optimizer is gone: its id may be reused, its cached layout must not keep its
+        parameters alive, and its track goes (a loop that builds an optimizer each iteration
+        would otherwise make every backward slower than the last).
+
+        Called by a weakref finalizer, possibly while a hook walks these lists: each is
+        replaced, never changed in place.
+        """
+        if self._tracks_by_optimizer.get(key) is track:
+            del self._tracks_by_optimizer[key]
         track.layout = None
+        self._tracks = [t for t in self._tracks if t is not track]
+        self._watched = [t for t in self._watched if t is not track]
+        self._tracks_by_param = {k: t for k, t in self._tracks_by_param.items() if t is not track}
 
     def _hold(self, track: OptimizerTrack, params: list[torch.Tensor]) -> None:
         """``track``'s optimizer holds ``params`` (at creation, and again when its groups change)."""
@@ -525,16 +548,20 @@ class Collector:
     def _poll_schedulers(self) -> None:
         """Notice the scheduler steps made since the previous instrumented call."""
         stepped: list[Any] | None = None
+        collected = False
         for entry in self._schedulers:
             scheduler = entry[0]()
-            if scheduler is not None and (count := _scheduler_count(scheduler)) != entry[1]:
+            if scheduler is None:
+                collected = True
+            elif (count := _scheduler_count(scheduler)) != entry[1]:
                 entry[1] = count
                 if stepped is None:
                     stepped = []
                 stepped.append(scheduler)
+        if collected:
+            self._schedulers = [entry for entry in self._schedulers if entry[0]() is not None]
         if stepped is None:
             return
-        self._schedulers = [entry for entry in self._schedulers if entry[0]() is not None]
         seen: set[int] = set()
         for scheduler in stepped:
             track = self.track_for(getattr(scheduler, "optimizer", None))
@@ -687,7 +714,11 @@ class Collector:
         """The backward passes (and their losses) that filled the gradients this step consumes."""
         mark = progress.track.mark
         progress.record.backward_calls = self.backward_count - mark
-        progress.losses = [value for index, value in self._losses if index > mark]
+        losses = self._losses
+        first = bisect.bisect_right(losses, mark, key=_backward_index) if losses and losses[0][0] <= mark else 0
+        progress.losses = [value for _, value in losses[first:]]
+        if mark < self._losses_dropped_through:
+            progress.losses.append(None)  # some of them were dropped: the sum is unknown
 
     def _check_step_order(self, progress: _StepInProgress, optimizer: Any) -> None:
         """The ordering rules that a step decides from what happened since the previous one."""
@@ -922,12 +953,19 @@ class Collector:
         record.time = seconds
 
     def _prune_losses(self) -> None:
-        if not self._losses:
+        """Drop the losses every optimizer has taken; when an idle one keeps them, the oldest.
+        Looked at as the list doubles, so that many optimizers cost no more per step than one."""
+        losses = self._losses
+        if len(losses) < self._prune_at:
             return
-        tracks = self._tracks
-        oldest = tracks[0].mark if len(tracks) == 1 else min((t.mark for t in tracks), default=self.backward_count)
-        if self._losses[0][0] <= oldest:
-            self._losses = [(i, v) for i, v in self._losses if i > oldest]
+        oldest = min((t.mark for t in self._tracks), default=self.backward_count)
+        if losses[0][0] <= oldest:
+            del losses[: bisect.bisect_right(losses, oldest, key=_backward_index)]
+        if len(losses) >= HELD_LOSSES:
+            drop = len(losses) - HELD_LOSSES // 2
+            self._losses_dropped_through = losses[drop - 1][0]
+            del losses[:drop]
+        self._prune_at = min(max(LOSS_PRUNE_EVERY, 2 * len(losses)), HELD_LOSSES)
 
     def flush_ready(self, wait: bool = False) -> None:
         """Emit the records whose device values have arrived (all of them with ``wait``)."""
@@ -1014,6 +1052,10 @@ class Collector:
     def finish(self) -> None:
         """The run is over: emit every record still waiting on the device."""
         self.flush_ready(wait=True)
+
+
+def _backward_index(loss: tuple[int, Any]) -> int:
+    return loss[0]
 
 
 def _scheduler_count(scheduler: Any) -> int:

@@ -148,6 +148,57 @@ def test_a_finished_optimizer_and_its_model_are_not_kept_alive() -> None:
         tree.uninstall()
 
 
+def test_an_idle_optimizer_does_not_keep_every_loss_for_its_first_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An optimizer built at the start for a later phase: the losses of the one that trains
+    meanwhile are not all kept for it (they were: memory and time grew with every step)."""
+    import stepdbg.collector as collector_module
+
+    monkeypatch.setattr(collector_module, "HELD_LOSSES", 128)
+    collector, _, records = _collecting()
+    held = []
+    with Instrumentation(collector):
+        torch.manual_seed(0)
+        model, head = nn.Linear(3, 1), nn.Linear(3, 1)
+        later = torch.optim.SGD(head.parameters(), lr=0.1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        x = torch.randn(4, 3)
+        for _ in range(500):
+            optimizer.zero_grad()
+            model(x).sum().backward()
+            optimizer.step()
+            held.append(len(collector._losses))
+        head(x).sum().backward()
+        later.step()  # never cleared: its first step consumes every backward since the start
+        later.zero_grad()
+        loss = head(x).sum()
+        loss.backward()
+        later.step()
+    collector.finish()
+    assert max(held) <= 128
+    assert [(r.optimizer, r.step, r.backward_calls) for r in records[-2:]] == [(0, 0, 501), (0, 1, 1)]
+    assert records[-2].loss is None  # most of its losses were dropped: unknown, not a partial sum
+    assert records[-1].loss == pytest.approx(loss.item())
+
+
+def test_optimizers_built_each_iteration_are_forgotten_with_them() -> None:
+    """A new optimizer per iteration (per task, per episode): each one's state goes with it,
+    or every backward would walk all the optimizers ever built."""
+    collector, _, records = _collecting()
+    tracked = []
+    with Instrumentation(collector):
+        model = nn.Linear(3, 1)
+        x = torch.randn(4, 3)
+        for _ in range(50):
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+            optimizer.zero_grad()
+            model(x).sum().backward()
+            optimizer.step()
+            tracked.append(len(collector._tracks))
+    collector.finish()
+    assert max(tracked) <= 2
+    assert [(r.optimizer, r.step, r.backward_calls) for r in records] == [(i, 0, 1) for i in range(50)]
+
+
 class _DeviceEvent:
     """Stands in for a CUDA timing event: each one recorded is one second of device time
     after the previous, whatever the host's clock says; the device reaches them in order."""
