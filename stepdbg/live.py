@@ -26,6 +26,9 @@ SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "error": "bold red"}
 REFRESH_INTERVAL = 0.25
 TABLE_PHASES = ("fwd", "bwd", "step", "zero")
 """Column headers for `PHASES`, short enough for an 80-column terminal."""
+TABLE_ROWS = 8
+"""The table shows the optimizers stepped last, this many at most (a loop may build one
+per iteration, or one per parameter)."""
 
 
 class LiveRegion:
@@ -159,6 +162,7 @@ class View:
         """Begins each line: a rank started by torch.multiprocessing says which it is."""
         self.clock = clock
         self.latest: dict[int | None, StepRecord] = {}
+        """The last record of each optimizer in the table (`TABLE_ROWS` at most)."""
         self._window: dict[int | None, list[float]] = {}
         """Per optimizer: [steps, then seconds per phase] since the last refresh."""
         self._shown: dict[int | None, list[float]] = {}
@@ -182,7 +186,10 @@ class View:
         self.quiet = True
 
     def on_step(self, record: StepRecord) -> None:
-        self.latest[record.optimizer] = record
+        latest = self.latest
+        latest[record.optimizer] = record
+        if len(latest) > TABLE_ROWS:
+            self._forget_least_recent()
         if self._region is not None:
             window = self._window.get(record.optimizer)
             if window is None:
@@ -198,6 +205,13 @@ class View:
         if now - self._last_plain >= PLAIN_INTERVAL:
             self._last_plain = now
             self.console.print(self._plain_line(record), highlight=False, soft_wrap=True)
+
+    def _forget_least_recent(self) -> None:
+        """Keep the table to the `TABLE_ROWS` optimizers that stepped last."""
+        stale = min(self.latest.items(), key=lambda item: item[1].t)[0]
+        del self.latest[stale]
+        self._window.pop(stale, None)
+        self._shown.pop(stale, None)
 
     def on_anomaly(self, anomaly: Anomaly) -> None:
         self.anomaly_count += 1
