@@ -476,6 +476,8 @@ class Collector:
             self.calls.append(CALL_BACKWARD)
             self.backward_count += 1
             self._losses.append((self.backward_count, loss))
+            if len(self._losses) >= self._prune_at:
+                self._prune_losses()
         self._overhead += self.clock() - entered
         self._backward_start = self.clock()
         if self.device.on:
@@ -901,7 +903,6 @@ class Collector:
         if progress.before is not None:
             progress.update_pieces = norms.update_pieces(progress.before, progress.params)
             progress.before = None
-        self._prune_losses()
         progress.on_device = progress.waits_on_device(self._device_losses)
         if progress.on_device:
             self.device.start_timing()
@@ -954,10 +955,8 @@ class Collector:
 
     def _prune_losses(self) -> None:
         """Drop the losses every optimizer has taken; when an idle one keeps them, the oldest.
-        Looked at as the list doubles, so that many optimizers cost no more per step than one."""
+        Called as the list doubles, so that many optimizers cost no more per step than one."""
         losses = self._losses
-        if len(losses) < self._prune_at:
-            return
         oldest = min((t.mark for t in self._tracks), default=self.backward_count)
         if losses[0][0] <= oldest:
             del losses[: bisect.bisect_right(losses, oldest, key=_backward_index)]

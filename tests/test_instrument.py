@@ -180,6 +180,28 @@ def test_an_idle_optimizer_does_not_keep_every_loss_for_its_first_step(monkeypat
     assert records[-1].loss == pytest.approx(loss.item())
 
 
+def test_a_loop_that_never_steps_its_optimizer_holds_a_bounded_number_of_losses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Updates made by hand beside an optimizer that is built but never stepped: no step
+    record ever takes the losses, so each backward must prune them."""
+    import stepdbg.collector as collector_module
+
+    monkeypatch.setattr(collector_module, "HELD_LOSSES", 128)
+    collector, _, _ = _collecting()
+    held = []
+    with Instrumentation(collector):
+        weight = torch.randn(3, 1, requires_grad=True)
+        unused = torch.optim.SGD([weight], lr=0.1)  # built and kept by a framework, never stepped
+        x = torch.randn(4, 3)
+        for _ in range(500):
+            (x @ weight).sum().backward()
+            with torch.no_grad():
+                weight -= 0.1 * weight.grad
+            weight.grad = None
+            held.append(len(collector._losses))
+        del unused
+    assert max(held) <= 128
+
+
 def test_optimizers_built_each_iteration_are_forgotten_with_them() -> None:
     """A new optimizer per iteration (per task, per episode): each one's state goes with it,
     or every backward would walk all the optimizers ever built."""
