@@ -47,6 +47,7 @@ class ModuleTree:
         if owners is None:
             self._param_owners[param] = [(weakref.ref(module), name)]
         elif not any(ref() is module and known == name for ref, known in owners):
+            owners[:] = [owner for owner in owners if owner[0]() is not None]  # modules built per iteration
             owners.append((weakref.ref(module), name))
 
     def _holder(self, param: torch.Tensor) -> tuple[torch.nn.Module, str] | None:

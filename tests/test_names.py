@@ -62,3 +62,18 @@ def test_a_moved_parameter_belongs_to_its_new_module() -> None:
     original = layer.parametrizations.weight.original
     assert tree.owner(original) is layer.parametrizations.weight
     assert isinstance(original, torch.nn.Parameter)
+
+
+def test_modules_built_around_a_parameter_each_iteration_are_not_remembered() -> None:
+    """``nn.ParameterList([w])`` in a forward pass registers ``w`` with a new module each
+    time: the modules that are gone must not pile up (memory, and time per registration)."""
+    tree = ModuleTree()
+    tree.install()
+    try:
+        model = nn.Linear(4, 1)
+        for _ in range(100):
+            nn.ParameterList([model.weight])
+    finally:
+        tree.uninstall()
+    assert len(tree._param_owners[model.weight]) <= 2
+    assert tree.names([model.weight]) == ["weight"]
