@@ -36,6 +36,7 @@ from .diagnostics import Diagnostics
 from .names import ModuleTree
 from .schema import (
     CALL_BACKWARD,
+    CALL_ELIDED,
     CALL_GRAD,
     CALL_REPEAT,
     CALL_SCHEDULER,
@@ -57,6 +58,10 @@ HELD_LOSSES = 1 << 12
 """At most this many losses wait for the step that consumes them. An optimizer idle for longer
 (a second phase's, built at the start) finds its first step's loss unknown, rather than every
 loss of the run kept for it (memory, on CUDA device memory, and time per step)."""
+
+HELD_CALLS = 1 << 10
+"""A record lists the last this many calls at most, after `CALL_ELIDED`: backward passes made
+beside an optimizer that never steps would otherwise add to one list for the whole run."""
 
 LOSS_PRUNE_EVERY = 64
 """Losses already taken by every optimizer are looked for once this many are held."""
@@ -474,6 +479,8 @@ class Collector:
             # post-accumulate-grad hook, PyTorch's "fuse the optimizer into backward" recipe)
             # consumes the gradients this backward is filling.
             self.calls.append(CALL_BACKWARD)
+            if len(self.calls) > HELD_CALLS:
+                self.calls = [CALL_ELIDED, *self.calls[-(HELD_CALLS // 2) :]]
             self.backward_count += 1
             self._losses.append((self.backward_count, loss))
             if len(self._losses) >= self._prune_at:

@@ -25,6 +25,8 @@ CALL_STEP = "step"
 CALL_SCHEDULER = "scheduler"
 CALL_REPEAT = "×"
 """Consecutive repeats of a call are written once as ``"backward×4"``."""
+CALL_ELIDED = "…"
+"""First in ``calls`` when earlier calls since the previous record were left out."""
 
 SEVERITIES = ("info", "warning", "error")
 

@@ -154,6 +154,7 @@ def test_an_idle_optimizer_does_not_keep_every_loss_for_its_first_step(monkeypat
     import stepdbg.collector as collector_module
 
     monkeypatch.setattr(collector_module, "HELD_LOSSES", 128)
+    monkeypatch.setattr(collector_module, "HELD_CALLS", 64)
     collector, _, records = _collecting()
     held = []
     with Instrumentation(collector):
@@ -180,13 +181,14 @@ def test_an_idle_optimizer_does_not_keep_every_loss_for_its_first_step(monkeypat
     assert records[-1].loss == pytest.approx(loss.item())
 
 
-def test_a_loop_that_never_steps_its_optimizer_holds_a_bounded_number_of_losses(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_loop_that_never_steps_its_optimizer_holds_a_bounded_number_of_losses_and_calls(monkeypatch: pytest.MonkeyPatch) -> None:
     """Updates made by hand beside an optimizer that is built but never stepped: no step
-    record ever takes the losses, so each backward must prune them."""
+    record takes the losses and calls, so each backward must prune them."""
     import stepdbg.collector as collector_module
 
     monkeypatch.setattr(collector_module, "HELD_LOSSES", 128)
-    collector, _, _ = _collecting()
+    monkeypatch.setattr(collector_module, "HELD_CALLS", 64)
+    collector, _, records = _collecting()
     held = []
     with Instrumentation(collector):
         weight = torch.randn(3, 1, requires_grad=True)
@@ -199,7 +201,12 @@ def test_a_loop_that_never_steps_its_optimizer_holds_a_bounded_number_of_losses(
             weight.grad = None
             held.append(len(collector._losses))
         del unused
+        optimizer = torch.optim.SGD([weight], lr=0.1)  # then a phase that steps one
+        (x @ weight).sum().backward()
+        optimizer.step()
     assert max(held) <= 128
+    assert len(records) == 1 and records[0].calls[0] == "…" and records[0].calls[-1] == "step"
+    assert int(records[0].calls[1].split("×")[1]) <= 64
 
 
 def test_optimizers_built_each_iteration_are_forgotten_with_them() -> None:
