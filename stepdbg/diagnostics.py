@@ -140,8 +140,11 @@ class Diagnostics:
         self.report("nonfinite", record.step, record.optimizer, f"{what} at step {record.step}{where}", param, record.t)
 
     def _check_exploding(self, record: StepRecord, history: _OptimizerHistory) -> None:
+        """A norm far above the recent average of this optimizer's norms. Zero norms are no
+        part of that history: a step whose loss is exactly zero (no reward, no margin
+        violated, an empty mask) has no gradient scale, and the next real one is no jump."""
         norm = record.grad_norm
-        if norm is None or not math.isfinite(norm):
+        if norm is None or not math.isfinite(norm) or norm == 0.0:
             return
         limits = self.thresholds
         average = history.norm_average

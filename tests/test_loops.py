@@ -38,6 +38,7 @@ IN_BACKWARD = ok("ok_optimizer_in_backward.py", save_state=True)
 FLOAT64 = Spec("ok_float64.py", options=("--strict", "--every", "1"), save_state=True)
 UNFREEZE = Spec("ok_progressive_unfreeze.py", options=("--strict", "--every", "10"), save_state=True)
 BY_HAND = [ok("ok_gradients_by_hand.py", mode, save_state=True) for mode in ("per-sample", "copy")]
+SPARSE_REWARD = ok("ok_sparse_reward.py")
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ LOOPS = [
     Loop(ok("ok_accelerate.py"), (("AdamW", 8, 4),)),
     Loop(ok("ok_skorch.py"), (("SGD", 12, 1),)),
     Loop(ok("ok_ignite.py"), (("SGD", 12, 1),), ("zero_grad", "backward", "step")),
+    Loop(SPARSE_REWARD, (("Adam", 60, 1),), ("zero_grad", "backward", "step")),
 ]
 LOOP_IDS = [loop.spec.script.removesuffix(".py") + "".join(f"-{a}" for a in loop.spec.args) for loop in LOOPS]
 FAITHFUL = [ADAMW, DCGAN, LBFGS, AMP, ACCUM, MULTITASK, UNFREEZE, COMPILED, IN_BACKWARD, BY_HAND[0]]
@@ -139,6 +141,7 @@ def test_correct_loop_records(runs, loop: Loop) -> None:
     """Losses and norms are finite numbers, calls are as the loop makes them, records come in order."""
     run = runs.get(loop.spec)
     seen_optimizers: set[int] = set()
+    norms = []
     for record in run.records:
         if record["type"] == "optimizer":
             seen_optimizers.add(record["optimizer"])
@@ -148,7 +151,9 @@ def test_correct_loop_records(runs, loop: Loop) -> None:
         assert "nonfinite" not in record, record
         assert record["loss"] is not None and math.isfinite(record["loss"]), record
         if not record["skipped"] and record["optimizer"] is not None:
-            assert record["grad_norm"] is not None and math.isfinite(record["grad_norm"]) and record["grad_norm"] > 0, record
+            assert record["grad_norm"] is not None and math.isfinite(record["grad_norm"]) and record["grad_norm"] >= 0, record
+            norms.append(record["grad_norm"])
+    assert not norms or max(norms) > 0
     if loop.calls is not None:
         later = [tuple(r["calls"]) for r in run.steps()[1:]]
         assert set(later) == {loop.calls}, f"calls after the first step: {sorted(set(later))}"
@@ -166,6 +171,15 @@ def test_grad_norm_is_exact(runs) -> None:
     assert len(got) == len(expected) == 40
     for step, (a, b) in enumerate(zip(got, expected)):
         assert a == pytest.approx(b, rel=1e-4), f"step {step}: trace {a}, script {b}"
+
+
+@pytest.mark.uses(SPARSE_REWARD)
+def test_gradients_are_zero_exactly_where_the_loss_is(runs) -> None:
+    """Sparse rewards: zero gradients at most steps, ordinary ones at the rewarded episodes."""
+    run = runs.get(SPARSE_REWARD)
+    rewarded = [r["step"] for r in run.steps(0) if r["grad_norm"] > 0]
+    assert rewarded == [24, 49]
+    assert all(r["loss"] == 0 for r in run.steps(0) if r["step"] not in rewarded)
 
 
 @pytest.mark.uses(FLOAT64)
