@@ -67,7 +67,12 @@ def has_problems(counts: dict[str, int]) -> bool:
 class _OptimizerHistory:
     norm_average: float | None = None
     norm_steps: int = 0
-    missing_streak: dict[int, int] = field(default_factory=dict)
+    without_gradient: list[int] = field(default_factory=list)
+    """Positions of the trainable parameters that had no gradient at any step so far, while
+    no other parameter ever went without one (cleared for good once one does)."""
+    unused_steps: int = 0
+    names: list[str] | None = None
+    """The parameter names these count for: another list means the groups changed."""
     zero_lr_streak: int = 0
     vanish_streak: int = 0
 
@@ -160,18 +165,27 @@ class Diagnostics:
         history.norm_steps += 1
 
     def _check_unused(self, record: StepRecord, names: list[str], missing: list[int], history: _OptimizerHistory) -> None:
-        if not missing and not history.missing_streak:
+        """Parameters that had no gradient at any step, where the same ones went without at
+        every step. Where which parameters get gradients changes from step to step (a head
+        per task, experts tokens are routed to, alternating losses), the loop computes
+        conditionally: a parameter not used yet is not unused, and the rule stays quiet.
+        """
+        if names is not history.names:  # the first step, or the groups changed: count afresh
+            history.names = names
+            history.without_gradient = list(missing)
+            history.unused_steps = 0
+        if not history.without_gradient:
             return
-        streaks = {index: history.missing_streak.get(index, 0) + 1 for index in missing}
-        history.missing_streak = streaks
-        if record.backward_calls == 0 or not streaks:
+        if missing != history.without_gradient:
+            history.without_gradient = []
             return
-        index, streak = max(streaks.items(), key=lambda item: item[1])
-        if streak >= self.thresholds.patience:
+        history.unused_steps += 1
+        if record.backward_calls and history.unused_steps >= self.thresholds.patience:
+            index = missing[0]
             name = names[index] if index < len(names) else f"param{index}"
             self.report(
                 "unused-param", record.step, record.optimizer,
-                f"{name} requires grad but has received no gradient for {streak} steps", name, record.t,
+                f"{name} requires grad but has received no gradient for {history.unused_steps} steps", name, record.t,
             )
 
     def _check_zero_update(self, record: StepRecord, history: _OptimizerHistory) -> None:

@@ -92,6 +92,7 @@ LOOPS = [
     Loop(ok("ok_skorch.py"), (("SGD", 12, 1),)),
     Loop(ok("ok_ignite.py"), (("SGD", 12, 1),), ("zero_grad", "backward", "step")),
     Loop(SPARSE_REWARD, (("Adam", 60, 1),), ("zero_grad", "backward", "step")),
+    Loop(ok("ok_task_heads.py"), (("Adam", 120, 1),), ("zero_grad", "backward", "step")),
 ]
 LOOP_IDS = [loop.spec.script.removesuffix(".py") + "".join(f"-{a}" for a in loop.spec.args) for loop in LOOPS]
 FAITHFUL = [ADAMW, DCGAN, LBFGS, AMP, ACCUM, MULTITASK, UNFREEZE, COMPILED, IN_BACKWARD, BY_HAND[0]]
