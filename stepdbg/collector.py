@@ -168,6 +168,9 @@ class OptimizerTrack:
     depth: int = 0
     param_ids: set[int] = field(default_factory=set)
     """Ids of the parameters its optimizer holds, as last seen."""
+    sharing: list[OptimizerTrack] = field(default_factory=list)
+    """Other optimizers holding some of the same parameters (SAM and the optimizer inside it):
+    clearing through one clears the other's gradients too."""
     info: OptimizerInfo | None = None
     names: list[str] = field(default_factory=list)
     """Qualified names of the parameters, in the optimizer's order (once announced)."""
@@ -372,6 +375,8 @@ class Collector:
         track.layout = None
         self._tracks = [t for t in self._tracks if t is not track]
         self._watched = [t for t in self._watched if t is not track]
+        for other in track.sharing:
+            other.sharing = [t for t in other.sharing if t is not track]
         self._tracks_by_param = {k: t for k, t in self._tracks_by_param.items() if t is not track}
 
     def _hold(self, track: OptimizerTrack, params: list[torch.Tensor]) -> None:
@@ -381,6 +386,10 @@ class Collector:
             if self._tracks_by_param.get(stale) is track:
                 del self._tracks_by_param[stale]
         for param in params:
+            other = self._tracks_by_param.get(id(param))
+            if other is not None and other is not track and other not in track.sharing:
+                track.sharing.append(other)
+                other.sharing.append(track)
             self._tracks_by_param[id(param)] = track
         track.param_ids = ids
         sentinel = track.sentinel() if track.sentinel is not None else None
@@ -428,6 +437,8 @@ class Collector:
             track = self.track_for(optimizer)
             if track is not None:
                 self._cleared(track)
+                if track.sharing:
+                    self._cleared_params(params_of(optimizer), besides=track)
         elif cleared is not None:
             self._cleared_params(cleared)
         self._overhead += self.clock() - end
@@ -443,13 +454,19 @@ class Collector:
             # zeroed in place (set_to_none=False): cleared, not set by hand
             track.consumed = (track.consumed[0], track.consumed[1], grad._version)
 
-    def _cleared_params(self, params: list[torch.Tensor]) -> None:
-        """A module's gradients were cleared: all of some optimizers', part of others'."""
+    def _cleared_params(self, params: list[torch.Tensor], besides: OptimizerTrack | None = None) -> None:
+        """A module's gradients were cleared (or an optimizer's, ``besides``, that shares
+        them): all of some optimizers', part of others'."""
         covered: dict[OptimizerTrack, set[int]] = {}
         for param in params:
             track = self._tracks_by_param.get(id(param))
             if track is not None:
                 covered.setdefault(track, set()).add(id(param))
+                for other in track.sharing:
+                    if id(param) in other.param_ids:
+                        covered.setdefault(other, set()).add(id(param))
+        if besides is not None:
+            covered.pop(besides, None)
         for track, ids in covered.items():
             if len(ids) == len(track.param_ids):  # all of them: ``ids`` are among them
                 self._cleared(track)

@@ -39,6 +39,7 @@ FLOAT64 = Spec("ok_float64.py", options=("--strict", "--every", "1"), save_state
 UNFREEZE = Spec("ok_progressive_unfreeze.py", options=("--strict", "--every", "10"), save_state=True)
 BY_HAND = [ok("ok_gradients_by_hand.py", mode, save_state=True) for mode in ("per-sample", "copy")]
 SPARSE_REWARD = ok("ok_sparse_reward.py")
+SAM = [ok("ok_sam.py", mode, save_state=True) for mode in ("two-steps", "closure")]
 
 
 @dataclass(frozen=True)
@@ -93,9 +94,11 @@ LOOPS = [
     Loop(ok("ok_ignite.py"), (("SGD", 12, 1),), ("zero_grad", "backward", "step")),
     Loop(SPARSE_REWARD, (("Adam", 60, 1),), ("zero_grad", "backward", "step")),
     Loop(ok("ok_task_heads.py"), (("Adam", 120, 1),), ("zero_grad", "backward", "step")),
+    Loop(SAM[0], (("SGD", 20, 1),), ("zero_grad", "backward", "zero_grad", "backward", "step")),
+    Loop(SAM[1], (("SAM", 20, 1), ("SGD", 20, 1))),
 ]
 LOOP_IDS = [loop.spec.script.removesuffix(".py") + "".join(f"-{a}" for a in loop.spec.args) for loop in LOOPS]
-FAITHFUL = [ADAMW, DCGAN, LBFGS, AMP, ACCUM, MULTITASK, UNFREEZE, COMPILED, IN_BACKWARD, BY_HAND[0]]
+FAITHFUL = [ADAMW, DCGAN, LBFGS, AMP, ACCUM, MULTITASK, UNFREEZE, COMPILED, IN_BACKWARD, BY_HAND[0], SAM[0]]
 
 
 @pytest.fixture(params=LOOPS, ids=LOOP_IDS)
