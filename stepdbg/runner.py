@@ -86,7 +86,23 @@ def run_script(options: RunOptions) -> int:
         sys.path[0] = path0
     else:
         sys.path.insert(0, path0)
-    session.start()
+
+    def finish(status: str, code: int) -> int:
+        """End record, summary (with a line per rank), and the exit code, --strict's included."""
+        end = session.end(status, code)
+        rank_ends = ranks.ends(since=session.started)
+        view.summary(end, str(trace_path), {rank: (str(path), e) for rank, (path, e) in rank_ends.items()})
+        if options.strict and code == 0 and (session.diagnostics.found_problems or ranks.found_problems(rank_ends)):
+            return EXIT_STRICT
+        return code
+
+    def hard_exit(code: int) -> int:
+        """The script called ``os._exit(code)``: Python ends no further, so the run ends here."""
+        ranks.uninstall()
+        session.stop()
+        return finish(*outcome(SystemExit(code)))
+
+    session.start(on_hard_exit=hard_exit)
     ranks.install()
     try:
         if options.module:
@@ -107,9 +123,4 @@ def run_script(options: RunOptions) -> int:
     elif error is not None:
         error.__traceback__ = _user_traceback(error)  # the default hook prints the exception's own
         sys.excepthook(type(error), error, error.__traceback__)
-    end = session.end(status, code)
-    rank_ends = ranks.ends(since=session.started)
-    view.summary(end, str(trace_path), {rank: (str(path), e) for rank, (path, e) in rank_ends.items()})
-    if options.strict and code == 0 and (session.diagnostics.found_problems or ranks.found_problems(rank_ends)):
-        return EXIT_STRICT
-    return code
+    return finish(status, code)

@@ -3,7 +3,9 @@
 `stepdbg run` makes one for the script's process (`runner`), and one in each
 process that ``torch.multiprocessing`` starts during the run (`children`).
 A process forked while a session is in progress inherits it, and must leave
-it to its parent (see `_let_go_in_forked_child`).
+it to its parent (see `_let_go_in_forked_child`). A script that ends with
+``os._exit`` skips every ``finally`` and ``atexit``: the session ends first
+(see `_end_sessions_then_exit`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from . import __version__
 from .diagnostics import Diagnostics, Thresholds
@@ -79,10 +82,38 @@ def _let_go_in_forked_child() -> None:
     for let_go in _IN_PROGRESS:
         let_go()
     _IN_PROGRESS.clear()
+    _HARD_EXITS.clear()  # multiprocessing's forked workers end with os._exit
+    os._exit = _os_exit
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
     os.register_at_fork(after_in_child=_let_go_in_forked_child)
+
+
+_HARD_EXITS: list[Callable[[int], int]] = []
+"""How to end each session in progress in this process when the script calls ``os._exit``:
+given the script's exit code, each returns the one to exit with (``--strict`` may change it)."""
+
+_os_exit = os._exit
+
+
+def _end_sessions_then_exit(status: int) -> NoReturn:
+    """``os._exit`` while sessions are in progress: without this, the records of the last
+    second (queued for the writer's thread) and the end record would be lost."""
+    for end in reversed(_HARD_EXITS[:]):
+        try:
+            status = end(status)
+        except BaseException:  # noqa: BLE001 - the script asked to exit now: nothing may stop it
+            pass
+    _os_exit(status)
+
+
+def _on_hard_exit(end: Callable[[int], int] | None) -> None:
+    """Add (or, with None, nothing) a session's ending for ``os._exit``; ``os._exit`` is
+    stepdbg's only while some session has one."""
+    if end is not None:
+        _HARD_EXITS.append(end)
+    os._exit = _end_sessions_then_exit if _HARD_EXITS else _os_exit
 
 
 def rank_trace_path(trace: Path, rank: int) -> Path:
@@ -142,9 +173,14 @@ class Session:
         self.tree = ModuleTree()
         self.collector = Collector(options.every, self.diagnostics, self.recorder.step, self.recorder.optimizer, self.tree)
         self.instrumentation = Instrumentation(self.collector)
+        self._on_hard_exit: Callable[[int], int] | None = None
 
-    def start(self) -> None:
+    def start(self, on_hard_exit: Callable[[int], int] | None = None) -> None:
+        """Hooks in. ``on_hard_exit`` ends the run if the script calls ``os._exit`` (given
+        its exit code, returns the one to exit with)."""
         _IN_PROGRESS.append(self._let_go)
+        self._on_hard_exit = on_hard_exit
+        _on_hard_exit(on_hard_exit)
         self.tree.install()
         self.instrumentation.install()
         self.view.start()
@@ -159,6 +195,9 @@ class Session:
         """Hooks out, and every record still waiting on a device emitted."""
         if self._let_go in _IN_PROGRESS:
             _IN_PROGRESS.remove(self._let_go)
+        if self._on_hard_exit in _HARD_EXITS:
+            _HARD_EXITS.remove(self._on_hard_exit)
+            _on_hard_exit(None)
         self.instrumentation.uninstall()
         self.tree.uninstall()
         self.collector.finish()

@@ -67,7 +67,8 @@ def test_default_trace_path_is_named_after_the_script(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("how", "code", "status"),
-    [("ok", 0, "ok"), ("exit3", 3, "ok"), ("exit-message", 1, "ok"), ("raise", 1, "error"), ("interrupt", 130, "interrupted")],
+    [("ok", 0, "ok"), ("exit3", 3, "ok"), ("exit-message", 1, "ok"), ("raise", 1, "error"), ("interrupt", 130, "interrupted"),
+     ("os-exit", 4, "ok")],
 )
 def test_exit_codes_and_end_record(tmp_path: Path, how: str, code: int, status: str) -> None:
     trace = tmp_path / "t.jsonl"
