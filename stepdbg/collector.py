@@ -111,6 +111,8 @@ class _Layout:
     group_of: list[int]
     flat: bool | None = None
     """One flat buffer for all gradients (one group of small dense tensors); decided at the first full step."""
+    sharded: bool = False
+    """Some parameter is a DTensor (FSDP2, tensor parallelism): norms are of this rank's shards."""
     roots: list[weakref.ref] | None = None
     """The root modules of the parameters, held weakly; found at the first detail step."""
 
@@ -119,7 +121,12 @@ class _Layout:
         lists = [list(group["params"]) for group in optimizer.param_groups]
         params = [p for params in lists for p in params]
         group_of = [index for index, params in enumerate(lists) for _ in params]
-        return cls(lists, params, list(range(len(params))), group_of)
+        sharded = any(norms.is_sharded(p) for p in params)
+        return cls(lists, params, list(range(len(params))), group_of, sharded=sharded)
+
+    def local_params(self) -> list[torch.Tensor]:
+        """The parameters as this rank holds them (see `sharded`)."""
+        return norms.local_shards(self.params) if self.sharded else self.params
 
     def matches(self, optimizer: Any) -> bool:
         groups = optimizer.param_groups
@@ -722,7 +729,7 @@ class Collector:
             progress.loss_scale = _as_value(getattr(scaler, "_scale", None))
             progress.grad_scale = _as_value(getattr(optimizer, "grad_scale", None))  # fused optimizers
         if progress.detail:
-            params = self._layout(track, optimizer).params
+            params = self._layout(track, optimizer).local_params()
             if sum(p.numel() for p in params) <= SNAPSHOT_MAX_NUMEL:
                 progress.before = norms.snapshot(params)
         if not skipped:
@@ -812,6 +819,8 @@ class Collector:
         layout = self._layout(track, optimizer)
         params = progress.params = layout.params
         grads = [grad for param in params if (grad := param.grad) is not None]
+        if layout.sharded:
+            grads = norms.local_shards(grads)
         if len(grads) == len(params):
             progress.present = layout.positions
         else:
@@ -925,7 +934,7 @@ class Collector:
         self._last_end = end
         record.time = self._phase_times(total)
         if progress.before is not None:
-            progress.update_pieces = norms.update_pieces(progress.before, progress.params)
+            progress.update_pieces = norms.update_pieces(progress.before, norms.local_shards(progress.params))
             progress.before = None
         progress.on_device = progress.waits_on_device(self._device_losses)
         if progress.on_device:
@@ -1051,7 +1060,8 @@ class Collector:
             return None
         with torch.no_grad():
             for name, param in zip(names, params):
-                if param.grad is not None and not bool(torch.isfinite(param.grad).all()):
+                grad = param.grad
+                if grad is not None and not bool(torch.isfinite(norms.local_shards([grad])[0]).all()):
                     return name
         return None
 

@@ -19,6 +19,23 @@ FLATTEN_MAX_NUMEL = 1 << 16
 """Gradients up to this size are copied into one flat buffer: cheaper than a kernel each."""
 
 
+def is_sharded(tensor: torch.Tensor) -> bool:
+    """A DTensor (FSDP2's and tensor parallelism's parameters and gradients): each rank holds
+    shards of it, and a norm of the whole would be a collective."""
+    return hasattr(type(tensor), "to_local")
+
+
+def local_shards(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """``tensors`` with each DTensor replaced by this rank's shard of it: norms of them are this
+    rank's part (the global one is the root of the ranks' squares), computed with no collective."""
+    return [_local(t) if is_sharded(t) else t for t in tensors]
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    local = getattr(tensor, "_local_tensor", None)  # what to_local() returns, without an autograd call
+    return local if isinstance(local, torch.Tensor) else tensor.to_local()  # type: ignore[attr-defined]
+
+
 def _accumulate_in(dtype: torch.dtype) -> torch.dtype | None:
     """The dtype to take a norm of ``dtype`` values in: float32 for narrower floats
     (fp16, bf16, fp8), the values' own for float32, float64 and complex (None)."""

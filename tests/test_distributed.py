@@ -3,6 +3,7 @@ torch.multiprocessing, one trace per rank, compared with diff."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,30 @@ def test_ddp_ranks_trace_apart_and_agree_on_gradients(tmp_path: Path) -> None:
     agreed = diff("--ignore", "loss")
     assert agreed.returncode == 0, agreed.stdout
     assert "ignoring loss" in agreed.stdout
+
+
+def test_fsdp2_ranks_trace_the_norms_of_their_shards(tmp_path: Path) -> None:
+    """Sharded (DTensor) gradients: each rank's norm is of its own shards, with no collective
+    of stepdbg's; the ranks' norms add up (as squares) to the global one the script measures."""
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "stepdbg", "run", "--no-live", "--strict", "--every", "5", str(SCRIPTS / "ok_fsdp2.py"),
+    ]
+    proc = subprocess.run(command, cwd=tmp_path, env=script_env(), capture_output=True, text=True, timeout=180, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "internal error" not in proc.stderr
+    expected = [float(line.split()[-1]) for line in proc.stdout.splitlines() if line.startswith("grad norm")]
+    ranks = [read_trace(tmp_path / f"ok_fsdp2.rank{rank}.stepdbg.jsonl") for rank in (0, 1)]
+    for records in ranks:
+        assert anomalies(records) == []
+        [info] = [r for r in records if r["type"] == "optimizer"]
+        assert info["groups"][0]["params"] == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    rank0, rank1 = steps(ranks[0], 0), steps(ranks[1], 0)
+    assert len(rank0) == len(rank1) == len(expected) == 10
+    for a, b, total in zip(rank0, rank1, expected):
+        assert math.hypot(a["grad_norm"], b["grad_norm"]) == pytest.approx(total, rel=1e-5)
+    assert rank0[5]["param_grad_norms"].keys() == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    assert rank0[5]["update_ratio"] > 0
 
 
 def spawn_run(tmp_path: Path, mode: str, *options: str, start: str = "spawn") -> subprocess.CompletedProcess[str]:
