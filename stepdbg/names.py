@@ -106,8 +106,29 @@ class ModuleTree:
             parts.append(child_name)
         return ".".join(reversed(parts))
 
+    def _adopt_unregistered(self, params: list[torch.Tensor]) -> None:
+        """Find the modules holding parameters put in place without registration:
+        ``module._parameters[name] = p``, as FSDP2 installs its sharded parameters."""
+        unknown = {id(p) for p in params if self._holder(p) is None}
+        if not unknown:
+            return
+        modules: dict[int, torch.nn.Module] = {}
+        for child, (parent_ref, _) in list(self._module_parent.items()):
+            modules[id(child)] = child
+            if (parent := parent_ref()) is not None:
+                modules[id(parent)] = parent
+        for owners in list(self._param_owners.values()):
+            for ref, _ in owners:
+                if (module := ref()) is not None:
+                    modules[id(module)] = module
+        for module in modules.values():
+            for name, param in module._parameters.items():
+                if param is not None and id(param) in unknown:
+                    self._on_parameter(module, name, param)
+
     def names(self, params: list[torch.Tensor]) -> list[str]:
         """Unique names for ``params``; unknown or repeated ones become ``param<N>``."""
+        self._adopt_unregistered(params)
         result: list[str] = []
         seen: set[str] = set()
         for index, param in enumerate(params):
