@@ -375,7 +375,7 @@ class Collector:
         would otherwise make every backward slower than the last).
 
         Called by a weakref finalizer, possibly while a hook walks these lists: each is
-        replaced, never changed in place.
+        replaced, never changed in place (the dicts are only ever looked up).
         """
         if self._tracks_by_optimizer.get(key) is track:
             del self._tracks_by_optimizer[key]
@@ -384,7 +384,13 @@ class Collector:
         self._watched = [t for t in self._watched if t is not track]
         for other in track.sharing:
             other.sharing = [t for t in other.sharing if t is not track]
-        self._tracks_by_param = {k: t for k, t in self._tracks_by_param.items() if t is not track}
+        for param_id in track.param_ids:
+            if self._tracks_by_param.get(param_id) is track:
+                heir = next((t for t in track.sharing if param_id in t.param_ids), None)
+                if heir is None:
+                    del self._tracks_by_param[param_id]
+                else:  # another optimizer still holds it (SAM's inner one)
+                    self._tracks_by_param[param_id] = heir
 
     def _hold(self, track: OptimizerTrack, params: list[torch.Tensor]) -> None:
         """``track``'s optimizer holds ``params`` (at creation, and again when its groups change)."""
