@@ -83,7 +83,7 @@ def _let_go_in_forked_child() -> None:
         let_go()
     _IN_PROGRESS.clear()
     _HARD_EXITS.clear()  # multiprocessing's forked workers end with os._exit
-    os._exit = _os_exit
+    _claim_os_exit()
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
@@ -108,11 +108,8 @@ def _end_sessions_then_exit(status: int) -> NoReturn:
     _os_exit(status)
 
 
-def _on_hard_exit(end: Callable[[int], int] | None) -> None:
-    """Add (or, with None, nothing) a session's ending for ``os._exit``; ``os._exit`` is
-    stepdbg's only while some session has one."""
-    if end is not None:
-        _HARD_EXITS.append(end)
+def _claim_os_exit() -> None:
+    """``os._exit`` is stepdbg's while some session has an ending for it, Python's otherwise."""
     os._exit = _end_sessions_then_exit if _HARD_EXITS else _os_exit
 
 
@@ -180,7 +177,9 @@ class Session:
         its exit code, returns the one to exit with)."""
         _IN_PROGRESS.append(self._let_go)
         self._on_hard_exit = on_hard_exit
-        _on_hard_exit(on_hard_exit)
+        if on_hard_exit is not None:
+            _HARD_EXITS.append(on_hard_exit)
+            _claim_os_exit()
         self.tree.install()
         self.instrumentation.install()
         self.view.start()
@@ -197,7 +196,7 @@ class Session:
             _IN_PROGRESS.remove(self._let_go)
         if self._on_hard_exit in _HARD_EXITS:
             _HARD_EXITS.remove(self._on_hard_exit)
-            _on_hard_exit(None)
+            _claim_os_exit()
         self.instrumentation.uninstall()
         self.tree.uninstall()
         self.collector.finish()
