@@ -21,6 +21,7 @@ from rich.console import Console
 
 from .children import SpawnedRanks
 from .live import View
+from .schema import EndRecord
 from .session import TRACE_SUFFIX, RunOptions, ScriptNotFound, Session, outcome, print_exit_message, rank_trace_path
 
 EXIT_STRICT = 3
@@ -87,22 +88,15 @@ def run_script(options: RunOptions) -> int:
     else:
         sys.path.insert(0, path0)
 
-    def finish(status: str, code: int) -> int:
-        """End record, summary (with a line per rank), and the exit code, --strict's included."""
-        end = session.end(status, code)
+    def report(end: EndRecord, code: int) -> int:
+        """Summary (with a line per rank), and the exit code, --strict's included."""
         rank_ends = ranks.ends(since=session.started)
         view.summary(end, str(trace_path), {rank: (str(path), e) for rank, (path, e) in rank_ends.items()})
         if options.strict and code == 0 and (session.diagnostics.found_problems or ranks.found_problems(rank_ends)):
             return EXIT_STRICT
         return code
 
-    def hard_exit(code: int) -> int:
-        """The script called ``os._exit(code)``: Python ends no further, so the run ends here."""
-        ranks.uninstall()
-        session.stop()
-        return finish(*outcome(SystemExit(code)))
-
-    session.start(on_hard_exit=hard_exit)
+    session.start(after_hard_exit=report)
     ranks.install()
     try:
         if options.module:
@@ -123,4 +117,4 @@ def run_script(options: RunOptions) -> int:
     elif error is not None:
         error.__traceback__ = _user_traceback(error)  # the default hook prints the exception's own
         sys.excepthook(type(error), error, error.__traceback__)
-    return finish(status, code)
+    return report(session.end(status, code), code)

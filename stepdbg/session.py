@@ -91,8 +91,8 @@ if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
 
 
 _HARD_EXITS: list[Callable[[int], int]] = []
-"""How to end each session in progress in this process when the script calls ``os._exit``:
-given the script's exit code, each returns the one to exit with (``--strict`` may change it)."""
+"""How to end each session in progress in this process when the script calls ``os._exit``
+(`Session._hard_exit`): given the script's exit code, each returns the one to exit with."""
 
 _os_exit = os._exit
 
@@ -170,16 +170,16 @@ class Session:
         self.tree = ModuleTree()
         self.collector = Collector(options.every, self.diagnostics, self.recorder.step, self.recorder.optimizer, self.tree)
         self.instrumentation = Instrumentation(self.collector)
-        self._on_hard_exit: Callable[[int], int] | None = None
+        self._after_hard_exit: Callable[[EndRecord, int], int] | None = None
 
-    def start(self, on_hard_exit: Callable[[int], int] | None = None) -> None:
-        """Hooks in. ``on_hard_exit`` ends the run if the script calls ``os._exit`` (given
-        its exit code, returns the one to exit with)."""
+    def start(self, after_hard_exit: Callable[[EndRecord, int], int] | None = None) -> None:
+        """Hooks in. If the script calls ``os._exit``, the session ends there and then
+        ``after_hard_exit`` (given the end record and the script's exit code) returns the
+        exit code to use."""
         _IN_PROGRESS.append(self._let_go)
-        self._on_hard_exit = on_hard_exit
-        if on_hard_exit is not None:
-            _HARD_EXITS.append(on_hard_exit)
-            _claim_os_exit()
+        self._after_hard_exit = after_hard_exit
+        _HARD_EXITS.append(self._hard_exit)
+        _claim_os_exit()
         self.tree.install()
         self.instrumentation.install()
         self.view.start()
@@ -194,13 +194,19 @@ class Session:
         """Hooks out, and every record still waiting on a device emitted."""
         if self._let_go in _IN_PROGRESS:
             _IN_PROGRESS.remove(self._let_go)
-        if self._on_hard_exit in _HARD_EXITS:
-            _HARD_EXITS.remove(self._on_hard_exit)
+        if self._hard_exit in _HARD_EXITS:
+            _HARD_EXITS.remove(self._hard_exit)
             _claim_os_exit()
         self.instrumentation.uninstall()
         self.tree.uninstall()
         self.collector.finish()
         self.view.stop()
+
+    def _hard_exit(self, code: int) -> int:
+        """The script called ``os._exit(code)``: Python ends no further, so the session ends here."""
+        self.stop()
+        end = self.end(*outcome(SystemExit(code)))
+        return self._after_hard_exit(end, code) if self._after_hard_exit is not None else code
 
     def end(self, status: str, code: int) -> EndRecord:
         """Write the end record and close the trace."""

@@ -74,11 +74,12 @@ def spawn_run(tmp_path: Path, mode: str, *options: str, start: str = "spawn") ->
     return subprocess.run(command, cwd=tmp_path, env=script_env(), capture_output=True, text=True, timeout=180, check=False)
 
 
-@pytest.mark.parametrize("start", ["spawn", "fork"])
-def test_ranks_started_with_torch_multiprocessing_spawn_are_traced(tmp_path: Path, start: str) -> None:
+@pytest.mark.parametrize(("mode", "start"), [("ok", "spawn"), ("ok", "fork"), ("os-exit", "spawn")])
+def test_ranks_started_with_torch_multiprocessing_spawn_are_traced(tmp_path: Path, mode: str, start: str) -> None:
     """The DDP tutorial's way: each rank's steps in a trace of its own, named as torchrun's.
-    Forked ranks inherit the main process's run, and leave it for their own."""
-    proc = spawn_run(tmp_path, "ok", "--strict", start=start)
+    Forked ranks inherit the main process's run, and leave it for their own; a rank that
+    ends with os._exit still ends its trace."""
+    proc = spawn_run(tmp_path, mode, "--strict", start=start)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout == "trained\n"
     main = read_trace(tmp_path / "ddp_spawn.stepdbg.jsonl")

@@ -1,10 +1,11 @@
 """DistributedDataParallel on 2 CPU ranks started as PyTorch's DDP tutorial does,
 with ``torch.multiprocessing.spawn``.
 
-    python ddp_spawn.py [ok|forget-zero-grad|raise] [spawn|fork]
+    python ddp_spawn.py [ok|forget-zero-grad|raise|os-exit] [spawn|fork]
 
 ``ok``: a correct loop. ``forget-zero-grad``: rank 1 never clears its gradients
 (missing-zero-grad on rank 1 at step 1). ``raise``: rank 1 raises after 3 steps.
+``os-exit``: each rank ends with ``os._exit(0)`` once trained (no finally runs).
 ``fork``: ``start_processes(..., start_method="fork")`` instead of ``spawn``.
 """
 
@@ -35,6 +36,8 @@ def train(rank: int, world_size: int, mode: str) -> None:
         if mode == "raise" and rank == 1 and step == 2:
             raise ValueError("rank 1 gives up")
     dist.destroy_process_group()
+    if mode == "os-exit":
+        os._exit(0)
 
 
 if __name__ == "__main__":
