@@ -1,9 +1,10 @@
 """The benchmark's training loops; prints the loop's seconds per step as JSON.
 
-    python benchmarks/loops.py tiny|wide|medium [--steps N] [--profiler]
+    python benchmarks/loops.py tiny|wide|layerwise|medium [--steps N] [--profiler]
 
 tiny: MLP width 32, 2 layers, batch 16, AdamW + cosine scheduler (~0.5 ms/step).
 wide: 48 Linear layers of width 64 (~100 parameter tensors).
+layerwise: wide with a param group per layer, lr decaying with depth (as fine-tuning recipes do).
 medium: 8 Linear layers of width 1024 (~8M parameters).
 One thread, so that the figures compare across machines with different core counts.
 """
@@ -18,9 +19,10 @@ import time
 import torch
 from torch import nn
 
-SHAPES = {"tiny": (2, 32, 16), "wide": (48, 64, 16), "medium": (8, 1024, 64)}
-STEPS = {"tiny": 3000, "wide": 300, "medium": 40}
-WARMUP = {"tiny": 50, "wide": 10, "medium": 3}
+SHAPES = {"tiny": (2, 32, 16), "wide": (48, 64, 16), "layerwise": (48, 64, 16), "medium": (8, 1024, 64)}
+STEPS = {"tiny": 3000, "wide": 300, "layerwise": 300, "medium": 40}
+WARMUP = {"tiny": 50, "wide": 10, "layerwise": 10, "medium": 3}
+LAYERWISE_DECAY = 0.9
 
 
 def main() -> None:
@@ -35,7 +37,13 @@ def main() -> None:
     model = nn.Sequential(*[m for _ in range(layers) for m in (nn.Linear(width, width), nn.ReLU())][:-1])
     steps = args.steps or STEPS[args.kind]
     warmup = WARMUP[args.kind]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    linears = [m for m in model if isinstance(m, nn.Linear)]
+    groups = (
+        [{"params": list(m.parameters()), "lr": 1e-3 * LAYERWISE_DECAY ** (layers - i)} for i, m in enumerate(linears)]
+        if args.kind == "layerwise"
+        else [{"params": list(model.parameters())}]
+    )
+    optimizer = torch.optim.AdamW(groups, lr=1e-3)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps + warmup)
     x, y = torch.randn(batch, width), torch.randn(batch, width)
 

@@ -109,8 +109,8 @@ class _Layout:
     params: list[torch.Tensor]
     positions: list[int]
     group_of: list[int]
-    flat: bool | None = None
-    """One flat buffer for all gradients (one group of small dense tensors); decided at the first full step."""
+    norm_plan: norms.GroupNormPlan | None = None
+    """How a step with every gradient present takes their norms; decided at the first such step."""
     sharded: bool = False
     """Some parameter is a DTensor (FSDP2, tensor parallelism): norms are of this rank's shards."""
     roots: list[weakref.ref] | None = None
@@ -852,10 +852,8 @@ class Collector:
             if progress.detail:
                 progress.grad_pieces = norms.per_tensor_norms(grads)
                 progress.piece_counts = [len(group) for group in layout.by_group(grads, progress.present)]
-            elif len(layout.lists) == 1 and progress.present is layout.positions and grads:
-                if layout.flat is None:
-                    layout.flat = norms.flattenable(grads)
-                progress.grad_pieces, progress.piece_counts = self._single_group_pieces(layout, grads)
+            elif progress.present is layout.positions and grads:
+                progress.grad_pieces, progress.piece_counts = self._all_gradient_pieces(layout, grads)
             else:
                 progress.grad_pieces, progress.piece_counts = norms.group_norm_pieces(
                     layout.by_group(grads, progress.present)
@@ -868,14 +866,18 @@ class Collector:
         self._mark_consumed(track, params if needs_snapshot else None)
 
     @staticmethod
-    def _single_group_pieces(layout: _Layout, grads: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[int]]:
-        """The norm pieces of one group's gradients, all present: one flat norm when they allow it."""
-        if layout.flat:
-            try:
-                return [norms.flat_norm(grads)], [1]
-            except RuntimeError:  # no longer one buffer: a gradient made sparse, parameters moved across devices
-                layout.flat = False
-        return norms.group_norm_pieces([grads])
+    def _all_gradient_pieces(layout: _Layout, grads: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[int]]:
+        """The norm pieces of an optimizer's gradients, every one present, the way its layout allows."""
+        plan = layout.norm_plan
+        if plan is None:
+            plan = layout.norm_plan = norms.GroupNormPlan.of(grads, [len(params) for params in layout.lists])
+        try:
+            return plan.pieces(grads)
+        except RuntimeError:  # no longer one buffer: a gradient made sparse, parameters moved across devices
+            if plan.runs is None:
+                raise
+            layout.norm_plan = plan.without_buffer()
+            return layout.norm_plan.pieces(grads)
 
     def _check_not_in_optimizer(self, progress: _StepInProgress, layout: _Layout) -> None:
         """Gradients on a parameter no optimizer holds, where the optimizer holds a stale

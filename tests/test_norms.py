@@ -69,3 +69,55 @@ def test_update_pieces_of_float64_parameters() -> None:
     deltas, sizes = values[:2], values[2:]
     assert sizes == [pytest.approx(reference([p]), rel=1e-12) for p in params]
     assert deltas == [pytest.approx(reference([p - b]), rel=1e-9) for p, b in zip(params, start)]
+
+
+def plan_group_norms(grads: list[torch.Tensor], lengths: list[int]) -> tuple[norms.GroupNormPlan, list[float | None]]:
+    plan = norms.GroupNormPlan.of(grads, lengths)
+    pieces, counts = plan.pieces(grads)
+    return plan, norms.combine(norms.read_floats(pieces), counts)
+
+
+def expected_group_norms(grads: list[torch.Tensor], lengths: list[int]) -> list[float | None]:
+    starts = [sum(lengths[:i]) for i in range(len(lengths))]
+    return [pytest.approx(reference(grads[s : s + n]), rel=1e-5) if n else None for s, n in zip(starts, lengths)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize(
+    ("lengths", "way"),
+    [
+        ([8], "buffer"),  # one group: one flat norm
+        ([5, 0, 3], "buffer"),  # weights and biases apart, and a group left empty: split runs of one buffer
+        ([2, 2, 2, 2], "per-tensor"),  # a group per layer: one norm per tensor, added up by group
+        ([1] * 8, "per-tensor"),  # a group per parameter
+    ],
+    ids=["one-group", "few-groups", "group-per-layer", "group-per-parameter"],
+)
+def test_group_norm_plans_agree_with_the_reference(lengths: list[int], way: str, dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    grads = [torch.randn(shape).to(dtype) for shape in [(16, 8), (8,), (8, 8), (8,), (4, 4, 3), (3,), (64,), (1,)]]
+    plan, by_group = plan_group_norms(grads, lengths)
+    assert ("buffer" if plan.runs is not None else "per-tensor" if plan.per_tensor else "buckets") == way
+    assert by_group == expected_group_norms(grads, lengths)
+
+
+def test_large_gradients_in_few_groups_are_normed_without_a_flat_copy() -> None:
+    torch.manual_seed(0)
+    grads = [torch.randn(norms.FLATTEN_MAX_NUMEL + 5)] + [torch.randn(n) for n in range(1, 8)]
+    plan, by_group = plan_group_norms(grads, [4, 4])
+    assert plan.runs is None and not plan.per_tensor
+    assert by_group == expected_group_norms(grads, [4, 4])
+
+
+def test_a_plan_whose_buffer_no_longer_fits_raises_and_goes_on_without_it() -> None:
+    """Gradients that stop sharing one buffer (one made sparse): the plan says so rather than
+    measuring something else, and its fallback measures them."""
+    torch.manual_seed(0)
+    grads = [torch.randn(4, 4), torch.randn(4)] * 4
+    plan = norms.GroupNormPlan.of(grads, [4, 4])
+    assert plan.runs is not None
+    grads[1] = grads[1].to_sparse()
+    with pytest.raises(RuntimeError):
+        plan.pieces(grads)
+    pieces, counts = plan.without_buffer().pieces(grads)
+    assert norms.combine(norms.read_floats(pieces), counts) == expected_group_norms(grads, [4, 4])
