@@ -109,8 +109,9 @@ class _Layout:
     params: list[torch.Tensor]
     positions: list[int]
     group_of: list[int]
-    norm_plan: norms.GroupNormPlan | None = None
-    """How a step with every gradient present takes their norms; decided at the first such step."""
+    norm_plan: tuple[list[int], norms.GroupNormPlan] | None = None
+    """How a step takes its gradients' norms, for the positions of the parameters that had one
+    (every one, or the same ones step after step where some are frozen); made when those change."""
     sharded: bool = False
     """Some parameter is a DTensor (FSDP2, tensor parallelism): norms are of this rank's shards."""
     roots: list[weakref.ref] | None = None
@@ -138,14 +139,30 @@ class _Layout:
                 return False
         return True
 
-    def by_group(self, grads: list[torch.Tensor], present: list[int]) -> list[list[torch.Tensor]]:
-        """``grads`` (those of the parameters at ``present``) split by parameter group."""
-        if len(self.lists) == 1:
-            return [grads]
-        groups: list[list[torch.Tensor]] = [[] for _ in self.lists]
-        for grad, position in zip(grads, present):
-            groups[self.group_of[position]].append(grad)
-        return groups
+    def group_lengths(self, present: list[int]) -> list[int]:
+        """How many of the parameters at ``present`` (in order) each group holds."""
+        if present is self.positions:
+            return [len(params) for params in self.lists]
+        lengths = [0] * len(self.lists)
+        for position in present:
+            lengths[self.group_of[position]] += 1
+        return lengths
+
+    def grad_norm_pieces(self, grads: list[torch.Tensor], present: list[int]) -> tuple[list[torch.Tensor], list[int]]:
+        """Norm pieces of ``grads`` (those of the parameters at ``present``) and how many each group has."""
+        cached = self.norm_plan
+        if cached is not None and (cached[0] is present or cached[0] == present):
+            plan = cached[1]
+        else:
+            plan = norms.GroupNormPlan.of(grads, self.group_lengths(present))
+            self.norm_plan = (present, plan)
+        try:
+            return plan.pieces(grads)
+        except RuntimeError:  # no longer one buffer: a gradient made sparse, parameters moved across devices
+            if plan.runs is None:
+                raise
+            self.norm_plan = (present, plan.without_buffer())
+            return self.norm_plan[1].pieces(grads)
 
 
 @dataclass(eq=False)
@@ -851,33 +868,15 @@ class Collector:
         try:
             if progress.detail:
                 progress.grad_pieces = norms.per_tensor_norms(grads)
-                progress.piece_counts = [len(group) for group in layout.by_group(grads, progress.present)]
-            elif progress.present is layout.positions and grads:
-                progress.grad_pieces, progress.piece_counts = self._all_gradient_pieces(layout, grads)
+                progress.piece_counts = layout.group_lengths(progress.present)
             else:
-                progress.grad_pieces, progress.piece_counts = norms.group_norm_pieces(
-                    layout.by_group(grads, progress.present)
-                )
+                progress.grad_pieces, progress.piece_counts = layout.grad_norm_pieces(grads, progress.present)
         finally:
             torch._C._set_grad_enabled(grad_mode)
         if progress.detail:
             self._check_not_in_optimizer(progress, layout)
         needs_snapshot = not track.cleared_since_step or track.steps == 1
         self._mark_consumed(track, params if needs_snapshot else None)
-
-    @staticmethod
-    def _all_gradient_pieces(layout: _Layout, grads: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[int]]:
-        """The norm pieces of an optimizer's gradients, every one present, the way its layout allows."""
-        plan = layout.norm_plan
-        if plan is None:
-            plan = layout.norm_plan = norms.GroupNormPlan.of(grads, [len(params) for params in layout.lists])
-        try:
-            return plan.pieces(grads)
-        except RuntimeError:  # no longer one buffer: a gradient made sparse, parameters moved across devices
-            if plan.runs is None:
-                raise
-            layout.norm_plan = plan.without_buffer()
-            return layout.norm_plan.pieces(grads)
 
     def _check_not_in_optimizer(self, progress: _StepInProgress, layout: _Layout) -> None:
         """Gradients on a parameter no optimizer holds, where the optimizer holds a stale

@@ -103,8 +103,8 @@ def _single_norm(tensor: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True, slots=True)
 class GroupNormPlan:
-    """How to take the per-group norms of an optimizer's gradients, all present, step after
-    step: decided once from their layout, so that a step pays only for its torch calls.
+    """How to take the per-group norms of an optimizer's gradients step after step: decided
+    once from their layout, so that a step pays only for its torch calls.
 
     ``runs``: the gradients are small dense tensors of one dtype and device, in few groups:
     one flat copy, split into each group's run of elements, one norm per group. Otherwise,
@@ -123,7 +123,7 @@ class GroupNormPlan:
         filled = [n for n in lengths if n]
         per_tensor = len(filled) > 1 and TENSORS_PER_GROUP_TO_BUFFER * len(filled) > len(grads)
         runs = None
-        if not per_tensor and flattenable(grads):
+        if grads and not per_tensor and flattenable(grads):
             runs = tuple(sum(g.numel() for g in group) for group in _groups(grads, lengths) if group)
         return cls(lengths, runs, per_tensor)
 

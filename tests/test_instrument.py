@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pytest
@@ -113,6 +114,42 @@ def test_an_optimizer_whose_parameters_were_all_replaced_is_the_same_optimizer()
     records, expected = _traced_linear_loop(before_zero_grad=replace_all)
     assert [(r.optimizer, r.step) for r in records] == [(0, 0), (0, 1), (0, 2)]
     assert [r.grad_norm for r in records] == pytest.approx(expected, rel=1e-5)
+
+
+def test_group_norms_follow_the_parameters_that_have_gradients_step_by_step() -> None:
+    """The way a step's norms are taken is kept for the parameters that had gradients: a
+    layer frozen for some steps, another left out of the loss, each group still exact."""
+    collector, _, records = _collecting()
+    expected: list[list[float | None]] = []
+    frozen = {2: 1, 3: 1, 5: 0}  # step -> the layer without gradients
+    with Instrumentation(collector):
+        torch.manual_seed(0)
+        layers = nn.ModuleList(nn.Linear(4, 4) for _ in range(3))
+        groups = [{"params": [layers[0].weight, layers[1].weight, layers[2].weight]}]
+        groups += [{"params": [layer.bias]} for layer in layers]
+        optimizer = torch.optim.SGD(groups, lr=0.01)
+        x = torch.randn(5, 4)
+        for step in range(7):
+            for index, layer in enumerate(layers):
+                layer.requires_grad_(frozen.get(step) != index)
+            optimizer.zero_grad()
+            h = x
+            for layer in layers:
+                h = layer(h).tanh()
+            h.square().sum().backward()
+            expected.append(
+                [
+                    math.sqrt(sum(float(p.grad.double().square().sum()) for p in group["params"] if p.grad is not None))
+                    if any(p.grad is not None for p in group["params"])
+                    else None
+                    for group in optimizer.param_groups
+                ]
+            )
+            optimizer.step()
+    collector.finish()
+    assert [r.group_grad_norms for r in records] == [
+        [pytest.approx(n, rel=1e-5) if n is not None else None for n in step] for step in expected
+    ]
 
 
 def test_gradients_that_no_longer_flatten_fall_back_to_separate_norms() -> None:
