@@ -168,6 +168,7 @@ def test_param_differences_after_the_first_step_are_named_where_they_start(tmp_p
             scale_param(record, "fc1.weight", 10)
 
     code, text = diff(a, write_trace(tmp_path / "b.jsonl", tweak=drift))
+    assert code == 1
     assert "The runs part at step 3" in text
     assert "Per-parameter grad norms first differ at step 5" in text
 

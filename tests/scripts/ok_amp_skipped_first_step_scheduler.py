@@ -11,7 +11,7 @@ import warnings
 import torch
 from torch import nn
 
-warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step\(\)` before")
+warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler.step\(\)` before")
 torch.manual_seed(0)
 model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 1))
 x = torch.randn(256, 8)
