@@ -47,6 +47,7 @@ class Instrumentation:
         self.failed: str | None = None
         self._patches: list[tuple[Any, str, Any]] = []
         self._handles: list[Any] = []
+        self._compiler_kept_out = False
 
     # ---- safety -------------------------------------------------------------------------
 
@@ -204,13 +205,18 @@ class Instrumentation:
         return compile
 
     def _keep_compiler_out(self) -> None:
-        """The script uses torch.compile: from now on stepdbg's own code runs with Dynamo off.
+        """The script uses torch.compile: from now on Dynamo leaves stepdbg's code alone.
 
-        A compiled ``optimizer.step`` calls the step hooks from compiled code; Dynamo
-        would trace the collector (warnings on the user's stderr, recompilations, a
-        hundredfold slower step). ``torch.compiler.disable`` makes each call a graph
-        break that runs as plain Python on the real tensors. Only then: it costs ~0.4 us
-        a call and needs Dynamo imported (~1 s), which a script that compiles pays anyway.
+        Dynamo traces into the Python that compiled code calls: the step hooks of a compiled
+        ``optimizer.step``, the backward entry under a ``loss.backward()`` in a compiled
+        function, the module-registration hooks of the modules compiled autograd builds.
+        Traced, stepdbg's code would run at trace time only (steps and backward passes go
+        missing), warn on the user's stderr, recompile, or break the compilation. On
+        Dynamo's skip list, each call into stepdbg is a graph break that runs as plain
+        Python on the real tensors, and costs nothing where nothing is compiled.
         """
-        if "_guard" not in self.__dict__:
-            self._guard = torch.compiler.disable(self._guard)  # type: ignore[method-assign]
+        if not self._compiler_kept_out:
+            import torch._dynamo.trace_rules  # Dynamo takes ~1 s to import: only for scripts that compile
+
+            torch._dynamo.trace_rules.add(__package__)
+            self._compiler_kept_out = True

@@ -33,7 +33,7 @@ CUSTOM = ok("ok_custom_subclass.py")
 WARMUP = ok("ok_warmup_lambda.py")
 FROZEN = ok("ok_frozen_backbone.py")
 MULTITASK = ok("ok_multitask_alternating.py", save_state=True)
-COMPILED = ok("ok_torch_compile.py", save_state=True)
+COMPILED = [ok("ok_torch_compile.py", mode, save_state=True) for mode in ("compiled-step", "backward-inside", "compiled-autograd")]
 IN_BACKWARD = ok("ok_optimizer_in_backward.py", save_state=True)
 FLOAT64 = Spec("ok_float64.py", options=("--strict", "--every", "1"), save_state=True)
 UNFREEZE = Spec("ok_progressive_unfreeze.py", options=("--strict", "--every", "10"), save_state=True)
@@ -81,7 +81,7 @@ LOOPS = [
     Loop(Spec("ok_zero_init_branches.py", options=("--strict", "--every", "1")), (("AdamW", 40, 1),)),
     Loop(IN_BACKWARD, (("Adam", 20, 1),) * 4),
     Loop(FLOAT64, (("Adam", 20, 1),), ("zero_grad", "backward", "step")),
-    Loop(COMPILED, (("AdamW", 12, 1),), ("zero_grad", "backward", "step")),
+    *[Loop(compiled, (("AdamW", 12, 1),), ("zero_grad", "backward", "step")) for compiled in COMPILED],
     Loop(UNFREEZE, (("AdamW", 30, 1),), ("zero_grad", "backward", "step")),
     Loop(WARMUP, (("AdamW", 30, 1),), ("scheduler", "zero_grad", "backward", "step")),
     Loop(CUSTOM, (("MySGD", 30, 1),), ("zero_grad", "backward", "step")),
@@ -98,7 +98,7 @@ LOOPS = [
     Loop(SAM[1], (("SAM", 20, 1), ("SGD", 20, 1))),
 ]
 LOOP_IDS = [loop.spec.script.removesuffix(".py") + "".join(f"-{a}" for a in loop.spec.args) for loop in LOOPS]
-FAITHFUL = [ADAMW, DCGAN, LBFGS, AMP, ACCUM, MULTITASK, UNFREEZE, COMPILED, IN_BACKWARD, BY_HAND[0], SAM[0]]
+FAITHFUL = [ADAMW, DCGAN, LBFGS, AMP, ACCUM, MULTITASK, UNFREEZE, *COMPILED, IN_BACKWARD, BY_HAND[0], SAM[0]]
 
 
 @pytest.fixture(params=LOOPS, ids=LOOP_IDS)
@@ -302,16 +302,19 @@ def test_param_groups_added_while_training_are_announced(runs) -> None:
         assert len(record["group_grad_norms"]) == len(record["lr"]) == len(names) // 2
 
 
-@pytest.mark.uses(COMPILED)
-def test_compiled_step_is_traced_without_dynamo_tracing_stepdbg(runs) -> None:
-    """Every compiled step is recorded with its exact norm; Dynamo never traced stepdbg's
-    code (it would warn about it on stderr), and AOTAutograd's trace-time autograd.grad
-    is not taken for the loop's."""
-    run = runs.get(COMPILED)
+@pytest.mark.uses(*COMPILED)
+@pytest.mark.parametrize("compiled", COMPILED, ids=lambda spec: spec.args[0])
+def test_compiled_steps_and_backward_passes_are_traced_without_dynamo_tracing_stepdbg(runs, compiled: Spec) -> None:
+    """Every step is recorded with its exact norm and loss, also where the step or the
+    backward runs in compiled code; Dynamo never traced stepdbg's code (it would warn
+    about it on stderr, or the hooks would run at trace time only), and AOTAutograd's
+    trace-time autograd.grad is not taken for the loop's."""
+    run = runs.get(compiled)
     assert "stepdbg/" not in run.proc.stderr and "recompile" not in run.proc.stderr, run.proc.stderr[-3000:]
-    got = [r["grad_norm"] for r in run.steps(0)]
-    assert got == pytest.approx(run.state()["grad_norms"], rel=1e-4)
-    assert run.steps(0)[0]["calls"] == ["zero_grad", "backward", "step"]
+    state = run.state()
+    assert [r["grad_norm"] for r in run.steps(0)] == pytest.approx(state["grad_norms"], rel=1e-4)
+    assert [r["loss"] for r in run.steps(0)] == pytest.approx(state["losses"], rel=1e-6)
+    assert all(r["calls"] == ["zero_grad", "backward", "step"] and r["backward_calls"] == 1 for r in run.steps(0))
 
 
 @pytest.mark.uses(CUSTOM)
