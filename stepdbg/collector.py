@@ -602,7 +602,13 @@ class Collector:
         self._schedulers.append([weakref.ref(scheduler), _scheduler_count(scheduler)])
 
     def _poll_schedulers(self) -> None:
-        """Notice the scheduler steps made since the previous instrumented call."""
+        """Notice the scheduler steps made since the previous instrumented call.
+
+        A step moves a scheduler's count by one. Any other move is a checkpoint's
+        ``load_state_dict`` (or steps made in a burst, fast-forwarding a resumed run):
+        taken as the scheduler's new count, neither a call nor a misplaced step, as
+        PyTorch's own check only looks at a scheduler's first step.
+        """
         stepped: list[Any] | None = None
         collected = False
         for entry in self._schedulers:
@@ -610,7 +616,9 @@ class Collector:
             if scheduler is None:
                 collected = True
             elif (count := _scheduler_count(scheduler)) != entry[1]:
-                entry[1] = count
+                moved, entry[1] = count - entry[1], count
+                if moved != 1:
+                    continue
                 if stepped is None:
                     stepped = []
                 stepped.append(scheduler)
