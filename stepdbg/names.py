@@ -73,12 +73,14 @@ class ModuleTree:
             self._module_parent[child] = (weakref.ref(parent), name)
 
     def _ancestry(self, module: torch.nn.Module) -> Iterator[tuple[torch.nn.Module, str]]:
-        """Yield (parent, name of the child in it) up to the root; stops on cycles."""
+        """Yield (parent, name of the child in it) up to the root; stops on cycles, and
+        below torch.compile's wrapper, which holds the model as ``_orig_mod``: the
+        compiled model's names are the model's own (``0.weight``, not ``_orig_mod.0.weight``)."""
         seen = {id(module)}
         entry = self._module_parent.get(module)
         while entry is not None:
             parent, name = entry[0](), entry[1]
-            if parent is None or id(parent) in seen:
+            if parent is None or id(parent) in seen or (name == "_orig_mod" and type(parent).__name__ == "OptimizedModule"):
                 return
             seen.add(id(parent))
             yield parent, name

@@ -50,6 +50,21 @@ def test_names_are_those_of_named_parameters(build: Callable[[], nn.Module]) -> 
     assert all(tree.root(p) is model for p in params)
 
 
+def test_a_compiled_model_keeps_its_own_names() -> None:
+    """``model = torch.compile(model)``, then an optimizer on its parameters: the names
+    and the root are the model's, without the wrapper's ``_orig_mod.`` prefix."""
+    tree = ModuleTree()
+    tree.install()
+    try:
+        model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1))
+        compiled = torch.compile(model, backend="eager")
+    finally:
+        tree.uninstall()
+    params = list(compiled.parameters())
+    assert tree.names(params) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    assert all(tree.root(p) is model for p in params)
+
+
 def test_a_moved_parameter_belongs_to_its_new_module() -> None:
     """spectral_norm registers the layer's weight under ``parametrizations.weight.original``
     and removes it from the layer: the parametrization's module owns it now."""
