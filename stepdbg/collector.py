@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch.utils.weak import WeakIdKeyDictionary
 
 from . import norms
 from .device_clock import DeviceClock, DevicePhases
@@ -320,6 +321,8 @@ class Collector:
         self._tracks: list[OptimizerTrack] = []
         self._tracks_by_param: dict[int, OptimizerTrack] = {}
         self._tracks_by_optimizer: dict[int, OptimizerTrack] = {}
+        self._frozen_seen = WeakIdKeyDictionary()
+        """Parameters seen not requiring grad at a detail step (see `_check_not_in_optimizer`)."""
         """By ``id`` of the optimizer object, while it lives (wrappers are found by their parameters)."""
         self._announced = 0
         self._watched: list[OptimizerTrack] = []
@@ -888,23 +891,34 @@ class Collector:
 
     def _check_not_in_optimizer(self, progress: _StepInProgress, layout: _Layout) -> None:
         """Gradients on a parameter no optimizer holds, where the optimizer holds a stale
-        copy of the model (a layer replaced after it was built) or the parameter's siblings."""
+        copy of the model (a layer replaced after it was built) or the parameter's siblings,
+        or where the parameter was frozen at an earlier detail step (unfrozen, never added).
+
+        A model trained only in part, with the rest left requiring grad (an optimizer
+        given the head alone), gets gradients everywhere from the start: no mistake."""
         roots = self._roots(layout)
         optimized = self._tracks_by_param
+        frozen = self._frozen_seen
         replaced: bool | None = None  # decided only once a suspect shows up
         for root in roots:
             for name, param in root.named_parameters():
-                if id(param) in optimized or param.grad is None or not param.requires_grad:
+                if not param.requires_grad:
+                    frozen[param] = True
                     continue
-                owner = self.tree.owner(param)
-                if owner is None or not any(id(p) in optimized for p in owner.parameters()):
-                    if replaced is None:
-                        replaced = self._has_orphans(progress, roots)
-                    if not replaced:
-                        continue  # neither its siblings nor a stale copy of it are optimized
+                if id(param) in optimized or param.grad is None:
+                    continue
+                message = f"{name} receives gradients but no optimizer holds it"
+                if param in frozen:
+                    message = f"{name} was unfrozen and receives gradients, but no optimizer holds it"
+                else:
+                    owner = self.tree.owner(param)
+                    if owner is None or not any(id(p) in optimized for p in owner.parameters()):
+                        if replaced is None:
+                            replaced = self._has_orphans(progress, roots)
+                        if not replaced:
+                            continue  # neither its siblings nor a stale copy of it are optimized
                 self.diagnostics.report(
-                    "not-in-optimizer", progress.record.step, progress.track.index,
-                    f"{name} receives gradients but no optimizer holds it", name, self.clock() - self.start,
+                    "not-in-optimizer", progress.record.step, progress.track.index, message, name, self.clock() - self.start,
                 )
                 return
 
