@@ -1,8 +1,9 @@
 """Run a script exactly as ``python`` would, with stepdbg's instrumentation installed.
 
-Like pyinstrument: ``runpy`` with ``__name__ == "__main__"``, ``sys.argv`` and
-``sys.path[0]`` set as Python sets them and restored afterwards, the script's
-exit code passed through. Unlike it, the trace's end record is written on
+Like pyinstrument: ``__name__ == "__main__"`` (a script file in a fresh
+``__main__`` module, ``-m`` and directories through ``runpy``), ``__file__``,
+``sys.argv`` and ``sys.path[0]`` set as Python sets them and restored afterwards,
+the script's exit code passed through. Unlike it, the trace's end record is written on
 every path (normal end, ``sys.exit``, an exception, Ctrl-C), and the user's
 traceback is shown without stepdbg's frames.
 """
@@ -10,7 +11,9 @@ traceback is shown without stepdbg's frames.
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
+import pkgutil
 import runpy
 import shlex
 import sys
@@ -70,6 +73,26 @@ def _user_traceback(error: BaseException) -> types.TracebackType | None:
     return tb
 
 
+def _run_file(path: str) -> None:
+    """Run a script file as ``python path`` does: in a fresh ``__main__`` module, with
+    ``__file__`` and its code's path absolute (joined, not normalized: ``./train.py`` runs
+    as ``/cwd/./train.py``) and ``sys.argv[0]`` left as typed. runpy's ``run_path`` keeps
+    a relative path relative and sets ``sys.argv[0]`` to the path it is given."""
+    with io.open_code(path) as file:
+        code = pkgutil.read_code(file)  # a compiled .pyc, as runpy allows
+    if code is None:
+        with io.open_code(path) as file:
+            code = compile(file.read(), path, "exec", dont_inherit=True)
+    main = types.ModuleType("__main__")
+    main.__dict__.update(__file__=path, __cached__=None, __loader__=None, __package__=None, __spec__=None)
+    saved = sys.modules["__main__"]
+    sys.modules["__main__"] = main
+    try:
+        exec(code, main.__dict__)
+    finally:
+        sys.modules["__main__"] = saved
+
+
 def run_script(options: RunOptions) -> int:
     """Run the script under instrumentation; return the exit code stepdbg should exit with."""
     target, argv = _resolve(options)
@@ -82,7 +105,13 @@ def run_script(options: RunOptions) -> int:
     saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
     error: BaseException | None = None
     sys.argv[:] = argv
-    path0 = os.getcwd() if options.module else os.path.dirname(os.path.abspath(target))
+    # As python does: sys.path[0] is the script's folder, a directory's own path, or for -m the
+    # current directory, and absolute (runpy also puts a directory first, as typed).
+    script = os.path.join(os.getcwd(), target)
+    if options.module:
+        path0 = os.getcwd()
+    else:
+        path0 = script if os.path.isdir(script) else os.path.dirname(os.path.abspath(script))
     if sys.path:
         sys.path[0] = path0
     else:
@@ -101,7 +130,9 @@ def run_script(options: RunOptions) -> int:
     try:
         if options.module:
             runpy.run_module(target, run_name="__main__", alter_sys=True)
-        else:
+        elif os.path.isfile(script):
+            _run_file(script)
+        else:  # a directory or zip file with a __main__.py
             runpy.run_path(target, run_name="__main__")
     except BaseException as raised:  # noqa: BLE001 - the user's exception, shown as Python would
         error = raised

@@ -28,19 +28,25 @@ def records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_script_runs_as_under_python(tmp_path: Path) -> None:
-    script = SCRIPTS / "report_env.py"
+@pytest.mark.parametrize("typed", ["absolute", "cli_scripts/report_env.py", "./cli_scripts/report_env.py"])
+def test_script_runs_as_under_python(tmp_path: Path, typed: str) -> None:
+    """Python makes ``__file__`` and the code's path absolute by joining the current
+    directory to the path as typed, leaves ``sys.argv[0]`` as typed, and puts the
+    script's folder in ``sys.path[0]``: warnings and tracebacks name the same file."""
+    script = str(SCRIPTS / "report_env.py") if typed == "absolute" else typed
+    cwd = SCRIPTS.parent
     bare = subprocess.run(
-        [sys.executable, str(script), "--lr", "3e-4", "-o", "x"], cwd=tmp_path, env=ENV, capture_output=True, text=True
+        [sys.executable, script, "--lr", "3e-4", "-o", "x"], cwd=cwd, env=ENV, capture_output=True, text=True
     )
-    traced = run("run", "-o", str(tmp_path / "t.jsonl"), str(script), "--lr", "3e-4", "-o", "x", cwd=tmp_path)
+    traced = run("run", "-o", str(tmp_path / "t.jsonl"), script, "--lr", "3e-4", "-o", "x", cwd=cwd)
     assert bare.returncode == traced.returncode == 0, traced.stderr
     assert traced.stdout == bare.stdout  # byte for byte: the script's stdout is its own
     seen = json.loads(traced.stdout)
     assert seen == {
         "name": "__main__",
-        "file": str(script),
-        "argv": [str(script), "--lr", "3e-4", "-o", "x"],  # stepdbg's own -o went to the script
+        "file": os.path.join(cwd, script),
+        "code_file": os.path.join(cwd, script),
+        "argv": [script, "--lr", "3e-4", "-o", "x"],  # stepdbg's own -o went to the script
         "path0": str(SCRIPTS),
         "sibling": "sibling",
     }

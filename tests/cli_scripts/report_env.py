@@ -1,7 +1,6 @@
 """Prints what a script sees of how it was run, to compare `python` with `stepdbg run`."""
 
 import json
-import os
 import sys
 
 import sibling_module
@@ -10,9 +9,10 @@ print(
     json.dumps(
         {
             "name": __name__,
-            "file": os.path.abspath(__file__),
+            "file": __file__,
+            "code_file": sys._getframe().f_code.co_filename,
             "argv": sys.argv,
-            "path0": os.path.abspath(sys.path[0]),
+            "path0": sys.path[0],
             "sibling": sibling_module.VALUE,
         }
     )
