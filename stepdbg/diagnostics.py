@@ -183,10 +183,14 @@ class Diagnostics:
         if record.backward_calls and history.unused_steps >= self.thresholds.patience:
             index = missing[0]
             name = names[index] if index < len(names) else f"param{index}"
-            self.report(
-                "unused-param", record.step, record.optimizer,
-                f"{name} requires grad but has received no gradient for {history.unused_steps} steps", name, record.t,
-            )
+            message = f"{name} requires grad but has received no gradient for {history.unused_steps} steps"
+            if len(missing) == len(names):  # backward passes ran, and reached none of them
+                message = (
+                    f"no parameter of optimizer {record.optimizer} has received a gradient for {history.unused_steps} steps"
+                    f" (first: {name}), though backward passes ran: it may hold the parameters of a model"
+                    " the loop no longer uses (built before the model was built again)"
+                )
+            self.report("unused-param", record.step, record.optimizer, message, name, record.t)
 
     def _check_zero_update(self, record: StepRecord, history: _OptimizerHistory) -> None:
         frozen = 0.0 in record.lr and any(

@@ -68,12 +68,15 @@ BUGS = [
     Bug(strict("bug_exploding.py"), "exploding-grad", 26),
     Bug(strict("bug_vanishing.py", "--every", "1"), "vanishing-grad", 2, param="layers.0.weight"),
     Bug(strict("bug_unused_param.py"), "unused-param", 19, param="aux_head.weight", count=11),
+    Bug(strict("bug_optimizer_on_old_model.py"), "unused-param", 19, param="param0", count=6),
     Bug(strict("bug_not_in_optimizer.py"), "not-in-optimizer", 0, param="fc.weight"),
     Bug(strict("bug_biases_left_out.py"), "not-in-optimizer", 0, param="body.0.bias"),
     Bug(strict("bug_unfrozen_not_added.py", "--every", "10"), "not-in-optimizer", 10, param="backbone.0.weight"),
     Bug(strict("bug_zero_update.py"), "zero-update", 19, count=11),
 ]
 MISSING_ZERO_GRAD = BUGS[0]
+OLD_MODEL = next(b for b in BUGS if b.spec.script == "bug_optimizer_on_old_model.py")
+UNUSED = next(b for b in BUGS if b.spec.script == "bug_unused_param.py")
 DISABLED = strict("bug_missing_zero_grad.py", "--disable", "missing-zero-grad")
 PATIENCE = Spec("bug_unused_param.py", options=("--patience", "5"))  # not --strict
 CORRECT_STRICT = Spec("ok_module_zero_grad.py", options=("--strict",))  # shared with test_loops
@@ -105,6 +108,15 @@ def test_repeated_rule_reported_once_and_counted(runs) -> None:
     assert run.end["anomalies"] == {"missing-zero-grad": 29}
     assert run.end["steps"] == len(run.steps(0)) == 30
     assert "missing-zero-grad" in run.proc.stderr  # the summary names it
+
+
+@pytest.mark.uses(OLD_MODEL.spec)
+def test_an_optimizer_whose_parameters_all_go_without_gradients_is_named(runs) -> None:
+    """Not one parameter at a time: the whole optimizer holds a model the loop no longer uses."""
+    [anomaly] = runs.get(OLD_MODEL.spec).anomalies
+    assert anomaly["message"].startswith("no parameter of optimizer 0 has received a gradient for 20 steps (first: param0)")
+    [single] = runs.get(UNUSED.spec).anomalies
+    assert single["message"] == "aux_head.weight requires grad but has received no gradient for 20 steps"
 
 
 @pytest.mark.uses(DISABLED)
