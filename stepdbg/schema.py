@@ -30,6 +30,25 @@ CALL_ELIDED = "…"
 
 SEVERITIES = ("info", "warning", "error")
 
+_NUMBER = frozenset((int, float, type(None)))
+"""The types of a number field as JSON gives it back (null for none, or non-finite)."""
+
+
+def _numbers(values: Any) -> bool:
+    """Whether ``values`` holds numbers or nulls only."""
+    return _NUMBER.issuperset(map(type, values))
+
+
+_STRING = frozenset((str,))
+
+
+def _number_dict(value: Any) -> bool:
+    return value is None or (type(value) is dict and _numbers(value.values()))
+
+
+def _strings(values: Any) -> bool:
+    return type(values) is list and _STRING.issuperset(map(type, values))
+
 
 @dataclass
 class Header:
@@ -77,7 +96,10 @@ class ParamGroupInfo:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ParamGroupInfo:
-        return cls(params=list(data.get("params", [])), numel=int(data.get("numel", 0)))
+        params = data.get("params", [])
+        if not _strings(params):
+            raise TypeError("a group's params are not a list of names")
+        return cls(params=params, numel=int(data.get("numel", 0)))
 
 
 @dataclass
@@ -160,21 +182,36 @@ class StepRecord:
         lists and dicts are used as they are, not copied.
         """
         get = data.get
+        loss, grad_norm, update_ratio = get("loss"), get("grad_norm"), get("update_ratio")
+        group_grad_norms, lr, time = get("group_grad_norms") or [], get("lr") or [], get("time") or {}
+        param_grad_norms, param_update_ratios = get("param_grad_norms"), get("param_update_ratios")
+        calls, skipped = get("calls") or [], get("skipped", False)
+        if (  # one pass over the types, in C: a long trace holds millions of records
+            type(group_grad_norms) is not list or type(lr) is not list or type(time) is not dict
+            or type(calls) is not list or type(skipped) is not bool
+            or not _NUMBER.issuperset(
+                map(type, (loss, grad_norm, update_ratio, get("optimizer"), *group_grad_norms, *lr, *time.values()))
+            )
+            or not _STRING.issuperset(map(type, calls))
+            or (param_grad_norms is not None and not _number_dict(param_grad_norms))
+            or (param_update_ratios is not None and not _number_dict(param_update_ratios))
+        ):
+            raise TypeError(f"a field of the wrong type: {_first_mistyped(data)}")
         record = cls(
             get("optimizer"),
             int(get("step", 0)),
             float(get("t", 0.0)),
-            get("calls") or [],
+            calls,
             int(get("backward_calls", 0)),
-            bool(get("skipped", False)),
-            get("loss"),
-            get("grad_norm"),
-            get("group_grad_norms") or [],
-            get("lr") or [],
-            get("time") or {},
-            get("param_grad_norms"),
-            get("update_ratio"),
-            get("param_update_ratios"),
+            skipped,
+            loss,
+            grad_norm,
+            group_grad_norms,
+            lr,
+            time,
+            param_grad_norms,
+            update_ratio,
+            param_update_ratios,
             get("nonfinite"),
         )
         if record.nonfinite:
@@ -184,6 +221,19 @@ class StepRecord:
     @property
     def is_detail(self) -> bool:
         return self.param_grad_norms is not None
+
+
+def _first_mistyped(data: dict[str, Any]) -> str:
+    """The step record field whose value has the wrong type, for the error message."""
+    checks = {
+        "optimizer": lambda v: _numbers((v,)), "loss": lambda v: _numbers((v,)),
+        "grad_norm": lambda v: _numbers((v,)), "update_ratio": lambda v: _numbers((v,)),
+        "group_grad_norms": lambda v: type(v) is list and _numbers(v), "lr": lambda v: type(v) is list and _numbers(v),
+        "time": lambda v: type(v) is dict and _numbers(v.values()),
+        "param_grad_norms": _number_dict, "param_update_ratios": _number_dict,
+        "calls": _strings, "skipped": lambda v: type(v) is bool,
+    }
+    return next((name for name, ok in checks.items() if name in data and not ok(data[name])), "?")
 
 
 @dataclass
@@ -205,6 +255,11 @@ class Anomaly:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Anomaly:
+        texts = (data.get("rule", "?"), data.get("severity", "warning"), data.get("message", ""), data.get("hint", ""))
+        if not _STRING.issuperset(map(type, texts)) or not _numbers((data.get("optimizer"),)):
+            raise TypeError("a field of the wrong type")
+        if data.get("param") is not None and type(data["param"]) is not str:
+            raise TypeError("param is not a name")
         return cls(
             rule=data.get("rule", "?"),
             severity=data.get("severity", "warning"),
@@ -239,9 +294,21 @@ class EndRecord:
             exit_code=int(data.get("exit_code", 0)),
             duration=float(data.get("duration", 0.0)),
             steps=int(data.get("steps", 0)),
-            anomalies=dict(data.get("anomalies", {})),
-            time=dict(data.get("time", {})),
+            anomalies=_counts(data.get("anomalies", {})),
+            time=_times(data.get("time", {})),
         )
+
+
+def _counts(value: Any) -> dict[str, int]:
+    if type(value) is not dict or not all(type(n) is int for n in value.values()):
+        raise TypeError("anomalies are not counts by rule")
+    return value
+
+
+def _times(value: Any) -> dict[str, float]:
+    if type(value) is not dict or not _numbers(value.values()):
+        raise TypeError("time is not seconds by phase")
+    return value
 
 
 def nonfinite_name(value: float) -> str:

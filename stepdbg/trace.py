@@ -200,14 +200,17 @@ class Trace:
         if not isinstance(data, dict) or data.get("type") != "header":
             raise TraceError(f"{self._where(1)}: not a stepdbg trace (no header record)")
         schema = data.get("schema")
-        if not isinstance(schema, int):
+        if type(schema) is not int or schema < 1:
             raise TraceError(f"{self._where(1)}: not a stepdbg trace (header has no schema version)")
         if schema > SCHEMA_VERSION:
             raise TraceError(
                 f"{self.path}: trace schema {schema} is newer than this stepdbg reads "
                 f"({SCHEMA_VERSION}); upgrade stepdbg"
             )
-        return Header.from_json(data)
+        try:
+            return Header.from_json(data)
+        except (TypeError, ValueError) as e:
+            raise TraceError(f"{self._where(1)}: corrupt header ({e})") from None
 
     def __iter__(self) -> Iterator[Record]:
         """Yield every record after the header, in file order.
@@ -275,4 +278,7 @@ def read_end(path: Path) -> EndRecord | None:
         return None
     if not isinstance(data, dict) or data.get("type") != "end":
         return None
-    return EndRecord.from_json(data)
+    try:
+        return EndRecord.from_json(data)
+    except (TypeError, ValueError):
+        return None

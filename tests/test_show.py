@@ -119,6 +119,28 @@ def test_corrupt_middle_line_names_file_and_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("line", "field", "value"),
+    [
+        (4, "loss", "oops"), (4, "loss", True), (4, "grad_norm", {"a": 1}), (4, "lr", 0.1), (4, "lr", ["0.1"]),
+        (4, "group_grad_norms", "x"), (4, "time", [1.0]), (4, "time", {"forward": "x"}), (4, "calls", "zero_grad"),
+        (4, "skipped", "no"), (4, "optimizer", "0"), (3, "param_grad_norms", {"fc.weight": "x"}),
+        (3, "param_update_ratios", [0.1]),
+    ],
+)
+def test_a_field_of_the_wrong_type_is_a_corrupt_record(tmp_path: Path, line: int, field: str, value: Any) -> None:
+    """Valid JSON with a value of the wrong type (hand-edited, or written by another tool)
+    is named like a corrupt line, by show and by diff: never a traceback from deep inside."""
+    path = write_trace(tmp_path / "bad.jsonl")
+    record = json.loads(path.read_text().splitlines()[line - 1])
+    record[field] = value
+    replace_line(path, line, json.dumps(record))
+    expected = f"stepdbg: error: {path}:{line}: corrupt step record (a field of the wrong type: {field})\n"
+    for command in (["show", str(path)], ["diff", str(write_trace(tmp_path / "good.jsonl")), str(path)]):
+        result = runner.invoke(app, command)
+        assert (result.exit_code, result.stderr) == (2, expected), result.output
+
+
+@pytest.mark.parametrize(
     ("content", "message"),
     [
         (None, "no such file"),
@@ -126,6 +148,8 @@ def test_corrupt_middle_line_names_file_and_line(tmp_path: Path) -> None:
         ("hello\n", "not a stepdbg trace"),
         (b"\xff\xfe binary\n", ":1: not a stepdbg trace (the first line is not JSON)"),
         ('{"type":"header","schema":99}\n', "trace schema 99 is newer than this stepdbg reads"),
+        ('{"type":"header","schema":true}\n', ":1: not a stepdbg trace (header has no schema version)"),
+        ('{"type":"header","schema":1,"every":"x"}\n', ":1: corrupt header (invalid literal for int()"),
     ],
 )
 def test_unreadable_traces_exit_2_with_one_line(tmp_path: Path, content: str | bytes | None, message: str) -> None:
