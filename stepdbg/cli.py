@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -157,10 +158,10 @@ def diff(
     as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as one JSON object.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing; only the exit code tells.")] = False,
     ignore: Annotated[
-        Optional[str],
+        Optional[list[str]],
         typer.Option(
             metavar="FIELD[,FIELD]",
-            help="Step fields not to compare, e.g. loss for two DDP ranks (different batches, same gradients).",
+            help="Step fields not to compare, e.g. loss for two DDP ranks (different batches, same gradients); may be repeated.",
             show_default=False,
         ),
     ] = None,
@@ -172,7 +173,9 @@ def diff(
     from .diff import DiffOptions, diff_traces
     from .diff_compare import FIELDS
 
-    ignored = _parse_names(ignore, FIELDS, "field", "--ignore")
+    if not (rtol >= 0 and atol >= 0):  # NaN fails both
+        raise fail("--rtol and --atol must be numbers >= 0")
+    ignored = _parse_names(",".join(ignore or []), FIELDS, "field", "--ignore")
     try:
         code = diff_traces(a, b, DiffOptions(rtol=rtol, atol=atol, json=as_json, quiet=quiet, ignore=ignored))
     except (TraceError, ValueError) as e:
@@ -193,4 +196,8 @@ def main() -> None:
         code = EXIT_USAGE
     except typer.Abort:
         code = 130
+    except OSError as e:  # the output could not be written (a full disk; click handles a closed pipe)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        print(f"stepdbg: error: cannot write the output ({e.strerror or e})", file=sys.stderr)
+        code = EXIT_USAGE
     sys.exit(code if isinstance(code, int) else 0)

@@ -50,7 +50,7 @@ class Tolerance:
             return math.isnan(a) and math.isnan(b)
         if math.isinf(a) or math.isinf(b):
             return False
-        return abs(a - b) <= self.atol + self.rtol * abs(b)
+        return abs(a - b) <= self.atol + self.rtol * abs(a)  # relative to A, the reference, as `rel_diff`
 
     def close_lists(self, a: list[float | None], b: list[float | None]) -> bool:
         return a == b or (len(a) == len(b) and all(self.close(x, y) for x, y in zip(a, b)))

@@ -104,6 +104,28 @@ def test_tolerance_options(tmp_path: Path, a: Path) -> None:
     assert result.exit_code == 0 and result.stdout == ""
 
 
+def test_tolerance_is_relative_to_a_as_the_differences_shown(tmp_path: Path, a: Path) -> None:
+    """B's loss 10% below A's: a relative difference of 0.1, inside rtol 0.105, outside 0.095."""
+    b = write_trace(tmp_path / "b.jsonl", tweak=from_step(3, loss=lambda r: r.loss * 0.9))
+    first = diff_json(a, b)["first"]["fields"][0]
+    assert (first["field"], first["rel_diff"]) == ("loss", pytest.approx(0.1))
+    assert diff(a, b, rtol=0.105, atol=0)[0] == 0
+    assert diff(a, b, rtol=0.095, atol=0)[0] == 1
+
+
+@pytest.mark.parametrize("option", [["--rtol", "nan"], ["--rtol", "-1"], ["--atol", "-1e-8"]])
+def test_tolerances_must_be_numbers_not_below_zero(a: Path, option: list[str]) -> None:
+    result = runner.invoke(app, ["diff", str(a), str(a), *option])
+    assert (result.exit_code, result.stderr) == (2, "stepdbg: error: --rtol and --atol must be numbers >= 0\n")
+
+
+def test_ignore_may_be_repeated(tmp_path: Path, a: Path) -> None:
+    b = write_trace(tmp_path / "b.jsonl", tweak=from_step(3, loss=lambda r: r.loss * 2, lr=[0.5]))
+    assert runner.invoke(app, ["diff", str(a), str(b), "--ignore", "loss"]).exit_code == 1
+    assert runner.invoke(app, ["diff", str(a), str(b), "--ignore", "loss", "--ignore", "lr"]).exit_code == 0
+    assert runner.invoke(app, ["diff", str(a), str(b), "--ignore", "loss,lr"]).exit_code == 0
+
+
 def test_ignored_fields_are_never_counted(tmp_path: Path, a: Path) -> None:
     """--ignore loss: two DDP ranks (own batches, same gradients) agree; other fields still count."""
     b = write_trace(tmp_path / "b.jsonl", tweak=from_step(0, loss=lambda r: r.loss * 2))

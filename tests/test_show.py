@@ -6,6 +6,8 @@ import csv
 import io
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -316,3 +318,14 @@ def test_a_loop_without_optimizer_is_shown_without_a_parameter_count(tmp_path: P
     assert "no optimizer (a loop of" in text
     params_row = next(line for line in text.splitlines() if line.startswith("params"))
     assert params_row.split() == ["params", "–"]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("command", [["show"], ["show", "--csv"], ["diff", "--json"]])
+def test_output_that_cannot_be_written_is_one_line_and_exit_2(tmp_path: Path, command: list[str]) -> None:
+    """A full disk: one line, and 2 (for diff, trouble; never 1, "the runs differ")."""
+    trace = str(write_trace(tmp_path / "t.jsonl", steps=3000))
+    traces = [trace, trace] if command[0] == "diff" else [trace]
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "stepdbg", *command, *traces], stdout=full, stderr=subprocess.PIPE, text=True)
+    assert (proc.returncode, proc.stderr) == (2, "stepdbg: error: cannot write the output (No space left on device)\n")
