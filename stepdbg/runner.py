@@ -10,6 +10,7 @@ traceback is shown without stepdbg's frames.
 
 from __future__ import annotations
 
+import builtins
 import importlib.util
 import io
 import os
@@ -18,6 +19,7 @@ import runpy
 import shlex
 import sys
 import types
+from collections.abc import Iterator
 from pathlib import Path
 
 from rich.console import Console
@@ -47,10 +49,14 @@ def default_trace_path(options: RunOptions) -> Path:
 def _resolve(options: RunOptions) -> tuple[str, list[str]]:
     """The path or module to run and its ``sys.argv``, or ScriptNotFound."""
     if options.module:
+        saved_path = sys.path[:]
+        sys.path.insert(0, os.getcwd())  # where python -m looks first, as the run will (see run_script)
         try:
             spec = importlib.util.find_spec(options.target)
         except (ImportError, ValueError) as e:
             raise ScriptNotFound(f"cannot import module {options.target!r}: {e}") from None
+        finally:
+            sys.path[:] = saved_path
         if spec is None:
             raise ScriptNotFound(f"no module named {options.target!r}")
         return options.target, [spec.origin or options.target, *options.args]
@@ -65,12 +71,19 @@ def _resolve(options: RunOptions) -> tuple[str, list[str]]:
 
 
 def _user_traceback(error: BaseException) -> types.TracebackType | None:
-    """The traceback from the user's first frame on: stepdbg's and runpy's frames dropped."""
+    """The traceback as python would show it: from the user's first frame on, and without
+    stepdbg's frames further down (a hook's wrapper between torch's own frames)."""
     skip = (str(Path(__file__).parent), runpy.__file__, "<frozen runpy>")
-    tb = error.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(skip):
+    kept = [tb for tb in _frames(error.__traceback__) if not tb.tb_frame.f_code.co_filename.startswith(skip)]
+    for tb, following in zip(kept, [*kept[1:], None]):
+        tb.tb_next = following
+    return kept[0] if kept else None
+
+
+def _frames(tb: types.TracebackType | None) -> Iterator[types.TracebackType]:
+    while tb is not None:
+        yield tb
         tb = tb.tb_next
-    return tb
 
 
 def _run_file(path: str) -> None:
@@ -84,7 +97,9 @@ def _run_file(path: str) -> None:
         with io.open_code(path) as file:
             code = compile(file.read(), path, "exec", dont_inherit=True)
     main = types.ModuleType("__main__")
-    main.__dict__.update(__file__=path, __cached__=None, __loader__=None, __package__=None, __spec__=None)
+    main.__dict__.update(
+        __file__=path, __cached__=None, __loader__=None, __package__=None, __spec__=None, __builtins__=builtins
+    )
     saved = sys.modules["__main__"]
     sys.modules["__main__"] = main
     try:

@@ -49,6 +49,7 @@ def test_script_runs_as_under_python(tmp_path: Path, typed: str) -> None:
         "argv": [script, "--lr", "3e-4", "-o", "x"],  # stepdbg's own -o went to the script
         "path0": str(SCRIPTS),
         "sibling": "sibling",
+        "builtins": "module",
     }
 
 
@@ -61,6 +62,32 @@ def test_module_mode(tmp_path: Path) -> None:
     assert seen["name"] == "__main__"
     assert seen["argv"] == [str(tmp_path / "pkg" / "train_module.py"), "-o", "arg"]
     assert [r["step"] for r in records(trace) if r["type"] == "step"] == [0, 1, 2]
+
+
+def test_module_mode_finds_modules_in_the_current_directory(tmp_path: Path) -> None:
+    """As ``python -m``: from the console script too, whose own folder is sys.path[0]
+    (``python -m stepdbg`` would hide it, putting the current directory there first)."""
+    console_script = Path(sys.executable).parent / "stepdbg"
+    if not console_script.exists():
+        pytest.skip("stepdbg's console script is not installed beside this python")
+    shutil.copytree(SCRIPTS / "pkg", tmp_path / "pkg")
+    result = subprocess.run(
+        [str(console_script), "run", "--quiet", "-m", "pkg.train_module"], cwd=tmp_path, env=ENV, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["argv"] == [str(tmp_path / "pkg" / "train_module.py")]
+
+
+def test_a_traceback_through_stepdbgs_hooks_is_pythons(tmp_path: Path) -> None:
+    """An error raised inside backward passes through stepdbg's wrapper of the engine
+    entry: the traceback shows torch's frames and the user's, as under python."""
+    script = tmp_path / "twice.py"
+    script.write_text("import torch\nw = torch.ones(3, requires_grad=True)\nloss = (w * 2).sum()\nloss.backward()\nloss.backward()\n")
+    bare = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=ENV, capture_output=True, text=True)
+    traced = run("run", "--quiet", str(script), cwd=tmp_path)
+    assert bare.returncode == traced.returncode == 1
+    assert "Trying to backward through the graph a second time" in bare.stderr
+    assert traced.stderr == bare.stderr
 
 
 def test_default_trace_path_is_named_after_the_script(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ print(
             "argv": sys.argv,
             "path0": sys.path[0],
             "sibling": sibling_module.VALUE,
+            "builtins": type(__builtins__).__name__,
         }
     )
 )
