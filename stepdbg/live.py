@@ -1,18 +1,19 @@
 """What `stepdbg run` shows on stderr while the script runs, and the summary after.
 
-On a terminal: a table kept at the bottom of the screen, redrawn at most 4
-times a second (see `LiveRegion`), with the script's own output scrolling
+On a terminal: a table kept in the bottom lines of the screen, redrawn at most
+4 times a second (see `LiveRegion`), with the script's own output scrolling
 above it unchanged. When stderr is not a terminal: one plain line every few
 seconds. Anomalies are printed as they happen, in both modes.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, TextIO
+from typing import TextIO
 
 from rich import box
 from rich.console import Console, Group, RenderableType
@@ -26,22 +27,25 @@ SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "error": "bold red"}
 REFRESH_INTERVAL = 0.25
 TABLE_PHASES = ("fwd", "bwd", "step", "zero")
 """Column headers for `PHASES`, short enough for an 80-column terminal."""
+SAVE_CURSOR, RESTORE_CURSOR = "\x1b7", "\x1b8"
+MIN_SCROLL_ROWS = 4
+"""The table is shown only where this many lines are left above it for the script."""
 TABLE_ROWS = 8
 """The table shows the optimizers stepped last, this many at most (a loop may build one
 per iteration, or one per parameter)."""
 
 
 class LiveRegion:
-    """A block of lines at the bottom of the terminal, redrawn in place, with the
-    script's output scrolling above it byte for byte.
+    """The table in the terminal's bottom lines, under a scroll region that holds the rest.
 
-    rich's ``Live(redirect_stdout=True)`` would hold the script's partial lines
-    until a newline (a progress bar's ``\r`` updates, ``print(end="")``) and
-    rewrite them, so the script's output would change. Here the script's writes
-    to ``sys.stdout``/``sys.stderr`` pass straight through: the block is erased
-    before each one and drawn again at the next refresh, once the cursor is back
-    at the start of a line. Refreshes happen on the training thread, from
-    `refresh`, so no thread of ours ever writes while the script runs.
+    The script's output scrolls in the region above, byte for byte and partial lines
+    included, whoever writes it: ``print``, ``os.write``, a subprocess, a DataLoader
+    worker, a C++ library on fd 2. The table is drawn below the region between a cursor
+    save and restore, in one write (a terminal does not interleave another write into
+    it), so no line the script wrote is ever moved over or erased; rich's ``Live``
+    instead moves up over the lines it drew, and erases whatever another writer put
+    there since. `stop` gives the region back (a SIGKILL leaves it set: ``reset``
+    restores the terminal). Refreshes happen on the training thread, from `refresh`.
     """
 
     def __init__(self, console: Console, render: Callable[[], RenderableType], clock: Callable[[], float]) -> None:
@@ -49,88 +53,96 @@ class LiveRegion:
         self.render = render
         self.clock = clock
         self._lock = threading.RLock()
-        self._height = 0
-        self._at_line_start = True
-        self._last_draw = float("-inf")
         self._terminal: TextIO | None = None
-        self._saved: dict[str, TextIO] = {}
+        self._rows = 0
+        """The terminal's height when the region was set."""
+        self._height = 0
+        """The table's lines under the region; 0 while no region is set."""
+        self._last_draw = float("-inf")
 
     def start(self) -> None:
+        """Draw the (empty) table at once: the script has written nothing yet, so the cursor is
+        at the start of a line, and room is made below it without scrolling a line needlessly."""
         self._terminal = sys.stderr
-        for name in ("stdout", "stderr"):
-            stream = getattr(sys, name)
-            if stream.isatty():
-                self._saved[name] = stream
-                setattr(sys, name, _PassThrough(stream, self))
+        with self._lock:
+            self._draw(at_line_start=True)
 
     def detach(self) -> None:
-        """In a forked child: the block on the terminal is the parent's; give the streams back.
+        """In a forked child: the region on the terminal is the parent's; leave it alone.
         With a lock of the child's own: a thread of the parent may have held the inherited one."""
         self._lock = threading.RLock()
         self._height = 0
-        self.stop()
+        self._terminal = None
 
     def stop(self) -> None:
         with self._lock:
-            self.erase()
-            for name, stream in self._saved.items():
-                if isinstance(getattr(sys, name), _PassThrough):
-                    setattr(sys, name, stream)
-            self._saved.clear()
+            self._give_back()
             self._terminal = None
 
     def refresh(self) -> None:
-        """Redraw, at most every `REFRESH_INTERVAL` seconds, and never over a partial line."""
+        """Redraw, at most every `REFRESH_INTERVAL` seconds."""
         now = self.clock()
-        if now - self._last_draw < REFRESH_INTERVAL or not self._at_line_start or self._terminal is None:
+        if now - self._last_draw < REFRESH_INTERVAL or self._terminal is None:
             return
         with self._lock:
-            self._last_draw = now
-            with self.console.capture() as capture:
-                self.console.print(self.render())
-            text = capture.get()
-            stdout = self._saved.get("stdout")
-            if stdout is not None:
-                stdout.flush()  # the script's buffered output goes above the block, not below
-            self._terminal.write(self._erase_sequence() + text)
-            self._terminal.flush()
-            self._height = text.count("\n")
+            self._draw(at_line_start=False)
 
-    def erase(self) -> None:
-        if self._height and self._terminal is not None:
-            self._terminal.write(self._erase_sequence())
-            self._terminal.flush()
+    def _draw(self, at_line_start: bool) -> None:
+        assert self._terminal is not None
+        self._last_draw = self.clock()
+        try:
+            rows = os.get_terminal_size(self._terminal.fileno()).lines
+        except (OSError, ValueError):
+            return
+        with self.console.capture() as capture:
+            self.console.print(self.render())
+        lines = capture.get().rstrip("\n").split("\n")
+        if len(lines) + MIN_SCROLL_ROWS > rows:  # no room for the table: the script's output first
+            self._give_back()
+            return
+        setup = ""
+        if (rows, len(lines)) != (self._rows, self._height):
+            setup = self._make_room(rows, len(lines), at_line_start)
+        top = rows - len(lines) + 1
+        table = "".join(f"\x1b[{top + i};1H{line}\x1b[K" for i, line in enumerate(lines))
+        self._write(f"{setup}{SAVE_CURSOR}{table}{RESTORE_CURSOR}")
+
+    def _make_room(self, rows: int, height: int, at_line_start: bool) -> str:
+        """The sequence that sets the scroll region above ``height`` lines for the table.
+
+        Growing: the lines above scroll up as many lines as the table gains, and the cursor
+        follows its line up (at the start of a line, new lines below it are enough: nothing
+        scrolls unless the cursor is near the bottom). Shrinking: the lines given back are
+        cleared. A resized terminal starts afresh.
+        """
+        reset = ""
+        if rows != self._rows:  # first, or resized: whatever region was set is of no use
+            reset = f"{SAVE_CURSOR}\x1b[r{RESTORE_CURSOR}" if self._rows else ""
             self._height = 0
+        old_bottom = rows - self._height
+        new_bottom = rows - height
+        if height > self._height:
+            grow = height - self._height
+            if at_line_start and not self._height:  # setting the region homes the cursor: save it
+                sequence = "\n" * grow + f"\x1b[{grow}A{SAVE_CURSOR}\x1b[1;{new_bottom}r{RESTORE_CURSOR}"
+            else:
+                scroll_up = f"\x1b[{old_bottom};1H" + "\n" * grow
+                sequence = f"{SAVE_CURSOR}{scroll_up}\x1b[1;{new_bottom}r{RESTORE_CURSOR}\x1b[{grow}A"
+        else:
+            sequence = f"{SAVE_CURSOR}\x1b[{old_bottom + 1};1H\x1b[J\x1b[1;{new_bottom}r{RESTORE_CURSOR}"
+        self._rows, self._height = rows, height
+        return reset + sequence
 
-    def _erase_sequence(self) -> str:
-        """Up to the block's first line, then clear to the end of the screen."""
-        return f"\x1b[{self._height}F\x1b[J" if self._height else ""
+    def _give_back(self) -> None:
+        """Clear the table and the scroll region; the cursor stays where the script left it."""
+        if self._height and self._terminal is not None:
+            self._write(f"{SAVE_CURSOR}\x1b[{self._rows - self._height + 1};1H\x1b[J\x1b[r{RESTORE_CURSOR}")
+        self._rows = self._height = 0
 
-    def script_wrote(self, write: Callable[[str], int], text: str) -> int:
-        with self._lock:
-            self.erase()
-            written = write(text)
-            if text:
-                self._at_line_start = text.endswith("\n")
-            return written
-
-
-class _PassThrough:
-    """``sys.stdout``/``sys.stderr`` while the table is shown: the stream itself, with writes announced."""
-
-    def __init__(self, stream: TextIO, region: LiveRegion) -> None:
-        self._stream = stream
-        self._region = region
-
-    def write(self, text: str) -> int:
-        return self._region.script_wrote(self._stream.write, text)
-
-    def writelines(self, lines: Any) -> None:
-        for line in lines:
-            self.write(line)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
+    def _write(self, sequence: str) -> None:
+        assert self._terminal is not None
+        self._terminal.write(sequence)
+        self._terminal.flush()
 
 
 def fmt(value: float | None, spec: str = ".4g") -> str:
@@ -167,7 +179,9 @@ class View:
         """Per optimizer: [steps, then seconds per phase] since the last refresh."""
         self._shown: dict[int | None, list[float]] = {}
         self.anomaly_count = 0
-        self._region = LiveRegion(console, self.table, clock) if live and not quiet and console.is_terminal else None
+        # a dumb terminal (TERM=dumb: Emacs' shell) cannot move the cursor: plain lines there
+        redraws = console.is_terminal and not console.is_dumb_terminal
+        self._region = LiveRegion(console, self.table, clock) if live and not quiet and redraws else None
         self._last_plain = clock()
 
     def start(self) -> None:
@@ -254,6 +268,9 @@ class View:
                 *(fmt(mean * 1e3, ".2f") for mean in self._phase_means(optimizer)),
             )
             calls.append(f"calls ({'no optimizer' if optimizer is None else f'opt {who}'}): {' '.join(record.calls)}")
+        if not calls:  # before the first step: a row of its own, so that the table need not grow for it
+            table.add_row(*["-"] * len(table.columns))
+            calls.append("calls: none yet")
         footer = Text(f"anomalies: {self.anomaly_count}", style="yellow" if self.anomaly_count else "green")
         return Group(table, Text("\n".join(calls), no_wrap=True, overflow="ellipsis"), footer)
 

@@ -1,5 +1,8 @@
-"""Trains while printing to stdout and stderr, partial lines included, for the live table tests."""
+"""Trains while printing to stdout and stderr, partial lines included, and writing around
+Python's streams (os.write, a subprocess), for the live table tests."""
 
+import os
+import subprocess
 import sys
 import time
 
@@ -21,6 +24,9 @@ for i in range(40):
     print(f"line {i} [bold]not markup[/bold]", flush=True)
     if i % 10 == 0:
         print(f"err {i}", file=sys.stderr)
+    if i % 10 == 5:  # as a DataLoader worker or a C++ library writes: not through sys.stdout
+        os.write(1, f"fd {i}\n".encode())
+        subprocess.run([sys.executable, "-c", f"print('child {i}')"], check=True)
     if i == 20:  # a progress bar: refreshes fall due while its line is partial, the table must wait
         print("progress 0%", end="", flush=True)
         for _ in range(20):
