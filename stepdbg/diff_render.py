@@ -137,7 +137,9 @@ def render_verdict(result: DiffResult) -> RenderableType:
         return Text(f"The runs agree: {comparison.compared} common steps within {within} (exit 0).", style="bold green")
     others = len(result.structure)
     other_text = f"{others} other difference{'s' if others > 1 else ''}"
-    if not comparison.differing:
+    if not comparison.compared:
+        text = f"{other_text}, and no step in common"
+    elif not comparison.differing:
         text = f"{other_text}; the {comparison.compared} common steps agree ({within})"
     else:
         text = f"{comparison.differing} of {comparison.compared} common steps differ ({within})"

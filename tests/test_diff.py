@@ -276,6 +276,13 @@ def test_nothing_to_compare_is_trouble(tmp_path: Path) -> None:
     assert runner.invoke(app, ["diff", str(a), str(b)]).exit_code == 2
 
 
+def test_a_run_without_steps_against_one_with_steps_differs(tmp_path: Path, a: Path) -> None:
+    """Not trouble (exit 2 is for two traces without a single step): the runs differ."""
+    empty = write_trace(tmp_path / "empty.jsonl", steps=0)
+    code, text = diff(empty, a)
+    assert code == 1 and "The runs differ (exit 1): 1 other difference, and no step in common." in text
+
+
 def test_cli_diff_outputs(tmp_path: Path, a: Path) -> None:
     b = write_trace(tmp_path / "b.jsonl", tweak=from_step(5, lr=[0.05]))
     result = runner.invoke(app, ["diff", str(a), str(b)])
