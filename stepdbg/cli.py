@@ -67,7 +67,13 @@ def _parse_names(value: str | None, valid: Sequence[str], what: str, option: str
 )
 def run(
     ctx: typer.Context,
-    script: Annotated[str, typer.Argument(help="The training script (or, with -m, the module) to run.", show_default=False)],
+    script: Annotated[
+        str,
+        typer.Argument(
+            metavar="SCRIPT [ARGS]...", help="The training script (or, with -m, the module) to run, and its arguments.",
+            show_default=False,
+        ),
+    ],
     module: Annotated[bool, typer.Option("-m", "--module", help="Run SCRIPT as a module, like python -m.")] = False,
     trace: Annotated[
         Optional[Path],
@@ -125,7 +131,7 @@ def run(
 
 @app.command()
 def show(
-    trace: Annotated[Path, typer.Argument(help="A trace written by stepdbg run.", show_default=False)],
+    trace: Annotated[Path, typer.Argument(metavar="TRACE", help="A trace written by stepdbg run.", show_default=False)],
     steps: Annotated[Optional[str], typer.Option(help="Only steps A:B (Python slice of step numbers, e.g. 100:200).")] = None,
     optimizer: Annotated[Optional[int], typer.Option(help="Only this optimizer (its index).")] = None,
     param: Annotated[
@@ -151,8 +157,8 @@ def show(
 
 @app.command()
 def diff(
-    a: Annotated[Path, typer.Argument(help="The reference trace.", show_default=False)],
-    b: Annotated[Path, typer.Argument(help="The trace to compare with it.", show_default=False)],
+    a: Annotated[Path, typer.Argument(metavar="A", help="The reference trace.", show_default=False)],
+    b: Annotated[Path, typer.Argument(metavar="B", help="The trace to compare with it.", show_default=False)],
     rtol: Annotated[float, typer.Option(help="Relative tolerance for numbers.")] = 1e-5,
     atol: Annotated[float, typer.Option(help="Absolute tolerance for numbers.")] = 1e-8,
     as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as one JSON object.")] = False,
