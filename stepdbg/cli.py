@@ -109,6 +109,8 @@ def run(
     from .runner import run_script
     from .session import RunOptions, ScriptNotFound
 
+    if trace is not None and str(trace) == "-":
+        raise fail("the trace cannot go to stdout (-o -): stdout is the script's; give a file name")
     options = RunOptions(
         target=script,
         args=list(ctx.args),

@@ -143,6 +143,7 @@ def test_sys_exit_message_goes_to_stderr(tmp_path: Path) -> None:
         (["run"], "Missing argument 'SCRIPT [ARGS]...'"),
         (["run", "--bogus", "x.py"], "no such option: --bogus"),
         (["show", "missing.jsonl"], "missing.jsonl: no such file"),
+        (["run", "-o", "-", "x.py"], "the trace cannot go to stdout (-o -)"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
