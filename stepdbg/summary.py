@@ -19,7 +19,7 @@ from rich.text import Text
 
 from .trace import Trace
 
-NOT_FINISHED = "did not finish (no end record; the trace was cut)"
+NOT_FINISHED = "not finished (no end record: killed, or still running)"
 
 
 @dataclass

@@ -195,7 +195,7 @@ def test_killed_run_keeps_completed_steps(tmp_path: Path) -> None:
     assert len([r for r in lines if r["type"] == "step"]) >= printed
     shown = run("show", str(trace), cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
-    assert "did not finish" in shown.stdout
+    assert "not finished (no end record" in shown.stdout
 
 
 def test_trace_is_standard_json_lines(tmp_path: Path) -> None:

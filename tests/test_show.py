@@ -80,7 +80,7 @@ def test_default_view_tells_the_run_optimizers_phases_sparklines_and_anomalies(t
 def test_cut_trace_keeps_every_whole_line_and_says_the_run_did_not_finish(tmp_path: Path) -> None:
     path = cut_last_line(write_trace(tmp_path / "cut.jsonl", steps=8, end=False))
     text = render(path)
-    assert "did not finish (no end record; the trace was cut)" in text
+    assert "not finished (no end record: killed, or still running)" in text
     assert "steps     7" in text  # the 8th step record was cut
     summary = json.loads(data(path, json=True))
     assert summary["run"]["finished"] is False and summary["run"]["truncated"] is True
@@ -94,7 +94,7 @@ def test_cut_inside_a_multibyte_character_keeps_every_whole_line(tmp_path: Path)
     path = write_trace(tmp_path / "cut.jsonl", tweak=repeats, end=False)
     data = path.read_bytes()
     path.write_bytes(data[: data.rfind("×".encode()) + 1])  # a killed run stopped mid-character
-    assert "did not finish" in render(path)
+    assert "not finished (no end record" in render(path)
 
 
 def test_trace_with_no_steps(tmp_path: Path) -> None:
