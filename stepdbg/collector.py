@@ -642,7 +642,7 @@ class Collector:
     def _check_scheduler_order(self, track: OptimizerTrack, scheduler: Any) -> None:
         """A scheduler stepped while fresh gradients wait for its optimizer, or before any step."""
         fresh_gradients_pending = track.cleared_since_step and self.backward_count > track.mark
-        if track.steps == 0 or fresh_gradients_pending:
+        if (track.steps == 0 and _stepped_here(scheduler)) or fresh_gradients_pending:
             self.diagnostics.report(
                 "scheduler-before-step",
                 track.steps,
@@ -1118,6 +1118,20 @@ class Collector:
 
 def _backward_index(loss: tuple[int, Any]) -> int:
     return loss[0]
+
+
+def _stepped_here(scheduler: Any) -> bool:
+    """Whether the scheduler's count moved by a step rather than a checkpoint loaded into it.
+
+    A step sets each group's lr and keeps those very float objects as its last lrs; a
+    ``load_state_dict`` brings last lrs of its own (a resumed run, before its new
+    optimizer's first step, moves the count by one too when saved after one step).
+    Tensor lrs are copied by a step: those count as steps.
+    """
+    last, optimizer = getattr(scheduler, "_last_lr", None), getattr(scheduler, "optimizer", None)
+    if type(last) is not list or optimizer is None or not all(type(lr) is float for lr in last):
+        return True
+    return all(lr is group.get("lr") for lr, group in zip(last, optimizer.param_groups))
 
 
 def _scheduler_count(scheduler: Any) -> int:

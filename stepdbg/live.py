@@ -28,6 +28,10 @@ REFRESH_INTERVAL = 0.25
 TABLE_PHASES = ("fwd", "bwd", "step", "zero")
 """Column headers for `PHASES`, short enough for an 80-column terminal."""
 SAVE_CURSOR, RESTORE_CURSOR = "\x1b7", "\x1b8"
+RELEASE = f"{SAVE_CURSOR}\x1b[r{RESTORE_CURSOR}\x1b[J"
+"""The scroll region back to the whole screen, then everything below the cursor cleared:
+the table is there, wherever a resize since has moved it (never the script's lines:
+the script writes at the cursor)."""
 MIN_SCROLL_ROWS = 4
 """The table is shown only where this many lines are left above it for the script."""
 TABLE_ROWS = 8
@@ -117,7 +121,7 @@ class LiveRegion:
         """
         reset = ""
         if rows != self._rows:  # first, or resized: whatever region was set is of no use
-            reset = f"{SAVE_CURSOR}\x1b[r{RESTORE_CURSOR}" if self._rows else ""
+            reset = RELEASE if self._rows else ""
             self._height = 0
         old_bottom = rows - self._height
         new_bottom = rows - height
@@ -134,9 +138,9 @@ class LiveRegion:
         return reset + sequence
 
     def _give_back(self) -> None:
-        """Clear the table and the scroll region; the cursor stays where the script left it."""
+        """Release the scroll region and clear the table; the cursor stays where the script left it."""
         if self._height and self._terminal is not None:
-            self._write(f"{SAVE_CURSOR}\x1b[{self._rows - self._height + 1};1H\x1b[J\x1b[r{RESTORE_CURSOR}")
+            self._write(RELEASE)
         self._rows = self._height = 0
 
     def _write(self, sequence: str) -> None:

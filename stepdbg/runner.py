@@ -32,6 +32,12 @@ from .session import TRACE_SUFFIX, RunOptions, ScriptNotFound, Session, outcome,
 EXIT_STRICT = 3
 
 
+def _draws_the_table() -> bool:
+    """One process per terminal draws the live table: under a launcher (torchrun), local
+    rank 0; the other ranks on the same terminal print plain lines."""
+    return os.environ.get("LOCAL_RANK", "0") == "0"
+
+
 def launcher_rank() -> int | None:
     """The rank a launcher (torchrun) gave this process, if any."""
     rank = os.environ.get("RANK", "")
@@ -73,7 +79,7 @@ def _resolve(options: RunOptions) -> tuple[str, list[str]]:
 def _user_traceback(error: BaseException) -> types.TracebackType | None:
     """The traceback as python would show it: from the user's first frame on, and without
     stepdbg's frames further down (a hook's wrapper between torch's own frames)."""
-    skip = (str(Path(__file__).parent), runpy.__file__, "<frozen runpy>")
+    skip = (str(Path(__file__).parent) + os.sep, runpy.__file__, "<frozen runpy>")
     kept = [tb for tb in _frames(error.__traceback__) if not tb.tb_frame.f_code.co_filename.startswith(skip)]
     for tb, following in zip(kept, [*kept[1:], None]):
         tb.tb_next = following
@@ -100,12 +106,10 @@ def _run_file(path: str) -> None:
     main.__dict__.update(
         __file__=path, __cached__=None, __loader__=None, __package__=None, __spec__=None, __builtins__=builtins
     )
-    saved = sys.modules["__main__"]
+    # left in place afterwards, as python leaves it: the script's threads still running and its
+    # atexit handlers pickle the classes it defined (a checkpoint saved in the background)
     sys.modules["__main__"] = main
-    try:
-        exec(code, main.__dict__)
-    finally:
-        sys.modules["__main__"] = saved
+    exec(code, main.__dict__)
 
 
 def run_script(options: RunOptions) -> int:
@@ -113,7 +117,7 @@ def run_script(options: RunOptions) -> int:
     target, argv = _resolve(options)
     trace_path = options.trace or default_trace_path(options)
     command = shlex.join(options.command or ["stepdbg", "run", target, *options.args])
-    view = View(Console(stderr=True), live=options.live, quiet=options.quiet)
+    view = View(Console(stderr=True), live=options.live and _draws_the_table(), quiet=options.quiet)
     session = Session(options, argv, command, trace_path, view, launcher_rank())
     ranks = SpawnedRanks(options, argv, command, trace_path)
 
@@ -126,7 +130,7 @@ def run_script(options: RunOptions) -> int:
     if options.module:
         path0 = os.getcwd()
     else:
-        path0 = script if os.path.isdir(script) else os.path.dirname(os.path.abspath(script))
+        path0 = script if os.path.isdir(script) else os.path.dirname(os.path.realpath(script))  # a link's target's
     if sys.path:
         sys.path[0] = path0
     else:

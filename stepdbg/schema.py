@@ -39,6 +39,7 @@ def _numbers(values: Any) -> bool:
     return _NUMBER.issuperset(map(type, values))
 
 
+_SECONDS = frozenset((int, float))
 _STRING = frozenset((str,))
 
 
@@ -73,6 +74,9 @@ class Header:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Header:
+        texts = [data.get(key, "") for key in ("stepdbg", "torch", "python", "command", "cwd", "start", "device")]
+        if not _STRING.issuperset(map(type, texts)) or not _strings(data.get("argv", [])):
+            raise TypeError("a field of the wrong type")
         return cls(
             stepdbg=data.get("stepdbg", "?"),
             torch=data.get("torch", "?"),
@@ -189,9 +193,8 @@ class StepRecord:
         if (  # one pass over the types, in C: a long trace holds millions of records
             type(group_grad_norms) is not list or type(lr) is not list or type(time) is not dict
             or type(calls) is not list or type(skipped) is not bool
-            or not _NUMBER.issuperset(
-                map(type, (loss, grad_norm, update_ratio, get("optimizer"), *group_grad_norms, *lr, *time.values()))
-            )
+            or not _NUMBER.issuperset(map(type, (loss, grad_norm, update_ratio, get("optimizer"), *group_grad_norms, *lr)))
+            or not _SECONDS.issuperset(map(type, time.values()))
             or not _STRING.issuperset(map(type, calls))
             or (param_grad_norms is not None and not _number_dict(param_grad_norms))
             or (param_update_ratios is not None and not _number_dict(param_update_ratios))
@@ -229,7 +232,7 @@ def _first_mistyped(data: dict[str, Any]) -> str:
         "optimizer": lambda v: _numbers((v,)), "loss": lambda v: _numbers((v,)),
         "grad_norm": lambda v: _numbers((v,)), "update_ratio": lambda v: _numbers((v,)),
         "group_grad_norms": lambda v: type(v) is list and _numbers(v), "lr": lambda v: type(v) is list and _numbers(v),
-        "time": lambda v: type(v) is dict and _numbers(v.values()),
+        "time": lambda v: type(v) is dict and _SECONDS.issuperset(map(type, v.values())),
         "param_grad_norms": _number_dict, "param_update_ratios": _number_dict,
         "calls": _strings, "skipped": lambda v: type(v) is bool,
     }
@@ -306,7 +309,7 @@ def _counts(value: Any) -> dict[str, int]:
 
 
 def _times(value: Any) -> dict[str, float]:
-    if type(value) is not dict or not _numbers(value.values()):
+    if type(value) is not dict or not _SECONDS.issuperset(map(type, value.values())):
         raise TypeError("time is not seconds by phase")
     return value
 

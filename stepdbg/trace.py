@@ -239,7 +239,8 @@ class Trace:
             raise TraceError(f"{self._where(line_number)}: corrupt line ({e.msg})") from None
         if not isinstance(data, dict):
             raise TraceError(f"{self._where(line_number)}: corrupt line (not a JSON object)")
-        record_type = _RECORD_TYPES.get(data.get("type", ""))
+        kind = data.get("type", "")
+        record_type = _RECORD_TYPES.get(kind) if type(kind) is str else None
         if record_type is None:
             return None  # a record type from a newer stepdbg: ignore it
         try:

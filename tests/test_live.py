@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import io
+import itertools
+import os
+import sys
+import threading
+import time
 
+import pytest
 from rich.console import Console
 
 from stepdbg.live import TABLE_ROWS, View
@@ -24,3 +30,70 @@ def test_a_dumb_terminal_gets_plain_lines() -> None:
     smart = Console(file=io.StringIO(), force_terminal=True, _environ={"TERM": "xterm-256color"})
     assert View(dumb, live=True, quiet=False)._region is None
     assert View(smart, live=True, quiet=False)._region is not None
+
+
+def _set_size(fd: int, rows: int, columns: int) -> None:
+    import fcntl
+    import struct
+    import termios
+
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_a_resized_terminal_keeps_every_line_the_script_wrote(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The region is set afresh on a resize (the table's old lines cleared, not written
+    over), and given back at the end without clearing at remembered coordinates, also
+    after a resize no refresh has seen: the script's lines all stay."""
+    pyte = pytest.importorskip("pyte")
+    master, slave = os.openpty()
+    _set_size(slave, 20, 70)
+    terminal = os.fdopen(slave, "w", buffering=1, encoding="utf-8")
+    chunks: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    ticks = itertools.count()
+    view = View(Console(file=terminal, force_terminal=True, width=70), live=True, quiet=False, clock=lambda: next(ticks))
+    screen = pyte.HistoryScreen(70, 20, history=1000)
+    stream = pyte.ByteStream(screen)
+
+    def settle() -> None:  # everything written so far has reached the screen
+        terminal.flush()
+        time.sleep(0.2)
+        stream.feed(b"".join(chunks))
+        chunks.clear()
+
+    view.start()
+    for step in range(24):
+        terminal.write(f"line {step}\n")
+        view.on_step(make_step(0, step=step, every=0, params=PARAMS))
+        if step == 11:  # taller while the run goes on
+            settle()
+            _set_size(slave, 26, 70)
+            screen.resize(26, 70)
+    settle()  # taller again, then the end: no refresh in between
+    _set_size(slave, 32, 70)
+    screen.resize(32, 70)
+    terminal.write("partial")
+    view.stop()
+    settle()
+    terminal.close()
+    os.close(master)
+    shown = ["".join(line[x].data for x in range(70)).rstrip() for line in screen.history.top] + [
+        line.rstrip() for line in screen.display
+    ]
+    script = [line for line in shown if line.startswith(("line ", "partial"))]
+    assert script == [f"line {step}" for step in range(24)] + ["partial"], "\n".join(shown)
+    assert not any("phase times" in line or "anomalies:" in line for line in shown[shown.index("partial") :]), shown

@@ -94,7 +94,8 @@ LOOPS = [
     Loop(ok("ok_ignite.py"), (("SGD", 12, 1),), ("zero_grad", "backward", "step")),
     Loop(SPARSE_REWARD, (("Adam", 60, 1),), ("zero_grad", "backward", "step")),
     Loop(ok("ok_task_heads.py"), (("Adam", 120, 1),), ("zero_grad", "backward", "step")),
-    Loop(ok("ok_resume_checkpoint.py"), (("AdamW", 10, 1), ("AdamW", 10, 1))),
+    Loop(ok("ok_resume_checkpoint.py", "10"), (("AdamW", 10, 1), ("AdamW", 10, 1))),
+    Loop(ok("ok_resume_checkpoint.py", "1"), (("AdamW", 1, 1), ("AdamW", 10, 1))),
     Loop(SAM[0], (("SGD", 20, 1),), ("zero_grad", "backward", "zero_grad", "backward", "step")),
     Loop(SAM[1], (("SAM", 20, 1), ("SGD", 20, 1))),
 ]

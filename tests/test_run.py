@@ -90,6 +90,28 @@ def test_a_traceback_through_stepdbgs_hooks_is_pythons(tmp_path: Path) -> None:
     assert traced.stderr == bare.stderr
 
 
+def test_a_linked_script_runs_from_its_targets_folder(tmp_path: Path) -> None:
+    """python puts the folder of the script a symlink points to in sys.path[0]: its siblings import."""
+    link = tmp_path / "link.py"
+    link.symlink_to(SCRIPTS / "report_env.py")
+    bare = subprocess.run([sys.executable, str(link)], cwd=tmp_path, env=ENV, capture_output=True, text=True)
+    traced = run("run", "--quiet", str(link), cwd=tmp_path)
+    assert bare.returncode == traced.returncode == 0, traced.stderr
+    assert traced.stdout == bare.stdout and json.loads(traced.stdout)["path0"] == str(SCRIPTS)
+
+
+def test_the_scripts_main_module_outlives_its_body(tmp_path: Path) -> None:
+    """As under python, an atexit handler (or a thread still running) pickles a class the
+    script defined: ``__main__`` is still the script's module once its body has run."""
+    script = tmp_path / "saves_at_exit.py"
+    script.write_text(
+        "import atexit, pickle\n\nclass Checkpoint:\n    pass\n\n"
+        "atexit.register(lambda: print('pickled', len(pickle.dumps(Checkpoint())) > 0))\n"
+    )
+    traced = run("run", "--quiet", str(script), cwd=tmp_path)
+    assert (traced.returncode, traced.stdout, traced.stderr) == (0, "pickled True\n", "")
+
+
 def test_default_trace_path_is_named_after_the_script(tmp_path: Path) -> None:
     result = run("run", str(SCRIPTS / "exits.py"), "ok", cwd=tmp_path)
     assert result.returncode == 0

@@ -1,11 +1,13 @@
 """Correct loop: a run resumed from a checkpoint, as every long job is.
 
-Train 10 steps, save model, optimizer and scheduler, then build them afresh and load
-the checkpoint (the scheduler's step count jumps from 1 to 11) and train 10 more. A
-loaded scheduler has not stepped before its new optimizer: no scheduler-before-step.
+Train N steps (argv[1]), save model, optimizer and scheduler, then build them afresh
+and load the checkpoint (the scheduler's step count jumps from 1 to N + 1: by one, as
+a step moves it, when N is 1) and train 10 more. A loaded scheduler has not stepped
+before its new optimizer: no scheduler-before-step.
 """
 
 import io
+import sys
 
 import torch
 from torch import nn
@@ -32,8 +34,9 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: torch.o
     print(f"step {steps[-1]}: loss {loss.item():.6f}, lr {scheduler.get_last_lr()[0]}")
 
 
+saved_after = int(sys.argv[1])
 model, optimizer, scheduler = build()
-train(model, optimizer, scheduler, range(10))
+train(model, optimizer, scheduler, range(saved_after))
 checkpoint = io.BytesIO()
 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, checkpoint)
 checkpoint.seek(0)
@@ -43,4 +46,4 @@ state = torch.load(checkpoint)
 model.load_state_dict(state["model"])
 optimizer.load_state_dict(state["optimizer"])
 scheduler.load_state_dict(state["scheduler"])
-train(model, optimizer, scheduler, range(10, 20))
+train(model, optimizer, scheduler, range(saved_after, saved_after + 10))
