@@ -321,9 +321,9 @@ class Collector:
         self._tracks: list[OptimizerTrack] = []
         self._tracks_by_param: dict[int, OptimizerTrack] = {}
         self._tracks_by_optimizer: dict[int, OptimizerTrack] = {}
+        """By ``id`` of the optimizer object, while it lives (wrappers are found by their parameters)."""
         self._frozen_seen = WeakIdKeyDictionary()
         """Parameters seen not requiring grad at a detail step (see `_check_not_in_optimizer`)."""
-        """By ``id`` of the optimizer object, while it lives (wrappers are found by their parameters)."""
         self._announced = 0
         self._watched: list[OptimizerTrack] = []
         self._stale: list[tuple[OptimizerTrack, tuple[weakref.ref, weakref.ref, int, int]]] = []
@@ -907,7 +907,6 @@ class Collector:
                     continue
                 if id(param) in optimized or param.grad is None:
                     continue
-                message = f"{name} receives gradients but no optimizer holds it"
                 if param in frozen:
                     message = f"{name} was unfrozen and receives gradients, but no optimizer holds it"
                 else:
@@ -917,6 +916,7 @@ class Collector:
                             replaced = self._has_orphans(progress, roots)
                         if not replaced:
                             continue  # neither its siblings nor a stale copy of it are optimized
+                    message = f"{name} receives gradients but no optimizer holds it"
                 self.diagnostics.report(
                     "not-in-optimizer", progress.record.step, progress.track.index, message, name, self.clock() - self.start,
                 )

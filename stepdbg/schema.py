@@ -32,15 +32,13 @@ SEVERITIES = ("info", "warning", "error")
 
 _NUMBER = frozenset((int, float, type(None)))
 """The types of a number field as JSON gives it back (null for none, or non-finite)."""
+_SECONDS = frozenset((int, float))
+_STRING = frozenset((str,))
 
 
 def _numbers(values: Any) -> bool:
     """Whether ``values`` holds numbers or nulls only."""
     return _NUMBER.issuperset(map(type, values))
-
-
-_SECONDS = frozenset((int, float))
-_STRING = frozenset((str,))
 
 
 def _number_dict(value: Any) -> bool:
@@ -227,7 +225,9 @@ class StepRecord:
 
 
 def _first_mistyped(data: dict[str, Any]) -> str:
-    """The step record field whose value has the wrong type, for the error message."""
+    """The step record field whose value has the wrong type, for the error message: field
+    by field, what `StepRecord.from_json` tests in one pass (the wrong-type tests in
+    tests/test_show.py hold the two together)."""
     checks = {
         "optimizer": lambda v: _numbers((v,)), "loss": lambda v: _numbers((v,)),
         "grad_norm": lambda v: _numbers((v,)), "update_ratio": lambda v: _numbers((v,)),
