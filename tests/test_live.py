@@ -13,6 +13,7 @@ import pytest
 from rich.console import Console
 
 from stepdbg.live import TABLE_ROWS, View
+from terminal import set_size, shown_lines
 from trace_factory import PARAMS, make_step
 
 
@@ -32,14 +33,6 @@ def test_a_dumb_terminal_gets_plain_lines() -> None:
     assert View(smart, live=True, quiet=False)._region is not None
 
 
-def _set_size(fd: int, rows: int, columns: int) -> None:
-    import fcntl
-    import struct
-    import termios
-
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
-
-
 @pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
 def test_a_resized_terminal_keeps_every_line_the_script_wrote(monkeypatch: pytest.MonkeyPatch) -> None:
     """The region is set afresh on a resize (the table's old lines cleared, not written
@@ -47,7 +40,7 @@ def test_a_resized_terminal_keeps_every_line_the_script_wrote(monkeypatch: pytes
     after a resize no refresh has seen: the script's lines all stay."""
     pyte = pytest.importorskip("pyte")
     master, slave = os.openpty()
-    _set_size(slave, 20, 70)
+    set_size(slave, 20, 70)
     terminal = os.fdopen(slave, "w", buffering=1, encoding="utf-8")
     chunks: list[bytes] = []
 
@@ -81,19 +74,17 @@ def test_a_resized_terminal_keeps_every_line_the_script_wrote(monkeypatch: pytes
         view.on_step(make_step(0, step=step, every=0, params=PARAMS))
         if step == 11:  # taller while the run goes on
             settle()
-            _set_size(slave, 26, 70)
+            set_size(slave, 26, 70)
             screen.resize(26, 70)
     settle()  # taller again, then the end: no refresh in between
-    _set_size(slave, 32, 70)
+    set_size(slave, 32, 70)
     screen.resize(32, 70)
     terminal.write("partial")
     view.stop()
     settle()
     terminal.close()
     os.close(master)
-    shown = ["".join(line[x].data for x in range(70)).rstrip() for line in screen.history.top] + [
-        line.rstrip() for line in screen.display
-    ]
+    shown = shown_lines(screen)
     script = [line for line in shown if line.startswith(("line ", "partial"))]
     assert script == [f"line {step}" for step in range(24)] + ["partial"], "\n".join(shown)
     assert not any("phase times" in line or "anomalies:" in line for line in shown[shown.index("partial") :]), shown

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from terminal import set_size, shown_lines
 
 SCRIPTS = Path(__file__).parent / "cli_scripts"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
@@ -242,15 +243,11 @@ ROWS, COLUMNS = 24, 80
 def run_in_terminal(*command: str, cwd: Path, env: dict[str, str]) -> tuple[int, bytes]:
     """Run a command with stdout and stderr on one pseudo-terminal: exit code and all it wrote."""
     pty = pytest.importorskip("pty")
-    import fcntl
-    import struct
-    import termios
-
     pid, fd = pty.fork()
     if pid == 0:  # the child: becomes the command, never returns
         os.chdir(cwd)
         os.execve(command[0], list(command), env)
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
+    set_size(fd, ROWS, COLUMNS)
     output = b""
     while True:
         try:
@@ -271,11 +268,7 @@ def terminal_lines(output: bytes) -> list[str]:
     screen = pyte.HistoryScreen(COLUMNS, ROWS, history=10_000)
     pyte.ByteStream(screen).feed(output)
     assert screen.margins is None, "the scroll region was not given back"
-    scrolled = ["".join(line[x].data for x in range(COLUMNS)) for line in screen.history.top]
-    lines = [line.rstrip() for line in scrolled + screen.display]
-    while lines and not lines[-1]:
-        lines.pop()
-    return lines
+    return shown_lines(screen)
 
 
 @pytest.mark.parametrize("color", [True, False], ids=["color", "no-color"])
