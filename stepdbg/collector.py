@@ -892,7 +892,9 @@ class Collector:
     def _check_not_in_optimizer(self, progress: _StepInProgress, layout: _Layout) -> None:
         """Gradients on a parameter no optimizer holds, where the optimizer holds a stale
         copy of the model (a layer replaced after it was built) or the parameter's siblings,
-        or where the parameter was frozen at an earlier detail step (unfrozen, never added).
+        or where the parameter was frozen at an earlier detail step (unfrozen, never added),
+        or where the optimizer holds only frozen parameters (built before the model was
+        frozen and given adapters, as LoRA does).
 
         A model trained only in part, with the rest left requiring grad (an optimizer
         given the head alone), gets gradients everywhere from the start: no mistake."""
@@ -900,6 +902,7 @@ class Collector:
         optimized = self._tracks_by_param
         frozen = self._frozen_seen
         replaced: bool | None = None  # decided only once a suspect shows up
+        all_frozen: bool | None = None
         for root in roots:
             for name, param in root.named_parameters():
                 if not param.requires_grad:
@@ -910,13 +913,16 @@ class Collector:
                 if param in frozen:
                     message = f"{name} was unfrozen and receives gradients, but no optimizer holds it"
                 else:
+                    message = f"{name} receives gradients but no optimizer holds it"
                     owner = self.tree.owner(param)
                     if owner is None or not any(id(p) in optimized for p in owner.parameters()):
                         if replaced is None:
                             replaced = self._has_orphans(progress, roots)
-                        if not replaced:
+                            all_frozen = not any(p.requires_grad for p in progress.params)
+                        if all_frozen:
+                            message += f", and optimizer {progress.track.index} holds only frozen parameters"
+                        elif not replaced:
                             continue  # neither its siblings nor a stale copy of it are optimized
-                    message = f"{name} receives gradients but no optimizer holds it"
                 self.diagnostics.report(
                     "not-in-optimizer", progress.record.step, progress.track.index, message, name, self.clock() - self.start,
                 )

@@ -35,7 +35,7 @@ RULES: dict[str, Rule] = {
     "exploding-grad": Rule("warning", "lower the learning rate or clip gradients (torch.nn.utils.clip_grad_norm_)"),
     "vanishing-grad": Rule("warning", "check the activations and initialization of the layers before it; consider normalization or residual connections"),
     "unused-param": Rule("warning", "the parameter is not part of the loss: look for a detached branch, .data, or an unused head; or set requires_grad=False"),
-    "not-in-optimizer": Rule("warning", "build the optimizer after replacing layers, or add the parameter to it (optimizer.add_param_group)"),
+    "not-in-optimizer": Rule("warning", "build the optimizer after replacing layers or adding adapters, or add the parameter to it (optimizer.add_param_group)"),
     "zero-update": Rule("warning", "check the learning rate and the parameter groups: the parameters are not moving"),
 }
 

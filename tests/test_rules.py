@@ -72,6 +72,7 @@ BUGS = [
     Bug(strict("bug_not_in_optimizer.py"), "not-in-optimizer", 0, param="fc.weight"),
     Bug(strict("bug_biases_left_out.py"), "not-in-optimizer", 0, param="body.0.bias"),
     Bug(strict("bug_unfrozen_not_added.py", "--every", "10"), "not-in-optimizer", 10, param="backbone.0.weight"),
+    Bug(strict("bug_optimizer_before_adapters.py"), "not-in-optimizer", 0, param="blocks.0.lora_a.weight"),
     Bug(strict("bug_zero_update.py"), "zero-update", 19, count=11),
 ]
 MISSING_ZERO_GRAD = BUGS[0]
