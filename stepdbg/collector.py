@@ -565,20 +565,38 @@ class Collector:
         self._overhead += self.clock() - end
 
     def _check_cleared_since_step(self) -> None:
-        """Before a backward: which consumed gradients are still there, uncleared?"""
+        """Before a backward: which consumed gradients are still there, uncleared?
+
+        A gradient that is another tensor now was cleared if the new one is all zeros
+        (``p.grad = torch.zeros_like(p)``); one that holds values carries the consumed
+        gradients on (DDP with ``gradient_as_bucket_view`` moves them into new buckets
+        at its second forward) and is watched in their place.
+        """
         still_watched = []
         inferred_clear = False
         for track in self._watched:
             if track.snapshot is None:
                 continue
             kept = []
+            moved: list[tuple[Any, torch.Tensor, int]] = []
             for entry in track.snapshot:
-                param_ref, grad_ref, version, _ = entry
+                param_ref, grad_ref, version, position = entry
                 param = param_ref()
                 grad: torch.Tensor | None = param.grad if param is not None else None
-                if grad is not None and grad._version == version and grad_ref() is grad:
+                if grad is None:
+                    continue
+                if grad_ref() is not grad:
+                    moved.append((param_ref, grad, position))
+                elif grad._version == version:
                     kept.append(entry)
                     self._stale.append((track, entry))
+            if moved:
+                held = norms.holding_values([grad for _, grad, _ in moved])
+                for (param_ref, grad, position), holds in zip(moved, held):
+                    if holds:
+                        entry = (param_ref, weakref.ref(grad), grad._version, position)
+                        kept.append(entry)
+                        self._stale.append((track, entry))
             if len(kept) < len(track.snapshot):
                 if not track.cleared_since_step:  # cleared without a call we saw: p.grad = None, zero_()
                     inferred_clear = True

@@ -206,6 +206,16 @@ def total(norms: Sequence[float | None]) -> float | None:
     return math.sqrt(math.fsum(n * n for n in present))
 
 
+def holding_values(tensors: Sequence[torch.Tensor]) -> list[bool]:
+    """Which tensors hold a non-zero (or NaN) value. Read on the CPU only: on an accelerator
+    reading values would be a host sync, and a DTensor's a collective; those count as
+    holding none."""
+    readable = [t.device.type == "cpu" and not t.is_sparse and not is_sharded(t) for t in tensors]
+    with torch.no_grad():
+        found = iter(read_floats(per_tensor_norms([t for t, ok in zip(tensors, readable) if ok])))
+    return [ok and next(found) != 0 for ok in readable]
+
+
 def snapshot(params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """Copies of the parameters, to measure how far a step moves them."""
     with torch.no_grad():

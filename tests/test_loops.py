@@ -88,6 +88,7 @@ LOOPS = [
     Loop(ok("ok_autograd_backward.py"), (("Adam", 30, 1),), ("zero_grad", "backward", "step")),
     Loop(ok("ok_module_zero_grad.py"), (("SGD", 30, 1),), ("zero_grad", "backward", "step")),
     Loop(ok("ok_grad_none_manual.py"), (("Adam", 30, 1),), ("zero_grad", "backward", "step")),
+    Loop(ok("ok_grad_none_manual.py", "zeros"), (("Adam", 30, 1),), ("zero_grad", "backward", "step")),
     Loop(ok("ok_lightning.py"), (("Adam", 12, 1), ("Adam", 6, 2))),
     Loop(ok("ok_accelerate.py"), (("AdamW", 8, 4),)),
     Loop(ok("ok_skorch.py"), (("SGD", 12, 1),)),

@@ -121,3 +121,16 @@ def test_a_plan_whose_buffer_no_longer_fits_raises_and_goes_on_without_it() -> N
         plan.pieces(grads)
     pieces, counts = plan.without_buffer().pieces(grads)
     assert norms.combine(norms.read_floats(pieces), counts) == expected_group_norms(grads, [4, 4])
+
+
+def test_holding_values_reads_cpu_dense_tensors_only() -> None:
+    """All-zero tensors hold nothing; NaN counts as a value; sparse ones are not read (False)."""
+    tensors = [
+        torch.zeros(3),
+        torch.tensor([0.0, 2.0]),
+        torch.tensor([float("nan")], dtype=torch.float64),
+        torch.tensor([1.0], dtype=torch.bfloat16),
+        torch.sparse_coo_tensor([[0]], [1.0], (2,)),
+    ]
+    assert norms.holding_values(tensors) == [False, True, True, True, False]
+    assert norms.holding_values([]) == []
