@@ -130,7 +130,7 @@ def test_holding_values_reads_cpu_dense_tensors_only() -> None:
         torch.tensor([0.0, 2.0]),
         torch.tensor([float("nan")], dtype=torch.float64),
         torch.tensor([1.0], dtype=torch.bfloat16),
-        torch.sparse_coo_tensor([[0]], [1.0], (2,)),
+        torch.tensor([0.0, 1.0]).to_sparse(),
     ]
     assert norms.holding_values(tensors) == [False, True, True, True, False]
     assert norms.holding_values([]) == []
