@@ -32,6 +32,11 @@ RULES: dict[str, Rule] = {
     "step-without-backward": Rule("error", "call loss.backward() before optimizer.step(), and step once per backward pass"),
     "scheduler-before-step": Rule("warning", "call scheduler.step() after optimizer.step()"),
     "nonfinite": Rule("error", "lower the learning rate, clip gradients, or look for log(0), division by zero or fp16 overflow"),
+    "nonfinite-loss": Rule(
+        "info",
+        "a mean over an empty batch (every label ignored, an empty mask, an empty Poisson-sampled batch) "
+        "is NaN with zero gradients; otherwise look for a NaN in a term of the loss that no parameter affects",
+    ),
     "exploding-grad": Rule("warning", "lower the learning rate or clip gradients (torch.nn.utils.clip_grad_norm_)"),
     "vanishing-grad": Rule("warning", "check the activations and initialization of the layers before it; consider normalization or residual connections"),
     "unused-param": Rule("warning", "the parameter is not part of the loss: look for a detached branch, .data, or an unused head; or set requires_grad=False"),
@@ -135,9 +140,17 @@ class Diagnostics:
             self._check_vanishing(record, names, param_norms, history)
 
     def _check_nonfinite(self, record: StepRecord, culprit: Callable[[], str | None]) -> None:
+        """A NaN/Inf gradient, or loss; a NaN/Inf loss whose gradients are all finite harms
+        no step (a mean over an empty batch): `nonfinite-loss`, for information."""
         loss_bad = record.loss is not None and not math.isfinite(record.loss)
         norm_bad = record.grad_norm is not None and not math.isfinite(record.grad_norm)
         if not (loss_bad or norm_bad):
+            return
+        if not norm_bad and record.grad_norm is not None:
+            self.report(
+                "nonfinite-loss", record.step, record.optimizer,
+                f"loss is {record.loss} at step {record.step}, but the gradients the step used are finite", None, record.t,
+            )
             return
         param = culprit() if self._first_report("nonfinite", record.optimizer) else None
         what = f"loss is {record.loss}" if loss_bad else f"gradient norm is {record.grad_norm}"

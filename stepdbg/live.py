@@ -158,11 +158,12 @@ def fmt_ms(seconds: float | None) -> str:
 
 
 def anomaly_text(anomaly: Anomaly, prefix: str = "stepdbg:") -> Text:
-    """One line per anomaly: severity, rule, where, what, and the fix."""
+    """One line per anomaly: severity, rule, where, what, and the fix (for information, a note)."""
     where = f"step {anomaly.step}" + (f", optimizer {anomaly.optimizer}" if anomaly.optimizer is not None else "")
     text = Text(f"{prefix} ")
     text.append(f"{anomaly.severity} {anomaly.rule}", style=SEVERITY_STYLE.get(anomaly.severity, ""))
-    text.append(f" ({where}): {anomaly.message}. Fix: {anomaly.hint}")
+    lead = "Note" if anomaly.severity == "info" else "Fix"
+    text.append(f" ({where}): {anomaly.message}. {lead}: {anomaly.hint}")
     return text
 
 

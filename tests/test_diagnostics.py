@@ -10,10 +10,10 @@ from stepdbg.diagnostics import Diagnostics, Thresholds
 from stepdbg.schema import Anomaly, StepRecord
 
 
-def record(optimizer: int, step: int, loss: float) -> StepRecord:
+def record(optimizer: int, step: int, loss: float, grad_norm: float | None = 1.0) -> StepRecord:
     return StepRecord(
         optimizer=optimizer, step=step, t=0.0, calls=["zero_grad", "backward", "step"], backward_calls=1,
-        skipped=False, loss=loss, grad_norm=1.0, group_grad_norms=[1.0], lr=[0.1], time={},
+        skipped=False, loss=loss, grad_norm=grad_norm, group_grad_norms=[grad_norm], lr=[0.1], time={},
     )
 
 
@@ -28,7 +28,7 @@ def test_nonfinite_names_a_culprit_once_per_optimizer() -> None:
 
     for step in range(3):
         for optimizer in (0, 1):
-            diagnostics.check_step(record(optimizer, step, math.nan), ["w"], None, [], lambda o=optimizer: culprit_of(o))
+            diagnostics.check_step(record(optimizer, step, math.nan, math.nan), ["w"], None, [], lambda o=optimizer: culprit_of(o))
     assert [(a.rule, a.optimizer, a.step, a.param) for a in found] == [
         ("nonfinite", 0, 0, "net0.weight"),
         ("nonfinite", 1, 0, "net1.weight"),
@@ -42,8 +42,26 @@ def test_disabled_nonfinite_never_searches() -> None:
         raise AssertionError("searched for the culprit of a disabled rule")
 
     diagnostics = Diagnostics(Thresholds(), frozenset({"nonfinite"}), lambda anomaly: None)
-    diagnostics.check_step(record(0, 0, math.inf), ["w"], None, [], never)
+    diagnostics.check_step(record(0, 0, math.inf, math.inf), ["w"], None, [], never)
     assert diagnostics.counts == {}
+
+
+def test_a_nonfinite_loss_with_finite_gradients_is_information() -> None:
+    """A mean over an empty batch: NaN loss, zero gradients, no harm done. A NaN gradient
+    later is still the error, and a NaN loss with no gradient to judge by is one too."""
+    found: list[Anomaly] = []
+    diagnostics = Diagnostics(Thresholds(), frozenset(), found.append)
+    diagnostics.check_step(record(0, 0, math.nan, 0.0), ["w"], None, [])
+    diagnostics.check_step(record(0, 1, math.nan, 0.0), ["w"], None, [])
+    diagnostics.check_step(record(0, 2, 1.0, math.nan), ["w"], None, [], lambda: "w")
+    diagnostics.check_step(record(1, 0, math.nan, None), ["v"], None, [])
+    assert [(a.rule, a.severity, a.optimizer, a.step, a.param) for a in found] == [
+        ("nonfinite-loss", "info", 0, 0, None),
+        ("nonfinite", "error", 0, 2, "w"),
+        ("nonfinite", "error", 1, 0, None),
+    ]
+    assert found[0].message == "loss is nan at step 0, but the gradients the step used are finite"
+    assert diagnostics.counts == {"nonfinite-loss": 2, "nonfinite": 2}
 
 
 NAMES = ["stem.weight", "stem.bias", "branch.weight", "branch.bias", "head.weight", "head.bias"]
