@@ -223,7 +223,7 @@ class View:
         now = self.clock()
         if now - self._last_plain >= PLAIN_INTERVAL:
             self._last_plain = now
-            self.console.print(self._plain_line(record), highlight=False, soft_wrap=True)
+            self._line(self._plain_line(record))
 
     def _forget_least_recent(self) -> None:
         """Keep the table to the `TABLE_ROWS` optimizers that stepped last."""
@@ -235,7 +235,11 @@ class View:
     def on_anomaly(self, anomaly: Anomaly) -> None:
         self.anomaly_count += 1
         if not self.quiet:
-            self.console.print(anomaly_text(anomaly, self.prefix), highlight=False, soft_wrap=True)
+            self._line(anomaly_text(anomaly, self.prefix))
+
+    def _line(self, line: str | Text) -> None:
+        """One line as it is: never read as rich markup (a rank label, a path with brackets)."""
+        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     def _plain_line(self, record: StepRecord) -> str:
         who = f"optimizer {record.optimizer}" if record.optimizer is not None else "no optimizer"
@@ -284,23 +288,19 @@ class View:
         then a line for each rank started with torch.multiprocessing (`children`)."""
         if self.quiet:
             return
-        print_line = self.console.print
         if end.steps:
             total = sum(end.time.get(phase, 0.0) for phase in (*PHASES, "overhead")) or 1.0
             shares = " · ".join(
                 f"{phase} {end.time.get(phase, 0.0) / total:.0%}" for phase in (*PHASES, "overhead") if phase in end.time
             ).replace("overhead", "stepdbg")
-            print_line(f"stepdbg: {end.steps} steps in {end.duration:.2f} s ({shares})", highlight=False, soft_wrap=True)
+            self._line(f"{self.prefix} {end.steps} steps in {end.duration:.2f} s ({shares})")
         else:
-            print_line(
-                f"stepdbg: no optimizer step or backward pass in this process ({end.duration:.2f} s)",
-                highlight=False, soft_wrap=True,
-            )
+            self._line(f"{self.prefix} no optimizer step or backward pass in this process ({end.duration:.2f} s)")
         if end.anomalies:
-            print_line(Text(f"stepdbg: anomalies: {_counts(end.anomalies)}", style="yellow"), soft_wrap=True)
+            self._line(Text(f"{self.prefix} anomalies: {_counts(end.anomalies)}", style="yellow"))
         elif end.steps:
-            print_line(Text("stepdbg: no anomalies", style="green"), soft_wrap=True)
-        print_line(f"stepdbg: trace written to {trace}", highlight=False, soft_wrap=True)
+            self._line(Text(f"{self.prefix} no anomalies", style="green"))
+        self._line(f"{self.prefix} trace written to {trace}")
         for rank, (rank_trace, rank_end) in (ranks or {}).items():
             if rank_end is None:
                 said = "no end record (killed, or still running)"
@@ -309,7 +309,7 @@ class View:
                 said = f"{rank_end.steps} steps{status}, " + (
                     f"anomalies: {_counts(rank_end.anomalies)}" if rank_end.anomalies else "no anomalies"
                 )
-            print_line(f"stepdbg: rank {rank}: {said}, trace {rank_trace}", highlight=False, soft_wrap=True)
+            self._line(f"stepdbg: rank {rank}: {said}, trace {rank_trace}")
 
 
 def _counts(anomalies: Mapping[str, int]) -> str:

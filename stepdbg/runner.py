@@ -44,6 +44,12 @@ def launcher_rank() -> int | None:
     return int(rank) if rank.isdigit() else None
 
 
+def _rank_label() -> str:
+    """Under a launcher with several ranks, which rank stepdbg's lines come from (as spawned ranks say)."""
+    rank = launcher_rank()
+    return f"rank {rank}" if rank is not None and os.environ.get("WORLD_SIZE", "1") != "1" else ""
+
+
 def default_trace_path(options: RunOptions) -> Path:
     """``train.py`` -> ``./train.stepdbg.jsonl``; one file per rank in a distributed run."""
     stem = options.target.rsplit(".", 1)[-1] if options.module else Path(options.target).stem
@@ -117,7 +123,7 @@ def run_script(options: RunOptions) -> int:
     target, argv = _resolve(options)
     trace_path = options.trace or default_trace_path(options)
     command = shlex.join(options.command or ["stepdbg", "run", target, *options.args])
-    view = View(Console(stderr=True), live=options.live and _draws_the_table(), quiet=options.quiet)
+    view = View(Console(stderr=True), live=options.live and _draws_the_table(), quiet=options.quiet, label=_rank_label())
     session = Session(options, argv, command, trace_path, view, launcher_rank())
     ranks = SpawnedRanks(options, argv, command, trace_path)
 

@@ -20,6 +20,9 @@ def test_ddp_ranks_trace_apart_and_agree_on_gradients(tmp_path: Path) -> None:
     ]
     proc = subprocess.run(command, cwd=tmp_path, env=script_env(), capture_output=True, text=True, timeout=180, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("stepdbg")]
+    assert len(ours) >= 6 and all(line.startswith(("stepdbg[rank 0]: ", "stepdbg[rank 1]: ")) for line in ours), ours
+    assert sorted(line for line in ours if "no anomalies" in line) == ["stepdbg[rank 0]: no anomalies", "stepdbg[rank 1]: no anomalies"]
     traces = [tmp_path / f"ok_ddp_no_sync.rank{rank}.stepdbg.jsonl" for rank in (0, 1)]
     ranks = [read_trace(path) for path in traces]
     for rank, records in enumerate(ranks):

@@ -188,7 +188,8 @@ def test_quiet_prints_nothing_of_its_own(tmp_path: Path) -> None:
 
 
 def test_summary_names_the_trace(tmp_path: Path) -> None:
-    trace = tmp_path / "t.jsonl"
+    trace = tmp_path / "[run b]" / "t.jsonl"  # brackets, which rich would read as markup
+    trace.parent.mkdir()
     result = run("run", "-o", str(trace), str(SCRIPTS / "exits.py"), "ok", cwd=tmp_path)
     assert "stepdbg: 2 steps" in result.stderr
     assert "no anomalies" in result.stderr
