@@ -183,6 +183,10 @@ class OptimizerTrack:
     filled_at: int = -1
     """The last backward after which the sentinel had a gradient."""
     step_before_backward: bool = False
+    cleared_grad: tuple[weakref.ref, int] | None = None
+    """The sentinel's gradient right after the last clear, and its version (None: it had none).
+    A step that finds another gradient there, or this one written since, and no backward
+    in between, finds gradients set by hand after the clear (Reptile), not cleared ones."""
     snapshot: list[tuple[weakref.ref, weakref.ref, int, int]] | None = None
     dirty_param: int | None = None
     consumed: tuple[int, weakref.ref, int] | None = None
@@ -209,6 +213,9 @@ class OptimizerTrack:
     zero_grad_time_at_start: float = 0.0
     closure: bool = False
     pending: _StepInProgress | None = None
+
+    def sentinel_param(self) -> torch.Tensor | None:
+        return self.sentinel() if self.sentinel is not None else None
 
 
 @dataclass(slots=True)
@@ -318,6 +325,9 @@ class Collector:
         self.start = clock()
         self.records = 0
         self.optimizers_created = 0
+        self.holds_non_leaves = False
+        """An optimizer holds non-leaf tensors (a differentiable optimizer over cloned fast
+        weights): reading their ``.grad`` makes torch warn, so the hooks run with warnings off."""
         self._tracks: list[OptimizerTrack] = []
         self._tracks_by_param: dict[int, OptimizerTrack] = {}
         self._tracks_by_optimizer: dict[int, OptimizerTrack] = {}
@@ -383,6 +393,11 @@ class Collector:
         self.optimizers_created += 1
         self._tracks.append(track)
         self._hold(track, params_of(optimizer))
+        # its gradients start from here (a model trained per fold, an inner loop's fresh
+        # optimizer), or from the last backward if it is built with gradients in place
+        sentinel = track.sentinel_param()
+        filled = sentinel is not None and sentinel.grad is not None and self.backward_count > 0
+        track.mark = self.backward_count - 1 if filled else self.backward_count
         try:
             weakref.finalize(optimizer, self._forget_optimizer, id(optimizer), track)
         except TypeError:
@@ -425,9 +440,11 @@ class Collector:
                 other.sharing.append(track)
             self._tracks_by_param[id(param)] = track
         track.param_ids = ids
-        sentinel = track.sentinel() if track.sentinel is not None else None
+        if not self.holds_non_leaves:
+            self.holds_non_leaves = not all(p.is_leaf or p.retains_grad for p in params)
+        sentinel = track.sentinel_param()
         if sentinel is None or id(sentinel) not in ids:
-            trainable = next((p for p in params if p.requires_grad), None)
+            trainable = next((p for p in params if p.requires_grad and (p.is_leaf or p.retains_grad)), None)
             track.sentinel = weakref.ref(trainable) if trainable is not None else None
 
     def track_for(self, optimizer: Any) -> OptimizerTrack | None:
@@ -483,6 +500,9 @@ class Collector:
         track.mark = self.backward_count
         track.snapshot = None
         track.dirty_param = None
+        sentinel = track.sentinel_param()
+        grad = sentinel.grad if sentinel is not None else None
+        track.cleared_grad = (weakref.ref(grad), grad._version) if grad is not None else None
         if track.consumed is not None and (grad := track.consumed[1]()) is not None:
             # zeroed in place (set_to_none=False): cleared, not set by hand
             track.consumed = (track.consumed[0], track.consumed[1], grad._version)
@@ -557,7 +577,7 @@ class Collector:
             if self._stale:
                 self._check_accumulated_into_stale()
             for track in self._tracks:
-                sentinel = track.sentinel() if track.sentinel is not None else None
+                sentinel = track.sentinel_param()
                 if sentinel is not None and sentinel.grad is not None:
                     track.filled_at = self.backward_count
             if self.optimizers_created == 0:
@@ -820,7 +840,7 @@ class Collector:
             progress.add_ordering(
                 "step-without-backward", f"optimizer {track.index}'s step {step} ran with no backward since its previous step"
             )
-        elif track.clear_after_backward and track.mark == self.backward_count:
+        elif track.clear_after_backward and track.mark == self.backward_count and not self._set_since_clear(track):
             if track.step_before_backward:
                 progress.add_ordering(
                     "step-without-backward", f"optimizer {track.index} steps before backward (step {step} found its gradients cleared)"
@@ -836,6 +856,16 @@ class Collector:
                 + (f" (first: {name})" if name else ""),
                 name,
             )
+
+    @staticmethod
+    def _set_since_clear(track: OptimizerTrack) -> bool:
+        """Whether gradients were set by hand since the last clear (see ``cleared_grad``)."""
+        sentinel = track.sentinel_param()
+        grad = sentinel.grad if sentinel is not None else None
+        if grad is None:
+            return False
+        cleared = track.cleared_grad
+        return cleared is None or cleared[0]() is not grad or grad._version != cleared[1]
 
     @staticmethod
     def _grads_set_by_hand(track: OptimizerTrack, params: list[torch.Tensor]) -> bool:
@@ -1165,7 +1195,7 @@ def _scheduler_count(scheduler: Any) -> int:
 
 def _lr(value: Any) -> float | None:
     if isinstance(value, torch.Tensor):
-        return float(value) if not value.is_cuda and value.numel() == 1 else None
+        return float(value.detach()) if not value.is_cuda and value.numel() == 1 else None  # a learned lr requires grad
     return float(value) if isinstance(value, (int, float)) else None
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -56,6 +57,10 @@ class Instrumentation:
         if self.failed is not None:
             return None
         try:
+            if self.collector.holds_non_leaves:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    return call(*args)
             return call(*args)
         except Exception as error:  # noqa: BLE001 - the user's training must go on
             self.failed = f"{type(error).__name__}: {error}"

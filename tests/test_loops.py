@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-from conftest import Spec, optimizers
+from conftest import Spec, optimizers, run_python, run_stepdbg, steps
 
 
 
@@ -40,6 +40,7 @@ UNFREEZE = Spec("ok_progressive_unfreeze.py", options=("--strict", "--every", "1
 BY_HAND = [ok("ok_gradients_by_hand.py", mode, save_state=True) for mode in ("per-sample", "copy")]
 SPARSE_REWARD = ok("ok_sparse_reward.py")
 SAM = [ok("ok_sam.py", mode, save_state=True) for mode in ("two-steps", "closure")]
+REPTILE = ok("ok_reptile.py")
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,30 @@ def test_gradients_set_by_hand_are_fresh_gradients(runs, spec: Spec) -> None:
     records = run.steps(0)
     assert [r["backward_calls"] for r in records] == [0] * 20
     assert [r["grad_norm"] for r in records] == pytest.approx(run.state()["grad_norms"], rel=1e-5)
+
+
+@pytest.mark.uses(REPTILE)
+def test_reptile_meta_gradients_set_by_hand_after_the_clear(runs) -> None:
+    """The meta step finds gradients written by hand after its zero_grad, with the inner
+    loops' backward passes in between: fresh gradients, not cleared ones. Each fresh
+    inner optimizer's steps consume one backward each, from its first."""
+    run = runs.get(REPTILE)
+    assert run.anomalies == [] and run.proc.returncode == 0, run.describe()
+    announced = optimizers(run.records)
+    assert [o["class"] for o in announced].count("SGD") == 10
+    meta = next(o["optimizer"] for o in announced if o["class"] == "Adam")
+    assert [(r["backward_calls"], r["loss"]) for r in run.steps(meta)] == [(0, None)] * 10
+    inner = [r for o in announced if o["class"] == "SGD" for r in run.steps(o["optimizer"])]
+    assert len(inner) == 30 and {r["backward_calls"] for r in inner} == {1}
+
+
+def test_learned_lr_through_a_differentiable_optimizer_adds_no_warning(tmp_path) -> None:
+    """Non-leaf fast weights and a tensor lr that requires grad: stepdbg's reads of them raise
+    no warning (the script makes warnings errors), and the lr is recorded."""
+    bare = run_python("ok_learned_lr.py", tmp_path=tmp_path)
+    proc, records = run_stepdbg("ok_learned_lr.py", tmp_path=tmp_path, options=("--quiet",))
+    assert (proc.returncode, proc.stdout, proc.stderr) == (bare.returncode, bare.stdout, bare.stderr) == (0, bare.stdout, "")
+    assert [r["lr"][0] for r in steps(records)][::2] == pytest.approx([0.1353, 0.2265, 0.3130], rel=1e-3)
 
 
 @pytest.mark.uses(IN_BACKWARD)
