@@ -3,14 +3,20 @@
 An optimizer only holds tensors. nn.Module's global registration hooks tell,
 as the script builds its models, which module owns each parameter under which
 name, and which module is whose child; walking up that chain gives the name
-relative to the root module. Everything is held weakly, and the hooks cost
-nothing once the models are built.
+relative to the root module. Models that come about without registrations are
+found too: copies (``copy.deepcopy``, unpickling: ``Module.__setstate__`` is
+watched) and modules put in place by hand (``parent._modules[name] = m``, as
+quantization's module swaps and ``Sequential.insert`` do), looked for among the
+known modules when names are asked for. Everything is held weakly, and the hooks
+cost nothing once the models are built.
 """
 
 from __future__ import annotations
 
+import functools
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch.nn.modules.module import (
@@ -26,19 +32,44 @@ class ModuleTree:
 
     def __init__(self) -> None:
         self._param_owners: WeakIdKeyDictionary = WeakIdKeyDictionary()  # param -> [(module ref, name), ...]
-        self._module_parent: WeakIdKeyDictionary = WeakIdKeyDictionary()  # module -> (parent ref, name)
+        self._module_parents: WeakIdKeyDictionary = WeakIdKeyDictionary()  # module -> [(parent ref, name), ...]
         self._handles: list[RemovableHandle] = []
+        self._setstate: Any = None
 
     def install(self) -> None:
         self._handles = [
             register_module_parameter_registration_hook(self._on_parameter),
             register_module_module_registration_hook(self._on_module),
         ]
+        self._setstate = torch.nn.Module.__dict__["__setstate__"]
+        torch.nn.Module.__setstate__ = self._watch_setstate(self._setstate)  # type: ignore[method-assign]
 
     def uninstall(self) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        if self._setstate is not None:
+            torch.nn.Module.__setstate__ = self._setstate  # type: ignore[method-assign]
+            self._setstate = None
+
+    def _watch_setstate(self, original: Callable[[torch.nn.Module, dict], None]) -> Callable[[torch.nn.Module, dict], None]:
+        """A module restored from its state (a deep copy, a pickled model loaded) registers
+        nothing: take its parameters and children as registrations."""
+        tree = self
+
+        @functools.wraps(original)
+        def __setstate__(module: torch.nn.Module, state: dict) -> None:
+            original(module, state)
+            tree._learn(module)
+
+        return __setstate__
+
+    def _learn(self, module: torch.nn.Module) -> None:
+        """What ``module`` holds now, as if it had been registered."""
+        for name, param in module.__dict__.get("_parameters", {}).items():
+            self._on_parameter(module, name, param)
+        for name, child in module.__dict__.get("_modules", {}).items():
+            self._on_module(module, name, child)
 
     def _on_parameter(self, module: torch.nn.Module, name: str, param: torch.nn.Parameter | None) -> None:
         if param is None:
@@ -69,22 +100,44 @@ class ModuleTree:
         return moved
 
     def _on_module(self, parent: torch.nn.Module, name: str, child: torch.nn.Module | None) -> None:
-        if child is not None and child is not parent and child not in self._module_parent:
-            self._module_parent[child] = (weakref.ref(parent), name)
+        if child is None or child is parent:
+            return
+        parents = self._module_parents.get(child)
+        if parents is None:
+            self._module_parents[child] = [(weakref.ref(parent), name)]
+        elif not any(ref() is parent and known == name for ref, known in parents):
+            parents[:] = [entry for entry in parents if entry[0]() is not None]
+            parents.append((weakref.ref(parent), name))
+
+    def _parent(self, module: torch.nn.Module) -> tuple[torch.nn.Module, str] | None:
+        """The module that holds ``module`` now, and its name there: the first to register it
+        that still holds it (a module shared by two parents keeps the name ``named_modules()``
+        gives it first), found under a new name where it was moved (``Sequential.insert``, ``del``)."""
+        moved: tuple[torch.nn.Module, str] | None = None
+        for ref, name in self._module_parents.get(module, ()):
+            parent = ref()
+            if parent is None:
+                continue
+            children = parent._modules
+            if children.get(name) is module:
+                return parent, name
+            if moved is None:
+                moved = next(((parent, key) for key, child in children.items() if child is module), None)
+        return moved
 
     def _ancestry(self, module: torch.nn.Module) -> Iterator[tuple[torch.nn.Module, str]]:
         """Yield (parent, name of the child in it) up to the root; stops on cycles, and
         below torch.compile's wrapper, which holds the model as ``_orig_mod``: the
         compiled model's names are the model's own (``0.weight``, not ``_orig_mod.0.weight``)."""
         seen = {id(module)}
-        entry = self._module_parent.get(module)
+        entry = self._parent(module)
         while entry is not None:
-            parent, name = entry[0](), entry[1]
-            if parent is None or id(parent) in seen or (name == "_orig_mod" and type(parent).__name__ == "OptimizedModule"):
+            parent, name = entry
+            if id(parent) in seen or (name == "_orig_mod" and type(parent).__name__ == "OptimizedModule"):
                 return
             seen.add(id(parent))
             yield parent, name
-            entry = self._module_parent.get(parent)
+            entry = self._parent(parent)
 
     def owner(self, param: torch.Tensor) -> torch.nn.Module | None:
         holder = self._holder(param)
@@ -108,29 +161,39 @@ class ModuleTree:
             parts.append(child_name)
         return ".".join(reversed(parts))
 
-    def _adopt_unregistered(self, params: list[torch.Tensor]) -> None:
-        """Find the modules holding parameters put in place without registration:
-        ``module._parameters[name] = p``, as FSDP2 installs its sharded parameters."""
-        unknown = {id(p) for p in params if self._holder(p) is None}
-        if not unknown:
-            return
+    def _known_modules(self) -> list[torch.nn.Module]:
         modules: dict[int, torch.nn.Module] = {}
-        for child, (parent_ref, _) in list(self._module_parent.items()):
+        for child, parents in list(self._module_parents.items()):
             modules[id(child)] = child
-            if (parent := parent_ref()) is not None:
-                modules[id(parent)] = parent
+            for ref, _ in parents:
+                if (parent := ref()) is not None:
+                    modules[id(parent)] = parent
         for owners in list(self._param_owners.values()):
             for ref, _ in owners:
                 if (module := ref()) is not None:
                     modules[id(module)] = module
-        for module in modules.values():
-            for name, param in module._parameters.items():
-                if param is not None and id(param) in unknown:
-                    self._on_parameter(module, name, param)
+        return list(modules.values())
+
+    def _adopt_unregistered(self) -> None:
+        """Find what was put in place without registration among the known modules: parameters
+        (``module._parameters[name] = p``, as FSDP2 installs its sharded ones) and modules
+        (``parent._modules[name] = m``: quantization's swaps), and what those new modules hold."""
+        modules = self._known_modules()
+        known = {id(module) for module in modules}
+        while modules:
+            found = []
+            for module in modules:
+                for child in module._modules.values():
+                    if child is not None and id(child) not in known:
+                        known.add(id(child))
+                        found.append(child)
+                self._learn(module)
+            modules = found
 
     def names(self, params: list[torch.Tensor]) -> list[str]:
         """Unique names for ``params``; unknown or repeated ones become ``param<N>``."""
-        self._adopt_unregistered(params)
+        if any(self._holder(p) is None for p in params) or len({id(self.root(p)) for p in params}) > 1:
+            self._adopt_unregistered()  # parameters of no module we know, or modules of no model
         result: list[str] = []
         seen: set[str] = set()
         for index, param in enumerate(params):

@@ -79,6 +79,7 @@ LOOPS = [
     Loop(ok("ok_sparse_embedding.py"), (("SparseAdam", 30, 1), ("Adam", 30, 1))),
     Loop(ok("ok_tied_retain_graph.py"), (("Adam", 30, 2),), ("zero_grad", "backward×2", "step")),
     Loop(Spec("ok_bias_before_batchnorm.py", options=("--strict", "--every", "1")), (("SGD", 30, 1),)),
+    Loop(Spec("ok_bias_before_batchnorm.py", ("copy",), options=("--strict", "--every", "1")), (("SGD", 30, 1),)),
     Loop(Spec("ok_zero_init_branches.py", options=("--strict", "--every", "1")), (("AdamW", 40, 1),)),
     Loop(IN_BACKWARD, (("Adam", 20, 1),) * 4),
     Loop(FLOAT64, (("Adam", 20, 1),), ("zero_grad", "backward", "step")),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 from collections.abc import Callable
 
 import pytest
@@ -28,11 +30,30 @@ def replaced_head() -> nn.Module:
     return model
 
 
+def swapped_by_hand() -> nn.Module:
+    """A module put in place without registration, as quantization's module swaps do."""
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Sequential(nn.Linear(4, 2)))
+    model._modules["0"] = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+    return model
+
+
+def inserted() -> nn.Module:
+    """``Sequential.insert`` renumbers the layers after it, and ``del`` the ones after the removed one."""
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4))
+    model.insert(0, nn.ReLU())
+    del model[2]
+    return model
+
+
 BUILDERS: dict[str, Callable[[], nn.Module]] = {
     "tied": Tied,
     "weight_norm": lambda: nn.Sequential(weight_norm(nn.Linear(4, 4)), nn.ReLU(), nn.Linear(4, 1)),
     "spectral_norm": lambda: nn.Sequential(nn.Linear(4, 4), nn.ReLU(), spectral_norm(nn.Linear(4, 1))),
     "replaced": replaced_head,
+    "deepcopy": lambda: copy.deepcopy(nn.Sequential(Tied(), nn.Sequential(nn.Linear(10, 2)))),
+    "unpickled": lambda: pickle.loads(pickle.dumps(nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.Linear(4, 2))))),
+    "swapped": swapped_by_hand,
+    "inserted": inserted,
 }
 
 
