@@ -605,11 +605,11 @@ class Collector:
                 grad: torch.Tensor | None = param.grad if param is not None else None
                 if grad is None:
                     continue
-                if grad_ref() is not grad:
-                    moved.append((param_ref, grad, position))
-                elif grad._version == version:
+                if grad._version == version and grad_ref() is grad:
                     kept.append(entry)
                     self._stale.append((track, entry))
+                elif grad_ref() is not grad:
+                    moved.append((param_ref, grad, position))
             if moved:
                 held = norms.holding_values([grad for _, grad, _ in moved])
                 for (param_ref, grad, position), holds in zip(moved, held):
@@ -865,7 +865,7 @@ class Collector:
         if grad is None:
             return False
         cleared = track.cleared_grad
-        return cleared is None or cleared[0]() is not grad or grad._version != cleared[1]
+        return cleared is None or grad._version != cleared[1] or cleared[0]() is not grad
 
     @staticmethod
     def _grads_set_by_hand(track: OptimizerTrack, params: list[torch.Tensor]) -> bool:
