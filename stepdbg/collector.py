@@ -342,6 +342,8 @@ class Collector:
         self.calls: list[str] = []
         self.backward_count = 0
         self._backward_depth = 0
+        self._stepping: OptimizerTrack | None = None
+        """The optimizer whose step is running (the outermost, where one steps another)."""
         self._backward_start = 0.0
         self._zero_grad_depth = 0
         self._zero_grad_start = 0.0
@@ -698,6 +700,11 @@ class Collector:
         track.depth += 1
         if track.depth > 1:
             return  # a subclass's step calling super().step()
+        outer = self._stepping
+        if outer is not None and outer is not track and track.param_ids <= outer.param_ids:
+            track.pending = None  # a wrapped optimizer's step (SAM, Lookahead, ZeroRedundancyOptimizer): part of the wrapper's
+            return
+        self._stepping = track
         entered = self._loop_started()
         self.calls.append(CALL_STEP)
         if track.info is None:
@@ -722,7 +729,11 @@ class Collector:
         if track is None or track.depth == 0:
             return
         track.depth -= 1
-        if track.depth > 0 or track.pending is None:
+        if track.depth > 0:
+            return
+        if self._stepping is track:
+            self._stepping = None
+        if track.pending is None:
             return
         end = self.clock()
         inner = (self._backward_seconds - track.backward_time_at_start) + (

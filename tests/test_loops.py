@@ -100,7 +100,8 @@ LOOPS = [
     Loop(ok("ok_resume_checkpoint.py", "10"), (("AdamW", 10, 1), ("AdamW", 10, 1))),
     Loop(ok("ok_resume_checkpoint.py", "1"), (("AdamW", 1, 1), ("AdamW", 10, 1))),
     Loop(SAM[0], (("SGD", 20, 1),), ("zero_grad", "backward", "zero_grad", "backward", "step")),
-    Loop(SAM[1], (("SAM", 20, 1), ("SGD", 20, 1))),
+    Loop(SAM[1], (("SAM", 20, 1),), ("zero_grad", "backward", "step", "zero_grad", "backward")),
+    Loop(ok("ok_zero_redundancy.py"), (("ZeroRedundancyOptimizer", 20, 1),), ("zero_grad", "backward", "step")),
 ]
 LOOP_IDS = [loop.spec.script.removesuffix(".py") + "".join(f"-{a}" for a in loop.spec.args) for loop in LOOPS]
 FAITHFUL = [ADAMW, DCGAN, LBFGS, AMP, ACCUM, MULTITASK, UNFREEZE, *COMPILED, IN_BACKWARD, BY_HAND[0], SAM[0]]
