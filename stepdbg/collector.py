@@ -21,6 +21,8 @@ from __future__ import annotations
 import bisect
 import math
 import operator
+import os
+import sys
 import time
 import weakref
 from collections import deque
@@ -845,6 +847,8 @@ class Collector:
             pass  # the closure runs backward inside the step
         elif no_backward and self._grads_set_by_hand(track, self._layout(track, optimizer).params):
             pass  # no backward, but gradients the previous step did not have
+        elif no_backward and _shadowing_a_join():
+            pass  # a rank out of inputs, stepping as Join's hooks do while the others finish
         elif no_backward:
             if track.last_step_backward < 0:
                 track.step_before_backward = True
@@ -1183,6 +1187,22 @@ class Collector:
 
 def _backward_index(loss: tuple[int, Any]) -> int:
     return loss[0]
+
+
+_JOIN_MODULE = os.path.join("distributed", "algorithms", "join.py")
+
+
+def _shadowing_a_join() -> bool:
+    """Whether this runs inside torch.distributed's ``Join`` as it shadows the ranks still
+    training (uneven inputs): a rank out of inputs steps its ZeroRedundancyOptimizer on the
+    gradients it has, by design. Walks the stack: only where step-without-backward would fire."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "__exit__" and code.co_filename.endswith(_JOIN_MODULE):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _stepped_here(scheduler: Any) -> bool:

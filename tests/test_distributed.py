@@ -48,6 +48,20 @@ def test_ddp_ranks_trace_apart_and_agree_on_gradients(tmp_path: Path) -> None:
     assert "ignoring loss" in agreed.stdout
 
 
+def test_join_shadow_steps_on_a_rank_out_of_inputs_are_no_mistake(tmp_path: Path) -> None:
+    """ZeRO's Join hook steps the rank that ran out of inputs without a backward, by design."""
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "stepdbg", "run", "--no-live", "--strict", str(SCRIPTS / "ok_join_uneven.py"),
+    ]
+    proc = subprocess.run(command, cwd=tmp_path, env=script_env(), capture_output=True, text=True, timeout=180, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank, count in ((0, 12), (1, 8)):
+        records = read_trace(tmp_path / f"ok_join_uneven.rank{rank}.stepdbg.jsonl")
+        assert anomalies(records) == [], anomalies(records)
+        assert len([r for r in steps(records, 0) if r["backward_calls"] == 1]) == count
+
+
 def test_fsdp2_ranks_trace_the_norms_of_their_shards(tmp_path: Path) -> None:
     """Sharded (DTensor) gradients: each rank's norm is of its own shards, with no collective
     of stepdbg's; the ranks' norms add up (as squares) to the global one the script measures."""
