@@ -24,6 +24,7 @@ import operator
 import os
 import sys
 import time
+import types
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -1196,7 +1197,7 @@ def _shadowing_a_join() -> bool:
     """Whether this runs inside torch.distributed's ``Join`` as it shadows the ranks still
     training (uneven inputs): a rank out of inputs steps its ZeroRedundancyOptimizer on the
     gradients it has, by design. Walks the stack: only where step-without-backward would fire."""
-    frame = sys._getframe(1)
+    frame: types.FrameType | None = sys._getframe(1)
     while frame is not None:
         code = frame.f_code
         if code.co_name == "__exit__" and code.co_filename.endswith(_JOIN_MODULE):
