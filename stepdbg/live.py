@@ -283,9 +283,16 @@ class View:
         footer = Text(f"anomalies: {self.anomaly_count}", style="yellow" if self.anomaly_count else "green")
         return Group(table, Text("\n".join(calls), no_wrap=True, overflow="ellipsis"), footer)
 
-    def summary(self, end: EndRecord, trace: str, ranks: Mapping[int, tuple[str, EndRecord | None]] | None = None) -> None:
+    def summary(
+        self,
+        end: EndRecord,
+        trace: str,
+        ranks: Mapping[int, tuple[str, EndRecord | None]] | None = None,
+        stopped: str | None = None,
+    ) -> None:
         """A few lines after the run: steps, where the time went, anomalies, the trace;
-        then a line for each rank started with torch.multiprocessing (`children`)."""
+        then a line for each rank started with torch.multiprocessing (`children`).
+        ``stopped``: the internal error that stopped tracing, if one did."""
         if self.quiet:
             return
         if end.steps:
@@ -294,8 +301,10 @@ class View:
                 f"{phase} {end.time.get(phase, 0.0) / total:.0%}" for phase in (*PHASES, "overhead") if phase in end.time
             ).replace("overhead", "stepdbg")
             self._line(f"{self.prefix} {end.steps} steps in {end.duration:.2f} s ({shares})")
-        else:
+        elif stopped is None:
             self._line(f"{self.prefix} no optimizer step or backward pass in this process ({end.duration:.2f} s)")
+        if stopped is not None:
+            self._line(Text(f"{self.prefix} tracing stopped early by an internal error ({stopped})", style="red"))
         if end.anomalies:
             self._line(Text(f"{self.prefix} anomalies: {_counts(end.anomalies)}", style="yellow"))
         elif end.steps:

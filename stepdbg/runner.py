@@ -145,7 +145,8 @@ def run_script(options: RunOptions) -> int:
     def report(end: EndRecord, code: int) -> int:
         """Summary (with a line per rank), and the exit code, --strict's included."""
         rank_ends = ranks.ends(since=session.started)
-        view.summary(end, str(trace_path), {rank: (str(path), e) for rank, (path, e) in rank_ends.items()})
+        rank_lines = {rank: (str(path), e) for rank, (path, e) in rank_ends.items()}
+        view.summary(end, str(trace_path), rank_lines, stopped=session.instrumentation.failed)
         if options.strict and code == 0 and (session.diagnostics.found_problems or ranks.found_problems(rank_ends)):
             return EXIT_STRICT
         return code

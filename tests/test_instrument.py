@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 
@@ -336,3 +337,38 @@ def test_an_iteration_that_cannot_record_an_event_keeps_the_hosts_times() -> Non
     collector.finish()
     device_timed = [r.time["total"] >= 1.0 for r in records]
     assert device_timed == [False, True, False, False, True]  # 3 starts from no event: iteration 2 recorded none
+
+
+def test_an_internal_error_stops_tracing_once_and_the_loop_goes_on(capsys: pytest.CaptureFixture[str]) -> None:
+    """A failure inside stepdbg is one line on stderr; the hooks go quiet and training is untouched."""
+
+    def train() -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        x, y = torch.randn(8, 3), torch.randn(8, 1)
+        for _ in range(3):
+            optimizer.zero_grad()
+            nn.functional.mse_loss(model(x), y).backward()
+            optimizer.step()
+        return [p.detach().clone() for p in model.parameters()]
+
+    records: list[StepRecord] = []
+    collector = Collector(1, Diagnostics(Thresholds(), frozenset(), lambda a: None), records.append, lambda i: None, ModuleTree())
+    calls = itertools.count()
+    original = collector.on_backward_end
+
+    def failing(accumulate: bool) -> None:
+        if next(calls) == 1:
+            raise RuntimeError("boom")
+        original(accumulate)
+
+    collector.on_backward_end = failing  # type: ignore[method-assign]
+    instrumentation = Instrumentation(collector)
+    with instrumentation:
+        traced = train()
+    collector.finish()
+    assert all(torch.equal(a, b) for a, b in zip(traced, train()))
+    assert instrumentation.failed == "RuntimeError: boom"
+    assert capsys.readouterr().err == "stepdbg: internal error, tracing stopped: RuntimeError: boom\n"
+    assert [r.step for r in records] == [0]

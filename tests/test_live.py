@@ -13,6 +13,7 @@ import pytest
 from rich.console import Console
 
 from stepdbg.live import TABLE_ROWS, View
+from stepdbg.schema import EndRecord
 from terminal import set_size, shown_lines
 from trace_factory import PARAMS, make_step
 
@@ -88,3 +89,14 @@ def test_a_resized_terminal_keeps_every_line_the_script_wrote(monkeypatch: pytes
     script = [line for line in shown if line.startswith(("line ", "partial"))]
     assert script == [f"line {step}" for step in range(24)] + ["partial"], "\n".join(shown)
     assert not any("phase times" in line or "anomalies:" in line for line in shown[shown.index("partial") :]), shown
+
+
+def test_a_summary_after_an_internal_error_does_not_claim_an_empty_run() -> None:
+    out = io.StringIO()
+    view = View(Console(file=out, width=200), live=False, quiet=False)
+    end = EndRecord(status="ok", exit_code=0, duration=1.0, steps=0, anomalies={}, time={})
+    view.summary(end, "t.jsonl", stopped="RuntimeError: boom")
+    assert out.getvalue().splitlines() == [
+        "stepdbg: tracing stopped early by an internal error (RuntimeError: boom)",
+        "stepdbg: trace written to t.jsonl",
+    ]
