@@ -86,7 +86,17 @@ def compress_calls(calls: Sequence[str]) -> list[str]:
 
 
 def params_of(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
-    return [p for group in optimizer.param_groups for p in group["params"]]
+    """The optimizer's parameters whose ``.grad`` can be read (see `_gradient_holders`)."""
+    return [p for group in optimizer.param_groups for p in _gradient_holders(group["params"])]
+
+
+def _gradient_holders(params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``params`` without the non-leaf tensors (a differentiable optimizer's fast weights, cloned
+    from the real ones), whose ``.grad`` torch warns about reading when it is unset: stepdbg
+    leaves them alone. The list itself where all are leaves, as they nearly always are."""
+    if all(p.is_leaf or p.retains_grad for p in params):
+        return params
+    return [p for p in params if p.is_leaf or p.retains_grad]
 
 
 def _first_param(optimizer: Any) -> torch.Tensor | None:
@@ -108,8 +118,10 @@ class _Layout:
     keeps a model alive.
     """
 
-    lists: list[list[torch.Tensor]]
+    sources: list[list[torch.Tensor]]
     """Copies of the groups' ``params`` lists as they were when the layout was made."""
+    lists: list[list[torch.Tensor]]
+    """The parameters of each group that stepdbg reads (``sources``' lists, where all are leaves)."""
     params: list[torch.Tensor]
     positions: list[int]
     group_of: list[int]
@@ -123,11 +135,12 @@ class _Layout:
 
     @classmethod
     def of(cls, optimizer: Any) -> _Layout:
-        lists = [list(group["params"]) for group in optimizer.param_groups]
+        sources = [list(group["params"]) for group in optimizer.param_groups]
+        lists = [_gradient_holders(params) for params in sources]
         params = [p for params in lists for p in params]
         group_of = [index for index, params in enumerate(lists) for _ in params]
         sharded = any(norms.is_sharded(p) for p in params)
-        return cls(lists, params, list(range(len(params))), group_of, sharded=sharded)
+        return cls(sources, lists, params, list(range(len(params))), group_of, sharded=sharded)
 
     def local_params(self) -> list[torch.Tensor]:
         """The parameters as this rank holds them (see `sharded`)."""
@@ -135,9 +148,9 @@ class _Layout:
 
     def matches(self, optimizer: Any) -> bool:
         groups = optimizer.param_groups
-        if len(groups) != len(self.lists):
+        if len(groups) != len(self.sources):
             return False
-        for group, cached in zip(groups, self.lists):
+        for group, cached in zip(groups, self.sources):
             live = group["params"]
             if len(live) != len(cached) or not all(map(operator.is_, live, cached)):
                 return False
@@ -187,9 +200,8 @@ class OptimizerTrack:
     """The last backward after which the sentinel had a gradient."""
     step_before_backward: bool = False
     cleared_grad: tuple[weakref.ref, int] | None = None
-    """The sentinel's gradient right after the last clear, and its version (None: it had none).
-    A step that finds another gradient there, or this one written since, and no backward
-    in between, finds gradients set by hand after the clear (Reptile), not cleared ones."""
+    """The sentinel's gradient right after the last clear, and its version (None: it had none):
+    see `Collector._set_since_clear`."""
     snapshot: list[tuple[weakref.ref, weakref.ref, int, int]] | None = None
     dirty_param: int | None = None
     consumed: tuple[int, weakref.ref, int] | None = None
@@ -328,9 +340,6 @@ class Collector:
         self.start = clock()
         self.records = 0
         self.optimizers_created = 0
-        self.holds_non_leaves = False
-        """An optimizer holds non-leaf tensors (a differentiable optimizer over cloned fast
-        weights): reading their ``.grad`` makes torch warn, so the hooks run with warnings off."""
         self._tracks: list[OptimizerTrack] = []
         self._tracks_by_param: dict[int, OptimizerTrack] = {}
         self._tracks_by_optimizer: dict[int, OptimizerTrack] = {}
@@ -445,11 +454,9 @@ class Collector:
                 other.sharing.append(track)
             self._tracks_by_param[id(param)] = track
         track.param_ids = ids
-        if not self.holds_non_leaves:
-            self.holds_non_leaves = not all(p.is_leaf or p.retains_grad for p in params)
         sentinel = track.sentinel_param()
         if sentinel is None or id(sentinel) not in ids:
-            trainable = next((p for p in params if p.requires_grad and (p.is_leaf or p.retains_grad)), None)
+            trainable = next((p for p in params if p.requires_grad), None)
             track.sentinel = weakref.ref(trainable) if trainable is not None else None
 
     def track_for(self, optimizer: Any) -> OptimizerTrack | None:
@@ -542,6 +549,8 @@ class Collector:
         if not accumulate:
             self.calls.append(CALL_GRAD)
         else:
+            if self._stepping is not None and not self._stepping.closure:
+                self._abandon_step()
             loss = _loss_value(outputs)
             if isinstance(loss, torch.Tensor):
                 self._device_losses = True
@@ -565,6 +574,18 @@ class Collector:
         if self.device.on:
             self._backward_event = self.device.mark()
         return True
+
+    def _abandon_step(self) -> None:
+        """A step with no closure that a backward finds still running raised (the script caught
+        it: an out-of-memory fallback): PyTorch ran no post-hook. Its record is dropped, and the
+        optimizer, and those stepped inside it, step anew."""
+        for track in self._tracks:
+            if track.depth and not track.closure:
+                if track.pending is not None:
+                    track.steps -= 1  # the count is of steps made
+                track.depth = 0
+                track.pending = None
+        self._stepping = None
 
     def _manual_leaves_lost(self) -> bool:
         """No leaves known yet, or one is gone (a loop that makes new tensors each iteration)."""
@@ -592,10 +613,12 @@ class Collector:
     def _check_cleared_since_step(self) -> None:
         """Before a backward: which consumed gradients are still there, uncleared?
 
-        A gradient that is another tensor now was cleared if the new one is all zeros
-        (``p.grad = torch.zeros_like(p)``); one that holds values carries the consumed
-        gradients on (DDP with ``gradient_as_bucket_view`` moves them into new buckets
-        at its second forward) and is watched in their place.
+        A gradient that is another tensor now was cleared or set by hand (fresh gradients),
+        unless it is a view that holds values: DDP with ``gradient_as_bucket_view`` moves the
+        consumed gradients into new buckets at its second forward, and the view carries them
+        on, watched in their place. Values are read on the CPU only (a read on a device would
+        be a host sync): there, such a view counts as a clear, and the missing clear is
+        reported a step later.
         """
         still_watched = []
         inferred_clear = False
@@ -613,7 +636,7 @@ class Collector:
                 if grad._version == version and grad_ref() is grad:
                     kept.append(entry)
                     self._stale.append((track, entry))
-                elif grad_ref() is not grad:
+                elif grad_ref() is not grad and grad._is_view():
                     moved.append((param_ref, grad, position))
             if moved:
                 held = norms.holding_values([grad for _, grad, _ in moved])
@@ -705,7 +728,11 @@ class Collector:
             return  # a subclass's step calling super().step()
         outer = self._stepping
         if outer is not None and outer is not track and track.param_ids <= outer.param_ids:
-            track.pending = None  # a wrapped optimizer's step (SAM, Lookahead, ZeroRedundancyOptimizer): part of the wrapper's
+            # a wrapped optimizer's step (SAM, Lookahead, ZeroRedundancyOptimizer): part of the
+            # wrapper's record; it has stepped all the same (for its lr scheduler's order)
+            track.pending = None
+            track.steps += 1
+            self._mark_consumed(track)
             return
         self._stepping = track
         entered = self._loop_started()
@@ -782,7 +809,7 @@ class Collector:
         groups = []
         position = 0
         for group in optimizer.param_groups:
-            params = list(group["params"])
+            params = _gradient_holders(group["params"])
             groups.append(
                 ParamGroupInfo(params=names[position : position + len(params)], numel=sum(p.numel() for p in params))
             )
@@ -846,8 +873,8 @@ class Collector:
         no_backward = self.backward_count == 0 or self.backward_count <= track.last_step_backward
         if track.closure:
             pass  # the closure runs backward inside the step
-        elif no_backward and self._grads_set_by_hand(track, self._layout(track, optimizer).params):
-            pass  # no backward, but gradients the previous step did not have
+        elif no_backward and (not (params := self._layout(track, optimizer).params) or self._grads_set_by_hand(track, params)):
+            pass  # no backward, but gradients the previous step did not have (or none stepdbg reads)
         elif no_backward and _shadowing_a_join():
             pass  # a rank out of inputs, stepping as Join's hooks do while the others finish
         elif no_backward:
@@ -856,7 +883,7 @@ class Collector:
             progress.add_ordering(
                 "step-without-backward", f"optimizer {track.index}'s step {step} ran with no backward since its previous step"
             )
-        elif track.clear_after_backward and track.mark == self.backward_count and not self._set_since_clear(track):
+        elif track.clear_after_backward and track.mark == self.backward_count and not self._set_since_clear(track, optimizer):
             if track.step_before_backward:
                 progress.add_ordering(
                     "step-without-backward", f"optimizer {track.index} steps before backward (step {step} found its gradients cleared)"
@@ -873,15 +900,24 @@ class Collector:
                 name,
             )
 
-    @staticmethod
-    def _set_since_clear(track: OptimizerTrack) -> bool:
-        """Whether gradients were set by hand since the last clear (see ``cleared_grad``)."""
+    def _set_since_clear(self, track: OptimizerTrack, optimizer: Any) -> bool:
+        """Whether, with no backward since the last clear, the step finds gradients that hold
+        values: set by hand (Reptile's meta-gradient, for all parameters or some), as a clear
+        leaves None or zeros, and work in place on them (clipping, unscaling) keeps zeros.
+        Runs only where zero-grad-before-step would fire; values are read on the CPU only.
+        On a device: gradients back where the clear left the sentinel none, or another
+        tensor there. An optimizer of non-leaf tensors alone has nothing to judge."""
+        params = self._layout(track, optimizer).params
+        if not params:
+            return True
+        grads = [grad for param in params if (grad := param.grad) is not None]
+        if not grads:
+            return False
+        if all(grad.device.type == "cpu" for grad in grads):
+            return any(norms.holding_values(grads))
         sentinel = track.sentinel_param()
         grad = sentinel.grad if sentinel is not None else None
-        if grad is None:
-            return False
-        cleared = track.cleared_grad
-        return cleared is None or grad._version != cleared[1] or cleared[0]() is not grad
+        return grad is not None and (track.cleared_grad is None or track.cleared_grad[0]() is not grad)
 
     @staticmethod
     def _grads_set_by_hand(track: OptimizerTrack, params: list[torch.Tensor]) -> bool:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import sys
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -43,8 +42,10 @@ _ENGINE_OWNERS = (torch.autograd.graph, torch.autograd)
 class Instrumentation:
     """Installs stepdbg's hooks process-wide and removes them again."""
 
-    def __init__(self, collector: Collector) -> None:
+    def __init__(self, collector: Collector, prefix: str = "stepdbg:") -> None:
         self.collector = collector
+        self.prefix = prefix
+        """What stepdbg's lines start with (``stepdbg[rank 1]:`` for a rank)."""
         self.failed: str | None = None
         self._patches: list[tuple[Any, str, Any]] = []
         self._handles: list[Any] = []
@@ -57,14 +58,10 @@ class Instrumentation:
         if self.failed is not None:
             return None
         try:
-            if self.collector.holds_non_leaves:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    return call(*args)
             return call(*args)
         except Exception as error:  # noqa: BLE001 - the user's training must go on
             self.failed = f"{type(error).__name__}: {error}"
-            print(f"stepdbg: internal error, tracing stopped: {self.failed}", file=sys.stderr)
+            print(f"{self.prefix} internal error, tracing stopped: {self.failed}", file=sys.stderr)
             return None
 
     # ---- install / uninstall ------------------------------------------------------------

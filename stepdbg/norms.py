@@ -228,6 +228,8 @@ def update_pieces(before: list[torch.Tensor], params: Sequence[torch.Tensor]) ->
     ``before`` (a `snapshot`, spent here) becomes the deltas in place: a detail
     step holds one copy of the model, not two, and writes no new buffer.
     """
+    if not before:
+        return []
     with torch.no_grad():
         after = [p.detach() for p in params]
         torch._foreach_sub_(before, after)  # θ_before - θ_after: -Δθ, the same norm

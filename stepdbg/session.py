@@ -169,7 +169,7 @@ class Session:
         self.diagnostics = Diagnostics(options.thresholds, options.disabled, self.recorder.anomaly)
         self.tree = ModuleTree()
         self.collector = Collector(options.every, self.diagnostics, self.recorder.step, self.recorder.optimizer, self.tree)
-        self.instrumentation = Instrumentation(self.collector)
+        self.instrumentation = Instrumentation(self.collector, view.prefix)
         self._after_hard_exit: Callable[[EndRecord, int], int] | None = None
 
     def start(self, after_hard_exit: Callable[[EndRecord, int], int] | None = None) -> None:

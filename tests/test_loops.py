@@ -40,7 +40,7 @@ UNFREEZE = Spec("ok_progressive_unfreeze.py", options=("--strict", "--every", "1
 BY_HAND = [ok("ok_gradients_by_hand.py", mode, save_state=True) for mode in ("per-sample", "copy")]
 SPARSE_REWARD = ok("ok_sparse_reward.py")
 SAM = [ok("ok_sam.py", mode, save_state=True) for mode in ("two-steps", "closure")]
-REPTILE = ok("ok_reptile.py")
+REPTILE = [ok("ok_reptile.py", mode) for mode in ("all", "head")]
 
 
 @dataclass(frozen=True)
@@ -99,9 +99,11 @@ LOOPS = [
     Loop(ok("ok_task_heads.py"), (("Adam", 120, 1),), ("zero_grad", "backward", "step")),
     Loop(ok("ok_resume_checkpoint.py", "10"), (("AdamW", 10, 1), ("AdamW", 10, 1))),
     Loop(ok("ok_resume_checkpoint.py", "1"), (("AdamW", 1, 1), ("AdamW", 10, 1))),
-    Loop(SAM[0], (("SGD", 20, 1),), ("zero_grad", "backward", "zero_grad", "backward", "step")),
-    Loop(SAM[1], (("SAM", 20, 1),), ("zero_grad", "backward", "step", "zero_grad", "backward")),
+    Loop(SAM[0], (("SGD", 20, 1),), ("zero_grad", "scheduler", "backward", "zero_grad", "backward", "step")),
+    Loop(SAM[1], (("SAM", 20, 1),), ("zero_grad", "scheduler", "backward", "step", "zero_grad", "backward")),
     Loop(ok("ok_zero_redundancy.py"), (("ZeroRedundancyOptimizer", 20, 1),), ("zero_grad", "backward", "step")),
+    Loop(ok("ok_grad_set_then_backward.py"), (("SGD", 20, 1),), ("autograd.grad", "zero_grad", "backward", "step")),
+    Loop(ok("ok_step_raises_caught.py"), (("Flaky", 19, 1),)),
 ]
 LOOP_IDS = [loop.spec.script.removesuffix(".py") + "".join(f"-{a}" for a in loop.spec.args) for loop in LOOPS]
 FAITHFUL = [ADAMW, DCGAN, LBFGS, AMP, ACCUM, MULTITASK, UNFREEZE, *COMPILED, IN_BACKWARD, BY_HAND[0], SAM[0]]
@@ -223,12 +225,12 @@ def test_gradients_set_by_hand_are_fresh_gradients(runs, spec: Spec) -> None:
     assert [r["grad_norm"] for r in records] == pytest.approx(run.state()["grad_norms"], rel=1e-5)
 
 
-@pytest.mark.uses(REPTILE)
-def test_reptile_meta_gradients_set_by_hand_after_the_clear(runs) -> None:
-    """The meta step finds gradients written by hand after its zero_grad, with the inner
-    loops' backward passes in between: fresh gradients, not cleared ones. Each fresh
-    inner optimizer's steps consume one backward each, from its first."""
-    run = runs.get(REPTILE)
+@pytest.mark.parametrize("spec", REPTILE, ids=["all", "head"])
+def test_reptile_meta_gradients_set_by_hand_after_the_clear(runs, spec: Spec) -> None:
+    """The meta step finds gradients written by hand after its zero_grad (for every parameter,
+    or the head's alone), with the inner loops' backward passes in between: fresh gradients,
+    not cleared ones. Each fresh inner optimizer's steps consume one backward each, from its first."""
+    run = runs.get(spec)
     assert run.anomalies == [] and run.proc.returncode == 0, run.describe()
     announced = optimizers(run.records)
     assert [o["class"] for o in announced].count("SGD") == 10

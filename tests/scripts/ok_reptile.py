@@ -5,9 +5,14 @@ the meta-gradient into p.grad by hand after meta_opt.zero_grad(), and meta_opt.s
 consumes it. The inner backward passes never reach the meta-model's parameters: the
 clear before the hand-written gradients is no zero_grad between backward and step.
 Each inner optimizer's first step consumes one backward, not every one since the run began.
+
+    python ok_reptile.py [all|head]
+
+``head`` writes the meta-gradient for the last layer only, the others' left None (ANIL).
 """
 
 import copy
+import sys
 
 import torch
 from torch import nn
@@ -25,7 +30,8 @@ for iteration in range(10):
         nn.functional.mse_loss(fast(x), y).backward()
         inner.step()
     meta_opt.zero_grad()
-    for p, f in zip(model.parameters(), fast.parameters()):
+    pairs = list(zip(model.parameters(), fast.parameters()))
+    for p, f in pairs[-2:] if sys.argv[1:] == ["head"] else pairs:
         p.grad = p.detach() - f.detach()  # the meta-gradient, set by hand
     meta_opt.step()
 print(f"final sum {sum(float(p.detach().sum()) for p in model.parameters()):.6f}")

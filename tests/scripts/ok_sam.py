@@ -3,7 +3,8 @@
 SAM is an optimizer built around another one on the same parameter groups: one
 backward, a step up the gradient, clear, a second backward at the perturbed
 weights, then the inner optimizer's step. Clearing through either optimizer
-clears both's gradients; the inner step consumes the second backward only.
+clears both's gradients; the inner step consumes the second backward only. The lr
+scheduler is built on the inner optimizer.
 
     python ok_sam.py two-steps|closure
 """
@@ -54,6 +55,7 @@ class SAM(torch.optim.Optimizer):
 torch.manual_seed(0)
 model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
 optimizer = SAM(model.parameters(), torch.optim.SGD, lr=0.1, momentum=0.9)
+scheduler = torch.optim.lr_scheduler.StepLR(optimizer.base_optimizer, step_size=5, gamma=0.5)
 x, y = torch.randn(64, 8), torch.randn(64, 1)
 for _ in range(20):
     nn.functional.mse_loss(model(x), y).backward()
@@ -64,6 +66,7 @@ for _ in range(20):
     else:
         optimizer.step(lambda: nn.functional.mse_loss(model(x), y).backward())
         optimizer.zero_grad()
+    scheduler.step()  # built on the inner optimizer, which steps inside SAM's step
 print(f"final loss {nn.functional.mse_loss(model(x), y).item():.6f}")
 if os.environ.get("STEPDBG_TEST_OUT"):
     torch.save({"model": model.state_dict(), "rng": torch.get_rng_state()}, os.environ["STEPDBG_TEST_OUT"])
