@@ -140,16 +140,18 @@ class Diagnostics:
             self._check_vanishing(record, names, param_norms, history)
 
     def _check_nonfinite(self, record: StepRecord, culprit: Callable[[], str | None]) -> None:
-        """A NaN/Inf gradient, or loss; a NaN/Inf loss whose gradients are all finite harms
-        no step (a mean over an empty batch): `nonfinite-loss`, for information."""
+        """A NaN/Inf gradient is an error. A NaN/Inf loss whose gradients are all finite, or
+        that reached none of the step's parameters, harms no step (a mean over an empty batch;
+        another task's loss in a loop that alternates): `nonfinite-loss`, for information."""
         loss_bad = record.loss is not None and not math.isfinite(record.loss)
         norm_bad = record.grad_norm is not None and not math.isfinite(record.grad_norm)
         if not (loss_bad or norm_bad):
             return
-        if not norm_bad and record.grad_norm is not None:
+        if not norm_bad:
+            harmless = "the gradients the step used are finite" if record.grad_norm is not None else "no gradient reached the step"
             self.report(
-                "nonfinite-loss", record.step, record.optimizer,
-                f"loss is {record.loss} at step {record.step}, but the gradients the step used are finite", None, record.t,
+                "nonfinite-loss", record.step, record.optimizer, f"loss is {record.loss} at step {record.step}, but {harmless}",
+                None, record.t,
             )
             return
         param = culprit() if self._first_report("nonfinite", record.optimizer) else None
