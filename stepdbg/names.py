@@ -35,6 +35,8 @@ class ModuleTree:
         self._module_parents: WeakIdKeyDictionary = WeakIdKeyDictionary()  # module -> [(parent ref, name), ...]
         self._handles: list[RemovableHandle] = []
         self._setstate: Any = None
+        self._registered_since_search = True
+        """Whether modules or parameters came since `_adopt_unregistered` last searched."""
 
     def install(self) -> None:
         self._handles = [
@@ -74,6 +76,7 @@ class ModuleTree:
     def _on_parameter(self, module: torch.nn.Module, name: str, param: torch.nn.Parameter | None) -> None:
         if param is None:
             return
+        self._registered_since_search = True
         owners = self._param_owners.get(param)
         if owners is None:
             self._param_owners[param] = [(weakref.ref(module), name)]
@@ -102,6 +105,7 @@ class ModuleTree:
     def _on_module(self, parent: torch.nn.Module, name: str, child: torch.nn.Module | None) -> None:
         if child is None or child is parent:
             return
+        self._registered_since_search = True
         parents = self._module_parents.get(child)
         if parents is None:
             self._module_parents[child] = [(weakref.ref(parent), name)]
@@ -180,6 +184,7 @@ class ModuleTree:
         (``parent._modules[name] = m``: quantization's swaps), and what those new modules hold."""
         modules = self._known_modules()
         known = {id(module) for module in modules}
+        # the search registers what it finds; only registrations made after it call for another
         while modules:
             found = []
             for module in modules:
@@ -189,10 +194,13 @@ class ModuleTree:
                         found.append(child)
                 self._learn(module)
             modules = found
+        self._registered_since_search = False
 
     def names(self, params: list[torch.Tensor]) -> list[str]:
         """Unique names for ``params``; unknown or repeated ones become ``param<N>``."""
-        if any(self._holder(p) is None for p in params) or len({id(self.root(p)) for p in params}) > 1:
+        if self._registered_since_search and (
+            any(self._holder(p) is None for p in params) or len({id(self.root(p)) for p in params}) > 1
+        ):
             self._adopt_unregistered()  # parameters of no module we know, or modules of no model
         result: list[str] = []
         seen: set[str] = set()
