@@ -238,8 +238,9 @@ class View:
             self._line(anomaly_text(anomaly, self.prefix))
 
     def _line(self, line: str | Text) -> None:
-        """One line as it is: never read as rich markup (a rank label, a path with brackets)."""
-        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        """One line as it is: never read as rich markup or emoji codes (a rank label, a path with
+        brackets or colons)."""
+        self.console.print(line, markup=False, emoji=False, highlight=False, soft_wrap=True)
 
     def _plain_line(self, record: StepRecord) -> str:
         who = f"optimizer {record.optimizer}" if record.optimizer is not None else "no optimizer"
