@@ -198,6 +198,14 @@ class OptimizerTrack:
     """A trainable parameter, looked at after each backward: did the backward reach this optimizer?"""
     filled_at: int = -1
     """The last backward after which the sentinel had a gradient."""
+    last_sentinel: weakref.ref | None = None
+    """The last trainable parameter: a backward that changes neither its gradient nor the
+    sentinel's did not reach this optimizer (another model's loss, ``backward(inputs=...)``)."""
+    reach_before: tuple[Any, Any] = (None, None)
+    """Both sentinels' gradients (id and version, no reference) as the current backward began."""
+    missed: list[list[int]] = field(default_factory=list)
+    """Runs ``[first, last]`` of backward passes that did not reach it: not among its step's.
+    Runs, so that an optimizer idle while another trains holds one entry, not one a step."""
     step_before_backward: bool = False
     cleared_grad: tuple[weakref.ref, int] | None = None
     """The sentinel's gradient right after the last clear, and its version (None: it had none):
@@ -248,6 +256,8 @@ class _StepInProgress:
     before: list[torch.Tensor] | None = None
     update_pieces: list[torch.Tensor] = _EMPTY  # type: ignore[assignment]
     losses: list[Any] = _EMPTY  # type: ignore[assignment]
+    backward_ran: bool = False
+    """Backward passes ran since the optimizer's previous step, whether or not they reached it."""
     loss_scale: Any = None
     grad_scale: Any = None
     on_device: bool = False
@@ -458,6 +468,8 @@ class Collector:
         if sentinel is None or id(sentinel) not in ids:
             trainable = next((p for p in params if p.requires_grad), None)
             track.sentinel = weakref.ref(trainable) if trainable is not None else None
+        last = next((p for p in reversed(params) if p.requires_grad), None)
+        track.last_sentinel = weakref.ref(last) if last is not None else None
 
     def track_for(self, optimizer: Any) -> OptimizerTrack | None:
         """The track of an optimizer (even once all its parameters were replaced), or of a
@@ -557,6 +569,8 @@ class Collector:
                 self.device.start_timing()
             if self._watched:
                 self._check_cleared_since_step()
+            for track in self._tracks:
+                track.reach_before = (_grad_state(track.sentinel), _grad_state(track.last_sentinel))
             if self.optimizers_created == 0 and self._manual_leaves_lost():
                 self._manual_leaves = [weakref.ref(leaf) for leaf in _graph_leaves(outputs)]
             # Counted as it starts: a step made inside it (an optimizer stepped from a
@@ -606,9 +620,23 @@ class Collector:
                 sentinel = track.sentinel_param()
                 if sentinel is not None and sentinel.grad is not None:
                     track.filled_at = self.backward_count
+                if track.mark < self.backward_count and track.reach_before == (
+                    _grad_state(track.sentinel), _grad_state(track.last_sentinel)
+                ):  # not reached (and not consumed by a step inside it)
+                    self._missed(track)
             if self.optimizers_created == 0:
                 self._no_optimizer_step()
         self._overhead += self.clock() - end
+
+    def _missed(self, track: OptimizerTrack) -> None:
+        """The backward that just ended did not reach ``track``'s optimizer."""
+        runs, count = track.missed, self.backward_count
+        if runs and runs[-1][1] == count - 1:
+            runs[-1][1] = count
+        else:
+            runs.append([count, count])
+            if len(runs) > HELD_LOSSES:  # reached and missed in turn, for ever: keep it bounded
+                del runs[: HELD_LOSSES // 2]
 
     def _check_cleared_since_step(self) -> None:
         """Before a backward: which consumed gradients are still there, uncleared?
@@ -858,13 +886,21 @@ class Collector:
 
     def _take_losses(self, progress: _StepInProgress) -> None:
         """The backward passes (and their losses) that filled the gradients this step consumes."""
-        mark = progress.track.mark
-        progress.record.backward_calls = self.backward_count - mark
+        track = progress.track
+        mark = track.mark
+        missed = [(max(first, mark + 1), last) for first, last in track.missed if last > mark]
+        track.missed = []
+        progress.backward_ran = self.backward_count > mark
+        progress.record.backward_calls = self.backward_count - mark - sum(last - first + 1 for first, last in missed)
         losses = self._losses
-        first = bisect.bisect_right(losses, mark, key=_backward_index) if losses and losses[0][0] <= mark else 0
-        progress.losses = [value for _, value in losses[first:]]
-        if mark < self._losses_dropped_through:
-            progress.losses.append(None)  # some of them were dropped: the sum is unknown
+        start = bisect.bisect_right(losses, mark, key=_backward_index) if losses and losses[0][0] <= mark else 0
+        if missed:
+            progress.losses = [value for index, value in losses[start:] if not _within(index, missed)]
+        else:
+            progress.losses = [value for _, value in losses[start:]]
+        dropped = self._losses_dropped_through
+        if mark < dropped and dropped - mark > sum(min(last, dropped) - first + 1 for first, last in missed if first <= dropped):
+            progress.losses.append(None)  # some of its losses were dropped: the sum is unknown
 
     def _check_step_order(self, progress: _StepInProgress, optimizer: Any) -> None:
         """The ordering rules that a step decides from what happened since the previous one."""
@@ -1180,7 +1216,8 @@ class Collector:
         self.records += 1
         self._emit_step(record)
         self.diagnostics.check_step(
-            record, names, param_norms, progress.missing, lambda: self._first_nonfinite_grad(progress, names)
+            record, names, param_norms, progress.missing, lambda: self._first_nonfinite_grad(progress, names),
+            backward_ran=progress.backward_ran,
         )
 
     @staticmethod
@@ -1220,6 +1257,20 @@ class Collector:
     def finish(self) -> None:
         """The run is over: emit every record still waiting on the device."""
         self.flush_ready(wait=True)
+
+
+def _within(index: int, runs: list[tuple[int, int]]) -> bool:
+    """Whether ``index`` lies in one of ``runs`` (``(first, last)``, in order)."""
+    at = bisect.bisect_right(runs, index, key=operator.itemgetter(0)) - 1
+    return at >= 0 and index <= runs[at][1]
+
+
+def _grad_state(param_ref: weakref.ref | None) -> tuple[int, int] | None:
+    """A parameter's gradient as id and version, holding no reference to it (a held gradient
+    would make the next backward add out of place, into a new tensor)."""
+    param = param_ref() if param_ref is not None else None
+    grad = param.grad if param is not None else None
+    return (id(grad), grad._version) if grad is not None else None
 
 
 def _backward_index(loss: tuple[int, Any]) -> int:

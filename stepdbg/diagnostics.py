@@ -119,13 +119,16 @@ class Diagnostics:
         param_norms: list[float | None] | None,
         missing: list[int],
         culprit: Callable[[], str | None] = lambda: None,
+        backward_ran: bool = True,
     ) -> None:
         """Judge a finished step with the numbers already computed for it.
 
         ``param_norms`` (aligned with ``names``) is given on detail steps;
         ``missing`` lists the positions of trainable parameters that had no
         gradient; ``culprit`` finds the first parameter with a non-finite
-        gradient, called only when a `nonfinite` report is the optimizer's first.
+        gradient, called only when a `nonfinite` report is the optimizer's first;
+        ``backward_ran``: backward passes ran since the optimizer's previous step (whether or
+        not they reached it: an optimizer on a model the loop no longer uses gets none of them).
         """
         if record.skipped:
             return
@@ -134,7 +137,7 @@ class Diagnostics:
             history = self._history[record.optimizer] = _OptimizerHistory()
         self._check_nonfinite(record, culprit)
         self._check_exploding(record, history)
-        self._check_unused(record, names, missing, history)
+        self._check_unused(record, names, missing, history, backward_ran)
         self._check_zero_update(record, history)
         if param_norms is not None:
             self._check_vanishing(record, names, param_norms, history)
@@ -179,7 +182,9 @@ class Diagnostics:
         history.norm_average = norm if average is None else 0.9 * average + 0.1 * norm
         history.norm_steps += 1
 
-    def _check_unused(self, record: StepRecord, names: list[str], missing: list[int], history: _OptimizerHistory) -> None:
+    def _check_unused(
+        self, record: StepRecord, names: list[str], missing: list[int], history: _OptimizerHistory, backward_ran: bool
+    ) -> None:
         """Parameters that had no gradient at any step, where the same ones went without at
         every step. Where which parameters get gradients changes from step to step (a head
         per task, experts tokens are routed to, alternating losses), the loop computes
@@ -195,7 +200,7 @@ class Diagnostics:
             history.without_gradient = []
             return
         history.unused_steps += 1
-        if record.backward_calls and history.unused_steps >= self.thresholds.patience:
+        if backward_ran and history.unused_steps >= self.thresholds.patience:
             index = missing[0]
             name = names[index] if index < len(names) else f"param{index}"
             message = f"{name} requires grad but has received no gradient for {history.unused_steps} steps"

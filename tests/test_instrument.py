@@ -187,8 +187,9 @@ def test_a_finished_optimizer_and_its_model_are_not_kept_alive() -> None:
 
 
 def test_an_idle_optimizer_does_not_keep_every_loss_for_its_first_step(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An optimizer built at the start for a later phase: the losses of the one that trains
-    meanwhile are not all kept for it (they were: memory and time grew with every step)."""
+    """An optimizer built at the start for a later phase, whose head the loss reaches all along:
+    the losses of the steps meanwhile are not all kept for it (they were: memory and time grew
+    with every step); one whose parameters the loss never reached takes only its own."""
     import stepdbg.collector as collector_module
 
     monkeypatch.setattr(collector_module, "HELD_LOSSES", 128)
@@ -197,15 +198,20 @@ def test_an_idle_optimizer_does_not_keep_every_loss_for_its_first_step(monkeypat
     held = []
     with Instrumentation(collector):
         torch.manual_seed(0)
-        model, head = nn.Linear(3, 1), nn.Linear(3, 1)
+        model, head, idle = nn.Linear(3, 1), nn.Linear(3, 1), nn.Linear(3, 1)
         later = torch.optim.SGD(head.parameters(), lr=0.1)
+        unreached = torch.optim.SGD(idle.parameters(), lr=0.1)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         x = torch.randn(4, 3)
         for _ in range(500):
             optimizer.zero_grad()
-            model(x).sum().backward()
+            (model(x).sum() + head(x).sum()).backward()
             optimizer.step()
             held.append(len(collector._losses))
+        idle_runs = len(collector._tracks[1].missed)  # 500 backward passes that did not reach it: one run
+        own = idle(x).sum()
+        own.backward()
+        unreached.step()
         head(x).sum().backward()
         later.step()  # never cleared: its first step consumes every backward since the start
         later.zero_grad()
@@ -214,7 +220,9 @@ def test_an_idle_optimizer_does_not_keep_every_loss_for_its_first_step(monkeypat
         later.step()
     collector.finish()
     assert max(held) <= 128
-    assert [(r.optimizer, r.step, r.backward_calls) for r in records[-2:]] == [(0, 0, 501), (0, 1, 1)]
+    assert [(r.optimizer, r.step, r.backward_calls) for r in records[-3:]] == [(1, 0, 1), (0, 0, 501), (0, 1, 1)]
+    assert records[-3].loss == pytest.approx(own.item())  # only the backward that reached it
+    assert idle_runs == 1
     assert records[-2].loss is None  # most of its losses were dropped: unknown, not a partial sum
     assert records[-1].loss == pytest.approx(loss.item())
 

@@ -41,6 +41,7 @@ BY_HAND = [ok("ok_gradients_by_hand.py", mode, save_state=True) for mode in ("pe
 SPARSE_REWARD = ok("ok_sparse_reward.py")
 SAM = [ok("ok_sam.py", mode, save_state=True) for mode in ("two-steps", "closure")]
 REPTILE = [ok("ok_reptile.py", mode) for mode in ("all", "head")]
+ACTOR_CRITIC = ok("ok_actor_critic.py", save_state=True)
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ LOOPS = [
     Loop(SAM[0], (("SGD", 20, 1),), ("zero_grad", "scheduler", "backward", "zero_grad", "backward", "step")),
     Loop(SAM[1], (("SAM", 20, 1),), ("zero_grad", "scheduler", "backward", "step", "zero_grad", "backward")),
     Loop(ok("ok_zero_redundancy.py"), (("ZeroRedundancyOptimizer", 20, 1),), ("zero_grad", "backward", "step")),
+    Loop(ACTOR_CRITIC, (("Adam", 20, 1), ("Adam", 20, 1))),
     Loop(ok("ok_grad_set_then_backward.py"), (("SGD", 20, 1),), ("autograd.grad", "zero_grad", "backward", "step")),
     Loop(ok("ok_step_raises_caught.py"), (("Flaky", 19, 1),)),
 ]
@@ -223,6 +225,15 @@ def test_gradients_set_by_hand_are_fresh_gradients(runs, spec: Spec) -> None:
     records = run.steps(0)
     assert [r["backward_calls"] for r in records] == [0] * 20
     assert [r["grad_norm"] for r in records] == pytest.approx(run.state()["grad_norms"], rel=1e-5)
+
+
+@pytest.mark.uses(ACTOR_CRITIC)
+def test_each_optimizer_takes_the_backward_passes_that_reached_it(runs) -> None:
+    """Two models, both losses backpropagated before both steps: each step's loss is its own."""
+    run = runs.get(ACTOR_CRITIC)
+    expected = run.state()
+    for index, model in enumerate(("actor", "critic")):
+        assert [r["loss"] for r in run.steps(index)] == pytest.approx(expected[model], rel=1e-6), model
 
 
 @pytest.mark.parametrize("spec", REPTILE, ids=["all", "head"])
