@@ -569,8 +569,9 @@ class Collector:
                 self.device.start_timing()
             if self._watched:
                 self._check_cleared_since_step()
-            for track in self._tracks:
-                track.reach_before = (_grad_state(track.sentinel), _grad_state(track.last_sentinel))
+            if len(self._tracks) > 1:  # which optimizers it reaches, where there is a choice (a few us)
+                for track in self._tracks:
+                    track.reach_before = (_grad_state(track.sentinel), _grad_state(track.last_sentinel))
             if self.optimizers_created == 0 and self._manual_leaves_lost():
                 self._manual_leaves = [weakref.ref(leaf) for leaf in _graph_leaves(outputs)]
             # Counted as it starts: a step made inside it (an optimizer stepped from a
@@ -616,11 +617,12 @@ class Collector:
         if accumulate:
             if self._stale:
                 self._check_accumulated_into_stale()
+            several = len(self._tracks) > 1
             for track in self._tracks:
                 sentinel = track.sentinel_param()
                 if sentinel is not None and sentinel.grad is not None:
                     track.filled_at = self.backward_count
-                if track.mark < self.backward_count and track.reach_before == (
+                if several and track.mark < self.backward_count and track.reach_before == (
                     _grad_state(track.sentinel), _grad_state(track.last_sentinel)
                 ):  # not reached (and not consumed by a step inside it)
                     self._missed(track)
