@@ -74,15 +74,19 @@ class ModuleTree:
             self._on_module(module, name, child)
 
     def _on_parameter(self, module: torch.nn.Module, name: str, param: torch.nn.Parameter | None) -> None:
-        if param is None:
-            return
+        if param is not None:
+            self._remember(self._param_owners, param, module, name)
+
+    def _remember(self, table: WeakIdKeyDictionary, item: object, holder: torch.nn.Module, name: str) -> None:
+        """``holder`` holds ``item`` under ``name``; holders gone (modules built per iteration)
+        are dropped as new ones come."""
         self._registered_since_search = True
-        owners = self._param_owners.get(param)
-        if owners is None:
-            self._param_owners[param] = [(weakref.ref(module), name)]
-        elif not any(ref() is module and known == name for ref, known in owners):
-            owners[:] = [owner for owner in owners if owner[0]() is not None]  # modules built per iteration
-            owners.append((weakref.ref(module), name))
+        entries = table.get(item)
+        if entries is None:
+            table[item] = [(weakref.ref(holder), name)]
+        elif not any(ref() is holder and known == name for ref, known in entries):
+            entries[:] = [entry for entry in entries if entry[0]() is not None]
+            entries.append((weakref.ref(holder), name))
 
     def _holder(self, param: torch.Tensor) -> tuple[torch.nn.Module, str] | None:
         """The module that holds ``param`` now, and its name there.
@@ -103,15 +107,8 @@ class ModuleTree:
         return moved
 
     def _on_module(self, parent: torch.nn.Module, name: str, child: torch.nn.Module | None) -> None:
-        if child is None or child is parent:
-            return
-        self._registered_since_search = True
-        parents = self._module_parents.get(child)
-        if parents is None:
-            self._module_parents[child] = [(weakref.ref(parent), name)]
-        elif not any(ref() is parent and known == name for ref, known in parents):
-            parents[:] = [entry for entry in parents if entry[0]() is not None]
-            parents.append((weakref.ref(parent), name))
+        if child is not None and child is not parent:
+            self._remember(self._module_parents, child, parent, name)
 
     def _parent(self, module: torch.nn.Module) -> tuple[torch.nn.Module, str] | None:
         """The module that holds ``module`` now, and its name there: the first to register it
