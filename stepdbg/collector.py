@@ -133,6 +133,12 @@ class _Layout:
     roots: list[weakref.ref] | None = None
     """The root modules of the parameters, held weakly; found at the first detail step."""
 
+    @property
+    def partial(self) -> bool:
+        """Some of the optimizer's tensors are not read (non-leaf ones: see `_gradient_holders`):
+        what its gradients look like says nothing sure about the ordering rules."""
+        return any(read is not source for read, source in zip(self.lists, self.sources))
+
     @classmethod
     def of(cls, optimizer: Any) -> _Layout:
         sources = [list(group["params"]) for group in optimizer.param_groups]
@@ -236,6 +242,8 @@ class OptimizerTrack:
     zero_grad_time_at_start: float = 0.0
     closure: bool = False
     pending: _StepInProgress | None = None
+    stepping_id: int = 0
+    """``id`` of the optimizer whose step is running (no reference): found on the stack, or gone."""
 
     def sentinel_param(self) -> torch.Tensor | None:
         return self.sentinel() if self.sentinel is not None else None
@@ -562,7 +570,7 @@ class Collector:
             self.calls.append(CALL_GRAD)
         else:
             if self._stepping is not None and not self._stepping.closure:
-                self._abandon_step()
+                self._abandon_steps_that_raised()
             loss = _loss_value(outputs)
             if isinstance(loss, torch.Tensor):
                 self._device_losses = True
@@ -590,17 +598,20 @@ class Collector:
             self._backward_event = self.device.mark()
         return True
 
-    def _abandon_step(self) -> None:
-        """A step with no closure that a backward finds still running raised (the script caught
-        it: an out-of-memory fallback): PyTorch ran no post-hook. Its record is dropped, and the
-        optimizer, and those stepped inside it, step anew."""
+    def _abandon_steps_that_raised(self) -> None:
+        """Steps with no closure that a backward, or an unrelated step, finds still running, and
+        whose ``step`` is no longer on the stack, raised (the script caught it: an out-of-memory
+        fallback): PyTorch ran no post-hook. Their records are dropped, and those optimizers
+        step anew. One still on the stack runs a backward itself (a curvature estimate)."""
+        running = _optimizers_stepping()
         for track in self._tracks:
-            if track.depth and not track.closure:
+            if track.depth and not track.closure and track.stepping_id not in running:
                 if track.pending is not None:
                     track.steps -= 1  # the count is of steps made
                 track.depth = 0
                 track.pending = None
-        self._stepping = None
+                if self._stepping is track:
+                    self._stepping = None
 
     def _manual_leaves_lost(self) -> bool:
         """No leaves known yet, or one is gone (a loop that makes new tensors each iteration)."""
@@ -644,7 +655,7 @@ class Collector:
         """Before a backward: which consumed gradients are still there, uncleared?
 
         A gradient that is another tensor now was cleared or set by hand (fresh gradients),
-        unless it is a view that holds values: DDP with ``gradient_as_bucket_view`` moves the
+        unless, in a distributed run, it is a view that holds values: DDP with ``gradient_as_bucket_view`` moves the
         consumed gradients into new buckets at its second forward, and the view carries them
         on, watched in their place. Values are read on the CPU only (a read on a device would
         be a host sync): there, such a view counts as a clear, and the missing clear is
@@ -666,7 +677,7 @@ class Collector:
                 if grad._version == version and grad_ref() is grad:
                     kept.append(entry)
                     self._stale.append((track, entry))
-                elif grad_ref() is not grad and grad._is_view():
+                elif grad_ref() is not grad and grad._is_view() and _distributed():
                     moved.append((param_ref, grad, position))
             if moved:
                 held = norms.holding_values([grad for _, grad, _ in moved])
@@ -753,10 +764,13 @@ class Collector:
         track = self.track_for(optimizer)
         if track is None:
             return
+        outer = self._stepping
+        if outer is not None and outer is not track and not outer.closure and not track.param_ids <= outer.param_ids:
+            self._abandon_steps_that_raised()  # an unrelated step cannot run inside a closure-less one
+            outer = self._stepping
         track.depth += 1
         if track.depth > 1:
             return  # a subclass's step calling super().step()
-        outer = self._stepping
         if outer is not None and outer is not track and track.param_ids <= outer.param_ids:
             # a wrapped optimizer's step (SAM, Lookahead, ZeroRedundancyOptimizer): part of the
             # wrapper's record; it has stepped all the same (for its lr scheduler's order)
@@ -765,6 +779,7 @@ class Collector:
             self._mark_consumed(track)
             return
         self._stepping = track
+        track.stepping_id = id(optimizer)
         entered = self._loop_started()
         self.calls.append(CALL_STEP)
         if track.info is None:
@@ -911,8 +926,8 @@ class Collector:
         no_backward = self.backward_count == 0 or self.backward_count <= track.last_step_backward
         if track.closure:
             pass  # the closure runs backward inside the step
-        elif no_backward and (not (params := self._layout(track, optimizer).params) or self._grads_set_by_hand(track, params)):
-            pass  # no backward, but gradients the previous step did not have (or none stepdbg reads)
+        elif no_backward and ((layout := self._layout(track, optimizer)).partial or self._grads_set_by_hand(track, layout.params)):
+            pass  # no backward, but gradients the previous step did not have (or some stepdbg does not read)
         elif no_backward and _shadowing_a_join():
             pass  # a rank out of inputs, stepping as Join's hooks do while the others finish
         elif no_backward:
@@ -944,11 +959,11 @@ class Collector:
         leaves None or zeros, and work in place on them (clipping, unscaling) keeps zeros.
         Runs only where zero-grad-before-step would fire; values are read on the CPU only.
         On a device: gradients back where the clear left the sentinel none, or another
-        tensor there. An optimizer of non-leaf tensors alone has nothing to judge."""
-        params = self._layout(track, optimizer).params
-        if not params:
+        tensor there. An optimizer holding tensors stepdbg does not read has nothing to judge."""
+        layout = self._layout(track, optimizer)
+        if layout.partial:
             return True
-        grads = [grad for param in params if (grad := param.grad) is not None]
+        grads = [grad for param in layout.params if (grad := param.grad) is not None]
         if not grads:
             return False
         if all(grad.device.type == "cpu" for grad in grads):
@@ -1267,16 +1282,35 @@ def _within(index: int, runs: list[tuple[int, int]]) -> bool:
     return at >= 0 and index <= runs[at][1]
 
 
-def _grad_state(param_ref: weakref.ref | None) -> tuple[int, int] | None:
+def _grad_state(param_ref: weakref.ref | None) -> tuple[int, int, int] | None:
     """A parameter's gradient as id and version, holding no reference to it (a held gradient
     would make the next backward add out of place, into a new tensor)."""
     param = param_ref() if param_ref is not None else None
     grad = param.grad if param is not None else None
-    return (id(grad), grad._version) if grad is not None else None
+    if grad is None:
+        return None
+    local = getattr(grad, "_local_tensor", None)  # FSDP2 accumulates into a DTensor's shard
+    return (id(grad), grad._version, local._version if local is not None else 0)
 
 
 def _backward_index(loss: tuple[int, Any]) -> int:
     return loss[0]
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _optimizers_stepping() -> set[int]:
+    """``id``s of the optimizers whose ``step`` is on the stack (a rare path: see
+    `Collector._abandon_steps_that_raised`)."""
+    found = set()
+    frame: types.FrameType | None = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "step" and "self" in frame.f_code.co_varnames:
+            found.add(id(frame.f_locals.get("self")))
+        frame = frame.f_back
+    return found
 
 
 _JOIN_MODULE = os.path.join("distributed", "algorithms", "join.py")
