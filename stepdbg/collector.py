@@ -27,7 +27,7 @@ import time
 import types
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -213,9 +213,9 @@ class OptimizerTrack:
     """Runs ``[first, last]`` of backward passes that did not reach it: not among its step's.
     Runs, so that an optimizer idle while another trains holds one entry, not one a step."""
     step_before_backward: bool = False
-    cleared_grad: tuple[weakref.ref, int] | None = None
-    """The sentinel's gradient right after the last clear, and its version (None: it had none):
-    see `Collector._set_since_clear`."""
+    cleared_grad: weakref.ref | None = None
+    """The sentinel's gradient right after the last clear (None: it had none): see
+    `Collector._set_since_clear`."""
     snapshot: list[tuple[weakref.ref, weakref.ref, int, int]] | None = None
     dirty_param: int | None = None
     consumed: tuple[int, weakref.ref, int] | None = None
@@ -534,7 +534,7 @@ class Collector:
         track.dirty_param = None
         sentinel = track.sentinel_param()
         grad = sentinel.grad if sentinel is not None else None
-        track.cleared_grad = (weakref.ref(grad), grad._version) if grad is not None else None
+        track.cleared_grad = weakref.ref(grad) if grad is not None else None
         if track.consumed is not None and (grad := track.consumed[1]()) is not None:
             # zeroed in place (set_to_none=False): cleared, not set by hand
             track.consumed = (track.consumed[0], track.consumed[1], grad._version)
@@ -655,9 +655,9 @@ class Collector:
         """Before a backward: which consumed gradients are still there, uncleared?
 
         A gradient that is another tensor now was cleared or set by hand (fresh gradients),
-        unless, in a distributed run, it is a view that holds values: DDP with ``gradient_as_bucket_view`` moves the
-        consumed gradients into new buckets at its second forward, and the view carries them
-        on, watched in their place. Values are read on the CPU only (a read on a device would
+        unless, in a distributed run, it is a view that holds values: DDP with
+        ``gradient_as_bucket_view`` moves the consumed gradients into new buckets at its
+        second forward, and the view carries them on, watched in their place. Values are read on the CPU only (a read on a device would
         be a host sync): there, such a view counts as a clear, and the missing clear is
         reported a step later.
         """
@@ -908,7 +908,7 @@ class Collector:
         missed = [(max(first, mark + 1), last) for first, last in track.missed if last > mark]
         track.missed = []
         progress.backward_ran = self.backward_count > mark
-        progress.record.backward_calls = self.backward_count - mark - sum(last - first + 1 for first, last in missed)
+        progress.record.backward_calls = self.backward_count - mark - _count_through(missed, self.backward_count)
         losses = self._losses
         start = bisect.bisect_right(losses, mark, key=_backward_index) if losses and losses[0][0] <= mark else 0
         if missed:
@@ -916,7 +916,7 @@ class Collector:
         else:
             progress.losses = [value for _, value in losses[start:]]
         dropped = self._losses_dropped_through
-        if mark < dropped and dropped - mark > sum(min(last, dropped) - first + 1 for first, last in missed if first <= dropped):
+        if mark < dropped and dropped - mark > _count_through(missed, dropped):
             progress.losses.append(None)  # some of its losses were dropped: the sum is unknown
 
     def _check_step_order(self, progress: _StepInProgress, optimizer: Any) -> None:
@@ -970,7 +970,7 @@ class Collector:
             return any(norms.holding_values(grads))
         sentinel = track.sentinel_param()
         grad = sentinel.grad if sentinel is not None else None
-        return grad is not None and (track.cleared_grad is None or track.cleared_grad[0]() is not grad)
+        return grad is not None and (track.cleared_grad is None or track.cleared_grad() is not grad)
 
     @staticmethod
     def _grads_set_by_hand(track: OptimizerTrack, params: list[torch.Tensor]) -> bool:
@@ -1276,6 +1276,11 @@ class Collector:
         self.flush_ready(wait=True)
 
 
+def _count_through(runs: list[tuple[int, int]], through: int) -> int:
+    """How many indices of ``runs`` (``(first, last)``) are at most ``through``."""
+    return sum(min(last, through) - first + 1 for first, last in runs if first <= through)
+
+
 def _within(index: int, runs: list[tuple[int, int]]) -> bool:
     """Whether ``index`` lies in one of ``runs`` (``(first, last)``, in order)."""
     at = bisect.bisect_right(runs, index, key=operator.itemgetter(0)) - 1
@@ -1301,16 +1306,22 @@ def _distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
+def _callers() -> Iterator[types.FrameType]:
+    """The frames on the stack, innermost first, stepdbg's own included (for rare paths only)."""
+    frame: types.FrameType | None = sys._getframe(1)
+    while frame is not None:
+        yield frame
+        frame = frame.f_back
+
+
 def _optimizers_stepping() -> set[int]:
     """``id``s of the optimizers whose ``step`` is on the stack (a rare path: see
     `Collector._abandon_steps_that_raised`)."""
-    found = set()
-    frame: types.FrameType | None = sys._getframe(1)
-    while frame is not None:
-        if frame.f_code.co_name == "step" and "self" in frame.f_code.co_varnames:
-            found.add(id(frame.f_locals.get("self")))
-        frame = frame.f_back
-    return found
+    return {
+        id(frame.f_locals.get("self"))
+        for frame in _callers()
+        if frame.f_code.co_name == "step" and "self" in frame.f_code.co_varnames
+    }
 
 
 _JOIN_MODULE = os.path.join("distributed", "algorithms", "join.py")
@@ -1320,13 +1331,9 @@ def _shadowing_a_join() -> bool:
     """Whether this runs inside torch.distributed's ``Join`` as it shadows the ranks still
     training (uneven inputs): a rank out of inputs steps its ZeroRedundancyOptimizer on the
     gradients it has, by design. Walks the stack: only where step-without-backward would fire."""
-    frame: types.FrameType | None = sys._getframe(1)
-    while frame is not None:
-        code = frame.f_code
-        if code.co_name == "__exit__" and code.co_filename.endswith(_JOIN_MODULE):
-            return True
-        frame = frame.f_back
-    return False
+    return any(
+        frame.f_code.co_name == "__exit__" and frame.f_code.co_filename.endswith(_JOIN_MODULE) for frame in _callers()
+    )
 
 
 def _stepped_here(scheduler: Any) -> bool:
