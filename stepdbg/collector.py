@@ -35,7 +35,7 @@ import torch
 from torch.utils.weak import WeakIdKeyDictionary
 
 from . import norms
-from .device_clock import DeviceClock, DevicePhases
+from .device_clock import DeviceClock, DevicePhases, capturing
 from .diagnostics import Diagnostics
 from .names import ModuleTree
 from .schema import (
@@ -266,6 +266,8 @@ class _StepInProgress:
     losses: list[Any] = _EMPTY  # type: ignore[assignment]
     backward_ran: bool = False
     """Backward passes ran since the optimizer's previous step, whether or not they reached it."""
+    captured: bool = False
+    """The step is being captured into a CUDA graph: no value exists yet, none is read."""
     loss_scale: Any = None
     grad_scale: Any = None
     on_device: bool = False
@@ -882,8 +884,11 @@ class Collector:
             time={},
         )
         progress = _StepInProgress(record=record, track=track, detail=bool(self.every) and step % self.every == 0 and not skipped)
+        if self.device.on and capturing():
+            progress.captured = True
+            progress.detail = False  # no snapshot, no per-parameter norms: nothing has run yet
         scaler = self.active_scaler
-        if scaler is not None:
+        if scaler is not None and not progress.captured:
             progress.loss_scale = _as_value(getattr(scaler, "_scale", None))
             progress.grad_scale = _as_value(getattr(optimizer, "grad_scale", None))  # fused optimizers
         if progress.detail:
@@ -1026,6 +1031,18 @@ class Collector:
             self._cleared_before_step(progress)
         track.consumed = (progress.present[0], weakref.ref(grads[0]), grads[0]._version) if grads else None
         self._take_losses(progress)
+        if progress.captured:
+            progress.losses = []  # values of the replays to come, read at no particular one
+        else:
+            self._gradient_norms(progress, layout, grads)
+        if progress.detail:
+            self._check_not_in_optimizer(progress, layout)
+        needs_snapshot = not track.cleared_since_step or track.steps == 1
+        self._mark_consumed(track, params if needs_snapshot else None)
+
+    @staticmethod
+    def _gradient_norms(progress: _StepInProgress, layout: _Layout, grads: list[torch.Tensor]) -> None:
+        """Queue the norms of the step's gradients (per tensor on detail steps)."""
         # torch.no_grad() without its Python context manager: a few us a step on small models
         grad_mode = torch.is_grad_enabled()
         torch._C._set_grad_enabled(False)
@@ -1037,10 +1054,6 @@ class Collector:
                 progress.grad_pieces, progress.piece_counts = layout.grad_norm_pieces(grads, progress.present)
         finally:
             torch._C._set_grad_enabled(grad_mode)
-        if progress.detail:
-            self._check_not_in_optimizer(progress, layout)
-        needs_snapshot = not track.cleared_since_step or track.steps == 1
-        self._mark_consumed(track, params if needs_snapshot else None)
 
     def _check_not_in_optimizer(self, progress: _StepInProgress, layout: _Layout) -> None:
         """Gradients on a parameter no optimizer holds, where the optimizer holds a stale
@@ -1132,7 +1145,8 @@ class Collector:
         values = progress.device_values()
         if self._waiting or progress.on_device or progress.device_phases is not None:
             self._waiting.append((progress, _Resolved(norms.stack(values), progress.device_phases)))
-            self.flush_ready()
+            if not progress.captured:  # no event may be queried while a capture runs
+                self.flush_ready()
         else:
             self._complete(progress, norms.read_floats(values))
 
@@ -1266,7 +1280,9 @@ class Collector:
         progress.losses = [value for _, value in self._losses]
         self._losses = []
         grads = [grad for ref in self._manual_leaves if (leaf := ref()) is not None and (grad := leaf.grad) is not None]
-        if grads:
+        if self.device.on and capturing():  # see `_StepInProgress.captured`
+            progress.losses = []
+        elif grads:
             with torch.no_grad():
                 progress.grad_pieces, progress.piece_counts = norms.group_norm_pieces([grads])
         self._finish_record(progress, end)

@@ -22,12 +22,21 @@ TIMED_PHASES = tuple(phase for phase in PHASES if phase != "forward")
 """The phases measured between events; ``forward`` is what is left of the total."""
 
 
-def cuda_event() -> Any:
-    """A timing event recorded now on the current CUDA stream (no sync); None while the
-    stream is being captured into a CUDA graph (a timing event would break the capture)."""
+def capturing() -> bool:
+    """Whether the current CUDA stream is being captured into a CUDA graph (``torch.cuda.graph``):
+    work queued now only runs at the graph's replays, where no Python (no hook) runs, and
+    what stepdbg would queue or record now would become part of the user's graph."""
     import torch
 
-    if torch.cuda.is_current_stream_capturing():
+    return torch.cuda.is_initialized() and bool(torch.cuda.is_current_stream_capturing())
+
+
+def cuda_event() -> Any:
+    """A timing event recorded now on the current CUDA stream (no sync); None while the
+    stream is being `capturing` (a timing event would break the capture)."""
+    import torch
+
+    if capturing():
         return None
     event = torch.cuda.Event(enable_timing=True)
     event.record()

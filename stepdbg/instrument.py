@@ -64,6 +64,11 @@ class Instrumentation:
             print(f"{self.prefix} internal error, tracing stopped: {self.failed}", file=sys.stderr)
             return None
 
+    def finish(self) -> None:
+        """The run is over: the records still waiting on a device emitted, unless an internal
+        error stopped tracing (then what waits is dropped, and the error is not raised again)."""
+        self._guard(self.collector.finish)
+
     # ---- install / uninstall ------------------------------------------------------------
 
     def _patch(self, owner: Any, name: str, make: Callable[[Any], Any]) -> None:

@@ -199,7 +199,7 @@ class Session:
             _claim_os_exit()
         self.instrumentation.uninstall()
         self.tree.uninstall()
-        self.collector.finish()
+        self.instrumentation.finish()
         self.view.stop()
 
     def _hard_exit(self, code: int) -> int:

@@ -11,6 +11,7 @@ import torch
 import torch.autograd.graph
 from torch import nn
 
+import stepdbg.collector as collector_module
 from stepdbg.collector import Collector
 from stepdbg.device_clock import DeviceClock
 from stepdbg.diagnostics import Diagnostics, Thresholds
@@ -190,8 +191,6 @@ def test_an_idle_optimizer_does_not_keep_every_loss_for_its_first_step(monkeypat
     """An optimizer built at the start for a later phase, whose head the loss reaches all along:
     the losses of the steps meanwhile are not all kept for it (they were: memory and time grew
     with every step); one whose parameters the loss never reached takes only its own."""
-    import stepdbg.collector as collector_module
-
     monkeypatch.setattr(collector_module, "HELD_LOSSES", 128)
     monkeypatch.setattr(collector_module, "HELD_CALLS", 64)
     collector, _, records = _collecting()
@@ -230,7 +229,6 @@ def test_an_idle_optimizer_does_not_keep_every_loss_for_its_first_step(monkeypat
 def test_a_loop_that_never_steps_its_optimizer_holds_a_bounded_number_of_losses_and_calls(monkeypatch: pytest.MonkeyPatch) -> None:
     """Updates made by hand beside an optimizer that is built but never stepped: no step
     record takes the losses and calls, so each backward must prune them."""
-    import stepdbg.collector as collector_module
 
     monkeypatch.setattr(collector_module, "HELD_LOSSES", 128)
     monkeypatch.setattr(collector_module, "HELD_CALLS", 64)
@@ -347,6 +345,19 @@ def test_an_iteration_that_cannot_record_an_event_keeps_the_hosts_times() -> Non
     assert device_timed == [False, True, False, False, True]  # 3 starts from no event: iteration 2 recorded none
 
 
+def test_an_iteration_captured_into_a_cuda_graph_reads_no_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While ``torch.cuda.graph`` captures, nothing has run: stepdbg queues no norm (it would
+    become part of the user's graph) and reads no loss; the replays run no hook at all."""
+    captured_iteration = 2
+    iteration_now = itertools.count()
+    monkeypatch.setattr(collector_module, "capturing", lambda: next(iteration_now) == captured_iteration)
+    collector, records, _ = _device_timed_loop(4, lambda iteration: _DeviceEvent())
+    collector.finish()
+    assert [(r.step, r.backward_calls) for r in records] == [(0, 1), (1, 1), (2, 1), (3, 1)]
+    assert [r.loss is None for r in records] == [False, False, True, False]
+    assert [r.grad_norm is None for r in records] == [False, False, True, False]
+
+
 def test_an_internal_error_stops_tracing_once_and_the_loop_goes_on(capsys: pytest.CaptureFixture[str]) -> None:
     """A failure inside stepdbg is one line on stderr; the hooks go quiet and training is untouched."""
 
@@ -380,3 +391,18 @@ def test_an_internal_error_stops_tracing_once_and_the_loop_goes_on(capsys: pytes
     assert instrumentation.failed == "RuntimeError: boom"
     assert capsys.readouterr().err == "stepdbg: internal error, tracing stopped: RuntimeError: boom\n"
     assert [r.step for r in records] == [0]
+
+
+def test_an_internal_error_while_the_run_ends_is_one_line_not_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    """Records still waiting on the device are read as the run ends: a failure there (a
+    CUDA error) is reported like any other, and once tracing has stopped nothing is read."""
+    collector, _, _ = _collecting()
+    instrumentation = Instrumentation(collector)
+
+    def failing() -> None:
+        raise RuntimeError("CUDA error: invalid argument")
+
+    collector.finish = failing  # type: ignore[method-assign]
+    instrumentation.finish()
+    instrumentation.finish()
+    assert capsys.readouterr().err == "stepdbg: internal error, tracing stopped: RuntimeError: CUDA error: invalid argument\n"
