@@ -321,7 +321,7 @@ class _Resolved:
         if values is not None and values.is_cuda:
             self.host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
             self.host.copy_(values, non_blocking=True)
-            self.event = torch.cuda.Event()
+            self.event = torch.Event("cuda")  # see `device_clock.cuda_event`
             self.event.record()
 
     def ready(self) -> bool:

@@ -38,7 +38,9 @@ def cuda_event() -> Any:
 
     if capturing():
         return None
-    event = torch.cuda.Event(enable_timing=True)
+    # torch.Event, not torch.cuda.Event: its record() finds the current stream in C++, where
+    # torch.cuda.Event's asks Python's torch.cuda.current_stream() (7 events a step: 0.1 ms)
+    event = torch.Event("cuda", enable_timing=True)
     event.record()
     return event
 
