@@ -1,6 +1,6 @@
 """stepdbg's overhead on real training loops: bare vs `stepdbg run` (default options).
 
-    python benchmarks/overhead.py [--repeats 5] [--kinds tiny wide layerwise medium]
+    python benchmarks/overhead.py [--repeats 5] [--kinds tiny wide layerwise medium] [--device cuda]
 
 Bare, stepdbg and torch.profiler runs alternate, each a fresh process, so that
 the machine's drift hits all of them alike; the loop times itself after a
@@ -48,12 +48,13 @@ def hook_seconds(trace: str, skip: int) -> float:
     return statistics.median(overheads)
 
 
-def measure(kind: str, repeats: int, trace_dir: Path, env: dict[str, str]) -> dict[str, list[float]]:
+def measure(kind: str, repeats: int, trace_dir: Path, env: dict[str, str], device: str) -> dict[str, list[float]]:
     trace = str(trace_dir / f"{kind}.stepdbg.jsonl")
+    loop = [str(LOOPS), kind, "--device", device]
     commands = {
-        "bare": [sys.executable, str(LOOPS), kind],
-        "stepdbg": [sys.executable, "-m", "stepdbg", "run", "-o", trace, str(LOOPS), kind],
-        "profiler": [sys.executable, str(LOOPS), kind, "--profiler"],
+        "bare": [sys.executable, *loop],
+        "stepdbg": [sys.executable, "-m", "stepdbg", "run", "-o", trace, *loop],
+        "profiler": [sys.executable, *loop, "--profiler"],
     }
     times: dict[str, list[float]] = {name: [] for name in (*commands, "hooks")}
     for _ in range(repeats):
@@ -67,6 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--kinds", nargs="+", default=list(BUDGET), choices=list(BUDGET))
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the loops train")
     parser.add_argument("--system-malloc", action="store_true", help="leave glibc's malloc thresholds at their defaults")
     args = parser.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": "1", **({} if args.system_malloc else PINNED_MALLOC)}
@@ -76,7 +78,7 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as trace_dir:
         for kind in args.kinds:
-            times = measure(kind, args.repeats, Path(trace_dir), env)
+            times = measure(kind, args.repeats, Path(trace_dir), env, args.device)
             bare_min, bare_median = min(times["bare"]), statistics.median(times["bare"])
             fastest = min(times["stepdbg"]) / bare_min
             median = statistics.median(times["stepdbg"]) / bare_median
