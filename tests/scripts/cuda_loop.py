@@ -8,7 +8,11 @@ would raise there (and stepdbg would report an internal error). The script
 keeps each step's unscaled global gradient norm as a device tensor (computed
 in float64) and reads them all after the loop; with STEPDBG_TEST_OUT set it
 saves them (None for the steps GradScaler skipped), the final parameters, and
-in ``plain`` mode each backward's device time, from its own CUDA events.
+in ``plain`` mode each backward's device time, from its own CUDA events. In that
+mode each backward also runs a large matrix product (thrown away), so that the
+device, not the host, sets its pace: on a loop this small the device otherwise
+idles between kernels, and the script's events, which enclose stepdbg's hooks,
+would time the host's work in them (one step in 25 was off by 0.45 ms on an H200).
 """
 
 import os
@@ -21,6 +25,21 @@ from torch import nn
 
 torch.use_deterministic_algorithms(True)
 MODE = sys.argv[1]
+
+
+class DeviceBound(torch.autograd.Function):
+    """The identity, whose backward also keeps the device busy for milliseconds."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        torch.mm(WORK, WORK)
+        return grad
+
+
 OVERFLOW_STEPS = {6, 13}
 STEPS = 25
 torch.manual_seed(0)
@@ -29,6 +48,7 @@ model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU()
 optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
 scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=10)
 scaler = torch.amp.GradScaler("cuda", init_scale=2.0**10) if MODE == "amp" else None
+WORK = torch.ones(8192, 8192, device=device)
 x = torch.randn(512, 16, device=device)
 y = x.sum(dim=1, keepdim=True)
 norms = []
@@ -40,6 +60,8 @@ for step in range(STEPS):
     optimizer.zero_grad()
     with torch.autocast("cuda", dtype=torch.float16, enabled=scaler is not None):
         hidden = model[:2](xb)
+        if scaler is None:
+            hidden = DeviceBound.apply(hidden)
         if scaler is not None and step in OVERFLOW_STEPS:
             hidden.register_hook(lambda g: torch.full_like(g, float("inf")))
         out = model[2:](hidden)
