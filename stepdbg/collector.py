@@ -35,7 +35,7 @@ import torch
 from torch.utils.weak import WeakIdKeyDictionary
 
 from . import norms
-from .device_clock import DeviceClock, DevicePhases, capturing
+from .device_clock import DeviceClock, DevicePhases, capturing, record_on
 from .diagnostics import Diagnostics
 from .names import ModuleTree
 from .schema import (
@@ -322,7 +322,7 @@ class _Resolved:
             self.host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
             self.host.copy_(values, non_blocking=True)
             self.event = torch.Event("cuda")  # see `device_clock.cuda_event`
-            self.event.record()
+            record_on(self.event, values.device.index)  # the copy runs on the values' device
 
     def ready(self) -> bool:
         return (self.event is None or bool(self.event.query())) and (self.phases is None or self.phases.ready())
@@ -576,7 +576,7 @@ class Collector:
             loss = _loss_value(outputs)
             if isinstance(loss, torch.Tensor):
                 self._device_losses = True
-                self.device.start_timing()
+                self.device.start_timing(loss.device.index)
             if self._watched:
                 self._check_cleared_since_step()
             if len(self._tracks) > 1:  # which optimizers it reaches, where there is a choice (a few us)
@@ -1138,11 +1138,11 @@ class Collector:
             progress.update_pieces = norms.update_pieces(progress.before, norms.local_shards(progress.params))
             progress.before = None
         progress.on_device = progress.waits_on_device(self._device_losses)
+        values = progress.device_values()
         if progress.on_device:
-            self.device.start_timing()
+            self.device.start_timing(next(v.device.index for v in values if v.is_cuda))
         if self.device.on:
             progress.device_phases = self.device.finish()
-        values = progress.device_values()
         if self._waiting or progress.on_device or progress.device_phases is not None:
             self._waiting.append((progress, _Resolved(norms.stack(values), progress.device_phases)))
             if not progress.captured:  # no event may be queried while a capture runs

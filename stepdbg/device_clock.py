@@ -12,6 +12,7 @@ the record keeps the host's times.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,9 +32,22 @@ def capturing() -> bool:
     return torch.cuda.is_initialized() and bool(torch.cuda.is_current_stream_capturing())
 
 
-def cuda_event() -> Any:
-    """A timing event recorded now on the current CUDA stream (no sync); None while the
-    stream is being `capturing` (a timing event would break the capture)."""
+def record_on(event: Any, index: int | None) -> None:
+    """Record ``event`` on the current stream of CUDA device ``index``, where the loop's work
+    is queued: not the current device where a model was moved to ``cuda:1`` without
+    ``torch.cuda.set_device`` (an event there would be done before the work is)."""
+    import torch
+
+    if index is None or index == torch.cuda.current_device():
+        event.record()
+    else:
+        with torch.cuda.device(index):
+            event.record()
+
+
+def cuda_event(index: int | None) -> Any:
+    """A timing event recorded now on device ``index``'s current stream (no sync); None while
+    the stream is being `capturing` (a timing event would break the capture)."""
     import torch
 
     if capturing():
@@ -41,7 +55,7 @@ def cuda_event() -> Any:
     # torch.Event, not torch.cuda.Event: its record() finds the current stream in C++, where
     # torch.cuda.Event's asks Python's torch.cuda.current_stream() (7 events a step: 0.1 ms)
     event = torch.Event("cuda", enable_timing=True)
-    event.record()
+    record_on(event, index)
     return event
 
 
@@ -98,10 +112,10 @@ class DeviceClock:
         """This iteration's phases so far."""
         self._last_end: Any = None
 
-    def start_timing(self) -> None:
-        """The loop runs on CUDA: from the next boundary on, record events."""
+    def start_timing(self, index: int | None) -> None:
+        """The loop runs on CUDA device ``index``: from the next boundary on, record events."""
         if self._make_event is None:
-            self._make_event = cuda_event
+            self._make_event = functools.partial(cuda_event, index)
         self.on = True
 
     def mark(self) -> Any:
