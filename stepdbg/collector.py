@@ -321,7 +321,7 @@ class _Resolved:
         if values is not None and values.is_cuda:
             self.host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
             self.host.copy_(values, non_blocking=True)
-            self.event = torch.Event("cuda")  # see `device_clock.cuda_event`
+            self.event = torch.Event("cuda", enable_timing=False)  # see `device_clock.cuda_event`
             record_on(self.event, values.device.index)  # the copy runs on the values' device
 
     def ready(self) -> bool:
@@ -884,7 +884,7 @@ class Collector:
             time={},
         )
         progress = _StepInProgress(record=record, track=track, detail=bool(self.every) and step % self.every == 0 and not skipped)
-        if self.device.on and capturing():
+        if capturing():  # cheap where CUDA was never initialized
             progress.captured = True
             progress.detail = False  # no snapshot, no per-parameter norms: nothing has run yet
         scaler = self.active_scaler
@@ -1218,7 +1218,7 @@ class Collector:
         names = track.names
         record.loss = _sum_losses(progress.losses, loss_values, loss_scale or 1.0)
         param_norms: list[float | None] | None = None
-        if record.skipped:
+        if record.skipped or progress.captured:
             record.group_grad_norms = [None] * len(record.lr)
         elif len(grad_values) == 1 and len(progress.piece_counts) == 1:
             record.grad_norm = grad_values[0] / grad_divisor  # one group, one piece: the common case
@@ -1280,7 +1280,8 @@ class Collector:
         progress.losses = [value for _, value in self._losses]
         self._losses = []
         grads = [grad for ref in self._manual_leaves if (leaf := ref()) is not None and (grad := leaf.grad) is not None]
-        if self.device.on and capturing():  # see `_StepInProgress.captured`
+        if capturing():  # see `_StepInProgress.captured`
+            progress.captured = True
             progress.losses = []
         elif grads:
             with torch.no_grad():

@@ -345,17 +345,50 @@ def test_an_iteration_that_cannot_record_an_event_keeps_the_hosts_times() -> Non
     assert device_timed == [False, True, False, False, True]  # 3 starts from no event: iteration 2 recorded none
 
 
-def test_an_iteration_captured_into_a_cuda_graph_reads_no_value(monkeypatch: pytest.MonkeyPatch) -> None:
+class _CapturedEvent(_DeviceEvent):
+    """A stand-in event that notes each query made while a capture runs (CUDA forbids them)."""
+
+    capturing = False
+    queried_while_capturing = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.done = False  # the device lags: each record waits until the run's end
+
+    def query(self) -> bool:
+        if _CapturedEvent.capturing:
+            _CapturedEvent.queried_while_capturing += 1
+        return super().query()
+
+
+@pytest.mark.parametrize("loop", ["optimizer", "no optimizer"])
+def test_an_iteration_captured_into_a_cuda_graph_reads_and_queries_nothing(loop: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """While ``torch.cuda.graph`` captures, nothing has run: stepdbg queues no norm (it would
-    become part of the user's graph) and reads no loss; the replays run no hook at all."""
-    captured_iteration = 2
-    iteration_now = itertools.count()
-    monkeypatch.setattr(collector_module, "capturing", lambda: next(iteration_now) == captured_iteration)
-    collector, records, _ = _device_timed_loop(4, lambda iteration: _DeviceEvent())
+    become part of the user's graph), reads no loss, and queries no event (CUDA forbids it
+    during a capture, and the user's capture would fail); the replays run no hook at all."""
+    monkeypatch.setattr(collector_module, "capturing", lambda: _CapturedEvent.capturing)
+    monkeypatch.setattr(_CapturedEvent, "queried_while_capturing", 0)
+    collector, _, records = _collecting(every=1)
+    collector.device = DeviceClock(lambda: None if _CapturedEvent.capturing else _CapturedEvent())
+    with Instrumentation(collector):
+        model = nn.Linear(3, 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1) if loop == "optimizer" else None
+        for iteration in range(4):
+            _CapturedEvent.capturing = iteration == 2
+            try:
+                model.zero_grad()
+                model(torch.ones(2, 3)).sum().backward()
+                if optimizer is not None:
+                    optimizer.step()
+            finally:
+                _CapturedEvent.capturing = False
     collector.finish()
-    assert [(r.step, r.backward_calls) for r in records] == [(0, 1), (1, 1), (2, 1), (3, 1)]
+    assert _CapturedEvent.queried_while_capturing == 0
+    assert [r.backward_calls for r in records] == [1, 1, 1, 1]
     assert [r.loss is None for r in records] == [False, False, True, False]
     assert [r.grad_norm is None for r in records] == [False, False, True, False]
+    if optimizer is not None:
+        assert [r.group_grad_norms == [None] for r in records] == [False, False, True, False]
 
 
 def test_an_internal_error_stops_tracing_once_and_the_loop_goes_on(capsys: pytest.CaptureFixture[str]) -> None:
