@@ -368,7 +368,7 @@ class Collector:
         """Parameters seen not requiring grad at a detail step (see `_check_not_in_optimizer`)."""
         self._announced = 0
         self._watched: list[OptimizerTrack] = []
-        self._stale: list[tuple[OptimizerTrack, tuple[weakref.ref, weakref.ref, int, int]]] = []
+        self._stale: list[tuple[OptimizerTrack, list[tuple[weakref.ref, weakref.ref, int, int]], int]] = []
         self._waiting: deque[tuple[_StepInProgress, _Resolved]] = deque()
         # the iteration in progress (since the previous step record)
         self.calls: list[str] = []
@@ -677,17 +677,16 @@ class Collector:
                 if grad is None:
                     continue
                 if grad._version == version and grad_ref() is grad:
+                    self._stale.append((track, kept, len(kept)))
                     kept.append(entry)
-                    self._stale.append((track, entry))
                 elif grad_ref() is not grad and grad._is_view() and _distributed():
                     moved.append((param_ref, grad, position))
             if moved:
                 held = norms.holding_values([grad for _, grad, _ in moved])
                 for (param_ref, grad, position), holds in zip(moved, held):
                     if holds:
-                        entry = (param_ref, weakref.ref(grad), grad._version, position)
-                        kept.append(entry)
-                        self._stale.append((track, entry))
+                        self._stale.append((track, kept, len(kept)))
+                        kept.append((param_ref, weakref.ref(grad), grad._version, position))
             if len(kept) < len(track.snapshot):
                 if not track.cleared_since_step:  # cleared without a call we saw: p.grad = None, zero_()
                     inferred_clear = True
@@ -701,11 +700,18 @@ class Collector:
             self.calls.append(CALL_ZERO_GRAD)
 
     def _check_accumulated_into_stale(self) -> None:
-        """After a backward: did it add to gradients a step had already consumed?"""
-        for track, (param_ref, grad_ref, version, position) in self._stale:
+        """After a backward: did it add to gradients a step had already consumed?
+
+        Such a gradient stays watched at its new version: the next backward's check then
+        sees a clear only if one happens (a version moved by this backward is no clear)."""
+        for track, snapshot, index in self._stale:
+            param_ref, grad_ref, version, position = snapshot[index]
             grad = grad_ref()
-            if grad is not None and grad._version != version and track.dirty_param is None:
-                track.dirty_param = position
+            if grad is not None and grad._version != version:
+                if track.dirty_param is None:
+                    track.dirty_param = position
+                if track.snapshot is snapshot:  # not replaced by a step inside the backward
+                    snapshot[index] = (param_ref, grad_ref, grad._version, position)
         self._stale = []
 
     # ---- lr schedulers ------------------------------------------------------------------

@@ -57,6 +57,7 @@ def strict(script: str, *options: str) -> Spec:
 
 BUGS = [
     Bug(strict("bug_missing_zero_grad.py"), "missing-zero-grad", 1, param="0.weight", count=29),
+    Bug(Spec("bug_missing_zero_grad.py", ("accumulate",), options=("--strict",)), "missing-zero-grad", 1, param="0.weight", count=29),
     Bug(strict("bug_partial_zero_grad.py"), "missing-zero-grad", 1, param="head.weight", count=29),
     Bug(strict("bug_gan_d_not_cleared.py"), "missing-zero-grad", 1, param="net.0.weight", count=29),
     Bug(strict("bug_missing_zero_grad_ddp.py"), "missing-zero-grad", 1, param="module.0.weight", count=9),
@@ -81,6 +82,7 @@ BUGS = [
     Bug(strict("bug_zero_update.py"), "zero-update", 19, count=11),
 ]
 MISSING_ZERO_GRAD = BUGS[0]
+ACCUMULATING = BUGS[1]
 OLD_MODEL = next(b for b in BUGS if b.spec.script == "bug_optimizer_on_old_model.py")
 UNUSED = next(b for b in BUGS if b.spec.script == "bug_unused_param.py")
 DISABLED = strict("bug_missing_zero_grad.py", "--disable", "missing-zero-grad")
@@ -117,6 +119,19 @@ def test_repeated_rule_reported_once_and_counted(runs) -> None:
     assert run.end["anomalies"] == {"missing-zero-grad": 29}
     assert run.end["steps"] == len(run.steps(0)) == 30
     assert "missing-zero-grad" in run.proc.stderr  # the summary names it
+
+
+@pytest.mark.uses(ACCUMULATING.spec)
+def test_accumulated_gradients_never_cleared_keep_their_calls_and_losses(runs) -> None:
+    """Three backward passes a step, zero_grad never called: each accumulates into the
+    previous one, which is no clear (a phantom zero_grad used to split every record, losing
+    a backward pass and its loss)."""
+    run = runs.get(ACCUMULATING.spec)
+    losses = [float(line.split()[1]) for line in run.proc.stdout.splitlines() if line.startswith("loss ")]
+    records = run.steps(0)
+    assert [(r["calls"], r["backward_calls"]) for r in records] == [(["backward×3", "step"], 3)] * 30
+    for record, start in zip(records, range(0, 90, 3)):
+        assert record["loss"] == pytest.approx(sum(losses[start : start + 3]), rel=1e-6), record["step"]
 
 
 @pytest.mark.uses(OLD_MODEL.spec)
