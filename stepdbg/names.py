@@ -91,20 +91,39 @@ class ModuleTree:
     def _holder(self, param: torch.Tensor) -> tuple[torch.nn.Module, str] | None:
         """The module that holds ``param`` now, and its name there.
 
-        The first to register it that still holds it: tied weights keep the name
-        ``named_parameters()`` gives them, and a parameter moved to another module
-        (a parametrization's ``original``: spectral_norm registers it there, then
+        Of several that hold it in one model (tied weights), the first that
+        ``named_parameters()`` meets, whose name it gives; a parameter moved to another
+        module (a parametrization's ``original``: spectral_norm registers it there, then
         removes it from its layer) takes its new one.
         """
+        holders: list[tuple[torch.nn.Module, str]] = []
         moved: tuple[torch.nn.Module, str] | None = None
         for ref, name in self._param_owners.get(param, ()):
             module = ref()
             if module is None:
                 continue
             if module._parameters.get(name) is param:
-                return module, name
+                holders.append((module, name))
             moved = moved or (module, name)
-        return moved
+        if len(holders) > 1:
+            return self._first_met(holders)
+        return holders[0] if holders else moved
+
+    def _first_met(self, holders: list[tuple[torch.nn.Module, str]]) -> tuple[torch.nn.Module, str]:
+        """Of ``holders`` of one parameter, the one a walk of their model (``named_modules()``
+        order, each module's own parameters before its children's) meets first; the first
+        registered where they are in different models."""
+        walks = []
+        for module, name in holders:
+            position = [(0, list(module._parameters).index(name))]
+            root = module
+            for parent, child in self._ancestry(module):
+                position.append((1, list(parent._modules).index(child)))
+                root = parent
+            walks.append((root, position[::-1]))
+        if any(root is not walks[0][0] for root, _ in walks):
+            return holders[0]
+        return holders[min(range(len(walks)), key=lambda i: walks[i][1])]
 
     def _on_module(self, parent: torch.nn.Module, name: str, child: torch.nn.Module | None) -> None:
         if child is not None and child is not parent:

@@ -24,6 +24,17 @@ class Tied(nn.Module):
         self.out.weight = self.embed.weight
 
 
+class TiedBackwards(nn.Module):
+    """nanoGPT's tying: the embedding takes the output layer's weight, which that layer
+    registered first, while ``named_parameters()`` meets the embedding first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.transformer = nn.ModuleDict({"wte": nn.Embedding(10, 4), "h": nn.Linear(4, 4)})
+        self.lm_head = nn.Linear(4, 10, bias=False)
+        self.transformer.wte.weight = self.lm_head.weight
+
+
 def replaced_head() -> nn.Module:
     model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
     model[2] = nn.Linear(4, 3)
@@ -47,6 +58,7 @@ def inserted() -> nn.Module:
 
 BUILDERS: dict[str, Callable[[], nn.Module]] = {
     "tied": Tied,
+    "tied_backwards": TiedBackwards,
     "weight_norm": lambda: nn.Sequential(weight_norm(nn.Linear(4, 4)), nn.ReLU(), nn.Linear(4, 1)),
     "spectral_norm": lambda: nn.Sequential(nn.Linear(4, 4), nn.ReLU(), spectral_norm(nn.Linear(4, 1))),
     "replaced": replaced_head,
