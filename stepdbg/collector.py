@@ -717,7 +717,15 @@ class Collector:
     # ---- lr schedulers ------------------------------------------------------------------
 
     def on_scheduler_created(self, scheduler: Any) -> None:
-        self._schedulers.append([weakref.ref(scheduler), _scheduler_count(scheduler)])
+        """A scheduler to poll. One made of others (SequentialLR) comes first, so that a step
+        is put down to it, by name; at its milestones no child's count moves."""
+        if any(entry[0]() is scheduler for entry in self._schedulers):
+            return  # SequentialLR runs its first child's initial step once more
+        entry = [weakref.ref(scheduler), _scheduler_count(scheduler)]
+        if hasattr(scheduler, "_schedulers"):
+            self._schedulers.insert(0, entry)
+        else:
+            self._schedulers.append(entry)
 
     def _poll_schedulers(self) -> None:
         """Notice the scheduler steps made since the previous instrumented call.

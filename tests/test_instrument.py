@@ -439,3 +439,30 @@ def test_an_internal_error_while_the_run_ends_is_one_line_not_a_traceback(capsys
     instrumentation.finish()
     instrumentation.finish()
     assert capsys.readouterr().err == "stepdbg: internal error, tracing stopped: RuntimeError: CUDA error: invalid argument\n"
+
+
+def test_a_sequential_scheduler_is_seen_at_its_milestones_and_named() -> None:
+    """SequentialLR steps no child's count at a milestone (it sets the next child's lr itself):
+    that step is seen all the same, and a misplaced one is put down to SequentialLR."""
+    found: list[Anomaly] = []
+    records: list[StepRecord] = []
+    collector = Collector(0, Diagnostics(Thresholds(), frozenset(), found.append), records.append, lambda i: None, ModuleTree())
+    with Instrumentation(collector):
+        model = nn.Linear(3, 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.5, total_iters=1)
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=3)
+        scheduler = torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, cosine], milestones=[1])
+        for step in range(4):
+            optimizer.zero_grad()
+            model(torch.ones(2, 3)).sum().backward()
+            if step == 3:
+                scheduler.step()  # above the step, once
+            optimizer.step()
+            if step < 3:
+                scheduler.step()
+    collector.finish()
+    assert [r.calls for r in records[1:3]] == [["scheduler", "zero_grad", "backward", "step"]] * 2
+    assert records[3].calls == ["scheduler", "zero_grad", "backward", "scheduler", "step"]
+    assert [(a.rule, a.step) for a in found] == [("scheduler-before-step", 3)]
+    assert found[0].message.startswith("SequentialLR.step() ran before")
