@@ -70,6 +70,10 @@ beside an optimizer that never steps would otherwise add to one list for the who
 LOSS_PRUNE_EVERY = 64
 """Losses already taken by every optimizer are looked for once this many are held."""
 
+DISCARD_STREAK = 3
+"""Steps in a row that each find backward passes of theirs cleared unused before a fresh one
+(zero_grad inside a gradient-accumulation loop): one such step is a skipped batch, not a bug."""
+
 
 def compress_calls(calls: Sequence[str]) -> list[str]:
     """``[a, b, b, b]`` -> ``["a", "b×3"]``."""
@@ -213,6 +217,18 @@ class OptimizerTrack:
     """Runs ``[first, last]`` of backward passes that did not reach it: not among its step's.
     Runs, so that an optimizer idle while another trains holds one entry, not one a step."""
     step_before_backward: bool = False
+    param_version: int | None = None
+    """The sentinel's version as its previous step left it: a clear finding it unchanged comes
+    before the parameters were touched, so it throws away what backward passes since computed."""
+    backward_at_step_end: int = 0
+    """The global backward count as its previous step ended (passes inside a step are its own)."""
+    discarded: int = 0
+    """Backward passes since the previous step cleared unused, the parameters untouched in
+    between (the only optimizer: with several, another one's step may have used them)."""
+    discard_streak: int = 0
+    grad_after_discard: weakref.ref | None = None
+    """The sentinel's gradient after the last backward since a discard: a step that finds
+    another tensor there steps on gradients set by hand (gradient surgery), not on the backward's."""
     cleared_grad: weakref.ref | None = None
     """The sentinel's gradient right after the last clear (None: it had none): see
     `Collector._set_since_clear`."""
@@ -530,7 +546,13 @@ class Collector:
     def _cleared(self, track: OptimizerTrack) -> None:
         """All of ``track``'s gradients were cleared by an explicit call."""
         track.cleared_since_step = True
-        track.clear_after_backward = self.backward_count > max(track.last_step_backward, track.mark)
+        since = max(track.last_step_backward, track.mark)
+        track.clear_after_backward = self.backward_count > since
+        unused = self.backward_count - max(since, track.backward_at_step_end)
+        if unused > 0 and track.param_version is not None and len(self._tracks) == 1:
+            sentinel = track.sentinel_param()
+            if sentinel is not None and sentinel._version == track.param_version:
+                track.discarded += unused
         track.mark = self.backward_count
         track.snapshot = None
         track.dirty_param = None
@@ -633,8 +655,10 @@ class Collector:
             several = len(self._tracks) > 1
             for track in self._tracks:
                 sentinel = track.sentinel_param()
-                if sentinel is not None and sentinel.grad is not None:
+                if sentinel is not None and (grad := sentinel.grad) is not None:
                     track.filled_at = self.backward_count
+                    if track.discarded:
+                        track.grad_after_discard = weakref.ref(grad)
                 if several and track.mark < self.backward_count and track.reach_before == (
                     _grad_state(track.sentinel), _grad_state(track.last_sentinel)
                 ):  # not reached (and not consumed by a step inside it)
@@ -668,7 +692,7 @@ class Collector:
         for track in self._watched:
             if track.snapshot is None:
                 continue
-            kept = []
+            kept: list[tuple[weakref.ref, weakref.ref, int, int]] = []
             moved: list[tuple[Any, torch.Tensor, int]] = []
             for entry in track.snapshot:
                 param_ref, grad_ref, version, position = entry
@@ -834,6 +858,9 @@ class Collector:
         if self.device.on:
             self.device.close("step", track.step_event, track.intervals_at_start)
         progress, track.pending = track.pending, None
+        sentinel = track.sentinel_param()
+        track.param_version = sentinel._version if sentinel is not None else None
+        track.backward_at_step_end = self.backward_count
         if track.closure:
             self._consume(progress, optimizer)
         self._finish_record(progress, end)
@@ -962,6 +989,8 @@ class Collector:
                 )
             else:
                 self._cleared_before_step(progress)
+        if track.discarded or track.discard_streak:
+            self._check_discarded(progress, no_backward)
         if track.dirty_param is not None:
             names = track.names
             name = names[track.dirty_param] if track.dirty_param < len(names) else None
@@ -970,6 +999,29 @@ class Collector:
                 f"step {step} used gradients accumulated on top of those step {step - 1} had already consumed"
                 + (f" (first: {name})" if name else ""),
                 name,
+            )
+
+    def _check_discarded(self, progress: _StepInProgress, no_backward: bool) -> None:
+        """zero_grad inside a gradient-accumulation loop: the step uses only the backward
+        passes after the last clear, for `DISCARD_STREAK` steps in a row. Gradients set by
+        hand after the last backward (gradient surgery: PCGrad) are no such step."""
+        track = progress.track
+        discarded, track.discarded = track.discarded, 0
+        after = track.grad_after_discard() if track.grad_after_discard is not None else None
+        track.grad_after_discard = None
+        sentinel = track.sentinel_param()
+        kept = self.backward_count - track.mark
+        if not discarded or no_backward or track.closure or kept <= 0 or after is None or sentinel is None or sentinel.grad is not after:
+            track.discard_streak = 0
+            return
+        track.discard_streak += 1
+        if track.discard_streak >= DISCARD_STREAK:
+            step = progress.record.step
+            progress.add_ordering(
+                "zero-grad-before-step",
+                f"optimizer {track.index}'s step {step} used only the last {kept} of {kept + discarded} backward passes"
+                f" since its previous step, for {track.discard_streak} steps in a row: zero_grad() between them"
+                " cleared the others unused (inside a gradient-accumulation loop?)",
             )
 
     def _set_since_clear(self, track: OptimizerTrack, optimizer: Any) -> bool:

@@ -107,6 +107,7 @@ LOOPS = [
     Loop(ok("ok_grad_set_then_backward.py"), (("SGD", 20, 1),), ("autograd.grad", "zero_grad", "backward", "step")),
     Loop(ok("ok_step_raises_caught.py"), (("Flaky", 19, 1), ("SGD", 20, 1))),
     Loop(ok("ok_backward_inside_step.py"), (("HutchinsonSGD", 10, 1),)),
+    Loop(ok("ok_gradient_surgery.py"), (("SGD", 30, 1),)),
 ]
 LOOP_IDS = [loop.spec.script.removesuffix(".py") + "".join(f"-{a}" for a in loop.spec.args) for loop in LOOPS]
 FAITHFUL = [ADAMW, DCGAN, LBFGS, AMP, ACCUM, MULTITASK, UNFREEZE, *COMPILED, IN_BACKWARD, BY_HAND[0], SAM[0]]

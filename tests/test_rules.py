@@ -64,6 +64,7 @@ BUGS = [
     Bug(strict("bug_zero_grad_before_step.py"), "zero-grad-before-step", 0, count=30),
     Bug(Spec("bug_zero_grad_before_step.py", ("clip",), options=("--strict",)), "zero-grad-before-step", 0, count=30),
     Bug(strict("bug_grad_none_before_step.py"), "zero-grad-before-step", 0, count=30),
+    Bug(strict("bug_zero_grad_in_accumulation.py"), "zero-grad-before-step", 3, count=22),
     Bug(strict("bug_step_before_backward.py"), "step-without-backward", 0, count=30),
     Bug(strict("bug_double_step.py"), "step-without-backward", 1, count=20),
     Bug(Spec("bug_double_step.py", ("zeroed",), options=("--strict",)), "step-without-backward", 1, count=20),
