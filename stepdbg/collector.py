@@ -220,6 +220,9 @@ class OptimizerTrack:
     param_version: int | None = None
     """The sentinel's version as its previous step left it: a clear finding it unchanged comes
     before the parameters were touched, so it throws away what backward passes since computed."""
+    scheduler_ahead: tuple[str, int] | None = None
+    """A scheduler of its stepped over gradients waiting for it: its class, and the global
+    backward count then (see `Collector._check_scheduler_order`)."""
     backward_at_step_end: int = 0
     """The global backward count as its previous step ended (passes inside a step are its own)."""
     discarded: int = 0
@@ -396,7 +399,7 @@ class Collector:
         self._zero_grad_depth = 0
         self._zero_grad_start = 0.0
         self._schedulers: list[list[Any]] = []
-        """[weak scheduler, its step count when last seen]"""
+        """[weak scheduler, its step count and ``id`` of its last lrs when last seen]"""
         self._calls_cache: dict[tuple[str, ...], list[str]] = {}
         self.totals = dict.fromkeys((*PHASES, "overhead"), 0.0)
         """Seconds per phase over the whole run, for the end record."""
@@ -741,11 +744,14 @@ class Collector:
     # ---- lr schedulers ------------------------------------------------------------------
 
     def on_scheduler_created(self, scheduler: Any) -> None:
-        """A scheduler to poll. One made of others (SequentialLR) comes first, so that a step
-        is put down to it, by name; at its milestones no child's count moves."""
-        if any(entry[0]() is scheduler for entry in self._schedulers):
-            return  # SequentialLR runs its first child's initial step once more
-        entry = [weakref.ref(scheduler), _scheduler_count(scheduler)]
+        """A scheduler to poll. One made of others (SequentialLR, ChainedScheduler) comes first,
+        so that a step is put down to it, by name."""
+        state = [_scheduler_count(scheduler), id(getattr(scheduler, "_last_lr", None))]
+        for entry in self._schedulers:
+            if entry[0]() is scheduler:  # SequentialLR runs its first child's initial step again
+                entry[1:] = state
+                return
+        entry = [weakref.ref(scheduler), *state]
         if hasattr(scheduler, "_schedulers"):
             self._schedulers.insert(0, entry)
         else:
@@ -754,49 +760,73 @@ class Collector:
     def _poll_schedulers(self) -> None:
         """Notice the scheduler steps made since the previous instrumented call.
 
-        A step moves a scheduler's count by one. Any other move is a checkpoint's
-        ``load_state_dict`` (or steps made in a burst, fast-forwarding a resumed run):
-        taken as the scheduler's new count, neither a call nor a misplaced step, as
-        PyTorch's own check only looks at a scheduler's first step.
+        A step moves a scheduler's count by one, or, for those whose ``step`` keeps no count
+        (CosineAnnealingWarmRestarts, ChainedScheduler, SequentialLR at a milestone), gives
+        it new last lrs, the very floats it set in the optimizer (`_stepped_here`). Any other
+        move is a checkpoint's ``load_state_dict``: taken as the scheduler's new state,
+        neither a call nor a misplaced step. Several steps at once (twice an iteration, or
+        fast-forwarding a resumed run) are as many calls.
         """
-        stepped: list[Any] | None = None
+        stepped: list[tuple[Any, int]] | None = None
         collected = False
         for entry in self._schedulers:
             scheduler = entry[0]()
             if scheduler is None:
                 collected = True
-            elif (count := _scheduler_count(scheduler)) != entry[1]:
-                moved, entry[1] = count - entry[1], count
-                if moved != 1:
+                continue
+            count, last_lr = _scheduler_count(scheduler), id(getattr(scheduler, "_last_lr", None))
+            if count == entry[1] and last_lr == entry[2]:
+                continue
+            moved, entry[1], entry[2] = count - entry[1], count, last_lr
+            if moved != 1:
+                if not _stepped_here(scheduler):
                     continue
-                if stepped is None:
-                    stepped = []
-                stepped.append(scheduler)
+                moved = max(moved, 1)
+            if stepped is None:
+                stepped = []
+            stepped.append((scheduler, moved))
         if collected:
             self._schedulers = [entry for entry in self._schedulers if entry[0]() is not None]
         if stepped is None:
             return
         seen: set[int] = set()
-        for scheduler in stepped:
+        for scheduler, times in stepped:
             track = self.track_for(getattr(scheduler, "optimizer", None))
             if id(track) in seen:
                 continue  # a chained scheduler steps its children too: one call
             seen.add(id(track))
-            self.calls.append(CALL_SCHEDULER)
+            self.calls.extend([CALL_SCHEDULER] * times)
             if track is not None:
                 self._check_scheduler_order(track, scheduler)
 
     def _check_scheduler_order(self, track: OptimizerTrack, scheduler: Any) -> None:
-        """A scheduler stepped while fresh gradients wait for its optimizer, or before any step."""
-        fresh_gradients_pending = track.cleared_since_step and self.backward_count > track.mark
-        if (track.steps == 0 and _stepped_here(scheduler)) or fresh_gradients_pending:
-            self.diagnostics.report(
-                "scheduler-before-step",
-                track.steps,
-                track.index,
-                f"{type(scheduler).__name__}.step() ran before optimizer {track.index}'s step {track.steps}",
-                t=self.clock() - self.start,
-            )
+        """A scheduler stepped before its optimizer ever did (but for a resumed optimizer,
+        its state loaded, fast-forwarding a new scheduler), or between a backward and the
+        step that uses its gradients: that is decided at the step (`_check_scheduler_ahead`),
+        since a per-epoch scheduler may step while gradients of an unfinished accumulation
+        wait, and they carry on into the next epoch or are cleared."""
+        name = type(scheduler).__name__
+        if track.steps == 0 and _stepped_here(scheduler) and not getattr(getattr(scheduler, "optimizer", None), "state", None):
+            self._report_scheduler_ahead(track, name, 0)
+        elif track.cleared_since_step and self.backward_count > track.mark:
+            track.scheduler_ahead = (name, self.backward_count)
+
+    def _check_scheduler_ahead(self, track: OptimizerTrack, step: int) -> None:
+        """Step ``step`` after a scheduler stepped over waiting gradients: a misplaced
+        scheduler if no backward ran since, so that this step uses those very gradients."""
+        name, at = track.scheduler_ahead  # type: ignore[misc]
+        track.scheduler_ahead = None
+        if at == self.backward_count:
+            self._report_scheduler_ahead(track, name, step)
+
+    def _report_scheduler_ahead(self, track: OptimizerTrack, name: str, step: int) -> None:
+        self.diagnostics.report(
+            "scheduler-before-step",
+            step,
+            track.index,
+            f"{name}.step() ran before optimizer {track.index}'s step {step}",
+            t=self.clock() - self.start,
+        )
 
     # ---- optimizer steps ----------------------------------------------------------------
 
@@ -970,6 +1000,8 @@ class Collector:
         track = progress.track
         step = progress.record.step
         no_backward = self.backward_count == 0 or self.backward_count <= track.last_step_backward
+        if track.scheduler_ahead is not None:
+            self._check_scheduler_ahead(track, step)
         if track.closure:
             pass  # the closure runs backward inside the step
         elif no_backward and ((layout := self._layout(track, optimizer)).partial or self._grads_set_by_hand(track, layout.params)):
@@ -1003,15 +1035,25 @@ class Collector:
 
     def _check_discarded(self, progress: _StepInProgress, no_backward: bool) -> None:
         """zero_grad inside a gradient-accumulation loop: the step uses only the backward
-        passes after the last clear, for `DISCARD_STREAK` steps in a row. Gradients set by
-        hand after the last backward (gradient surgery: PCGrad) are no such step."""
+        passes after the last clear, no more than it threw away, for `DISCARD_STREAK` steps in
+        a row. Gradients set by hand after the last backward (gradient surgery: PCGrad) are no
+        such step."""
         track = progress.track
         discarded, track.discarded = track.discarded, 0
         after = track.grad_after_discard() if track.grad_after_discard is not None else None
         track.grad_after_discard = None
         sentinel = track.sentinel_param()
         kept = self.backward_count - track.mark
-        if not discarded or no_backward or track.closure or kept <= 0 or after is None or sentinel is None or sentinel.grad is not after:
+        if (
+            not discarded
+            or kept > discarded  # leftovers of an accumulation cleared at an epoch's start
+            or no_backward
+            or track.closure
+            or kept <= 0
+            or after is None
+            or sentinel is None
+            or sentinel.grad is not after
+        ):
             track.discard_streak = 0
             return
         track.discard_streak += 1

@@ -12,8 +12,8 @@ What is patched, and why there (see ../shared/TORCH_NOTES.md):
 - ``torch.compile``, only to keep Dynamo out of stepdbg's own code once a script
   compiles something (see `_keep_compiler_out`);
 - lr schedulers only where they are built (``LRScheduler._initial_step``,
-  ``ReduceLROnPlateau.__init__``, ``SequentialLR.__init__``, which runs no initial
-  step of its own): their steps are noticed from their step count
+  ``ReduceLROnPlateau.__init__``, and the ``__init__`` of ``SequentialLR`` and
+  ``ChainedScheduler``, which run no initial step of their own): their steps are noticed from their step count
   at the next instrumented call, so no stepdbg frame stands between the user's
   code and ``scheduler.step()`` (PyTorch's own scheduler warnings keep pointing
   at the user's line).
@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 import torch.autograd.graph
-from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau, SequentialLR
+from torch.optim.lr_scheduler import ChainedScheduler, LRScheduler, ReduceLROnPlateau, SequentialLR
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 from .collector import Collector
@@ -89,6 +89,7 @@ class Instrumentation:
         self._patch(LRScheduler, "_initial_step", self._wrap_scheduler_creation)
         self._patch(ReduceLROnPlateau, "__init__", self._wrap_scheduler_creation)
         self._patch(SequentialLR, "__init__", self._wrap_scheduler_creation)
+        self._patch(ChainedScheduler, "__init__", self._wrap_scheduler_creation)
         self._patch(torch.amp.GradScaler, "step", self._wrap_scaler_step)
         self._patch(torch, "compile", self._wrap_compile)
 

@@ -32,7 +32,7 @@ import torch.autograd.graph
 import torch.nn.modules.module as module_module
 import torch.optim.optimizer as optimizer_module  # not an attribute of torch.optim until imported this way
 from filelock import FileLock, Timeout
-from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau, SequentialLR
+from torch.optim.lr_scheduler import ChainedScheduler, LRScheduler, ReduceLROnPlateau, SequentialLR
 
 SCRIPTS = Path(__file__).parent / "scripts"
 RUN_TIMEOUT = 180
@@ -52,6 +52,7 @@ _WATCHED: dict[str, Callable[[], Any]] = {
     "LRScheduler._initial_step": lambda: LRScheduler.__dict__["_initial_step"],
     "ReduceLROnPlateau.__init__": lambda: ReduceLROnPlateau.__dict__["__init__"],
     "SequentialLR.__init__": lambda: SequentialLR.__dict__["__init__"],
+    "ChainedScheduler.__init__": lambda: ChainedScheduler.__dict__["__init__"],
     "torch.amp.GradScaler.step": lambda: torch.amp.GradScaler.__dict__["step"],
     "torch.multiprocessing.spawn._wrap": lambda: sys.modules["torch.multiprocessing.spawn"]._wrap,
 }

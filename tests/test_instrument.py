@@ -466,3 +466,62 @@ def test_a_sequential_scheduler_is_seen_at_its_milestones_and_named() -> None:
     assert records[3].calls == ["scheduler", "zero_grad", "backward", "scheduler", "step"]
     assert [(a.rule, a.step) for a in found] == [("scheduler-before-step", 3)]
     assert found[0].message.startswith("SequentialLR.step() ran before")
+
+
+@pytest.mark.parametrize("where", ["after", "before"])
+def test_a_scheduler_that_keeps_no_step_count_is_seen(where: str) -> None:
+    """CosineAnnealingWarmRestarts.step() never moves ``_step_count``: its steps are seen from
+    the new last lrs it sets, in the calls and, misplaced, as scheduler-before-step."""
+    found: list[Anomaly] = []
+    records: list[StepRecord] = []
+    collector = Collector(0, Diagnostics(Thresholds(), frozenset(), found.append), records.append, lambda i: None, ModuleTree())
+    with Instrumentation(collector):
+        model = nn.Linear(3, 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=2)
+        for _ in range(3):
+            optimizer.zero_grad()
+            model(torch.ones(2, 3)).sum().backward()
+            if where == "before":
+                scheduler.step()
+            optimizer.step()
+            if where == "after":
+                scheduler.step()
+    collector.finish()
+    if where == "after":
+        assert [r.calls for r in records[1:]] == [["scheduler", "zero_grad", "backward", "step"]] * 2
+        assert found == []
+    else:
+        assert [r.calls for r in records] == [["zero_grad", "backward", "scheduler", "step"]] * 3
+        assert [(a.rule, a.step) for a in found] == [("scheduler-before-step", 0)]
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before:UserWarning")
+def test_a_resumed_scheduler_fast_forwarded_or_stepped_twice_makes_as_many_calls() -> None:
+    """A new scheduler fast-forwarded after the optimizer's state was loaded (a resume) is no
+    misplaced scheduler; steps made several at a time are as many calls."""
+    found: list[Anomaly] = []
+    records: list[StepRecord] = []
+    collector = Collector(0, Diagnostics(Thresholds(), frozenset(), found.append), records.append, lambda i: None, ModuleTree())
+    with Instrumentation(collector):
+        model = nn.Linear(3, 1)
+        trained = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        model(torch.ones(2, 3)).sum().backward()
+        trained.step()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        optimizer.load_state_dict(trained.state_dict())
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+        for _ in range(3):
+            scheduler.step()  # fast-forward past the epochs done
+        for _ in range(2):
+            optimizer.zero_grad()
+            model(torch.ones(2, 3)).sum().backward()
+            optimizer.step()
+            scheduler.step()
+            scheduler.step()
+    collector.finish()
+    assert found == []
+    assert [r.calls for r in records[1:]] == [
+        ["scheduler×3", "zero_grad", "backward", "step"],
+        ["scheduler×2", "zero_grad", "backward", "step"],
+    ]

@@ -42,6 +42,7 @@ SPARSE_REWARD = ok("ok_sparse_reward.py")
 SAM = [ok("ok_sam.py", mode, save_state=True) for mode in ("two-steps", "closure")]
 REPTILE = [ok("ok_reptile.py", mode) for mode in ("all", "head")]
 ACTOR_CRITIC = ok("ok_actor_critic.py", save_state=True)
+EPOCH_SCHEDULER_CARRY = ok("ok_accumulation_epoch_scheduler.py", "carry")
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ LOOPS = [
     Loop(ok("ok_step_raises_caught.py"), (("Flaky", 19, 1), ("SGD", 20, 1))),
     Loop(ok("ok_backward_inside_step.py"), (("HutchinsonSGD", 10, 1),)),
     Loop(ok("ok_gradient_surgery.py"), (("SGD", 30, 1),)),
+    Loop(ok("ok_accumulation_epoch_scheduler.py", "clear"), (("SGD", 8, 4),)),
 ]
 LOOP_IDS = [loop.spec.script.removesuffix(".py") + "".join(f"-{a}" for a in loop.spec.args) for loop in LOOPS]
 FAITHFUL = [ADAMW, DCGAN, LBFGS, AMP, ACCUM, MULTITASK, UNFREEZE, *COMPILED, IN_BACKWARD, BY_HAND[0], SAM[0]]
@@ -409,3 +411,13 @@ def test_faithful_to_plain_python(runs, pair: tuple[Spec, Spec]) -> None:
     assert traced.proc.returncode == 0, traced.describe()
     assert traced.proc.stdout == plain.proc.stdout
     _assert_same(plain.state(), traced.state(), "state")
+
+
+@pytest.mark.uses(EPOCH_SCHEDULER_CARRY)
+def test_a_per_epoch_scheduler_over_an_unfinished_accumulation_is_no_misplaced_scheduler(runs) -> None:
+    """The scheduler steps while 2 batches' gradients wait; they carry on into the next
+    epoch's first step, which then sums 6 backward passes."""
+    run = runs.get(EPOCH_SCHEDULER_CARRY)
+    assert run.anomalies == [] and run.proc.returncode == 0, run.describe()
+    assert [r["backward_calls"] for r in run.steps(0)] == [4, 4, 6, 4, 6, 4, 6, 4]
+    assert [r["calls"] for r in run.steps(0)][2] == ["zero_grad", "backward×2", "scheduler", "backward×4", "step"]
