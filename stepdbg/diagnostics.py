@@ -41,7 +41,11 @@ RULES: dict[str, Rule] = {
     "vanishing-grad": Rule("warning", "check the activations and initialization of the layers before it; consider normalization or residual connections"),
     "unused-param": Rule("warning", "the parameter is not part of the loss: look for a detached branch, .data, or an unused head; or set requires_grad=False"),
     "not-in-optimizer": Rule("warning", "build the optimizer after replacing layers or adding adapters, or add the parameter to it (optimizer.add_param_group)"),
-    "zero-update": Rule("warning", "check the learning rate and the parameter groups: the parameters are not moving"),
+    "zero-update": Rule(
+        "warning",
+        "check the learning rate and the parameter groups: the parameters are not moving"
+        " (held at lr 0 on purpose? freeze them with requires_grad_(False), or pass --disable zero-update)",
+    ),
 }
 
 
