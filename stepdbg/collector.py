@@ -228,6 +228,9 @@ class OptimizerTrack:
     discarded: int = 0
     """Backward passes since the previous step cleared unused, the parameters untouched in
     between (the only optimizer: with several, another one's step may have used them)."""
+    discarding_clears: int = 0
+    """How many clears threw those away: one a step is an adversarial attack's backward passes
+    (for the input's gradient) cleared before the training one, not an accumulation loop."""
     discard_streak: int = 0
     grad_after_discard: weakref.ref | None = None
     """The sentinel's gradient after the last backward since a discard: a step that finds
@@ -556,6 +559,7 @@ class Collector:
             sentinel = track.sentinel_param()
             if sentinel is not None and sentinel._version == track.param_version:
                 track.discarded += unused
+                track.discarding_clears += 1
         track.mark = self.backward_count
         track.snapshot = None
         track.dirty_param = None
@@ -1035,17 +1039,18 @@ class Collector:
 
     def _check_discarded(self, progress: _StepInProgress, no_backward: bool) -> None:
         """zero_grad inside a gradient-accumulation loop: the step uses only the backward
-        passes after the last clear, no more than it threw away, for `DISCARD_STREAK` steps in
-        a row. Gradients set by hand after the last backward (gradient surgery: PCGrad) are no
-        such step."""
+        passes after the last clear, no more than it threw away, with at least two clears
+        throwing some away, for `DISCARD_STREAK` steps in a row. Gradients set by hand after
+        the last backward (gradient surgery: PCGrad) are no such step."""
         track = progress.track
         discarded, track.discarded = track.discarded, 0
+        clears, track.discarding_clears = track.discarding_clears, 0
         after = track.grad_after_discard() if track.grad_after_discard is not None else None
         track.grad_after_discard = None
         sentinel = track.sentinel_param()
         kept = self.backward_count - track.mark
         if (
-            not discarded
+            clears < 2
             or kept > discarded  # leftovers of an accumulation cleared at an epoch's start
             or no_backward
             or track.closure
