@@ -69,6 +69,14 @@ def _collecting(every: int = 0) -> tuple[Collector, ModuleTree, list[StepRecord]
     return collector, tree, records
 
 
+def _judging() -> tuple[Collector, list[StepRecord], list[Anomaly]]:
+    """A collector, its records and the anomalies its rules find."""
+    found: list[Anomaly] = []
+    records: list[StepRecord] = []
+    collector = Collector(0, Diagnostics(Thresholds(), frozenset(), found.append), records.append, lambda i: None, ModuleTree())
+    return collector, records, found
+
+
 def _traced_linear_loop(
     before_zero_grad: Callable[[int, nn.Linear, torch.optim.Optimizer], None] = lambda *a: None,
     after_backward: Callable[[int, nn.Linear], None] = lambda *a: None,
@@ -444,9 +452,7 @@ def test_an_internal_error_while_the_run_ends_is_one_line_not_a_traceback(capsys
 def test_a_sequential_scheduler_is_seen_at_its_milestones_and_named() -> None:
     """SequentialLR steps no child's count at a milestone (it sets the next child's lr itself):
     that step is seen all the same, and a misplaced one is put down to SequentialLR."""
-    found: list[Anomaly] = []
-    records: list[StepRecord] = []
-    collector = Collector(0, Diagnostics(Thresholds(), frozenset(), found.append), records.append, lambda i: None, ModuleTree())
+    collector, records, found = _judging()
     with Instrumentation(collector):
         model = nn.Linear(3, 1)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -472,9 +478,7 @@ def test_a_sequential_scheduler_is_seen_at_its_milestones_and_named() -> None:
 def test_a_scheduler_that_keeps_no_step_count_is_seen(where: str) -> None:
     """CosineAnnealingWarmRestarts.step() never moves ``_step_count``: its steps are seen from
     the new last lrs it sets, in the calls and, misplaced, as scheduler-before-step."""
-    found: list[Anomaly] = []
-    records: list[StepRecord] = []
-    collector = Collector(0, Diagnostics(Thresholds(), frozenset(), found.append), records.append, lambda i: None, ModuleTree())
+    collector, records, found = _judging()
     with Instrumentation(collector):
         model = nn.Linear(3, 1)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -500,9 +504,7 @@ def test_a_scheduler_that_keeps_no_step_count_is_seen(where: str) -> None:
 def test_a_resumed_scheduler_fast_forwarded_or_stepped_twice_makes_as_many_calls() -> None:
     """A new scheduler fast-forwarded after the optimizer's state was loaded (a resume) is no
     misplaced scheduler; steps made several at a time are as many calls."""
-    found: list[Anomaly] = []
-    records: list[StepRecord] = []
-    collector = Collector(0, Diagnostics(Thresholds(), frozenset(), found.append), records.append, lambda i: None, ModuleTree())
+    collector, records, found = _judging()
     with Instrumentation(collector):
         model = nn.Linear(3, 1)
         trained = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
