@@ -554,16 +554,15 @@ class Collector:
         track.cleared_since_step = True
         since = max(track.last_step_backward, track.mark)
         track.clear_after_backward = self.backward_count > since
+        sentinel = track.sentinel_param()
         unused = self.backward_count - max(since, track.backward_at_step_end)
         if unused > 0 and track.param_version is not None and len(self._tracks) == 1:
-            sentinel = track.sentinel_param()
             if sentinel is not None and sentinel._version == track.param_version:
                 track.discarded += unused
                 track.discarding_clears += 1
         track.mark = self.backward_count
         track.snapshot = None
         track.dirty_param = None
-        sentinel = track.sentinel_param()
         grad = sentinel.grad if sentinel is not None else None
         track.cleared_grad = weakref.ref(grad) if grad is not None else None
         if track.consumed is not None and (grad := track.consumed[1]()) is not None:
@@ -690,9 +689,9 @@ class Collector:
         A gradient that is another tensor now was cleared or set by hand (fresh gradients),
         unless, in a distributed run, it is a view that holds values: DDP with
         ``gradient_as_bucket_view`` moves the consumed gradients into new buckets at its
-        second forward, and the view carries them on, watched in their place. Values are read on the CPU only (a read on a device would
-        be a host sync): there, such a view counts as a clear, and the missing clear is
-        reported a step later.
+        second forward, and the view carries them on, watched in their place. Values are
+        read on the CPU only (a read on a device would be a host sync): there, such a view
+        counts as a clear, and the missing clear is reported a step later.
         """
         still_watched = []
         inferred_clear = False
@@ -750,7 +749,7 @@ class Collector:
     def on_scheduler_created(self, scheduler: Any) -> None:
         """A scheduler to poll. One made of others (SequentialLR, ChainedScheduler) comes first,
         so that a step is put down to it, by name."""
-        state = [_scheduler_count(scheduler), id(getattr(scheduler, "_last_lr", None))]
+        state = _scheduler_state(scheduler)
         for entry in self._schedulers:
             if entry[0]() is scheduler:  # SequentialLR runs its first child's initial step again
                 entry[1:] = state
@@ -778,7 +777,7 @@ class Collector:
             if scheduler is None:
                 collected = True
                 continue
-            count, last_lr = _scheduler_count(scheduler), id(getattr(scheduler, "_last_lr", None))
+            count, last_lr = _scheduler_state(scheduler)
             if count == entry[1] and last_lr == entry[2]:
                 continue
             moved, entry[1], entry[2] = count - entry[1], count, last_lr
@@ -1480,9 +1479,13 @@ def _stepped_here(scheduler: Any) -> bool:
     return all(lr is group.get("lr") for lr, group in zip(last, optimizer.param_groups))
 
 
-def _scheduler_count(scheduler: Any) -> int:
+def _scheduler_state(scheduler: Any) -> tuple[int, int]:
+    """What a step changes: the scheduler's step count, and ``id`` of its last lrs (a new list
+    at each step, also of schedulers whose ``step`` keeps no count; no reference held)."""
     count = getattr(scheduler, "_step_count", None)
-    return count if isinstance(count, int) else int(getattr(scheduler, "last_epoch", 0))
+    if not isinstance(count, int):
+        count = int(getattr(scheduler, "last_epoch", 0))
+    return count, id(getattr(scheduler, "_last_lr", None))
 
 
 def _lr(value: Any) -> float | None:

@@ -13,10 +13,10 @@ What is patched, and why there (see ../shared/TORCH_NOTES.md):
   compiles something (see `_keep_compiler_out`);
 - lr schedulers only where they are built (``LRScheduler._initial_step``,
   ``ReduceLROnPlateau.__init__``, and the ``__init__`` of ``SequentialLR`` and
-  ``ChainedScheduler``, which run no initial step of their own): their steps are noticed from their step count
-  at the next instrumented call, so no stepdbg frame stands between the user's
-  code and ``scheduler.step()`` (PyTorch's own scheduler warnings keep pointing
-  at the user's line).
+  ``ChainedScheduler``, which run no initial step of their own): their steps are
+  noticed from their state at the next instrumented call, so no stepdbg frame
+  stands between the user's code and ``scheduler.step()`` (PyTorch's own scheduler
+  warnings keep pointing at the user's line).
 
 Everything is restored on `uninstall`, even after an error. A failure inside
 stepdbg never reaches the user's script: instrumentation reports it once and
