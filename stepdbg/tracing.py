@@ -23,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from rich import get_console
 from rich.console import Console
 
 from .children import SpawnedRanks
@@ -221,8 +222,7 @@ class Tracer:
 
     def __enter__(self) -> TracedRun:
         argv = list(sys.argv)
-        command = f"stepdbg.trace() in {shlex.join(argv)}" if argv else "stepdbg.trace()"
-        run = TracedRun(self._options, argv, command, self._path or default_trace_path())
+        run = TracedRun(self._options, argv, _command(argv), self._path or default_trace_path())
         try:
             run.start()
         except ScriptNotFound as e:  # the trace cannot be written
@@ -254,6 +254,14 @@ class Tracer:
                 return function(*args, **kwargs)
 
         return traced  # type: ignore[return-value]
+
+
+def _command(argv: list[str]) -> str:
+    """The header's command: the process's command line, but in Jupyter, where that is the
+    kernel's (``ipykernel_launcher -f kernel-1234.json``), where it ran."""
+    if get_console().is_jupyter:
+        return "stepdbg.trace() in a Jupyter kernel"
+    return f"stepdbg.trace() in {shlex.join(argv)}" if argv else "stepdbg.trace()"
 
 
 def trace(

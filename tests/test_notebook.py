@@ -47,6 +47,6 @@ def test_the_example_notebook_in_a_kernel(tmp_path: Path) -> None:
     assert "[('missing-zero-grad', 1, '0.weight')]" in buggy
     records = read_trace(tmp_path / "buggy.stepdbg.jsonl")
     assert [(a["rule"], a["step"]) for a in anomalies(records)] == [("missing-zero-grad", 1)]
-    assert end(records)["steps"] == 20
+    assert end(records)["steps"] == 20 and records[0]["command"] == "stepdbg.trace() in a Jupyter kernel"
     frame = shown(notebook.cells[-1].outputs[0])
     assert frame.split()[:4] == ["step", "loss", "grad_norm", "calls"]
