@@ -73,7 +73,8 @@ def _strict_failure(run: TracedRun) -> StrictError:
         f"{a.severity} {a.rule} at step {a.step}" + (f" (×{run.counts[a.rule]})" if run.counts[a.rule] > 1 else "")
         for a in first.values()
     )
-    return StrictError(f"stepdbg found {found or 'problems in the ranks it started'} (strict=True); trace {run.path}", run)
+    found = found or "problems in the ranks it started"
+    return StrictError(f"stepdbg found {found} (strict=True); trace {run.path}", run)
 
 
 def launcher_rank() -> int | None:
@@ -177,7 +178,7 @@ class TracedRun:
         session = self._session
         try:
             adopt_existing(session.tree, session.collector, session.instrumentation)
-        except Exception as error:  # noqa: BLE001 - tracing goes on, with what it sees from now on
+        except Exception as error:  # tracing goes on, with what it sees from now on
             print(f"{session.view.prefix} internal error looking for the models built before tracing: "
                   f"{type(error).__name__}: {error}", file=sys.stderr)
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import anomalies, assert_pristine, end, read_trace, steps
 from torch import nn
 
 import stepdbg
-from conftest import anomalies, assert_pristine, end, read_trace, steps
 from stepdbg.session import RunOptions
 from stepdbg.tracing import TracedRun, default_trace_path
 
@@ -192,6 +192,6 @@ def test_the_default_path(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_stepdbg_trace_is_the_function() -> None:
     """The package's `trace` module (the trace file's reader and writer) does not shadow it."""
-    import stepdbg.cli  # noqa: F401 - every module, imported as the CLI imports them
+    import stepdbg.cli  # every module, imported as the CLI imports them
 
     assert stepdbg.trace.__module__ == "stepdbg.tracing" and callable(stepdbg.trace)

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import anomalies, end, read_trace
 
 NOTEBOOK = Path(__file__).parent.parent / "examples" / "notebook.ipynb"

@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from trace_factory import cut_last_line, replace_line, write_trace
 
 import stepdbg
 from stepdbg.schema import Anomaly, StepRecord
 from stepdbg.show_render import STEP_COLUMNS
-from trace_factory import cut_last_line, replace_line, write_trace
 
 MISSING_ZERO_GRAD = Anomaly("missing-zero-grad", "error", 1, 0, "fc1.weight", "accumulated", "call zero_grad")
 
