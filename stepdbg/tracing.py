@@ -112,13 +112,13 @@ class TracedRun:
 
     def __init__(self, options: RunOptions, argv: list[str], command: str, path: Path) -> None:
         self.path = path
-        """The trace file."""
+        """The trace file (from `start` on, the one the session writes)."""
         self.end: EndRecord | None = None
         """The end record, once the run has finished."""
         self._options = options
         self._argv, self._command = argv, command
         self._session: Session | None = None
-        self._ranks = SpawnedRanks(options, argv, command, path)
+        self._ranks: SpawnedRanks | None = None
         self._rank_problems = False
 
     @property
@@ -165,6 +165,8 @@ class TracedRun:
             label=_rank_label(),
         )
         self._session = Session(self._options, self._argv, self._command, self.path, view, launcher_rank())
+        self.path = self._session.trace_path
+        self._ranks = SpawnedRanks(self._options, self._argv, self._command, self.path)
         self._session.start(after_hard_exit=self._after_hard_exit)
         self._ranks.install()
 
@@ -184,7 +186,7 @@ class TracedRun:
 
     def stop(self) -> None:
         """Hooks out, and the view given back (before the code's traceback is shown)."""
-        assert self._session is not None
+        assert self._session is not None and self._ranks is not None
         self._ranks.uninstall()
         self._session.stop()
 
@@ -204,7 +206,7 @@ class TracedRun:
     def _summarize(self, end: EndRecord) -> None:
         """The summary, with a line per rank started with ``torch.multiprocessing``: one write
         (in a notebook, one output)."""
-        assert self._session is not None
+        assert self._session is not None and self._ranks is not None
         session = self._session
         rank_ends = self._ranks.ends(since=session.started)
         self._rank_problems = self._ranks.found_problems(rank_ends)
