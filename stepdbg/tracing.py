@@ -289,6 +289,8 @@ def trace(
     cell's output). ``quiet``: nothing printed but errors. The thresholds are
     ``stepdbg run``'s ``--explode-ratio``, ``--vanish-ratio`` and ``--patience``.
     """
+    if callable(path):  # @stepdbg.trace on a function: the function came as the path
+        raise TypeError("stepdbg.trace is called to make a decorator: @stepdbg.trace(), not @stepdbg.trace")
     names = {name.strip() for name in disable.split(",")} - {""} if isinstance(disable, str) else set(disable)
     unknown = sorted(names - RULES.keys())
     if unknown:

@@ -154,6 +154,8 @@ def test_each_call_of_a_decorated_function_is_a_run(in_tmp: Path, capsys: pytest
 
     with pytest.raises(stepdbg.NestedTraceError):
         recursive(1)
+    with pytest.raises(TypeError, match=r"@stepdbg.trace\(\), not @stepdbg.trace"):
+        stepdbg.trace(fit)  # type: ignore[arg-type]
 
 
 def test_disabled_rules_and_bad_options(in_tmp: Path) -> None:
