@@ -111,8 +111,17 @@ def _bullets(title: str, items: list[str], style: str = "") -> RenderableType | 
     return section(title, grid)
 
 
-def _ratio_text(ratio: float | None) -> str:
-    if ratio is None:
+def _ratio_text(figures: dict[str, float | None]) -> str:
+    """B against A in words. A phase one run never spends time in (a loop that never
+    calls zero_grad) has no ratio: it is said as such."""
+    a, b, ratio = figures["a"], figures["b"], figures["ratio"]
+    if a is None or b is None or math.isnan(a) or math.isnan(b):
+        return "–"
+    if a == b:
+        return "same"
+    if not a or not b:
+        return f"none in {'A' if not a else 'B'}"
+    if ratio is None or ratio <= 0:
         return "–"
     if abs(ratio - 1) < 0.005:
         return "same"
@@ -124,7 +133,7 @@ def render_timing(result: DiffResult) -> RenderableType | None:
         return None
     table = data_table("phase", "A", "B", "B/A", right=("A", "B"))
     for phase, figures in result.comparison.timing().items():
-        table.add_row(phase, fmt_seconds(figures["a"]), fmt_seconds(figures["b"]), _ratio_text(figures["ratio"]))
+        table.add_row(phase, fmt_seconds(figures["a"]), fmt_seconds(figures["b"]), _ratio_text(figures))
     return section("Time per step, B against A (medians; never counted as a difference)", table)
 
 
