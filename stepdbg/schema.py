@@ -32,7 +32,6 @@ SEVERITIES = ("info", "warning", "error")
 
 _NUMBER = frozenset((int, float, type(None)))
 """The types of a number field as JSON gives it back (null for none, or non-finite)."""
-_SECONDS = frozenset((int, float))
 _STRING = frozenset((str,))
 
 
@@ -187,15 +186,16 @@ class StepRecord:
         loss, grad_norm, update_ratio = get("loss"), get("grad_norm"), get("update_ratio")
         group_grad_norms, lr, time = get("group_grad_norms") or [], get("lr") or [], get("time") or {}
         param_grad_norms, param_update_ratios = get("param_grad_norms"), get("param_update_ratios")
-        calls, skipped = get("calls") or [], get("skipped", False)
+        calls, skipped, nonfinite = get("calls") or [], get("skipped", False), get("nonfinite")
         if (  # one pass over the types, in C: a long trace holds millions of records
             type(group_grad_norms) is not list or type(lr) is not list or type(time) is not dict
             or type(calls) is not list or type(skipped) is not bool
             or not _NUMBER.issuperset(map(type, (loss, grad_norm, update_ratio, get("optimizer"), *group_grad_norms, *lr)))
-            or not _SECONDS.issuperset(map(type, time.values()))
+            or not _NUMBER.issuperset(map(type, time.values()))
             or not _STRING.issuperset(map(type, calls))
             or (param_grad_norms is not None and not _number_dict(param_grad_norms))
             or (param_update_ratios is not None and not _number_dict(param_update_ratios))
+            or (nonfinite is not None and type(nonfinite) is not dict)
         ):
             raise TypeError(f"a field of the wrong type: {_first_mistyped(data)}")
         record = cls(
@@ -213,10 +213,12 @@ class StepRecord:
             param_grad_norms,
             update_ratio,
             param_update_ratios,
-            get("nonfinite"),
+            nonfinite,
         )
-        if record.nonfinite:
-            restore_nonfinite(record, record.nonfinite)
+        if nonfinite:
+            restore_nonfinite(record, nonfinite)
+        if None in time.values():  # a time no one knows (unflagged null) is a time not recorded
+            record.time = {phase: seconds for phase, seconds in time.items() if seconds is not None}
         return record
 
     @property
@@ -232,7 +234,7 @@ def _first_mistyped(data: dict[str, Any]) -> str:
         "optimizer": lambda v: _numbers((v,)), "loss": lambda v: _numbers((v,)),
         "grad_norm": lambda v: _numbers((v,)), "update_ratio": lambda v: _numbers((v,)),
         "group_grad_norms": lambda v: type(v) is list and _numbers(v), "lr": lambda v: type(v) is list and _numbers(v),
-        "time": lambda v: type(v) is dict and _SECONDS.issuperset(map(type, v.values())),
+        "time": _number_dict, "nonfinite": lambda v: v is None or type(v) is dict,
         "param_grad_norms": _number_dict, "param_update_ratios": _number_dict,
         "calls": _strings, "skipped": lambda v: type(v) is bool,
     }
@@ -309,9 +311,10 @@ def _counts(value: Any) -> dict[str, int]:
 
 
 def _times(value: Any) -> dict[str, float]:
-    if type(value) is not dict or not _SECONDS.issuperset(map(type, value.values())):
+    """Seconds by phase; a null (a non-finite total, as the writer writes it) is left out."""
+    if not _number_dict(value):
         raise TypeError("time is not seconds by phase")
-    return value
+    return {phase: seconds for phase, seconds in value.items() if seconds is not None}
 
 
 def nonfinite_name(value: float) -> str:
@@ -342,19 +345,25 @@ def sanitize_nonfinite(data: dict[str, Any]) -> dict[str, Any]:
 
 
 _NONFINITE_VALUES = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+_NUMBER_FIELDS = frozenset(("loss", "grad_norm", "update_ratio"))
+_NUMBER_CONTAINERS = frozenset(("group_grad_norms", "lr", "time", "param_grad_norms", "param_update_ratios"))
 
 
-def restore_nonfinite(record: StepRecord, nonfinite: dict[str, str]) -> None:
-    """Undo `sanitize_nonfinite` on a read record so readers see real NaN/Inf."""
+def restore_nonfinite(record: StepRecord, nonfinite: dict[str, Any]) -> None:
+    """Undo `sanitize_nonfinite` on a read record so readers see real NaN/Inf.
+
+    Only a number written as null is restored: a path naming any other field (``calls``,
+    ``step``) or a value that is not null is no non-finite number, and is ignored.
+    """
     for path, name in nonfinite.items():
-        value = _NONFINITE_VALUES.get(name, math.nan)
-        head, _, rest = path.partition(".")
-        if not rest:
-            if hasattr(record, head):
+        value = _NONFINITE_VALUES.get(name, math.nan) if type(name) is str else math.nan
+        head, dot, rest = path.partition(".")
+        if not dot:
+            if head in _NUMBER_FIELDS and getattr(record, head) is None:
                 setattr(record, head, value)
             continue
-        container = getattr(record, head, None)
-        if isinstance(container, dict) and rest in container:
+        container = getattr(record, head) if head in _NUMBER_CONTAINERS else None
+        if isinstance(container, dict) and rest in container and container[rest] is None:
             container[rest] = value
-        elif isinstance(container, list) and rest.isdigit() and int(rest) < len(container):
+        elif isinstance(container, list) and rest.isdecimal() and int(rest) < len(container) and container[int(rest)] is None:
             container[int(rest)] = value
