@@ -45,7 +45,7 @@ def render_runs(result: DiffResult) -> RenderableType:
     grid.add_column(style="bold")
     grid.add_column(overflow="fold")
     for name, run in (("A", result.run_a), ("B", result.run_b)):
-        grid.add_row(name, f"{run.path} · {run.outcome} · {run.steps} steps · {run.command}")
+        grid.add_row(name, Text(f"{run.path} · {run.outcome} · {run.steps} steps · {run.command}"))
     return grid
 
 
@@ -64,7 +64,7 @@ def render_first(result: DiffResult) -> RenderableType | None:
             rel = "order only" if sorted(diff.a) == sorted(diff.b) else rel
         else:
             a, b = _pair(diff.a, diff.b)
-        table.add_row(diff.field, a, b, rel)
+        table.add_row(diff.field, Text(a), Text(b), rel)  # values as text, never markup: [none, 0.1] is no tag
     return section(f"The runs part at {result.where(first.optimizer, first.step)}", table)
 
 
@@ -78,7 +78,7 @@ def render_params(result: DiffResult) -> RenderableType | None:
     title = f"Largest grad-norm differences at {where}" if same else f"Per-parameter grad norms first differ at {where}"
     table = data_table("param", "A", "B", "rel. diff", right=("rel. diff",))
     for diff in found.params():
-        table.add_row(diff.param or "", *_pair(diff.a, diff.b), _rel_text(diff.rel))
+        table.add_row(Text(diff.param or ""), *map(Text, _pair(diff.a, diff.b)), _rel_text(diff.rel))
     return section(title, table)
 
 
@@ -107,7 +107,7 @@ def _bullets(title: str, items: list[str], style: str = "") -> RenderableType | 
     grid.add_column()
     grid.add_column(style=style)
     for item in items:
-        grid.add_row(" •", item)
+        grid.add_row(" •", Text(item))
     return section(title, grid)
 
 

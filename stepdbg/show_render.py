@@ -25,6 +25,7 @@ from .summary import (
     data_table,
     fmt_num,
     fmt_seconds,
+    is_finite,
     listing,
     median,
     optimizer_label,
@@ -55,13 +56,18 @@ class Sparkline:
 
 
 def sparkline(values: list[float | None]) -> str:
-    """Unicode blocks from lowest to highest; a blank where a stretch had no finite value."""
-    finite = [v for v in values if v is not None]
+    """Unicode blocks from lowest to highest; a blank where a stretch had no finite value
+    (or its mean overflowed)."""
+    finite = [v for v in values if is_finite(v)]
     if not finite:
         return ""
     low, high = min(finite), max(finite)
-    scale = (len(SPARK_CHARS) - 1) / (high - low) if high > low else 0.0
-    return "".join(" " if v is None else SPARK_CHARS[round((v - low) * scale)] for v in values)
+    half_span = high / 2 - low / 2  # halves: the span of two finite floats may overflow, half of it never does
+    top = len(SPARK_CHARS) - 1
+    return "".join(
+        (SPARK_CHARS[round((v / 2 - low / 2) / half_span * top) if half_span else 0] if is_finite(v) else " ")
+        for v in values
+    )
 
 
 def _range_text(low: float | None, high: float | None) -> str:
@@ -69,7 +75,7 @@ def _range_text(low: float | None, high: float | None) -> str:
     return low_text if low_text == high_text else f"{low_text}–{high_text}"
 
 
-def _key_values(title: str | None = None) -> Table:
+def _key_values(title: Text | None = None) -> Table:
     table = Table.grid(padding=(0, 2))
     if title:
         table.title, table.title_justify, table.title_style = title, "left", "bold"
@@ -81,10 +87,10 @@ def _key_values(title: str | None = None) -> Table:
 def render_run(summary: TraceSummary) -> RenderableType:
     run = summary.run
     table = _key_values()
-    table.add_row("trace", run.path)
-    table.add_row("command", run.command)
-    table.add_row("versions", run.versions)
-    table.add_row("started", run.start)
+    table.add_row("trace", Text(run.path))  # text from the trace is never markup: a bracket in it stays a bracket
+    table.add_row("command", Text(run.command))
+    table.add_row("versions", Text(run.versions))
+    table.add_row("started", Text(run.start))
     table.add_row("duration", run.duration_text)
     style = "yellow" if not run.finished else ("green" if run.status == "ok" else "red")
     table.add_row("status", Text(run.outcome, style=style))
@@ -93,10 +99,10 @@ def render_run(summary: TraceSummary) -> RenderableType:
     return table
 
 
-def _title(stats: OptimizerStats) -> str:
+def _title(stats: OptimizerStats) -> Text:
     if stats.index is None:
-        return "no optimizer (a loop of backward passes)"
-    return f"optimizer {stats.index} · {stats.cls}"
+        return Text("no optimizer (a loop of backward passes)")
+    return Text(f"optimizer {stats.index} · {stats.cls}")
 
 
 def render_optimizer(stats: OptimizerStats) -> RenderableType:
@@ -200,12 +206,12 @@ def render_params(summary: TraceSummary) -> RenderableType:
         cells: list[RenderableType] = [optimizer_label(stats.optimizer)] if several else []
         if stats.detail_steps:
             cells += [
-                stats.name, str(stats.detail_steps), fmt_num(median(stats.norms)),
+                Text(stats.name), str(stats.detail_steps), fmt_num(median(stats.norms)),
                 fmt_num(max(stats.norms, default=None)), fmt_num(stats.last),
                 fmt_num(median(stats.update_ratios)), Sparkline(stats.line),
             ]
         else:
-            cells += [stats.name, "0", "no gradient", "", "", "", ""]
+            cells += [Text(stats.name), "0", "no gradient", "", "", "", ""]
         table.add_row(*cells)
     return section(f"grad norms of {params.pattern} on the detail steps (every {summary.run.every})", table)
 

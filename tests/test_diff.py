@@ -174,6 +174,14 @@ def test_call_order_change_shows_both_sequences(tmp_path: Path, a: Path) -> None
     assert "They re-converge" in text
 
 
+def test_values_with_brackets_are_shown_not_taken_for_markup(tmp_path: Path, a: Path) -> None:
+    """``[none, 0.1]`` looks like a rich style tag: taken for one, the value would show blank."""
+    code, text = diff(a, write_trace(tmp_path / "b.jsonl", tweak=from_step(4, lr=[None, 0.1], calls=["[/x]"])))
+    assert code == 1
+    assert " lr     [0.1]                    [none, 0.1]" in text
+    assert " calls  zero_grad backward step  [/x] " in text
+
+
 def test_backward_calls_and_skipped_are_compared(tmp_path: Path, a: Path) -> None:
     b = write_trace(tmp_path / "b.jsonl", tweak=from_step(2, backward_calls=4, skipped=True, grad_norm=None))
     first = diff_json(a, b)["first"]

@@ -252,6 +252,18 @@ def test_param_pattern_that_matches_nothing_lists_real_names(tmp_path: Path) -> 
     assert result.exit_code == 2 and "fc2.bias" in result.stderr
 
 
+def test_text_from_the_trace_is_shown_as_written_never_as_markup(tmp_path: Path) -> None:
+    """A command line, class or parameter name with brackets in it: rich would fail on
+    ``[/x]`` and swallow ``[bold]`` if it took them for markup."""
+    names = ("enc[/x].weight", "enc[bold].bias")
+    path = write_trace(tmp_path / "run.jsonl", params=names, command="stepdbg run train.py --tags [/x] [bold]")
+    for options in ([], ["--param", "enc*"]):
+        result = runner.invoke(app, ["show", str(path), *options])
+        assert result.exit_code == 0, result.output
+        assert "stepdbg run train.py --tags [/x] [bold]" in result.stdout
+        assert not options or all(name in result.stdout for name in names)
+
+
 def test_optimizer_option(tmp_path: Path) -> None:
     path = write_trace(tmp_path / "run.jsonl", optimizers=2)
     summary = json.loads(data(path, optimizer=1, json=True))
@@ -294,6 +306,12 @@ def test_downsampler_short_runs_and_gaps() -> None:
     assert line.means() == [1.0, None, None, 3.0]
     assert sparkline(line.means()) == "▁  █"
     assert sparkline([2.0, 2.0]) == "▁▁"
+
+
+def test_sparkline_of_values_near_the_float_limits() -> None:
+    """Their span overflows, and so may a stretch's mean: the line is drawn all the same."""
+    assert sparkline([1e308, -1e308, 0.0]) == "█▁▅"
+    assert sparkline([math.inf, 1.0, 2.0]) == " ▁█"
 
 
 def test_cli_show_prints_the_view_on_stdout(trace: Path) -> None:
