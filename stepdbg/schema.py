@@ -365,5 +365,8 @@ def restore_nonfinite(record: StepRecord, nonfinite: dict[str, Any]) -> None:
         container = getattr(record, head) if head in _NUMBER_CONTAINERS else None
         if isinstance(container, dict) and rest in container and container[rest] is None:
             container[rest] = value
-        elif isinstance(container, list) and rest.isdecimal() and int(rest) < len(container) and container[int(rest)] is None:
+        elif (
+            isinstance(container, list) and rest.isdecimal()
+            and int(rest) < len(container) and container[int(rest)] is None
+        ):
             container[int(rest)] = value
