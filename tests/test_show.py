@@ -264,6 +264,14 @@ def test_text_from_the_trace_is_shown_as_written_never_as_markup(tmp_path: Path)
         assert not options or all(name in result.stdout for name in names)
 
 
+def test_an_error_quoting_a_name_with_a_line_break_is_still_one_line(tmp_path: Path) -> None:
+    path = write_trace(tmp_path / "run.jsonl", params=("enc\nweight",))
+    result = runner.invoke(app, ["show", str(path), "--param", "dec*"])
+    assert (result.exit_code, result.stderr) == (
+        2, "stepdbg: error: no parameter matches 'dec*'; the trace has enc\\nweight\n"
+    )
+
+
 def test_optimizer_option(tmp_path: Path) -> None:
     path = write_trace(tmp_path / "run.jsonl", optimizers=2)
     summary = json.loads(data(path, optimizer=1, json=True))
