@@ -278,6 +278,36 @@ class Anomaly:
 
 
 @dataclass
+class AnomalySteps:
+    """Where a rule fired, repeats included: at each step from ``first_step`` to ``last_step``
+    of one optimizer, ``count`` times in all. A rule firing at every step of a long run is
+    one record, or one every second or so while it goes on (so that a killed run keeps
+    them), not one per step; the records of a rule sum to its count in the end record."""
+
+    rule: str
+    optimizer: int | None
+    first_step: int
+    last_step: int
+    count: int
+    type: str = "anomaly_steps"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AnomalySteps:
+        if type(data.get("rule")) is not str or not _numbers((data.get("optimizer"),)):
+            raise TypeError("a field of the wrong type")
+        return cls(
+            rule=data["rule"],
+            optimizer=data.get("optimizer"),
+            first_step=int(data["first_step"]),
+            last_step=int(data["last_step"]),
+            count=int(data["count"]),
+        )
+
+
+@dataclass
 class EndRecord:
     """Last line: how the run ended and its totals."""
 
