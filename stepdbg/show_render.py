@@ -19,8 +19,9 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from .schema import PHASES, Anomaly, OptimizerInfo, StepRecord
-from .show_stats import AnomalyGroup, Downsampler, OptimizerCheck, OptimizerStats, ParamTable, StepFilter, TraceSummary
+from .anomaly_view import AnomalyGroup, AnomalyLog, Firing, has_range
+from .schema import PHASES, Anomaly, AnomalySteps, OptimizerInfo, StepRecord
+from .show_stats import Downsampler, OptimizerCheck, OptimizerStats, ParamTable, StepFilter, TraceSummary
 from .summary import (
     data_table,
     fmt_num,
@@ -172,24 +173,42 @@ def render_sparklines(summary: TraceSummary) -> RenderableType | None:
 
 
 def render_anomalies(summary: TraceSummary) -> RenderableType:
-    """One short paragraph per rule: what, where first, how often, which parameter, the likely fix."""
+    """One short paragraph per rule in view: what, where first, how often, where in the range,
+    which parameter, the likely fix."""
     if not summary.anomalies:
-        return Text("No anomalies.", style="green")
+        view = summary.filter.description
+        return Text(f"No anomalies in {view}." if view else "No anomalies.", style="green")
     several = len(summary.optimizers) > 1
     groups = sorted(summary.anomalies.values(), key=lambda g: g.first_step)
-    return section("anomalies", spaced(_anomaly(group, several) for group in groups))
+    return section("anomalies", spaced(_anomaly(group, several, summary.filter) for group in groups))
 
 
-def _anomaly(group: AnomalyGroup, several: bool) -> RenderableType:
-    times = "once" if group.total == 1 else f"{group.total} times"
+def _anomaly(group: AnomalyGroup, several: bool, step_filter: StepFilter) -> RenderableType:
+    ranged = has_range(step_filter)
+    times = "once" if group.count == 1 else f"{group.count} times"
     head = Text(group.rule, style=f"bold {SEVERITY_STYLES.get(group.severity, '')}")
     head.append(f" ({group.severity}) first at {step_label(group.optimizer, group.first_step, several)}, {times}")
+    head.append(" in the run" if ranged else "")
     if group.params:
         head.append(f", param {listing(group.params, PARAMS_IN_ANOMALY)}")
+    if ranged:
+        head.append(_in_range(group, step_filter))
     lines: list[RenderableType] = [head, Padding(Text(group.message), (0, 0, 0, 2))]
     if group.hint:
         lines.append(Padding(Text(f"→ {group.hint}", style="dim"), (0, 0, 0, 2)))
     return Group(*lines)
+
+
+def _in_range(group: AnomalyGroup, step_filter: StepFilter) -> str:
+    """Where in the range the rule fired, as far as the trace says."""
+    seen = group.in_view
+    if seen is not None:
+        if seen.steps == 1:
+            return f"; in this range at step {seen.first_step}"
+        return f"; in this range at {seen.steps} steps, {seen.first_step}–{seen.last_step}"
+    if group.first_step < step_filter.start:
+        return "; whether it fired in this range, the trace does not say (written by an older stepdbg, or cut short)"
+    return ""
 
 
 def render_params(summary: TraceSummary) -> RenderableType:
@@ -246,7 +265,8 @@ STEP_COLUMNS = [
     "optimizer", "step", "t", "loss", "grad_norm", "lr", *(f"time_{name}" for name in TIMES),
     "backward_calls", "skipped", "calls",
 ]
-ANOMALY_COLUMNS = ["rule", "severity", "step", "optimizer", "param", "message", "hint", "t"]
+ANOMALY_FIELDS = ["rule", "severity", "step", "optimizer", "param", "message", "hint", "t"]
+ANOMALY_COLUMNS = [*ANOMALY_FIELDS, "count", "steps_in_view"]
 PARAM_COLUMNS = ["optimizer", "step", "param", "grad_norm", "update_ratio"]
 
 
@@ -259,9 +279,18 @@ def _step_row(record: StepRecord) -> list[Any]:
     ]
 
 
+def _anomaly_row(firing: Firing) -> list[Any]:
+    """A rule's first report on an optimizer; how often it fired, and at how many steps in view
+    (empty where the trace does not say)."""
+    in_view = firing.in_view.steps if firing.in_view is not None else 0
+    row = [getattr(firing.report, column) for column in ANOMALY_FIELDS]
+    return [*row, firing.count if firing.located else None, in_view if firing.located else None]
+
+
 def _csv_rows(
     trace: Trace, step_filter: StepFilter, anomalies_only: bool, params: ParamTable | None, known: OptimizerCheck
 ) -> Iterator[list[Any]]:
+    anomalies = AnomalyLog(step_filter)
     for record in trace:
         if isinstance(record, OptimizerInfo):
             known.seen.add(record.optimizer)
@@ -278,8 +307,10 @@ def _csv_rows(
                 for name, norm in record.param_grad_norms.items():
                     if params.match(record.optimizer, name) is not None:
                         yield [record.optimizer, record.step, name, norm, ratios.get(name)]
-        elif isinstance(record, Anomaly) and anomalies_only and step_filter.admits(record.optimizer, record.step):
-            yield [getattr(record, column) for column in ANOMALY_COLUMNS]
+        elif isinstance(record, Anomaly | AnomalySteps) and anomalies_only:
+            anomalies.add(record)
+    if anomalies_only:  # the steps a rule fired at come after its report: the rows wait for the trace's end
+        yield from map(_anomaly_row, anomalies.firings(trace.end))
 
 
 def write_csv(

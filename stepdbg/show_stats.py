@@ -15,7 +15,8 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from .schema import PHASES, Anomaly, OptimizerInfo, StepRecord
+from .anomaly_view import AnomalyGroup, AnomalyLog
+from .schema import PHASES, Anomaly, AnomalySteps, OptimizerInfo, StepRecord
 from .summary import RunInfo, floats, is_finite, listing, median, optimizer_label
 from .trace import Trace
 
@@ -231,49 +232,6 @@ class Profile:
 
 
 @dataclass
-class AnomalyGroup:
-    """Every anomaly record of one rule; ``count`` is the end record's, repeats included."""
-
-    rule: str
-    severity: str
-    first_step: int
-    optimizer: int | None
-    message: str
-    hint: str
-    params: list[str] = field(default_factory=list)
-    records: int = 0
-    count: int | None = None
-
-    @classmethod
-    def first_of(cls, anomaly: Anomaly) -> AnomalyGroup:
-        return cls(anomaly.rule, anomaly.severity, anomaly.step, anomaly.optimizer, anomaly.message, anomaly.hint)
-
-    def add(self, anomaly: Anomaly) -> None:
-        self.records += 1
-        if anomaly.param and anomaly.param not in self.params:
-            self.params.append(anomaly.param)
-        if anomaly.step < self.first_step:
-            self.first_step, self.optimizer = anomaly.step, anomaly.optimizer
-            self.message, self.hint = anomaly.message, anomaly.hint
-
-    @property
-    def total(self) -> int:
-        return self.count if self.count is not None else self.records
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "rule": self.rule,
-            "severity": self.severity,
-            "first_step": self.first_step,
-            "optimizer": self.optimizer,
-            "count": self.total,
-            "params": self.params,
-            "message": self.message,
-            "hint": self.hint,
-        }
-
-
-@dataclass
 class ParamStats:
     optimizer: int | None
     name: str
@@ -388,7 +346,7 @@ def collect(trace: Trace, step_filter: StepFilter, param_pattern: str | None = N
     """Read the whole trace once and fold every record into the figures of the view."""
     optimizers: dict[int | None, OptimizerStats] = {}
     profile = Profile()
-    anomalies: dict[str, AnomalyGroup] = {}
+    anomalies = AnomalyLog(step_filter)
     params = ParamTable(param_pattern) if param_pattern is not None else None
     known = OptimizerCheck(step_filter.optimizer)
     steps, last_t = 0, 0.0
@@ -414,15 +372,11 @@ def collect(trace: Trace, step_filter: StepFilter, param_pattern: str | None = N
                     params.describe(record)
         elif isinstance(record, Anomaly):
             last_t = max(last_t, record.t)
-            if step_filter.admits(record.optimizer, record.step):
-                group = anomalies.get(record.rule)
-                if group is None:
-                    group = anomalies[record.rule] = AnomalyGroup.first_of(record)
-                group.add(record)
+            anomalies.add(record)
+        elif isinstance(record, AnomalySteps):
+            anomalies.add(record)
     known.check(trace.path)
     if params is not None:
         params.check()
-    if trace.end is not None:
-        for rule, group in anomalies.items():
-            group.count = trace.end.anomalies.get(rule)
-    return TraceSummary(RunInfo.from_trace(trace, steps, last_t), step_filter, optimizers, profile, anomalies, params)
+    run = RunInfo.from_trace(trace, steps, last_t)
+    return TraceSummary(run, step_filter, optimizers, profile, anomalies.groups(trace.end), params)

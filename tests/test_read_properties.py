@@ -15,12 +15,14 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from trace_factory import PARAMS, make_step, write_trace
 from trace_strategies import TraceFile, corrupt, retimed, traces
 from typer.testing import CliRunner, Result
 
 from stepdbg.cli import app
+from stepdbg.diagnostics import Diagnostics, Thresholds
 from stepdbg.diff_compare import FIELDS
-from stepdbg.schema import StepRecord
+from stepdbg.schema import Anomaly, AnomalySteps, EndRecord, StepRecord
 from stepdbg.trace import Trace, TraceError
 
 EXAMPLES = int(os.environ.get("STEPDBG_HYPOTHESIS_EXAMPLES", "0"))
@@ -122,3 +124,36 @@ def test_a_spoiled_trace_is_one_error_line_or_read(
     assert result.exit_code in (0, 2)
     result = invoke(["diff", str(path), str(other.write(folder / "other.jsonl"))])
     assert result.exit_code in (0, 1, 2)
+
+
+def written_by_diagnostics(fired: set[int], steps: int, seconds: float) -> tuple[list[Anomaly], list[AnomalySteps]]:
+    """What a run of ``seconds`` a step writes for missing-zero-grad firing at the steps ``fired``."""
+    reports: list[Anomaly] = []
+    stretches: list[AnomalySteps] = []
+    diagnostics = Diagnostics(Thresholds(), frozenset(), reports.append, stretches.append)
+    for step in range(steps):
+        t = step * seconds
+        if step in fired:
+            diagnostics.report("missing-zero-grad", step, 0, "gradients piled up", t=t)
+        diagnostics.check_step(make_step(0, step, every=0, params=PARAMS), list(PARAMS), None, [])
+    diagnostics.stretches.close()
+    return reports, stretches
+
+
+@FEW
+@given(
+    fired=st.sets(st.integers(0, 19)), start=st.integers(0, 19), length=st.integers(1, 8),
+    seconds=st.sampled_from([0.01, 0.4]),
+)
+def test_show_lists_a_rule_in_a_range_exactly_when_it_fired_there(
+    folder: Path, fired: set[int], start: int, length: int, seconds: float
+) -> None:
+    reports, stretches = written_by_diagnostics(fired, 20, seconds)
+    end = EndRecord("ok", 0, 1.0, 20, anomalies={"missing-zero-grad": len(fired)} if fired else {})
+    path = write_trace(folder / "fired.jsonl", steps=20, every=0, anomalies=reports, anomaly_steps=stretches, end=end)
+    result = invoke(["show", str(path), "--json", "--anomalies", "--steps", f"{start}:{start + length}"])
+    here = sorted(fired & set(range(start, start + length)))
+    in_view = {"steps": len(here), "first_step": here[0], "last_step": here[-1]} if here else None
+    expected = [("missing-zero-grad", min(fired), len(fired), in_view)] if here else []
+    groups = json.loads(result.stdout)["anomalies"]
+    assert [(g["rule"], g["first_step"], g["count"], g["in_view"]) for g in groups] == expected

@@ -99,9 +99,15 @@ def trace_lines(draw: st.DrawFn) -> list[str]:
         if index is not None and (step == 0 or draw(st.integers(0, 9)) == 0):
             groups = [{"params": names[index], "numel": draw(st.integers(0, 10))}]
             lines.append({"type": "optimizer", "optimizer": index, "class": draw(TEXT), "groups": groups})
-        kind = draw(st.sampled_from(["step", "step", "step", "anomaly"]))
+        kind = draw(st.sampled_from(["step", "step", "step", "anomaly", "anomaly_steps"]))
         if kind == "step":
             lines.append(step_record(draw, index, step, t, names[index]))
+        elif kind == "anomaly_steps":  # where a rule fired: up to this step, or (hand-made) anywhere
+            first = draw(st.integers(0, step))
+            lines.append({
+                "type": "anomaly_steps", "rule": draw(RULE), "optimizer": index, "first_step": first,
+                "last_step": draw(st.sampled_from([step, first, first + 3])), "count": draw(st.integers(0, 40)),
+            })
         else:
             record = anomaly_record(draw, index, step, t, names[index])
             counts[record.get("rule", "?")] = counts.get(record.get("rule", "?"), 0) + draw(st.integers(1, 40))
