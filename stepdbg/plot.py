@@ -19,6 +19,8 @@ from .trace import Trace
 from .view import StepFilter
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from .plot_data import Divergence
 
 FORMATS = (".png", ".svg", ".pdf")
@@ -43,15 +45,19 @@ def plot_traces(paths: Sequence[Path], options: PlotOptions) -> Path:
     out = options.out if options.out is not None else default_output(paths[0])
     if out.suffix.lower() not in FORMATS:
         raise ValueError(f"-o {out}: the figure is written as {', '.join(FORMATS)} (by the name's ending)")
+    dashboard(paths, options).savefig(out, dpi=DPI)
+    return out
+
+
+def dashboard(paths: Sequence[Path], options: PlotOptions) -> Figure:
+    """The figure of the traces at ``paths``, built but not drawn."""
     step_filter = StepFilter.from_options(options.steps, options.optimizer)
     require("matplotlib", "stepdbg plot", "plot")
     from .plot_data import gather
     from .plot_figure import build_figure
 
     runs = [gather(path, label, step_filter, options.param) for path, label in zip(paths, trace_labels(paths))]
-    figure = build_figure(runs, _divergence(paths, step_filter), step_filter, options.param)
-    figure.savefig(out, dpi=DPI)
-    return out
+    return build_figure(runs, _divergence(paths, step_filter), step_filter, options.param)
 
 
 def _divergence(paths: Sequence[Path], step_filter: StepFilter) -> Divergence | None:

@@ -22,7 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
 from .plot_data import (
     GRAD_NORM,
@@ -167,6 +167,7 @@ class Dashboard:
                 ax.tick_params(labelbottom=False)
         axes["heat"].set_xlabel("step")
         axes["heat"].set_xlim(*self._step_range(lines))
+        axes["heat"].xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole
         self._marks(column, axes)
 
     @staticmethod
