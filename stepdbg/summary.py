@@ -1,6 +1,6 @@
-"""What `show` and `diff` both report: how a run went, and numbers put in words.
+"""What `show`, `diff`, `plot` and `export` say about a run, and numbers put in words.
 
-Kept apart from both commands so that they describe a run, format a figure and
+Kept apart from the commands so that they describe a run, format a figure and
 take a median the same way.
 """
 
