@@ -196,16 +196,21 @@ def diff(
 def plot(
     traces: Annotated[
         list[Path],
-        typer.Argument(metavar="TRACE...", help="Traces written by stepdbg run: one run, or several to overlay.", show_default=False),
+        typer.Argument(
+            metavar="TRACE", help="Traces written by stepdbg run: one run, or several to overlay.", show_default=False
+        ),
     ],
     out: Annotated[
-        Optional[Path],
-        typer.Option("-o", "--out", help="The figure: .png, .svg or .pdf. Default: beside the (first) trace, .png.", show_default=False),
+        Path | None,
+        typer.Option(
+            "-o", "--out", help="The figure: .png, .svg or .pdf. Default: beside the (first) trace, .png.",
+            show_default=False,
+        ),
     ] = None,
-    steps: Annotated[Optional[str], typer.Option(help="Only steps A:B (as in show).")] = None,
-    optimizer: Annotated[Optional[int], typer.Option(help="Only this optimizer (its index).")] = None,
+    steps: Annotated[str | None, typer.Option(help="Only steps A:B (as in show).")] = None,
+    optimizer: Annotated[int | None, typer.Option(help="Only this optimizer (its index).")] = None,
     param: Annotated[
-        Optional[str], typer.Option(help="The heat map shows the parameters matching this glob (default: every layer).")
+        str | None, typer.Option(help="The heat map shows the parameters matching this glob (default: every layer).")
     ] = None,
 ) -> None:
     """Draw a run's dashboard: loss, grad norms, lr, update sizes, time per phase, per-layer heat map, anomalies."""
@@ -231,22 +236,26 @@ class ExportFormat(str, Enum):
 def export(
     traces: Annotated[
         list[Path],
-        typer.Argument(metavar="TRACE...", help="Traces written by stepdbg run (the ranks of one run, say).", show_default=False),
+        typer.Argument(
+            metavar="TRACE", help="Traces written by stepdbg run (the ranks of one run, say).", show_default=False
+        ),
     ],
     to: Annotated[
         ExportFormat,
-        typer.Option(help="perfetto: a timeline for ui.perfetto.dev; tensorboard: event files; csv: show --csv's table."),
+        typer.Option(
+            help="perfetto: a timeline for ui.perfetto.dev; tensorboard: event files; csv: show --csv's table."
+        ),
     ],
     out: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option(
             "-o", "--out", show_default=False,
             help="The file (perfetto, csv) or log directory (tensorboard). Default: beside the trace; csv to stdout.",
         ),
     ] = None,
-    steps: Annotated[Optional[str], typer.Option(help="Only steps A:B (as in show).")] = None,
-    optimizer: Annotated[Optional[int], typer.Option(help="Only this optimizer (its index).")] = None,
-    param: Annotated[Optional[str], typer.Option(help="Only parameters matching this glob (tensorboard, csv).")] = None,
+    steps: Annotated[str | None, typer.Option(help="Only steps A:B (as in show).")] = None,
+    optimizer: Annotated[int | None, typer.Option(help="Only this optimizer (its index).")] = None,
+    param: Annotated[str | None, typer.Option(help="Only parameters matching this glob (tensorboard, csv).")] = None,
 ) -> None:
     """Export traces for other tools: Perfetto / chrome://tracing, TensorBoard, CSV."""
     from .export import ExportOptions, export_traces

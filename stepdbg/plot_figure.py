@@ -71,6 +71,7 @@ def _short(name: str) -> str:
 
 def _empty(ax: Axes, message: str) -> None:
     ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center", color="0.45", fontsize=9)
+    ax.set_yticks([])
 
 
 def _title(ax: Axes, text: str) -> None:
@@ -279,7 +280,6 @@ class Dashboard:
         positive = grid[np.isfinite(grid) & (grid > 0)]
         if not positive.size:
             _empty(ax, "no per-layer gradient norms in view (detail steps: stepdbg run --every N)")
-            ax.set_yticks([])
             return
         grid[~(np.isfinite(grid) & (grid > 0))] = np.nan
         edges = _edges(lines.heat.steps())  # type: ignore[union-attr]
