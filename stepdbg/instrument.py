@@ -1,6 +1,6 @@
 """Hooks in and out: every optimizer step, gradient clearing and backward pass.
 
-What is patched, and why there (see ../shared/TORCH_NOTES.md):
+What is patched, and why there (docs/instrumentation.md says what users see of it):
 - optimizer steps: PyTorch's *global* step pre/post hooks, which fire for every
   optimizer, built before or after, custom subclasses and wrapped ones alike;
 - ``Optimizer.__init__``: to number optimizers in creation order;
