@@ -148,22 +148,22 @@ UPDATE_RATIO = "update_ratio"
 
 @dataclass
 class OptimizerLines:
-    """One optimizer's lines in one trace: every step's figures (`steps`: loss, grad norm,
-    each group's norm and lr, each phase's time) and the detail steps' (`details`: the update
+    """One optimizer's lines in one trace: every step's figures (`per_step`: loss, grad norm,
+    each group's norm and lr, each phase's time) and the detail steps' (`per_detail`: the update
     size; `heat`: each layer's gradient norm, a column per layer)."""
 
     index: int | None
     cls: str | None = None
     groups: int = 0
-    steps: Lines = field(default_factory=Lines)
-    details: Lines = field(default_factory=Lines)
+    per_step: Lines = field(default_factory=Lines)
+    per_detail: Lines = field(default_factory=Lines)
     heat: Lines = field(default_factory=lambda: Lines(HEAT_COLUMNS))
     _fixed: list[list[float]] | None = None
     _group_norm: list[float] = field(default_factory=list)
     _group_lr: list[float] = field(default_factory=list)
 
     def add(self, record: StepRecord, params: ParamMatcher | None) -> None:
-        lines, nan = self.steps, math.nan
+        lines, nan = self.per_step, math.nan
         if self._fixed is None:  # the lists of the columns every record has, looked up once
             self._fixed = [lines.column(name) for name in (LOSS, GRAD_NORM, TOTAL, *(TIME + p for p in TIMED))]
         times = record.time
@@ -178,8 +178,8 @@ class OptimizerLines:
             self._group_lr.append(nan if not lrs or lrs[0] is None else lrs[0])
         lines.end_row(record.step)
         if record.param_grad_norms is not None:
-            self.details.column(UPDATE_RATIO).append(nan if record.update_ratio is None else record.update_ratio)
-            self.details.end_row(record.step)
+            self.per_detail.column(UPDATE_RATIO).append(nan if record.update_ratio is None else record.update_ratio)
+            self.per_detail.end_row(record.step)
             for name, norm in layer_norms(record.param_grad_norms, params).items():
                 self.heat.column(name).append(norm)
             self.heat.end_row(record.step, pad=True)  # a layer without a gradient this time
@@ -190,10 +190,10 @@ class OptimizerLines:
         for group in range(self.groups):  # every column gets a value in every row
             norm = norms[group] if group < len(norms) else None
             lr = lrs[group] if group < len(lrs) else None
-            self.steps.column(f"{GROUP_NORM}{group}").append(math.nan if norm is None else norm)
-            self.steps.column(f"{LR}{group}").append(math.nan if lr is None else lr)
+            self.per_step.column(f"{GROUP_NORM}{group}").append(math.nan if norm is None else norm)
+            self.per_step.column(f"{LR}{group}").append(math.nan if lr is None else lr)
         if self.groups == 1:
-            self._group_norm, self._group_lr = self.steps.column(f"{GROUP_NORM}0"), self.steps.column(f"{LR}0")
+            self._group_norm, self._group_lr = self.per_step.column(f"{GROUP_NORM}0"), self.per_step.column(f"{LR}0")
 
 
 @dataclass

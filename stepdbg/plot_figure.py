@@ -112,7 +112,7 @@ class Dashboard:
         self.divergence = divergence
         self.filter = step_filter
         self.param = param
-        found = {index for run in runs for index, lines in run.optimizers.items() if lines.steps.rows}
+        found = {index for run in runs for index, lines in run.optimizers.items() if lines.per_step.rows}
         ordered = sorted(found, key=lambda i: -1 if i is None else i)
         self.columns = ordered[:MAX_COLUMNS]
         self.left_out = ordered[MAX_COLUMNS:]
@@ -174,7 +174,7 @@ class Dashboard:
     @staticmethod
     def _step_range(lines: list[tuple[int, OptimizerLines]]) -> tuple[float, float]:
         """The steps in view, from the first to the last (a lone step gets some room)."""
-        steps = np.concatenate([ln.steps.steps() for _, ln in lines])
+        steps = np.concatenate([ln.per_step.steps() for _, ln in lines])
         low, high = float(np.nanmin(steps)), float(np.nanmax(steps))
         return (low - 0.5, high + 0.5) if high - low < 1 else (low, high)
 
@@ -182,10 +182,10 @@ class Dashboard:
 
     def _loss(self, ax: Axes, lines: list[tuple[int, OptimizerLines]], header: str) -> None:
         _title(ax, header + "loss")
-        drawn = [_line(ax, ln.steps, LOSS, lw=1.2, **self.style(i)) for i, ln in lines]
+        drawn = [_line(ax, ln.per_step, LOSS, lw=1.2, **self.style(i)) for i, ln in lines]
         if not any(drawn):
             _empty(ax, "no loss recorded")
-        elif _wide_range([(ln.steps, LOSS) for _, ln in lines]):
+        elif _wide_range([(ln.per_step, LOSS) for _, ln in lines]):
             ax.set_yscale("log")
 
     def _grad_norm(self, ax: Axes, lines: list[tuple[int, OptimizerLines]]) -> None:
@@ -193,16 +193,16 @@ class Dashboard:
         groups = max((ln.groups for _, ln in lines), default=0)
         handles = []
         for i, ln in lines:
-            if _line(ax, ln.steps, GRAD_NORM, lw=1.4, zorder=3, **self.style(i)) and i == 0:
+            if _line(ax, ln.per_step, GRAD_NORM, lw=1.4, zorder=3, **self.style(i)) and i == 0:
                 handles.append(Line2D([], [], color=self.color(i), lw=1.4, label="global"))
             for g in range(ln.groups if groups > 1 else 0):
                 color = GROUP_COLORS[g % len(GROUP_COLORS)] if not self.several else self.color(i)
-                if _line(ax, ln.steps, f"{GROUP_NORM}{g}", color=color, lw=0.8, ls="--", alpha=0.8) and i == 0:
+                if _line(ax, ln.per_step, f"{GROUP_NORM}{g}", color=color, lw=0.8, ls="--", alpha=0.8) and i == 0:
                     handles.append(Line2D([], [], color=color, lw=0.8, ls="--", label=f"group {g}"))
-        if not any(ln.steps.finite(GRAD_NORM) for _, ln in lines):
+        if not any(ln.per_step.finite(GRAD_NORM) for _, ln in lines):
             _empty(ax, "no gradient norm recorded")
             return
-        if _positive([(ln.steps, GRAD_NORM) for _, ln in lines]):
+        if _positive([(ln.per_step, GRAD_NORM) for _, ln in lines]):
             ax.set_yscale("log")
         if groups > 1:
             ax.legend(handles=handles, fontsize=7, loc="upper right", ncols=min(len(handles), 4))
@@ -215,7 +215,7 @@ class Dashboard:
             for g in range(ln.groups):
                 color = GROUP_COLORS[g % len(GROUP_COLORS)] if not self.several else self.color(i)
                 dash = styles[g % len(styles)] if self.several else "-"
-                _line(ax, ln.steps, f"{LR}{g}", color=color, lw=1.1, ls=dash, label=f"group {g}" if i == 0 else None)
+                _line(ax, ln.per_step, f"{LR}{g}", color=color, lw=1.1, ls=dash, label=f"group {g}" if i == 0 else None)
         if not groups:
             _empty(ax, "no learning rate (a loop with no optimizer)" if column is None else "no learning rate recorded")
         elif groups > 1:
@@ -223,24 +223,24 @@ class Dashboard:
 
     def _update(self, ax: Axes, lines: list[tuple[int, OptimizerLines]]) -> None:
         _title(ax, "update size ‖Δθ‖/‖θ‖ (detail steps)")
-        drawn = [_line(ax, ln.details, UPDATE_RATIO, lw=1.0, marker=".", ms=3, **self.style(i)) for i, ln in lines]
+        drawn = [_line(ax, ln.per_detail, UPDATE_RATIO, lw=1.0, marker=".", ms=3, **self.style(i)) for i, ln in lines]
         if not any(drawn):
             every = self.runs[0].run.every
             why = "no detail steps in view" if every else "no detail steps: the run had --every 0"
             _empty(ax, why)
-        elif _positive([(ln.details, UPDATE_RATIO) for _, ln in lines]):
+        elif _positive([(ln.per_detail, UPDATE_RATIO) for _, ln in lines]):
             ax.set_yscale("log")
 
     def _time(self, ax: Axes, lines: list[tuple[int, OptimizerLines]]) -> None:
-        totals = _finite_values([(ln.steps, TOTAL) for _, ln in lines])
+        totals = _finite_values([(ln.per_step, TOTAL) for _, ln in lines])
         scale, unit = (1e3, "ms") if not totals.size or totals.max() < 1 else (1.0, "s")
         if not self.several and lines:
             _title(ax, f"time per step by phase ({unit})")
-            steps = lines[0][1].steps
-            phases = {p: np.nan_to_num(steps.means(TIME + p)) * scale for p in TIMED}
+            per_step = lines[0][1].per_step
+            phases = {p: np.nan_to_num(per_step.means(TIME + p)) * scale for p in TIMED}
             shown = [p for p in TIMED if phases[p].any()]
             ax.stackplot(
-                steps.steps(), [phases[p] for p in shown],
+                per_step.steps(), [phases[p] for p in shown],
                 labels=[PHASE_NAMES.get(p, p) for p in shown], colors=[PHASE_COLORS.get(p, "0.6") for p in shown],
                 alpha=0.85, lw=0,
             )
@@ -248,15 +248,15 @@ class Dashboard:
         else:
             _title(ax, f"time per step ({unit}, all phases)")
             for i, ln in lines:
-                ax.plot(ln.steps.steps(), ln.steps.means(TOTAL) * scale, lw=1.0, **self.style(i))
+                ax.plot(ln.per_step.steps(), ln.per_step.means(TOTAL) * scale, lw=1.0, **self.style(i))
         self._clip_spikes(ax, lines, scale)
 
     @staticmethod
     def _clip_spikes(ax: Axes, lines: list[tuple[int, OptimizerLines]], scale: float) -> None:
         """A few slow steps (the first, a checkpoint, a busy machine) would flatten every other one:
         the scale stops at twice the 90th percentile, and the title says what went off it."""
-        totals = np.concatenate([ln.steps.means(TOTAL) for _, ln in lines])
-        steps = np.concatenate([ln.steps.steps() for _, ln in lines])
+        totals = np.concatenate([ln.per_step.means(TOTAL) for _, ln in lines])
+        steps = np.concatenate([ln.per_step.steps() for _, ln in lines])
         finite = np.isfinite(totals)
         if finite.sum() < SPIKE_MIN_POINTS:
             return
