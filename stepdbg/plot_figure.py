@@ -283,6 +283,7 @@ class Dashboard:
             return
         grid[~(np.isfinite(grid) & (grid > 0))] = np.nan
         edges = _edges(lines.heat.steps())  # type: ignore[union-attr]
+        edges[-1] = max(edges[-1], self._step_range(self.lines(column))[1])  # the last detail step's column runs on
         mesh = ax.pcolormesh(
             edges, np.arange(len(names) + 1) - 0.5, np.ma.masked_invalid(grid),
             norm=LogNorm(vmin=float(positive.min()), vmax=float(positive.max())), cmap="viridis", shading="flat",
@@ -343,6 +344,9 @@ class Dashboard:
             details.append(self.filter.description)
         if self.left_out:
             details.append(f"+{len(self.left_out)} more optimizers: --optimizer N shows one")
+        unmarked = sum(run.anomalies_left_out for run in self.runs)
+        if unmarked:
+            details.append(f"{unmarked} more anomaly records not marked (show --anomalies lists them)")
         fig.suptitle("\n".join([title, " · ".join(details)]) if details else title, fontsize=11, x=0.01, ha="left")
 
 

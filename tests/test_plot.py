@@ -152,6 +152,14 @@ def test_filters_and_param_glob_choose_what_is_drawn(tmp_path: Path) -> None:
     assert [t.get_text() for t in heat.get_yticklabels()] == ["fc1.weight", "fc2.weight"]
 
 
+def test_anomalies_past_the_markers_kept_are_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("stepdbg.plot_data.HELD_ANOMALIES", 2)
+    trace = write_trace(tmp_path / "run.stepdbg.jsonl", steps=5, anomalies=[anomaly("nonfinite", s) for s in range(5)])
+    figure = figure_of(trace)
+    assert texts(panels(figure)[0]) == ["nonfinite", "nonfinite"]
+    assert figure.get_suptitle().endswith("3 more anomaly records not marked (show --anomalies lists them)")
+
+
 def test_a_run_without_detail_steps_says_so(tmp_path: Path) -> None:
     trace = write_trace(tmp_path / "run.stepdbg.jsonl", steps=5, every=0)
     axes = panels(figure_of(trace))
