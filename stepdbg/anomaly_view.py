@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .schema import Anomaly, AnomalySteps, EndRecord
 
 if TYPE_CHECKING:
-    from .show_stats import StepFilter
+    from .view import StepFilter
 
 
 def has_range(step_filter: StepFilter) -> bool:

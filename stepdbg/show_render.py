@@ -19,9 +19,9 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from .anomaly_view import AnomalyGroup, AnomalyLog, Firing, has_range
-from .schema import PHASES, Anomaly, AnomalySteps, OptimizerInfo, StepRecord
-from .show_stats import Downsampler, OptimizerCheck, OptimizerStats, ParamTable, StepFilter, TraceSummary
+from .anomaly_view import AnomalyGroup, Firing, has_range
+from .schema import PHASES, OptimizerInfo, StepRecord
+from .show_stats import Downsampler, OptimizerStats, ParamTable, TraceSummary
 from .summary import (
     data_table,
     fmt_num,
@@ -35,6 +35,7 @@ from .summary import (
     step_label,
 )
 from .trace import Trace
+from .view import StepFilter, TraceView
 
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
 SEVERITY_STYLES = {"error": "red", "warning": "yellow", "info": "blue"}
@@ -270,7 +271,7 @@ ANOMALY_COLUMNS = [*ANOMALY_FIELDS, "count", "steps_in_view"]
 PARAM_COLUMNS = ["optimizer", "step", "param", "grad_norm", "update_ratio"]
 
 
-def _step_row(record: StepRecord) -> list[Any]:
+def step_row(record: StepRecord) -> list[Any]:
     """csv writes None as an empty cell and floats exactly (``repr``); NaN as ``nan``, which pandas reads."""
     lr: Any = record.lr[0] if len(record.lr) == 1 else ";".join("" if v is None else repr(v) for v in record.lr)
     return [
@@ -287,30 +288,23 @@ def _anomaly_row(firing: Firing) -> list[Any]:
     return [*row, firing.count if firing.located else None, in_view if firing.located else None]
 
 
-def _csv_rows(
-    trace: Trace, step_filter: StepFilter, anomalies_only: bool, params: ParamTable | None, known: OptimizerCheck
-) -> Iterator[list[Any]]:
-    anomalies = AnomalyLog(step_filter)
-    for record in trace:
+def _csv_rows(view: TraceView, anomalies_only: bool, params: ParamTable | None) -> Iterator[list[Any]]:
+    for record in view:
         if isinstance(record, OptimizerInfo):
-            known.seen.add(record.optimizer)
-            if params is not None and step_filter.admits_optimizer(record.optimizer):
+            if params is not None:
                 params.describe(record)
         elif isinstance(record, StepRecord):
-            known.seen.add(record.optimizer)
-            if anomalies_only or not step_filter.admits(record.optimizer, record.step):
+            if anomalies_only:
                 continue
             if params is None:
-                yield _step_row(record)
+                yield step_row(record)
             elif record.param_grad_norms is not None:
                 ratios = record.param_update_ratios or {}
                 for name, norm in record.param_grad_norms.items():
                     if params.match(record.optimizer, name) is not None:
                         yield [record.optimizer, record.step, name, norm, ratios.get(name)]
-        elif isinstance(record, Anomaly | AnomalySteps) and anomalies_only:
-            anomalies.add(record)
     if anomalies_only:  # the steps a rule fired at come after its report: the rows wait for the trace's end
-        yield from map(_anomaly_row, anomalies.firings(trace.end))
+        yield from map(_anomaly_row, view.anomalies.firings(view.trace.end))
 
 
 def write_csv(
@@ -320,10 +314,8 @@ def write_csv(
     if anomalies_only and param is not None:
         raise ValueError("--csv writes one table: use --anomalies or --param, not both")
     params = ParamTable(param) if param is not None else None
-    known = OptimizerCheck(step_filter.optimizer)
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(ANOMALY_COLUMNS if anomalies_only else PARAM_COLUMNS if params else STEP_COLUMNS)
-    writer.writerows(_csv_rows(trace, step_filter, anomalies_only, params, known))
-    known.check(trace.path)
+    writer.writerows(_csv_rows(TraceView(trace, step_filter), anomalies_only, params))
     if params is not None:
         params.check()

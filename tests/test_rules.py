@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from stepdbg.cli import app
 
-SEVERITY = {  # README, "Diagnostics"
+SEVERITY = {  # docs/rules.md
     "missing-zero-grad": "error",
     "zero-grad-before-step": "error",
     "step-without-backward": "error",
