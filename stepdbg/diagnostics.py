@@ -154,7 +154,7 @@ class Diagnostics:
         self.disabled = disabled
         self._emit = emit
         self.counts: dict[str, int] = {}
-        self.stretches = Stretches(write_steps)
+        self._stretches = Stretches(write_steps)
         self._reported: set[tuple[str, int | None]] = set()
         self._history: dict[int | None, _OptimizerHistory] = {}
 
@@ -162,12 +162,16 @@ class Diagnostics:
         if rule in self.disabled:
             return
         self.counts[rule] = self.counts.get(rule, 0) + 1
-        self.stretches.add(rule, optimizer, step, t)
+        self._stretches.add(rule, optimizer, step, t)
         if not self._first_report(rule, optimizer):
             return
         self._reported.add((rule, optimizer))
         spec = RULES[rule]
         self._emit(Anomaly(rule, spec.severity, step, optimizer, param, message, spec.hint, t))
+
+    def close(self) -> None:
+        """The run is over: write where the rules still firing fired."""
+        self._stretches.close()
 
     def _first_report(self, rule: str, optimizer: int | None) -> bool:
         """Whether reporting ``rule`` for ``optimizer`` now would print it (not disabled, not yet reported)."""
@@ -207,7 +211,7 @@ class Diagnostics:
             self._check_zero_update(record, history)
             if param_norms is not None:
                 self._check_vanishing(record, names, param_norms, history)
-        self.stretches.passed(record.optimizer, record.step)
+        self._stretches.passed(record.optimizer, record.step)
 
     def _check_nonfinite(self, record: StepRecord, culprit: Callable[[], str | None]) -> None:
         """A NaN/Inf gradient is an error. A NaN/Inf loss whose gradients are all finite, or

@@ -223,7 +223,7 @@ class Session:
 
     def end(self, status: str, code: int) -> EndRecord:
         """Write where the rules still firing fired, the end record, and close the trace."""
-        self.diagnostics.stretches.close()
+        self.diagnostics.close()
         end = EndRecord(
             status=status,
             exit_code=code,

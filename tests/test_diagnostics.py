@@ -111,7 +111,7 @@ def stretches_of(losses: list[float], t_step: float = 0.01) -> tuple[list[tuple[
         bad = record(0, step, loss, loss)
         bad.t = step * t_step
         diagnostics.check_step(bad, ["w"], None, [], lambda: "w")
-    diagnostics.stretches.close()
+    diagnostics.close()
     assert {a.rule for a in written} <= {"nonfinite"} and {a.optimizer for a in written} <= {0}
     return [(a.first_step, a.last_step, a.count) for a in written], diagnostics.counts
 
@@ -141,6 +141,6 @@ def test_stretches_are_kept_per_rule_and_optimizer() -> None:
     diagnostics.check_step(record(0, 3, 1.0), ["w"], None, [])
     diagnostics.check_step(record(1, 3, 1.0), ["w"], None, [])  # optimizer 1's stretch is over
     assert [(a.optimizer, a.first_step, a.last_step, a.count) for a in written] == [(1, 0, 2, 3)]
-    diagnostics.stretches.close()
+    diagnostics.close()
     assert [(a.optimizer, a.first_step, a.last_step, a.count) for a in written][1:] == [(0, 0, 3, 4)]
     assert diagnostics.counts == {"missing-zero-grad": 7}

@@ -136,7 +136,7 @@ def written_by_diagnostics(fired: set[int], steps: int, seconds: float) -> tuple
         if step in fired:
             diagnostics.report("missing-zero-grad", step, 0, "gradients piled up", t=t)
         diagnostics.check_step(make_step(0, step, every=0, params=PARAMS), list(PARAMS), None, [])
-    diagnostics.stretches.close()
+    diagnostics.close()
     return reports, stretches
 
 
