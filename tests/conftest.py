@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -89,6 +90,16 @@ def script_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env.pop("RANK", None)
     env.update(extra or {})
     return env
+
+
+PROGRESS_LINE = re.compile(r"stepdbg(\[[^\]]*\])?: (optimizer \d+|no optimizer) step \d+: loss ")
+"""The plain progress line a run without the table prints every few seconds (`stepdbg.live.View`)."""
+
+
+def stepdbg_lines(stderr: str) -> list[str]:
+    """stepdbg's own lines in a run's stderr, but for its periodic progress lines: whether one
+    appears depends on how fast the machine is, so no test may count on one, or on none."""
+    return [line for line in stderr.splitlines() if line.startswith("stepdbg") and not PROGRESS_LINE.match(line)]
 
 
 def read_trace(path: Path) -> list[dict[str, Any]]:
