@@ -12,11 +12,11 @@ import time
 
 import pytest
 from rich.console import Console
+from terminal import set_size, shown_lines
+from trace_factory import PARAMS, make_step
 
 from stepdbg.live import PLAIN_INTERVAL, TABLE_ROWS, View
 from stepdbg.schema import Anomaly, EndRecord
-from terminal import set_size, shown_lines
-from trace_factory import PARAMS, make_step
 
 
 def test_the_table_keeps_the_optimizers_stepped_last() -> None:
@@ -44,7 +44,7 @@ def test_a_resized_terminal_keeps_every_line_the_script_wrote(monkeypatch: pytes
     master, slave = os.openpty()
     set_size(slave, 20, 70)
     terminal = os.fdopen(slave, "w", buffering=1, encoding="utf-8")
-    chunks: list[bytes] = []
+    received = bytearray()  # grown by the reader thread alone
 
     def read() -> None:
         while True:
@@ -54,7 +54,7 @@ def test_a_resized_terminal_keeps_every_line_the_script_wrote(monkeypatch: pytes
                 return
             if not chunk:
                 return
-            chunks.append(chunk)
+            received.extend(chunk)
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
@@ -64,11 +64,23 @@ def test_a_resized_terminal_keeps_every_line_the_script_wrote(monkeypatch: pytes
     screen = pyte.HistoryScreen(70, 20, history=1000)
     stream = pyte.ByteStream(screen)
 
-    def settle() -> None:  # everything written so far has reached the screen
+    fed = 0
+    settles = itertools.count()
+
+    def settle() -> None:
+        """Everything written so far reaches the screen: once a marker written last (a window
+        title, shown nowhere) has come through the terminal, all before it has."""
+        nonlocal fed
+        marker = f"\x1b]2;settled {next(settles)}\x07"
+        terminal.write(marker)
         terminal.flush()
-        time.sleep(0.2)
-        stream.feed(b"".join(chunks))
-        chunks.clear()
+        deadline = time.monotonic() + 60
+        while (found := received.find(marker.encode(), fed)) < 0:
+            assert time.monotonic() < deadline, "what was written never came through the terminal"
+            time.sleep(0.01)
+        end = found + len(marker)
+        stream.feed(bytes(received[fed:end]))
+        fed = end
 
     view.start()
     for step in range(24):
