@@ -34,7 +34,7 @@ KEPT_FIRST = ("step", "loss", "grad norm", "opt", "lr")
 """Where the terminal is too narrow for the whole table, the columns it keeps, in this order,
 then the phase times in theirs: whole columns go, so that no value is ever cut short."""
 COLUMN_GAP = 3
-"""Columns between two of the table's: each cell's padding either side of the box's divider."""
+"""Screen columns between two table columns: a cell's padding either side of the box's divider."""
 TABLE_TITLE = "stepdbg · phase times in ms, mean since the last refresh"
 SAVE_CURSOR, RESTORE_CURSOR = "\x1b7", "\x1b8"
 RELEASE = f"{SAVE_CURSOR}\x1b[r{RESTORE_CURSOR}\x1b[J"
