@@ -36,7 +36,9 @@ from filelock import FileLock, Timeout
 from torch.optim.lr_scheduler import ChainedScheduler, LRScheduler, ReduceLROnPlateau, SequentialLR
 
 SCRIPTS = Path(__file__).parent / "scripts"
-RUN_TIMEOUT = 180
+RUN_TIMEOUT = 600
+"""Seconds before a script run counts as hung: a safety net, never a speed requirement (on a
+loaded 2-core machine one run can take minutes)."""
 SLOW_SCRIPTS = ("ok_lightning.py", "ok_skorch.py", "ok_ignite.py", "ok_accelerate.py")
 """Started first, so that the slowest runs do not finish last."""
 
@@ -136,6 +138,26 @@ def run_python(
         [sys.executable, str(script), *args],
         cwd=tmp_path, env=script_env(env), capture_output=True, text=True, timeout=timeout, check=False,
     )
+
+
+@pytest.fixture
+def stepdbg_cli(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., tuple[int, str, str]]:
+    """``stepdbg ARGS...`` through its console entry point, in this process (no interpreter or
+    torch to start for a command that reads traces or refuses its input), in an 80-column
+    terminal's environment: ``(exit code, stdout, stderr)``."""
+    from stepdbg.cli import main
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setenv("COLUMNS", "80")
+        monkeypatch.setattr(sys, "argv", ["stepdbg", *args])
+        with pytest.raises(SystemExit) as exit:
+            main()
+        out, err = capsys.readouterr()
+        return exit.value.code if isinstance(exit.value.code, int) else 0, out, err
+
+    return invoke
 
 
 # ---- reading records --------------------------------------------------------------------

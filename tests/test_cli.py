@@ -3,46 +3,32 @@ at 80 columns, ``-h``, shell completion, and a mistyped option's close match."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 import stepdbg.runner
-from stepdbg.cli import main
 from stepdbg.session import RunOptions
+
+CLI = Callable[..., tuple[int, str, str]]
 
 COMMANDS = ["", "run", "show", "diff"]
 
 
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """``stepdbg ARGS...`` as typed in an 80-column terminal: exit code, stdout, stderr."""
-    monkeypatch.setenv("COLUMNS", "80")
-    monkeypatch.setattr(sys, "argv", ["stepdbg", *args])
-    with pytest.raises(SystemExit) as exit:
-        main()
-    out, err = capsys.readouterr()
-    return exit.value.code if isinstance(exit.value.code, int) else 0, out, err
-
-
 @pytest.mark.parametrize("command", COMMANDS)
-def test_help_reads_at_80_columns(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: str
-) -> None:
+def test_help_reads_at_80_columns(stepdbg_cli: CLI, command: str) -> None:
     """Each option on a line of its own with its description beside it, as pyinstrument's and
     py-spy's: no 20-column strip of description, no ``<bool>`` after each flag; ``-h`` too."""
-    code, out, err = cli(monkeypatch, capsys, *filter(None, [command]), "--help")
+    code, out, err = stepdbg_cli(*filter(None, [command]), "--help")
     assert (code, err) == (0, ""), err
     assert max(map(len, out.splitlines())) <= 80, out
     assert "<bool>" not in out and " range>" not in out and "<str>" not in out.split("Options:")[1], out
     assert "  -h, --help " in out
-    assert cli(monkeypatch, capsys, *filter(None, [command]), "-h") == (0, out, "")
+    assert stepdbg_cli(*filter(None, [command]), "-h") == (0, out, "")
 
 
-def test_run_help_gives_each_option_its_line(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    _, out, _ = cli(monkeypatch, capsys, "run", "-h")
+def test_run_help_gives_each_option_its_line(stepdbg_cli: CLI) -> None:
+    _, out, _ = stepdbg_cli("run", "-h")
     lines = out.splitlines()
     for option, description in [
         ("-o, --trace PATH", "Trace file to write."),
@@ -55,13 +41,11 @@ def test_run_help_gives_each_option_its_line(
         assert line.split(option, 1)[1].strip().startswith(description), line
 
 
-def test_h_after_the_script_is_the_scripts(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
+def test_h_after_the_script_is_the_scripts(monkeypatch: pytest.MonkeyPatch, stepdbg_cli: CLI) -> None:
     """``stepdbg run train.py -h`` asks the script for its help, not stepdbg."""
     ran: list[RunOptions] = []
     monkeypatch.setattr(stepdbg.runner, "run_script", lambda options: ran.append(options) or 0)
-    assert cli(monkeypatch, capsys, "run", "--strict", "train.py", "-h", "--help") == (0, "", "")
+    assert stepdbg_cli("run", "--strict", "train.py", "-h", "--help") == (0, "", "")
     [options] = ran
     assert (options.target, options.args, options.strict) == ("train.py", ["-h", "--help"], True)
 
@@ -76,20 +60,18 @@ def test_h_after_the_script_is_the_scripts(
         (["--bogus", "train.py"], "no such option: --bogus"),
     ],
 )
-def test_a_mistyped_option_gets_its_close_match(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str], message: str
-) -> None:
+def test_a_mistyped_option_gets_its_close_match(stepdbg_cli: CLI, args: list[str], message: str) -> None:
     """As a mistyped command does (``stepdbg rnu``: did you mean 'run'?); and not a word about
     where options go: it was before the script."""
-    assert cli(monkeypatch, capsys, "run", *args) == (2, "", f"stepdbg: error: {message}\n")
+    assert stepdbg_cli("run", *args) == (2, "", f"stepdbg: error: {message}\n")
 
 
-def test_shell_completion(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_shell_completion(monkeypatch: pytest.MonkeyPatch, stepdbg_cli: CLI) -> None:
     """``--install-completion`` installs what the shell calls back: stepdbg's options and commands."""
-    _, out, _ = cli(monkeypatch, capsys, "-h")
+    _, out, _ = stepdbg_cli("-h")
     assert "--install-completion" in out and "--show-completion" in out
     monkeypatch.setenv("_STEPDBG_COMPLETE", "complete_bash")
     for typed, expected in [("stepdbg run --ev", "--every"), ("stepdbg sh", "show")]:
         monkeypatch.setenv("COMP_WORDS", typed)
         monkeypatch.setenv("COMP_CWORD", str(len(typed.split()) - 1))
-        assert cli(monkeypatch, capsys)[:2] == (0, f"{expected}\n")
+        assert stepdbg_cli()[:2] == (0, f"{expected}\n")
