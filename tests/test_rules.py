@@ -14,7 +14,7 @@ import pytest
 
 from conftest import SCRIPTS, Spec
 
-SEVERITY = {  # README, "Diagnostics"
+SEVERITY = {  # docs/rules.md
     "missing-zero-grad": "error",
     "zero-grad-before-step": "error",
     "step-without-backward": "error",
