@@ -9,6 +9,7 @@ keys, so older traces keep loading.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -47,6 +48,14 @@ def _number_dict(value: Any) -> bool:
 
 def _strings(values: Any) -> bool:
     return type(values) is list and _STRING.issuperset(map(type, values))
+
+
+def _spans(value: Any) -> bool:
+    """Flat (phase, start, duration) triples: checked in C, a few type sets, whatever their count."""
+    return (
+        type(value) is list and len(value) % 3 == 0 and _STRING.issuperset(map(type, value[::3]))
+        and _SECONDS.issuperset(map(type, value[1::3])) and _SECONDS.issuperset(map(type, value[2::3]))
+    )
 
 
 @dataclass
@@ -153,6 +162,8 @@ class StepRecord:
     update_ratio: float | None = None
     param_update_ratios: dict[str, float | None] | None = None
     nonfinite: dict[str, str] | None = None
+    spans: list[str | float] | None = None
+    """Where each call lay in the iteration: (phase, start, duration) triples, flattened (see `placed_calls`)."""
     type: str = "step"
 
     def to_json(self) -> dict[str, Any]:
@@ -174,6 +185,8 @@ class StepRecord:
             data["param_grad_norms"] = self.param_grad_norms
             data["update_ratio"] = self.update_ratio
             data["param_update_ratios"] = self.param_update_ratios
+        if self.spans is not None:
+            data["spans"] = self.spans
         return data
 
     @classmethod
@@ -183,19 +196,20 @@ class StepRecord:
         Reading speed matters here (a trace can hold millions of steps): the parsed
         lists and dicts are used as they are, not copied.
         """
-        get = data.get
+        get = data.get  # ``spans`` is checked where it is read: see `placed_calls`
         loss, grad_norm, update_ratio = get("loss"), get("grad_norm"), get("update_ratio")
         group_grad_norms, lr, time = get("group_grad_norms") or [], get("lr") or [], get("time") or {}
         param_grad_norms, param_update_ratios = get("param_grad_norms"), get("param_update_ratios")
-        calls, skipped = get("calls") or [], get("skipped", False)
+        calls, skipped, nonfinite = get("calls") or [], get("skipped", False), get("nonfinite")
         if (  # one pass over the types, in C: a long trace holds millions of records
             type(group_grad_norms) is not list or type(lr) is not list or type(time) is not dict
             or type(calls) is not list or type(skipped) is not bool
             or not _NUMBER.issuperset(map(type, (loss, grad_norm, update_ratio, get("optimizer"), *group_grad_norms, *lr)))
-            or not _SECONDS.issuperset(map(type, time.values()))
+            or not _NUMBER.issuperset(map(type, time.values()))
             or not _STRING.issuperset(map(type, calls))
             or (param_grad_norms is not None and not _number_dict(param_grad_norms))
             or (param_update_ratios is not None and not _number_dict(param_update_ratios))
+            or (nonfinite is not None and type(nonfinite) is not dict)
         ):
             raise TypeError(f"a field of the wrong type: {_first_mistyped(data)}")
         record = cls(
@@ -213,15 +227,32 @@ class StepRecord:
             param_grad_norms,
             update_ratio,
             param_update_ratios,
-            get("nonfinite"),
+            nonfinite,
+            get("spans"),
         )
-        if record.nonfinite:
-            restore_nonfinite(record, record.nonfinite)
+        if nonfinite:
+            restore_nonfinite(record, nonfinite)
+        if None in time.values():  # a time no one knows (unflagged null) is a time not recorded
+            record.time = {phase: seconds for phase, seconds in time.items() if seconds is not None}
         return record
 
     @property
     def is_detail(self) -> bool:
         return self.param_grad_norms is not None
+
+    def placed_calls(self) -> Iterator[tuple[str, float, float]]:
+        """``(phase, start, duration)`` of each call ``spans`` places, in seconds from the iteration's start.
+
+        Checked here, by the one reader that needs them (a timeline), not as every
+        record is read: `show` and `diff` would pay for it on millions of records.
+        A malformed ``spans`` raises `TypeError`.
+        """
+        spans = self.spans
+        if spans is None:
+            return iter(())
+        if not _spans(spans):
+            raise TypeError("spans is not a list of (phase, start, duration) triples")
+        return zip(spans[::3], spans[1::3], spans[2::3])  # type: ignore[arg-type]
 
 
 def _first_mistyped(data: dict[str, Any]) -> str:
@@ -232,7 +263,7 @@ def _first_mistyped(data: dict[str, Any]) -> str:
         "optimizer": lambda v: _numbers((v,)), "loss": lambda v: _numbers((v,)),
         "grad_norm": lambda v: _numbers((v,)), "update_ratio": lambda v: _numbers((v,)),
         "group_grad_norms": lambda v: type(v) is list and _numbers(v), "lr": lambda v: type(v) is list and _numbers(v),
-        "time": lambda v: type(v) is dict and _SECONDS.issuperset(map(type, v.values())),
+        "time": _number_dict, "nonfinite": lambda v: v is None or type(v) is dict,
         "param_grad_norms": _number_dict, "param_update_ratios": _number_dict,
         "calls": _strings, "skipped": lambda v: type(v) is bool,
     }
@@ -276,6 +307,36 @@ class Anomaly:
 
 
 @dataclass
+class AnomalySteps:
+    """Where a rule fired, repeats included: at each step from ``first_step`` to ``last_step``
+    of one optimizer, ``count`` times in all. A rule firing at every step of a long run is
+    one record, or one every second or so while it goes on (so that a killed run keeps
+    them), not one per step; the records of a rule sum to its count in the end record."""
+
+    rule: str
+    optimizer: int | None
+    first_step: int
+    last_step: int
+    count: int
+    type: str = "anomaly_steps"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AnomalySteps:
+        if type(data.get("rule")) is not str or not _numbers((data.get("optimizer"),)):
+            raise TypeError("a field of the wrong type")
+        return cls(
+            rule=data["rule"],
+            optimizer=data.get("optimizer"),
+            first_step=int(data["first_step"]),
+            last_step=int(data["last_step"]),
+            count=int(data["count"]),
+        )
+
+
+@dataclass
 class EndRecord:
     """Last line: how the run ended and its totals."""
 
@@ -309,9 +370,10 @@ def _counts(value: Any) -> dict[str, int]:
 
 
 def _times(value: Any) -> dict[str, float]:
-    if type(value) is not dict or not _SECONDS.issuperset(map(type, value.values())):
+    """Seconds by phase; a null (a non-finite total, as the writer writes it) is left out."""
+    if not _number_dict(value):
         raise TypeError("time is not seconds by phase")
-    return value
+    return {phase: seconds for phase, seconds in value.items() if seconds is not None}
 
 
 def nonfinite_name(value: float) -> str:
@@ -342,19 +404,28 @@ def sanitize_nonfinite(data: dict[str, Any]) -> dict[str, Any]:
 
 
 _NONFINITE_VALUES = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+_NUMBER_FIELDS = frozenset(("loss", "grad_norm", "update_ratio"))
+_NUMBER_CONTAINERS = frozenset(("group_grad_norms", "lr", "time", "param_grad_norms", "param_update_ratios"))
 
 
-def restore_nonfinite(record: StepRecord, nonfinite: dict[str, str]) -> None:
-    """Undo `sanitize_nonfinite` on a read record so readers see real NaN/Inf."""
+def restore_nonfinite(record: StepRecord, nonfinite: dict[str, Any]) -> None:
+    """Undo `sanitize_nonfinite` on a read record so readers see real NaN/Inf.
+
+    Only a number written as null is restored: a path naming any other field (``calls``,
+    ``step``) or a value that is not null is no non-finite number, and is ignored.
+    """
     for path, name in nonfinite.items():
-        value = _NONFINITE_VALUES.get(name, math.nan)
-        head, _, rest = path.partition(".")
-        if not rest:
-            if hasattr(record, head):
+        value = _NONFINITE_VALUES.get(name, math.nan) if type(name) is str else math.nan
+        head, dot, rest = path.partition(".")
+        if not dot:
+            if head in _NUMBER_FIELDS and getattr(record, head) is None:
                 setattr(record, head, value)
             continue
-        container = getattr(record, head, None)
-        if isinstance(container, dict) and rest in container:
+        container = getattr(record, head) if head in _NUMBER_CONTAINERS else None
+        if isinstance(container, dict) and rest in container and container[rest] is None:
             container[rest] = value
-        elif isinstance(container, list) and rest.isdigit() and int(rest) < len(container):
+        elif (
+            isinstance(container, list) and rest.isdecimal()
+            and int(rest) < len(container) and container[int(rest)] is None
+        ):
             container[int(rest)] = value
