@@ -1,10 +1,11 @@
 """What `stepdbg run` shows on stderr while the script runs, and the summary after.
 
 On a terminal: a table kept in the bottom lines of the screen, redrawn at most
-4 times a second (see `LiveRegion`), with the script's own output scrolling
-above it unchanged. In a Jupyter notebook: the same table as one output of the
-cell, updated in place (see `notebook`). Elsewhere (stderr not a terminal): one
-plain line every few seconds. Anomalies are printed as they happen, in every mode.
+4 times a second (see `LiveRegion`; a thread of its own renders it), with the
+script's own output scrolling above it unchanged. In a Jupyter notebook: the same
+table as one output of the cell, updated in place (see `notebook`). Elsewhere
+(stderr not a terminal): one plain line every few seconds. Anomalies are printed
+as they happen, in every mode.
 """
 
 from __future__ import annotations
@@ -60,7 +61,13 @@ class LiveRegion:
     it), so no line the script wrote is ever moved over or erased; rich's ``Live``
     instead moves up over the lines it drew, and erases whatever another writer put
     there since. `stop` gives the region back (a SIGKILL leaves it set: ``reset``
-    restores the terminal). Refreshes happen on the training thread, from `refresh`.
+    restores the terminal).
+
+    Rendering the table takes milliseconds of rich's Python: a thread of its own does it
+    (`refresh` wakes it), so that it is not stepdbg's time in the loop's steps. Only
+    writing the lines it rendered last, a few microseconds, is left to `refresh`, on the
+    thread that runs the loop, where the script writes too: a resize is met at the next
+    refresh, as before, and the table shown is at most one refresh old.
     """
 
     def __init__(self, console: Console, render: Callable[[], RenderableType], clock: Callable[[], float]) -> None:
@@ -74,33 +81,64 @@ class LiveRegion:
         self._height = 0
         """The table's lines under the region; 0 while no region is set."""
         self._last_draw = float("-inf")
+        self._rendered: list[str] = []
+        """The table's lines as the rendering thread left them last."""
+        self._due = threading.Event()
+        """Set by `refresh` to have the table rendered anew."""
+        self._renderer: threading.Thread | None = None
 
     def start(self) -> None:
         """Draw the (empty) table at once: the script has written nothing yet, so the cursor is
-        at the start of a line, and room is made below it without scrolling a line needlessly."""
+        at the start of a line, and room is made below it without scrolling a line needlessly.
+        Then the rendering thread starts."""
         self._terminal = sys.stderr
+        self._rendered = self._render()
         with self._lock:
             self._draw(at_line_start=True)
+        self._renderer = threading.Thread(target=self._render_when_due, name="stepdbg-live", daemon=True)
+        self._renderer.start()
 
     def detach(self) -> None:
-        """In a forked child: the region on the terminal is the parent's; leave it alone.
-        With a lock of the child's own: a thread of the parent may have held the inherited one."""
+        """In a forked child: the region on the terminal is the parent's; leave it alone. The
+        rendering thread is the parent's (a child has only the thread that forked), and a thread
+        of the parent may have held the inherited lock or event: the child gets its own."""
         self._lock = threading.RLock()
+        self._due = threading.Event()
+        self._renderer = None
         self._height = 0
         self._terminal = None
 
     def stop(self) -> None:
+        renderer, self._renderer = self._renderer, None
+        if renderer is not None:  # it sees `_renderer` gone as it wakes
+            self._due.set()
+            renderer.join()
         with self._lock:
             self._give_back()
             self._terminal = None
 
     def refresh(self) -> None:
-        """Redraw, at most every `REFRESH_INTERVAL` seconds."""
+        """Redraw, at most every `REFRESH_INTERVAL` seconds, with the table rendered last;
+        the rendering thread renders it anew."""
         now = self.clock()
         if now - self._last_draw < REFRESH_INTERVAL or self._terminal is None:
             return
         with self._lock:
             self._draw(at_line_start=False)
+        self._due.set()
+
+    def _render_when_due(self) -> None:
+        while True:
+            self._due.wait()
+            self._due.clear()
+            if self._renderer is None:  # stopped
+                return
+            self._rendered = self._render()
+
+    def _render(self) -> list[str]:
+        with self.console.capture() as capture:
+            self.console.print(self.render())
+        return capture.get().rstrip("\n").split("\n")
 
     def _draw(self, at_line_start: bool) -> None:
         assert self._terminal is not None
@@ -109,9 +147,7 @@ class LiveRegion:
             rows = os.get_terminal_size(self._terminal.fileno()).lines
         except (OSError, ValueError):
             return
-        with self.console.capture() as capture:
-            self.console.print(self.render())
-        lines = capture.get().rstrip("\n").split("\n")
+        lines = self._rendered
         if len(lines) + MIN_SCROLL_ROWS > rows:  # no room for the table: the script's output first
             self._give_back()
             return
@@ -206,6 +242,9 @@ class View:
         self._window: dict[int | None, list[float]] = {}
         """Per optimizer: [steps, then seconds per phase] since the last refresh."""
         self._shown: dict[int | None, list[float]] = {}
+        self._window_lock = threading.Lock()
+        """The training thread adds to `_window`, the live table's drawing thread takes it (and
+        sets `_shown`, which the training thread trims)."""
         self.anomaly_count = 0
         self._region = _live_view(console, self.table, clock) if live and not quiet else None
         self._last_plain = clock()
@@ -231,12 +270,13 @@ class View:
         if len(latest) > TABLE_ROWS:
             self._forget_least_recent()
         if self._region is not None:
-            window = self._window.get(record.optimizer)
-            if window is None:
-                window = self._window[record.optimizer] = [0.0] * (1 + len(PHASES))
-            window[0] += 1
-            for index, phase in enumerate(PHASES, 1):
-                window[index] += record.time.get(phase, 0.0)
+            with self._window_lock:
+                window = self._window.get(record.optimizer)
+                if window is None:
+                    window = self._window[record.optimizer] = [0.0] * (1 + len(PHASES))
+                window[0] += 1
+                for index, phase in enumerate(PHASES, 1):
+                    window[index] += record.time.get(phase, 0.0)
             self._region.refresh()
             return
         if self.quiet:
@@ -250,8 +290,9 @@ class View:
         """Keep the table to the `TABLE_ROWS` optimizers that stepped last."""
         stale = min(self.latest.items(), key=lambda item: item[1].t)[0]
         del self.latest[stale]
-        self._window.pop(stale, None)
-        self._shown.pop(stale, None)
+        with self._window_lock:
+            self._window.pop(stale, None)
+            self._shown.pop(stale, None)
 
     def on_anomaly(self, anomaly: Anomaly) -> None:
         self.anomaly_count += 1
@@ -275,10 +316,11 @@ class View:
 
     def _phase_means(self, optimizer: int | None) -> list[float]:
         """Mean seconds per phase over the steps since the last refresh (the last shown if none)."""
-        window = self._window.pop(optimizer, None)
-        if window is not None and window[0]:
-            self._shown[optimizer] = [total / window[0] for total in window[1:]]
-        return self._shown.get(optimizer, [0.0] * len(PHASES))
+        with self._window_lock:
+            window = self._window.pop(optimizer, None)
+            if window is not None and window[0]:
+                self._shown[optimizer] = [total / window[0] for total in window[1:]]
+            return self._shown.get(optimizer, [0.0] * len(PHASES))
 
     def table(self) -> RenderableType:
         """One row per optimizer (phase times in ms, averaged since the last refresh), then

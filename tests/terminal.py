@@ -1,8 +1,37 @@
-"""A pseudo-terminal's size, and what a terminal shows, for the live table tests."""
+"""A pseudo-terminal, its size, and what a terminal shows, for the live table tests."""
 
 from __future__ import annotations
 
+import os
+import threading
 from typing import Any
+
+
+class PseudoTerminal:
+    """A pseudo-terminal of a given size: ``file`` is what a script's stderr would be, and
+    ``received`` grows, on a thread of its own, with every byte written to it."""
+
+    def __init__(self, rows: int, columns: int) -> None:
+        self.master, slave = os.openpty()
+        set_size(slave, rows, columns)
+        self.slave = slave
+        self.file = os.fdopen(slave, "w", buffering=1, encoding="utf-8")
+        self.received = bytearray()  # grown by the reader thread alone
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            self.received.extend(chunk)
+
+    def close(self) -> None:
+        self.file.close()
+        os.close(self.master)
 
 
 def set_size(fd: int, rows: int, columns: int) -> None:

@@ -12,10 +12,11 @@ import time
 
 import pytest
 from rich.console import Console
-from terminal import set_size, shown_lines
+from rich.text import Text
+from terminal import PseudoTerminal, set_size, shown_lines
 from trace_factory import PARAMS, make_step
 
-from stepdbg.live import PLAIN_INTERVAL, TABLE_ROWS, View
+from stepdbg.live import PLAIN_INTERVAL, TABLE_ROWS, LiveRegion, View
 from stepdbg.schema import Anomaly, EndRecord
 
 
@@ -41,23 +42,8 @@ def test_a_resized_terminal_keeps_every_line_the_script_wrote(monkeypatch: pytes
     over), and given back at the end without clearing at remembered coordinates, also
     after a resize no refresh has seen: the script's lines all stay."""
     pyte = pytest.importorskip("pyte")
-    master, slave = os.openpty()
-    set_size(slave, 20, 70)
-    terminal = os.fdopen(slave, "w", buffering=1, encoding="utf-8")
-    received = bytearray()  # grown by the reader thread alone
-
-    def read() -> None:
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:
-                return
-            if not chunk:
-                return
-            received.extend(chunk)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    pseudo = PseudoTerminal(20, 70)
+    terminal, received, slave = pseudo.file, pseudo.received, pseudo.slave
     monkeypatch.setattr(sys, "stderr", terminal)
     ticks = itertools.count()
     view = View(Console(file=terminal, force_terminal=True, width=70), live=True, quiet=False, clock=lambda: next(ticks))
@@ -96,12 +82,40 @@ def test_a_resized_terminal_keeps_every_line_the_script_wrote(monkeypatch: pytes
     terminal.write("partial")
     view.stop()
     settle()
-    terminal.close()
-    os.close(master)
+    pseudo.close()
     shown = shown_lines(screen)
     script = [line for line in shown if line.startswith(("line ", "partial"))]
     assert script == [f"line {step}" for step in range(24)] + ["partial"], "\n".join(shown)
     assert not any("phase times" in line or "anomalies:" in line for line in shown[shown.index("partial") :]), shown
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_the_table_is_rendered_on_a_thread_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rendering the table takes milliseconds of rich's Python: the first rendering is made
+    as the run starts, every later one on a thread of its own, which a refresh only wakes
+    (it writes the lines rendered last); stopping ends that thread."""
+    pseudo = PseudoTerminal(20, 70)
+    monkeypatch.setattr(sys, "stderr", pseudo.file)
+    rendered_on: list[threading.Thread] = []
+    rendered = threading.Event()
+
+    def render() -> Text:
+        rendered_on.append(threading.current_thread())
+        rendered.set()
+        return Text(f"table {len(rendered_on)}")
+
+    ticks = itertools.count()
+    region = LiveRegion(Console(file=pseudo.file, force_terminal=True, width=70), render, clock=lambda: next(ticks))
+    region.start()
+    rendered.clear()
+    region.refresh()
+    assert rendered.wait(60), "the refresh woke no rendering"
+    region.stop()
+    pseudo.close()
+    loop = threading.current_thread()
+    assert rendered_on[0] is loop
+    assert len(rendered_on) >= 2 and all(thread is not loop for thread in rendered_on[1:])
+    assert not any(thread.name == "stepdbg-live" for thread in threading.enumerate())
 
 
 def test_a_summary_after_an_internal_error_does_not_claim_an_empty_run() -> None:
