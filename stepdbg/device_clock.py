@@ -8,6 +8,14 @@ and is completed once the last one has happened on the device, when
 ``elapsed_time`` reads their times without waiting. Until then (the loop's first
 iteration), or where events cannot be compared (work moved to another device),
 the record keeps the host's times.
+
+Each event is a call into the CUDA driver on the host, on every step: a record
+ends right after a phase does (the step, or a backward in a loop with no
+optimizer), and the event that ends the phase ends the iteration too, so an
+ordinary iteration records six (a start and an end for zero_grad, backward and
+step). What stepdbg itself queues after it (a detail step's update sizes, the copy
+of the step's values for reading) is counted in the next iteration's time, on the
+device as on the host (where it is ``overhead``).
 """
 
 from __future__ import annotations
@@ -111,6 +119,9 @@ class DeviceClock:
         self.intervals: list[Interval] = []
         """This iteration's phases so far."""
         self._last_end: Any = None
+        self._phase_end: Any = None
+        """The end of the phase that `close` ended last, while no event was recorded since:
+        the iteration's end too, if the record ends now (`finish`)."""
 
     def start_timing(self, index: int | None) -> None:
         """The loop runs on CUDA device ``index``: from the next boundary on, record events."""
@@ -121,6 +132,7 @@ class DeviceClock:
     def mark(self) -> Any:
         """An event recorded now (`on` only), or None where none can be recorded now."""
         assert self._make_event is not None
+        self._phase_end = None
         return self._make_event()
 
     def close(self, phase: str, start: Any, inner_from: int | None = None) -> None:
@@ -134,10 +146,13 @@ class DeviceClock:
             return
         inner = self.intervals[inner_from:] if inner_from is not None else []
         self.intervals.append(Interval(phase, start, end, inner))
+        self._phase_end = end
 
     def finish(self) -> DevicePhases | None:
-        """A record ends now: its iteration's events, and the next iteration starts."""
-        end = self.mark()
+        """A record ends now: its iteration's events, and the next iteration starts. Called
+        right after the `close` of the phase that ends the record, whose end it shares."""
+        end = self._phase_end if self._phase_end is not None else self.mark()
+        self._phase_end = None
         phases = DevicePhases(self._last_end, end, self.intervals) if end is not None and self._last_end is not None else None
         self._last_end = end
         self.intervals = []

@@ -324,9 +324,10 @@ def _device_timed_loop(
 
 
 def test_on_a_device_phase_times_come_from_its_events_once_they_are_done() -> None:
-    """zero_grad, backward, step: 7 events an iteration, one second apart on the stand-in device.
-    The first iteration has no event to start from and keeps the host's times; a record waits
-    for its last event, and the totals follow the device's times."""
+    """zero_grad, backward, step: 6 events an iteration (the step's end ends the iteration too),
+    one second apart on the stand-in device. The first iteration has no event to start from and
+    keeps the host's times; a record waits for its last event, and the totals follow the device's
+    times."""
 
     def make_event(iteration: int) -> _DeviceEvent:
         event = _DeviceEvent()
@@ -339,8 +340,8 @@ def test_on_a_device_phase_times_come_from_its_events_once_they_are_done() -> No
     first, *later = [r.time for r in records]
     assert first["total"] < 1.0, "the first iteration is timed by the host"
     for time in later:
-        assert (time["zero_grad"], time["backward"], time["step"], time["total"]) == (1.0, 1.0, 1.0, 7.0)
-        assert time["forward"] == pytest.approx(4.0 - time["overhead"])
+        assert (time["zero_grad"], time["backward"], time["step"], time["total"]) == (1.0, 1.0, 1.0, 6.0)
+        assert time["forward"] == pytest.approx(3.0 - time["overhead"])
     assert collector.totals["backward"] == pytest.approx(3.0 + first["backward"])
 
 
