@@ -59,23 +59,27 @@ def encode_step(record: StepRecord) -> bytes:
     """One step record as a trace line, the same as ``encode_line(record.to_json())``.
 
     Step records are nearly all of a trace, so they go through orjson (a fifth
-    of ``json.dumps``'s time). orjson would write NaN and Inf as a bare null:
-    records with a non-finite number, and detail records (whose per-parameter
-    maps are not checked here), take the general path that flags them.
+    of ``json.dumps``'s time, on the flush thread but under the GIL that a one-thread
+    training loop needs too). orjson would write NaN and Inf as a bare null: records
+    with a non-finite number take the general path that flags them.
     """
-    if record.param_grad_norms is not None or not _all_finite(record):
-        return encode_line(record.to_json())
-    return orjson.dumps(record.to_json(), option=orjson.OPT_APPEND_NEWLINE)
+    data = record.to_json()
+    if not _all_finite(record):
+        return encode_line(data)
+    return orjson.dumps(data, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def _all_finite(record: StepRecord) -> bool:
-    isfinite = math.isfinite
-    return (
-        (record.loss is None or isfinite(record.loss))
-        and (record.grad_norm is None or isfinite(record.grad_norm))
-        and all(v is None or isfinite(v) for v in record.group_grad_norms)
-        and all(v is None or isfinite(v) for v in record.lr)
-    )
+    """Whether each number that may be NaN or Inf is finite, in one sum: a sum is finite unless
+    a term is not, or finite terms overflow (a record then takes the general path for nothing)."""
+    values = [record.loss, record.grad_norm, *record.group_grad_norms, *record.lr]
+    if record.param_grad_norms is not None:  # a detail step
+        values += record.param_grad_norms.values()
+        values.append(record.update_ratio)
+        values += (record.param_update_ratios or {}).values()
+    if None in values:
+        values = [value for value in values if value is not None]
+    return math.isfinite(sum(values))
 
 
 class TraceWriter:

@@ -22,10 +22,21 @@ def _record(step: int, loss: float | None = 0.25, grad_norm: float | None = 1.5)
     )
 
 
+def _detail(step: int, param_norm: float, ratio: float | None = 0.01) -> StepRecord:
+    record = _record(step)
+    record.param_grad_norms = {"0.weight": param_norm, "0.bias": None}
+    record.update_ratio = ratio
+    record.param_update_ratios = {"0.weight": ratio, "0.bias": None}
+    return record
+
+
 @pytest.mark.parametrize(
     "record",
-    [_record(3), _record(4, loss=math.nan), _record(5, grad_norm=math.inf), _record(6, loss=None, grad_norm=None)],
-    ids=["finite", "nan-loss", "inf-norm", "nulls"],
+    [
+        _record(3), _record(4, loss=math.nan), _record(5, grad_norm=math.inf), _record(6, loss=None, grad_norm=None),
+        _record(7, loss=1e308, grad_norm=1e308), _detail(8, 0.5), _detail(9, math.nan), _detail(10, 0.5, math.inf),
+    ],
+    ids=["finite", "nan-loss", "inf-norm", "nulls", "finite-sum-overflows", "detail", "detail-nan", "detail-inf-ratio"],
 )
 def test_the_fast_step_encoding_writes_what_the_general_one_writes(record: StepRecord) -> None:
     fast, general = encode_step(record), encode_line(record.to_json())
