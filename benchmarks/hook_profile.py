@@ -7,11 +7,14 @@ Runs the loop (`loops`, tiny by default) in this process under a `Session`, as
 hooks) and around the pieces they call, down to the norms, the rules, the trace writer
 and the view. Prints, per piece, its calls per iteration and the lower quartile and the
 median of its time per iteration, in microseconds. Pieces are indented under the piece
-that calls them, and their times are part of its. Each timer adds about 0.2 µs to the
-piece around it. What the figures leave out: the wrappers in `stepdbg.instrument` and
-PyTorch's hook dispatch around each entry point (the difference between the overhead
-benchmark's "added ms/step" and its time in hooks). Pieces a version of stepdbg does
-not have are left out.
+that calls them, and their times are part of its. A timer's own cost, measured as the
+run starts, is taken off the pieces around it; what is left of it (a piece's own timer
+is not taken off) is well under a microsecond a call. What the figures leave out: the wrappers in
+`stepdbg.instrument` and PyTorch's hook dispatch around each entry point (the
+difference between the overhead benchmark's "added ms/step" and its time in hooks).
+Pieces a version of stepdbg does not have are left out. Last, the time stepdbg counts as
+its own in the trace (``time.overhead``, which the overhead benchmark reads), for
+comparison.
 
 ``--cprofile``: cProfile over the same steps instead of the timers, stepdbg's functions
 by their own time (cProfile's cost per call inflates many small calls: read the order,
@@ -29,12 +32,14 @@ import sys
 import tempfile
 import threading
 import time
+import timeit
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from loops import STEPS_PER_ITERATION, build
+from overhead import hook_seconds
 from rich.console import Console
 
 import stepdbg.collector
@@ -78,30 +83,40 @@ PIECES = (
     (4, "view", "on_step"),
     (0, "collector", "on_fetch_start"),
     (0, "collector", "on_fetch_end"),
+    (0, "collector", "_span"),
 )
 """(depth, owner, name): what is timed, in the order shown. Owners: the session's collector,
-diagnostics, trace writer and view; the collector's module (its functions); `stepdbg.norms`."""
+diagnostics, trace writer and view; the collector's module (its functions); `stepdbg.norms`.
+A piece called from several hooks (``_span``) is shown last, unindented."""
 
 
 class Timers:
-    """Seconds per iteration and calls, per piece."""
+    """Seconds per iteration and calls, per piece; each piece's seconds without the cost of
+    the timers inside it (`cost`, measured as the run starts)."""
 
     def __init__(self) -> None:
         self.iteration = 0
         self.seconds: dict[str, defaultdict[int, float]] = {}
         self.calls: dict[str, int] = {}
+        self.timed = 0
+        """Timed calls so far, all pieces together."""
+        self.cost = 0.0
+        self.cost = self._measure_cost()
 
     def wrap(self, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
         clock, seconds, calls = time.perf_counter, self.seconds.setdefault(name, defaultdict(float)), self.calls
         calls[name] = 0
 
         def timed(*args: Any, **kwargs: Any) -> Any:
+            before = self.timed
             start = clock()
             try:
                 return function(*args, **kwargs)
             finally:
-                seconds[self.iteration] += clock() - start
+                end = clock()
+                seconds[self.iteration] += end - start - (self.timed - before) * self.cost
                 calls[name] += 1
+                self.timed += 1
 
         return timed
 
@@ -111,8 +126,22 @@ class Timers:
             per_iteration.clear()
             self.calls[name] = 0
 
+    def _measure_cost(self) -> float:
+        """Seconds a timer adds to a call, on this machine now."""
+        def nothing() -> None:
+            pass
+
+        timed = self.wrap("(timer)", nothing)
+        bare, wrapped = (min(timeit.repeat(f, number=20000, repeat=5)) / 20000 for f in (nothing, timed))
+        del self.seconds["(timer)"], self.calls["(timer)"]
+        self.timed = 0
+        return wrapped - bare
+
     def report(self, iterations: int, shown: list[tuple[int, str]]) -> list[str]:
-        lines = [f"{'':40} {'calls/it':>8} {'µs/it (q1)':>11} {'(median)':>9}"]
+        lines = [
+            f"(a timer costs {self.cost * 1e6:.2f} µs a call, taken off the pieces around it)",
+            f"{'':40} {'calls/it':>8} {'µs/it (q1)':>11} {'(median)':>9}",
+        ]
         for depth, name in shown:
             per_iteration = self.seconds[name]
             values = [per_iteration.get(i, 0.0) * 1e6 for i in range(iterations)]
@@ -189,12 +218,14 @@ def main() -> None:
         finally:
             session.stop()
             session.end("ok", 0)
+        reported = hook_seconds(trace, args.kind, skip=loop.warmup)
     records = STEPS_PER_ITERATION.get(args.kind, 1)
     print(f"{args.kind}: {args.steps} iterations, {records} step records each", file=stdout)
     if args.cprofile:
         pstats.Stats(profile, stream=stdout).sort_stats("tottime").print_stats("stepdbg", 40)
     else:
         print("\n".join(timers.report(args.steps, shown)), file=stdout)
+    print(f"the trace's time.overhead, what stepdbg counts as its own: {reported * 1e6:.1f} µs/it (q1)", file=stdout)
 
 
 if __name__ == "__main__":
