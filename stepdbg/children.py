@@ -128,7 +128,7 @@ class SpawnedRanks:
 
     @staticmethod
     def found_problems(ends: dict[int, tuple[Path, EndRecord | None]]) -> bool:
-        return any(end is not None and has_problems(end.anomalies) for _, end in ends.values())
+        return any(end is not None and has_problems(end.anomalies, end.severities) for _, end in ends.values())
 
 
 def _written_since(path: Path, since: float) -> bool:

@@ -25,7 +25,7 @@ from .schema import PHASES, Anomaly, EndRecord, StepRecord
 PLAIN_INTERVAL = 5.0
 SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "error": "bold red"}
 REFRESH_INTERVAL = 0.25
-TABLE_PHASES = ("fwd", "bwd", "step", "zero")
+TABLE_PHASES = ("data", "fwd", "bwd", "step", "zero")
 """Column headers for `PHASES`, short enough for an 80-column terminal."""
 SAVE_CURSOR, RESTORE_CURSOR = "\x1b7", "\x1b8"
 RELEASE = f"{SAVE_CURSOR}\x1b[r{RESTORE_CURSOR}\x1b[J"
@@ -263,6 +263,7 @@ class View:
         table = Table(
             title="stepdbg · phase times in ms, mean since the last refresh",
             title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, show_edge=False,
+            collapse_padding=True,
         )
         for column in ("opt", "step", "loss", "grad norm", "lr", *TABLE_PHASES):
             table.add_column(column, justify="right", no_wrap=True)

@@ -14,8 +14,9 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 
-PHASES = ("forward", "backward", "step", "zero_grad")
-"""The timed phases of an iteration; ``time`` also has ``total``."""
+PHASES = ("data", "forward", "backward", "step", "zero_grad")
+"""The timed phases of an iteration, in the order a loop runs them; ``time`` also has ``total``
+(and ``overhead``). Traces written before ``data`` existed lack it (their ``forward`` holds it)."""
 
 # The names that appear in a step's ``calls``.
 CALL_ZERO_GRAD = "zero_grad"
@@ -43,6 +44,10 @@ def _numbers(values: Any) -> bool:
 
 def _number_dict(value: Any) -> bool:
     return value is None or (type(value) is dict and _numbers(value.values()))
+
+
+def _byte_counts(value: Any) -> bool:
+    return value is None or (type(value) is dict and all(type(v) is int for v in value.values()))
 
 
 def _strings(values: Any) -> bool:
@@ -111,15 +116,21 @@ class OptimizerInfo:
     optimizer: int
     cls: str
     groups: list[ParamGroupInfo]
+    ddp: bool = False
+    """Its parameters belong to a model wrapped in DistributedDataParallel: after each synced
+    backward every rank holds the same gradients (written only when true)."""
     type: str = "optimizer"
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "type": self.type,
             "optimizer": self.optimizer,
             "class": self.cls,
             "groups": [asdict(g) for g in self.groups],
         }
+        if self.ddp:
+            data["ddp"] = True
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> OptimizerInfo:
@@ -127,6 +138,7 @@ class OptimizerInfo:
             optimizer=int(data["optimizer"]),
             cls=data.get("class", "?"),
             groups=[ParamGroupInfo.from_json(g) for g in data.get("groups", [])],
+            ddp=data.get("ddp") is True,
         )
 
     @property
@@ -153,6 +165,9 @@ class StepRecord:
     update_ratio: float | None = None
     param_update_ratios: dict[str, float | None] | None = None
     nonfinite: dict[str, str] | None = None
+    memory: dict[str, int] | None = None
+    """Bytes at the step's end: ``rss`` on the CPU, or CUDA's ``allocated`` and ``peak`` (see
+    `memory`); None where none was read."""
     type: str = "step"
 
     def to_json(self) -> dict[str, Any]:
@@ -174,6 +189,8 @@ class StepRecord:
             data["param_grad_norms"] = self.param_grad_norms
             data["update_ratio"] = self.update_ratio
             data["param_update_ratios"] = self.param_update_ratios
+        if self.memory is not None:
+            data["memory"] = self.memory
         return data
 
     @classmethod
@@ -187,7 +204,7 @@ class StepRecord:
         loss, grad_norm, update_ratio = get("loss"), get("grad_norm"), get("update_ratio")
         group_grad_norms, lr, time = get("group_grad_norms") or [], get("lr") or [], get("time") or {}
         param_grad_norms, param_update_ratios = get("param_grad_norms"), get("param_update_ratios")
-        calls, skipped = get("calls") or [], get("skipped", False)
+        calls, skipped, memory = get("calls") or [], get("skipped", False), get("memory")
         if (  # one pass over the types, in C: a long trace holds millions of records
             type(group_grad_norms) is not list or type(lr) is not list or type(time) is not dict
             or type(calls) is not list or type(skipped) is not bool
@@ -196,6 +213,7 @@ class StepRecord:
             or not _STRING.issuperset(map(type, calls))
             or (param_grad_norms is not None and not _number_dict(param_grad_norms))
             or (param_update_ratios is not None and not _number_dict(param_update_ratios))
+            or (memory is not None and not _byte_counts(memory))
         ):
             raise TypeError(f"a field of the wrong type: {_first_mistyped(data)}")
         record = cls(
@@ -214,6 +232,7 @@ class StepRecord:
             update_ratio,
             param_update_ratios,
             get("nonfinite"),
+            memory,
         )
         if record.nonfinite:
             restore_nonfinite(record, record.nonfinite)
@@ -234,7 +253,7 @@ def _first_mistyped(data: dict[str, Any]) -> str:
         "group_grad_norms": lambda v: type(v) is list and _numbers(v), "lr": lambda v: type(v) is list and _numbers(v),
         "time": lambda v: type(v) is dict and _SECONDS.issuperset(map(type, v.values())),
         "param_grad_norms": _number_dict, "param_update_ratios": _number_dict,
-        "calls": _strings, "skipped": lambda v: type(v) is bool,
+        "calls": _strings, "skipped": lambda v: type(v) is bool, "memory": _byte_counts,
     }
     return next((name for name, ok in checks.items() if name in data and not ok(data[name])), "?")
 
@@ -285,6 +304,9 @@ class EndRecord:
     steps: int
     anomalies: dict[str, int] = field(default_factory=dict)
     time: dict[str, float] = field(default_factory=dict)
+    severities: dict[str, str] = field(default_factory=dict)
+    """The gravest severity each rule was reported at (``input-bound`` is information below its
+    warning threshold, a warning past it); rules absent here have their one severity."""
     type: str = "end"
 
     def to_json(self) -> dict[str, Any]:
@@ -299,12 +321,19 @@ class EndRecord:
             steps=int(data.get("steps", 0)),
             anomalies=_counts(data.get("anomalies", {})),
             time=_times(data.get("time", {})),
+            severities=_severities(data.get("severities", {})),
         )
 
 
 def _counts(value: Any) -> dict[str, int]:
     if type(value) is not dict or not all(type(n) is int for n in value.values()):
         raise TypeError("anomalies are not counts by rule")
+    return value
+
+
+def _severities(value: Any) -> dict[str, str]:
+    if type(value) is not dict or not all(v in SEVERITIES for v in value.values()):
+        raise TypeError("severities are not severities by rule")
     return value
 
 

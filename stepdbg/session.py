@@ -217,6 +217,7 @@ class Session:
             steps=self.recorder.steps,
             anomalies=dict(self.diagnostics.counts),
             time=self.collector.totals,
+            severities=dict(self.diagnostics.severities),
         )
         self.writer.write(end.to_json())
         self.writer.close()

@@ -33,6 +33,7 @@ import torch.nn.modules.module as module_module
 import torch.optim.optimizer as optimizer_module  # not an attribute of torch.optim until imported this way
 from filelock import FileLock, Timeout
 from torch.optim.lr_scheduler import ChainedScheduler, LRScheduler, ReduceLROnPlateau, SequentialLR
+from torch.utils.data.dataloader import _BaseDataLoaderIter
 
 SCRIPTS = Path(__file__).parent / "scripts"
 RUN_TIMEOUT = 180
@@ -55,6 +56,7 @@ _WATCHED: dict[str, Callable[[], Any]] = {
     "ChainedScheduler.__init__": lambda: ChainedScheduler.__dict__["__init__"],
     "torch.amp.GradScaler.step": lambda: torch.amp.GradScaler.__dict__["step"],
     "torch.multiprocessing.spawn._wrap": lambda: sys.modules["torch.multiprocessing.spawn"]._wrap,
+    "_BaseDataLoaderIter.__next__": lambda: _BaseDataLoaderIter.__dict__["__next__"],
 }
 _PRISTINE = {name: get() for name, get in _WATCHED.items()}
 _GLOBAL_HOOKS = {
