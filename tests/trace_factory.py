@@ -49,20 +49,23 @@ def write_trace(
     end: EndRecord | None | bool = True,
     slow: float = 1.0,
     command: str = "stepdbg run train.py",
+    rank: int | None = None,
+    ddp: bool = False,
 ) -> Path:
-    """A trace of ``steps`` iterations, each stepping every optimizer once, in order."""
+    """A trace of ``steps`` iterations, each stepping every optimizer once, in order (of rank
+    ``rank`` of a distributed run, where one is given)."""
     writer = TraceWriter(path)
     writer.write(
         Header(
             stepdbg="0.1.0", torch="2.13.0", python="3.12.0", argv=["train.py"], command=command, cwd="/work",
-            start="2025-01-01T00:00:00+00:00", device="cpu", every=every, pid=1,
+            start="2025-01-01T00:00:00+00:00", device="cpu", every=every, pid=1, rank=rank,
         ).to_json()
     )
     for step in range(steps):
         for optimizer in range(optimizers):
             if step == 0:
                 groups = [ParamGroupInfo(params=param_names(optimizer, params), numel=100)]
-                writer.write(OptimizerInfo(optimizer=optimizer, cls="SGD", groups=groups).to_json())
+                writer.write(OptimizerInfo(optimizer=optimizer, cls="SGD", groups=groups, ddp=ddp).to_json())
             record = make_step(optimizer, step, every, params, slow)
             if tweak is not None:
                 tweak(record)
