@@ -6,7 +6,9 @@ is covered: Lightning, accelerate, Hugging Face's Trainer, ignite) and calls
 `DataWaits.start` and `DataWaits.end` around each fetch: one clock read on each
 side, nothing else on the usual path. A fetch that ends the epoch
 (``StopIteration``) is no fetch; a DataLoader iterated inside another one's fetch
-is part of it. The seconds add up until the next step record takes them: a wait
+is part of it; a fetch on another thread than the one that installed the hooks (a
+thread that prefetches batches into a queue) is none of the loop's waits: the loop
+waits on the queue, in forward. The seconds add up until the next step record takes them: a wait
 belongs to the step that follows it, whose batch it fetched. (On CUDA the collector
 also brackets a fetch with events, so that the record's ``data`` is the time the
 device sat idle for want of input, not the host's wait while it was still busy.)
@@ -14,6 +16,7 @@ device sat idle for want of input, not the host's wait while it was still busy.)
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +53,8 @@ class DataWaits:
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
+        self.thread = threading.get_ident()
+        """The training loop's thread: the one that made the collector (and installs the hooks)."""
         self.seconds = 0.0
         """Waited since the previous step record (`take` hands them over)."""
         self.startup = False
@@ -63,8 +68,9 @@ class DataWaits:
         """``id`` of the iterators of persistent workers seen: their next epochs start no process."""
 
     def start(self, iterator: Any) -> float | None:
-        """A fetch begins: the time it began, or None inside another fetch (part of that one)."""
-        if self._fetching:
+        """A fetch begins: the time it began, or None inside another fetch (part of that one) or
+        on another thread."""
+        if self._fetching or threading.get_ident() != self.thread:
             return None
         self._fetching = True
         if getattr(iterator, "_num_yielded", 1) == 0:  # an epoch's first batch

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import queue
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -149,6 +151,20 @@ def test_a_loop_without_an_optimizer_and_a_loader_inside_a_fetch() -> None:
     assert [(r.optimizer, r.time["data"], r.time["forward"]) for r in records] == [(None, 4.0, 10.0)] * 2
 
 
+def test_a_thread_prefetching_batches_into_a_queue_waits_for_none_of_the_loops() -> None:
+    """The loop waits on the queue (in forward), not in the DataLoader the thread iterates."""
+    clock = Clock()
+    collector, records = _collector(clock)
+    with Instrumentation(collector):
+        prefetched: queue.Queue[torch.Tensor] = queue.Queue()
+        thread = threading.Thread(target=lambda: [prefetched.put(x) for x in DataLoader(Slow(clock, 4), batch_size=2)])
+        thread.start()
+        thread.join()
+        _train([prefetched.get(), prefetched.get()], Model(clock))
+    collector.finish()
+    assert [(r.time["data"], r.time["forward"]) for r in records] == [(0.0, 10.0), (0.0, 10.0)]
+
+
 def test_a_fetch_inside_a_steps_closure_is_data_not_the_steps() -> None:
     clock = Clock()
     collector, records = _collector(clock)
@@ -203,7 +219,9 @@ class _Iterator:
     ("workers", "persistent", "expected"),
     [(0, False, [False, False, False]), (2, False, [True, False, False]), (2, True, [True, False, False])],
 )
-def test_only_a_loaders_first_workers_starting_are_a_start_up(workers: int, persistent: bool, expected: list[bool]) -> None:
+def test_only_a_loaders_first_workers_starting_are_a_start_up(
+    workers: int, persistent: bool, expected: list[bool]
+) -> None:
     """The first epoch's workers are a start-up; later epochs' new workers (not persistent) are
     waits like any other, which persistent_workers saves; persistent ones start nothing."""
     waits = DataWaits(Clock())
@@ -230,7 +248,9 @@ def test_the_data_share_agrees_with_the_scripts_own_perf_counter(runs) -> None:
     and 16 ms of waiting on steps of a millisecond or so is input-bound."""
     run = runs.get(SLOW_LOADER)
     assert run.proc.returncode == 0, run.describe()
-    own = float(re.search(r"waiting for batches: ([0-9.]+)% of the loop", run.proc.stdout)[1]) / 100  # type: ignore[index]
+    said = re.search(r"waiting for batches: ([0-9.]+)% of the loop", run.proc.stdout)
+    assert said is not None, run.describe()
+    own = float(said[1]) / 100
     records = run.steps()
     share = sum(r["time"]["data"] for r in records) / sum(r["time"]["total"] for r in records)
     assert abs(share - own) <= 0.05, (share, own)
