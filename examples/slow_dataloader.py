@@ -46,7 +46,7 @@ loader = DataLoader(SlowDataset(args.steps * batch, args.delay), batch_size=batc
 batches = iter(loader)
 waited = 0.0
 start = time.perf_counter()
-for step in range(args.steps):
+for _ in range(args.steps):
     before = time.perf_counter()
     x, y = next(batches)
     waited += time.perf_counter() - before

@@ -158,7 +158,9 @@ def show(
 
     if as_json and as_csv:
         raise fail("--json and --csv cannot be used together")
-    options = ShowOptions(steps=steps, optimizer=optimizer, param=param, anomalies_only=anomalies, json=as_json, csv=as_csv)
+    options = ShowOptions(
+        steps=steps, optimizer=optimizer, param=param, anomalies_only=anomalies, json=as_json, csv=as_csv
+    )
     try:
         if len(traces) == 1:
             show_trace(traces[0], options)

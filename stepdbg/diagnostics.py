@@ -325,7 +325,8 @@ class Diagnostics:
             per_step = rise / (trend.stretch * (len(floors) - 1))
             self.report(
                 "memory-growth", record.step, record.optimizer,
-                f"{MEASURES[kind]} at the steps' ends rose through each of {len(floors)} stretches of {trend.stretch} steps,"
+                f"{MEASURES[kind]} at the steps' ends rose through each of {len(floors)} stretches"
+                f" of {trend.stretch} steps,"
                 f" from {fmt_bytes(low)} at least in the first to {fmt_bytes(high)} in the last"
                 f" (steps {first}–{last}: about {fmt_bytes(per_step)} a step)",
                 None, record.t,

@@ -204,9 +204,8 @@ def compare_ranks(paths: Sequence[str | Path], step_filter: StepFilter) -> RankC
     if one_run:
         ranks.sort(key=lambda rank: rank.rank)  # type: ignore[arg-type, return-value]
     note = None if one_run else "these traces are not the ranks of one run (each needs a rank of its own in its header)"
-    return RankComparison(
-        ranks, step_filter, find_straggler(ranks) if one_run else None, _step_counts(ranks), _sync_differences(ranks), note
-    )
+    straggler = find_straggler(ranks) if one_run else None
+    return RankComparison(ranks, step_filter, straggler, _step_counts(ranks), _sync_differences(ranks), note)
 
 
 def find_straggler(ranks: list[RankStats]) -> Straggler | None:
@@ -235,7 +234,8 @@ def find_straggler(ranks: list[RankStats]) -> Straggler | None:
     waits = {name: -excess[name] for name in PHASES if name != phase and excess[name] < 0}
     waited_in = max(waits, key=waits.__getitem__) if waits else None
     synchronous = sum(waits.values()) >= WAITED * excess[phase] and excess["total"] < WAITED * excess[phase]
-    return Straggler(rank.label, phase, excess[phase], waited_in, waits.get(waited_in, 0.0) if waited_in else 0.0, synchronous)
+    wait = waits[waited_in] if waited_in is not None else 0.0
+    return Straggler(rank.label, phase, excess[phase], waited_in, wait, synchronous)
 
 
 def _excess(mine: dict[str, float | None], others: list[dict[str, float | None]], name: str) -> float:

@@ -158,7 +158,8 @@ def render_memory(summary: TraceSummary) -> RenderableType | None:
         peak += f" at {step_label(*memory.peak_at, len(summary.optimizers) > 1)}"
     table = _key_values()
     table.add_row("first", fmt_bytes(memory.first))
-    table.add_row("last", f"{fmt_bytes(memory.last)} ({'+' if growth is not None and growth >= 0 else ''}{fmt_bytes(growth)})")
+    sign = "+" if growth is not None and growth >= 0 else ""
+    table.add_row("last", f"{fmt_bytes(memory.last)} ({sign}{fmt_bytes(growth)})")
     table.add_row("allocator's peak" if memory.measure == "allocated" else "peak", peak)
     return section(f"memory: {memory.description} at the steps' ends", table)
 
@@ -184,7 +185,8 @@ def render_sparklines(summary: TraceSummary) -> RenderableType | None:
     memory = summary.memory
     if memory.measure is not None:
         table.add_row("", "memory", Sparkline(memory.line), f"last {fmt_bytes(memory.last)}")
-    title = "loss, grad norm and memory over the steps" if memory.measure is not None else "loss and grad norm over the steps"
+    title = "loss, grad norm and memory" if memory.measure is not None else "loss and grad norm"
+    title += " over the steps"
     return section(title, table) if table.row_count else None
 
 
@@ -239,7 +241,9 @@ def render(summary: TraceSummary, anomalies_only: bool = False) -> RenderableTyp
     if summary.params is not None:
         parts.append(render_params(summary))
     elif not anomalies_only:
-        parts += [render_optimizers(summary), render_profile(summary), render_memory(summary), render_sparklines(summary)]
+        parts += [
+            render_optimizers(summary), render_profile(summary), render_memory(summary), render_sparklines(summary),
+        ]
     if anomalies_only or summary.params is None:
         parts.append(render_anomalies(summary))
     return spaced(part for part in parts if part is not None)

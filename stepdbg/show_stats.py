@@ -476,4 +476,5 @@ def collect(trace: Trace, step_filter: StepFilter, param_pattern: str | None = N
     if trace.end is not None:
         for rule, group in anomalies.items():
             group.count = trace.end.anomalies.get(rule)
-    return TraceSummary(RunInfo.from_trace(trace, steps, last_t), step_filter, optimizers, profile, anomalies, params, memory)
+    run = RunInfo.from_trace(trace, steps, last_t)
+    return TraceSummary(run, step_filter, optimizers, profile, anomalies, params, memory)

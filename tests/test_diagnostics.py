@@ -116,7 +116,9 @@ def timed(step: int, data: float, total: float = 1.0, memory: dict[str, int] | N
     return step_record
 
 
-def judged(records: list[StepRecord], startups: frozenset[int] = frozenset(), disabled: frozenset[str] = frozenset()) -> tuple[Diagnostics, list[Anomaly]]:
+def judged(
+    records: list[StepRecord], startups: frozenset[int] = frozenset(), disabled: frozenset[str] = frozenset()
+) -> tuple[Diagnostics, list[Anomaly]]:
     found: list[Anomaly] = []
     diagnostics = Diagnostics(Thresholds(), disabled, found.append)
     for step_record in records:
@@ -127,7 +129,9 @@ def judged(records: list[StepRecord], startups: frozenset[int] = frozenset(), di
 @pytest.mark.parametrize(
     ("share", "expected"), [(0.2, []), (0.29, []), (0.45, [("info", 50)]), (0.75, [("warning", 50)])]
 )
-def test_input_bound_judges_windows_of_fifty_steps_after_the_first(share: float, expected: list[tuple[str, int]]) -> None:
+def test_input_bound_judges_windows_of_fifty_steps_after_the_first(
+    share: float, expected: list[tuple[str, int]]
+) -> None:
     """The run's first step (set-up, batches fetched before the loop) is left out: a slow one
     changes nothing."""
     records = [timed(0, 30.0, 31.0)] + [timed(step, share) for step in range(1, 120)]
@@ -140,7 +144,7 @@ def test_input_bound_judges_windows_of_fifty_steps_after_the_first(share: float,
 
 def test_a_loaders_first_workers_starting_are_no_steady_state() -> None:
     """The step that waited for a loader's first worker processes is left out of the window."""
-    records = [timed(0, 0.1)] + [timed(step, 50.0 if step == 1 else 0.1, 51.0 if step == 1 else 1.0) for step in range(1, 60)]
+    records = [timed(0, 0.1), timed(1, 50.0, 51.0)] + [timed(step, 0.1) for step in range(2, 60)]
     assert judged(records, startups=frozenset({1}))[1] == []
     assert [a.step for a in judged(records)[1]] == [50], "without the start-up flag, that wait counts"
 

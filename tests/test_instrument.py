@@ -358,7 +358,8 @@ def test_on_a_device_the_data_phase_is_the_time_between_a_fetchs_events() -> Non
             optimizer.step()
     collector.finish()
     for time in [r.time for r in records][1:]:
-        assert (time["data"], time["zero_grad"], time["backward"], time["step"], time["total"]) == (1.0, 1.0, 1.0, 1.0, 9.0)
+        phases = (time["data"], time["zero_grad"], time["backward"], time["step"], time["total"])
+        assert phases == (1.0, 1.0, 1.0, 1.0, 9.0)
         assert time["forward"] == pytest.approx(5.0 - time["overhead"])
 
 

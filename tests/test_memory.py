@@ -19,7 +19,8 @@ from stepdbg.schema import StepRecord
 
 def _loop(gauge: MemoryGauge, steps: int = 3, on_cuda: bool = False) -> list[StepRecord]:
     records: list[StepRecord] = []
-    collector = Collector(0, Diagnostics(Thresholds(), frozenset(), lambda a: None), records.append, lambda i: None, ModuleTree(), memory=gauge)
+    diagnostics = Diagnostics(Thresholds(), frozenset(), lambda a: None)
+    collector = Collector(0, diagnostics, records.append, lambda i: None, ModuleTree(), memory=gauge)
     with Instrumentation(collector):
         if on_cuda:  # as when the loop's loss is seen on CUDA device 0
             gauge.watch_cuda(0)
@@ -80,7 +81,8 @@ def test_a_read_that_fails_is_not_tried_again() -> None:
 
 
 @pytest.mark.parametrize(
-    ("count", "text"), [(None, "–"), (512, "512 B"), (3 << 20, "3 MiB"), (1536 << 20, "1.5 GiB"), (-(2 << 10), "-2 KiB")]
+    ("count", "text"),
+    [(None, "–"), (512, "512 B"), (3 << 20, "3 MiB"), (1536 << 20, "1.5 GiB"), (-(2 << 10), "-2 KiB")],
 )
 def test_bytes_read_in_binary_units(count: int | None, text: str) -> None:
     assert fmt_bytes(count) == text

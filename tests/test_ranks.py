@@ -25,17 +25,16 @@ MS = 1e-3
 def ranks_of(tmp_path: Path, times: list[dict[str, float]], steps: int = 10, **options: object) -> list[Path]:
     """One trace per rank, each step of rank ``r`` taking ``times[r]`` milliseconds per phase."""
 
-    def paths() -> list[Path]:
-        found = []
-        for rank, phases in enumerate(times):
-            def timed(record: StepRecord, phases: dict[str, float] = phases) -> None:
-                record.time = {name: ms * MS for name, ms in phases.items()}
-                record.time["total"] = sum(record.time.values())
+    paths = []
+    for rank, phases in enumerate(times):
 
-            found.append(write_trace(tmp_path / f"train.rank{rank}.stepdbg.jsonl", steps=steps, tweak=timed, rank=rank, **options))  # type: ignore[arg-type]
-        return found
+        def timed(record: StepRecord, phases: dict[str, float] = phases) -> None:
+            record.time = {name: ms * MS for name, ms in phases.items()}
+            record.time["total"] = sum(record.time.values())
 
-    return paths()
+        path = tmp_path / f"train.rank{rank}.stepdbg.jsonl"
+        paths.append(write_trace(path, steps=steps, tweak=timed, rank=rank, **options))  # type: ignore[arg-type]
+    return paths
 
 
 FAST = {"data": 1, "forward": 5, "backward": 10, "step": 2, "zero_grad": 0.5}
@@ -50,21 +49,26 @@ def slow(phase: str, by: float = 50, waits_in: str | None = None) -> tuple[dict[
 
 @pytest.mark.parametrize(
     ("phase", "waits_in"),
-    [("forward", "backward"), ("data", "backward"), ("data", "forward"), ("step", "forward"), ("zero_grad", "backward")],
+    [
+        ("forward", "backward"), ("data", "backward"), ("data", "forward"), ("step", "forward"),
+        ("zero_grad", "backward"),
+    ],
 )
 def test_the_straggler_is_the_rank_the_others_wait_for(tmp_path: Path, phase: str, waits_in: str) -> None:
     """Rank 1 is slow in its own work; rank 0 waits as long in a collective (backward's
     all-reduce, or the buffers DDP broadcasts in forward): every step lasts as long on both."""
     straggler = compare_ranks(ranks_of(tmp_path, list(slow(phase, waits_in=waits_in))), StepFilter()).straggler
     assert straggler is not None
-    assert (straggler.label, straggler.phase, straggler.waited_in, straggler.synchronous) == ("rank 1", phase, waits_in, True)
+    found = (straggler.label, straggler.phase, straggler.waited_in, straggler.synchronous)
+    assert found == ("rank 1", phase, waits_in, True)
     assert straggler.excess == pytest.approx(50 * MS)
 
 
 def test_with_more_ranks_the_others_medians_decide(tmp_path: Path) -> None:
     waiting, straggler = slow("step", waits_in="backward")
     comparison = compare_ranks(ranks_of(tmp_path, [waiting, waiting, straggler, waiting]), StepFilter())
-    assert comparison.straggler is not None and (comparison.straggler.label, comparison.straggler.phase) == ("rank 2", "step")
+    straggler = comparison.straggler
+    assert straggler is not None and (straggler.label, straggler.phase) == ("rank 2", "step")
 
 
 def test_no_straggler_within_the_margin(tmp_path: Path) -> None:
@@ -109,7 +113,8 @@ def test_grad_norms_differing_where_the_all_reduce_makes_them_equal(
         return
     [difference] = sync
     first = min(differing)  # type: ignore[type-var]
-    assert (difference.optimizer, difference.differing, difference.compared, difference.first_step) == (0, len(differing), 10, first)  # type: ignore[arg-type]
+    found = (difference.optimizer, difference.differing, difference.compared, difference.first_step)
+    assert found == (0, len(differing), 10, first)  # type: ignore[arg-type]
     assert difference.values == {"rank 0": pytest.approx(1.0 + 0.1 * first), "rank 1": 2.0 + first}
 
 
@@ -125,7 +130,10 @@ def test_cli_shows_ranks_side_by_side_and_names_the_straggler(tmp_path: Path) ->
         ["rank", "0", "10", "68.5", "1", "5", "60", "2", "0.5", "1%", "–"],
         ["rank", "1", "10", "68.5", "1", "55", "10", "2", "0.5", "1%", "–"],
     ], "in rank order"
-    assert "rank 1 is the straggler: its forward takes 50 ms a step more than the other ranks', and they wait for it in backward (50 ms a step)." in " ".join(lines)
+    assert (
+        "rank 1 is the straggler: its forward takes 50 ms a step more than the other ranks',"
+        " and they wait for it in backward (50 ms a step)."
+    ) in " ".join(lines)
     data = json.loads(runner.invoke(app, ["show", "--json", *paths]).output)
     assert [r["rank"] for r in data["ranks"]] == [0, 1]
     assert data["straggler"] == {
@@ -149,7 +157,9 @@ def test_one_trace_options_are_a_usage_error_with_several(tmp_path: Path, option
     paths = [str(p) for p in ranks_of(tmp_path, [FAST, FAST])]
     result = runner.invoke(app, ["show", option, *paths])
     assert result.exit_code == 2
-    assert result.output.strip() == "stepdbg: error: several traces are compared as ranks: --csv, --param and --anomalies take one trace"
+    assert result.output.strip() == (
+        "stepdbg: error: several traces are compared as ranks: --csv, --param and --anomalies take one trace"
+    )
 
 
 def test_a_real_ddp_run_names_its_straggler_and_the_phase(tmp_path: Path) -> None:
@@ -158,7 +168,9 @@ def test_a_real_ddp_run_names_its_straggler_and_the_phase(tmp_path: Path) -> Non
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "stepdbg", "run", "--no-live", "--strict", str(SCRIPTS / "ddp_straggler.py"),
     ]
-    proc = subprocess.run(command, cwd=tmp_path, env=script_env(), capture_output=True, text=True, timeout=180, check=False)
+    proc = subprocess.run(
+        command, cwd=tmp_path, env=script_env(), capture_output=True, text=True, timeout=180, check=False
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     traces = [str(tmp_path / f"ddp_straggler.rank{rank}.stepdbg.jsonl") for rank in (0, 1)]
     for steps, phase in (("1:12", "forward"), ("13:24", "data")):

@@ -341,7 +341,10 @@ def test_the_data_phase_and_memory_are_shown_where_the_trace_has_them(tmp_path: 
     path = write_trace(tmp_path / "data.jsonl", tweak=_waits_and_memory)
     text = "\n".join(line.rstrip() for line in render(path).splitlines())
     assert " data " in text and "17%" in text  # 6 of 36 ms
-    assert "memory: resident memory (RSS) at the steps' ends\nfirst  100 MiB\nlast   109 MiB (+9 MiB)\npeak   109 MiB at step 9\n" in text
+    assert (
+        "memory: resident memory (RSS) at the steps' ends\n"
+        "first  100 MiB\nlast   109 MiB (+9 MiB)\npeak   109 MiB at step 9\n"
+    ) in text
     summary = json.loads(data(path, json=True))
     assert summary["time"]["phases"]["data"]["share"] == pytest.approx(6 / 36)
     assert summary["memory"] == {
@@ -365,6 +368,7 @@ def test_on_cuda_the_peak_is_the_allocators_and_its_step(tmp_path: Path) -> None
     def allocator(record: StepRecord) -> None:
         record.memory = {"allocated": 10 << 20, "peak": (50 if record.step < 4 else 80) << 20}
 
-    text = "\n".join(line.rstrip() for line in render(write_trace(tmp_path / "cuda.jsonl", tweak=allocator)).splitlines())
+    shown = render(write_trace(tmp_path / "cuda.jsonl", tweak=allocator))
+    text = "\n".join(line.rstrip() for line in shown.splitlines())
     assert "memory: CUDA memory allocated at the steps' ends\n" in text
     assert "last              10 MiB (+0 B)\nallocator's peak  80 MiB at step 4\n" in text

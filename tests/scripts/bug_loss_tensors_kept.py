@@ -19,7 +19,7 @@ optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
 x, x_val = torch.randn(64, 64), torch.randn(1024, 64)
 y, y_val = x.sum(dim=1, keepdim=True), x_val.sum(dim=1, keepdim=True)
 val_losses = []
-for step in range(230):
+for _ in range(230):
     optimizer.zero_grad()
     nn.functional.mse_loss(model(x), y).backward()
     optimizer.step()

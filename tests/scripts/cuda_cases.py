@@ -81,7 +81,7 @@ def accumulate() -> torch.Tensor:
 
 def dataloader() -> torch.Tensor:
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
-    data = torch.utils.data.TensorDataset(x[: STEPS * 32], y[: STEPS * 32])  # indexing and stacking on the device: no sync
+    data = torch.utils.data.TensorDataset(x[: STEPS * 32], y[: STEPS * 32])  # indexed and stacked on the device
     for xb, yb in torch.utils.data.DataLoader(data, batch_size=32):
         optimizer.zero_grad()
         loss = mse(xb, yb)

@@ -41,7 +41,8 @@ model = DistributedDataParallel(Net())
 optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
 torch.manual_seed(1 + dist.get_rank())
 x = torch.randn(2 * STEPS * 8, 8)
-batches = iter(DataLoader(torch.utils.data.TensorDataset(x, x.sum(dim=1, keepdim=True)), batch_size=8, collate_fn=collate))
+data = torch.utils.data.TensorDataset(x, x.sum(dim=1, keepdim=True))
+batches = iter(DataLoader(data, batch_size=8, collate_fn=collate))
 for step in range(2 * STEPS):
     slow_phase = "forward" if step < STEPS else "data"
     xb, yb = next(batches)
