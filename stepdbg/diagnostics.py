@@ -70,7 +70,7 @@ RUN_RULES = frozenset(("input-bound", "memory-growth"))
 
 @dataclass
 class Thresholds:
-    """Defaults for the numeric rules (documented in the README)."""
+    """Defaults for the numeric rules (documented in docs/rules.md)."""
 
     explode_ratio: float = 100.0
     """exploding-grad: global norm above this many times its recent average."""
