@@ -158,6 +158,20 @@ def end(records: list[dict[str, Any]]) -> dict[str, Any]:
     return ends[0]
 
 
+# ---- in-process loops ---------------------------------------------------------------------
+
+
+def sgd_steps(model: torch.nn.Module, batches: Iterable[torch.Tensor], epochs: int = 1) -> None:
+    """Train ``model`` with SGD on ``batches`` (iterated ``epochs`` times): zero_grad, backward of
+    the output's sum, step, once per batch: the calls a test's in-process hooks see."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(epochs):
+        for batch in batches:
+            optimizer.zero_grad()
+            model(batch).sum().backward()
+            optimizer.step()
+
+
 # ---- the shared, parallel, cached runs -----------------------------------------------------
 
 

@@ -8,11 +8,10 @@ import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
-from conftest import Spec
+from conftest import Spec, sgd_steps
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -91,15 +90,6 @@ def _collector(clock: Clock) -> tuple[Collector, list[StepRecord]]:
     return Collector(0, diagnostics, records.append, lambda i: None, ModuleTree(), clock=clock), records
 
 
-def _train(loader: Any, model: nn.Module, epochs: int = 1) -> None:
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    for _ in range(epochs):
-        for x in loader:
-            optimizer.zero_grad()
-            model(x).sum().backward()
-            optimizer.step()
-
-
 def test_a_fetch_is_the_data_phase_of_the_step_it_feeds_and_the_end_of_an_epoch_is_no_fetch() -> None:
     """Batches of 2 samples at 1 s each: 2 s of data a step, the forward's 10 s stay forward's. The
     sampler's 100 s at each epoch's end (StopIteration) are no fetch: the next step's forward."""
@@ -107,7 +97,7 @@ def test_a_fetch_is_the_data_phase_of_the_step_it_feeds_and_the_end_of_an_epoch_
     collector, records = _collector(clock)
     with Instrumentation(collector):
         loader = DataLoader(Slow(clock, 6), batch_size=2, sampler=SlowEnd(clock, 6, 100.0))
-        _train(loader, Model(clock), epochs=2)
+        sgd_steps(Model(clock), loader, epochs=2)
     collector.finish()
     times = [(r.time["data"], r.time["forward"], r.time["total"]) for r in records]
     assert times == [(2.0, 10.0, 12.0)] * 3 + [(2.0, 110.0, 112.0)] + [(2.0, 10.0, 12.0)] * 2
@@ -122,7 +112,7 @@ def test_a_wait_before_the_loops_first_call_is_its_first_steps() -> None:
     collector, records = _collector(clock)
     with Instrumentation(collector):
         clock.now += 50.0
-        _train(DataLoader(Slow(clock, 2, cost=3.0), batch_size=2), Model(clock))
+        sgd_steps(Model(clock), DataLoader(Slow(clock, 2, cost=3.0), batch_size=2))
     collector.finish()
     assert [(r.time["data"], r.time["total"]) for r in records] == [(6.0, 16.0)]
 
@@ -160,7 +150,7 @@ def test_a_thread_prefetching_batches_into_a_queue_waits_for_none_of_the_loops()
         thread = threading.Thread(target=lambda: [prefetched.put(x) for x in DataLoader(Slow(clock, 4), batch_size=2)])
         thread.start()
         thread.join()
-        _train([prefetched.get(), prefetched.get()], Model(clock))
+        sgd_steps(Model(clock), [prefetched.get(), prefetched.get()])
     collector.finish()
     assert [(r.time["data"], r.time["forward"]) for r in records] == [(0.0, 10.0), (0.0, 10.0)]
 
@@ -195,7 +185,7 @@ def test_training_with_a_shuffled_multiprocess_loader_is_bitwise_the_same() -> N
         loader = DataLoader(Rows(torch.randn(32, 3)), batch_size=4, shuffle=True, num_workers=2)
         collector, records = _collector(Clock())
         with Instrumentation(collector) if instrumented else contextlib.nullcontext():
-            _train(loader, model, epochs=2)
+            sgd_steps(model, loader, epochs=2)
         assert len(records) == (16 if instrumented else 0)
         return [p.detach().clone() for p in model.parameters()]
 
@@ -238,14 +228,15 @@ def test_only_a_loaders_first_workers_starting_are_a_start_up(
     assert waits.loader == LoaderSettings(workers, False, persistent, 2 if workers else None)
 
 
-SLOW_LOADER = Spec(str(Path(__file__).parents[1] / "examples" / "slow_dataloader.py"))
+SLOW_LOADER = Spec(str(Path(__file__).parents[1] / "examples" / "slow_dataloader.py"), ("--delay", "0.005"))
+"""40 ms of waiting for each batch of 8, on steps of about a millisecond."""
 
 
 @pytest.mark.uses(SLOW_LOADER)
 def test_the_data_share_agrees_with_the_scripts_own_perf_counter(runs) -> None:
     """The example times its own next() calls; stepdbg's data phase is the same share of the
     loop's time (a ratio of two measures of the same waits: whatever the machine's speed),
-    and 16 ms of waiting on steps of a millisecond or so is input-bound."""
+    and so much waiting is input-bound."""
     run = runs.get(SLOW_LOADER)
     assert run.proc.returncode == 0, run.describe()
     said = re.search(r"waiting for batches: ([0-9.]+)% of the loop", run.proc.stdout)

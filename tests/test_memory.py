@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from conftest import sgd_steps
 from torch import nn
 
 from stepdbg.collector import Collector
@@ -24,12 +25,7 @@ def _loop(gauge: MemoryGauge, steps: int = 3, on_cuda: bool = False) -> list[Ste
     with Instrumentation(collector):
         if on_cuda:  # as when the loop's loss is seen on CUDA device 0
             gauge.watch_cuda(0)
-        model = nn.Linear(4, 1)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        for _ in range(steps):
-            optimizer.zero_grad()
-            model(torch.ones(2, 4)).sum().backward()
-            optimizer.step()
+        sgd_steps(nn.Linear(4, 1), [torch.ones(2, 4)] * steps)
     collector.finish()
     return records
 
