@@ -77,14 +77,15 @@ class DataWaits:
             self._new_epoch(iterator)
         return self.clock()
 
-    def end(self, started: float, fetched: bool) -> bool:
-        """The fetch begun at ``started`` returned a batch (``fetched``), or raised: whether it
-        counts (StopIteration ends an epoch: no batch was waited for)."""
+    def end(self, started: float, fetched: bool) -> float | None:
+        """The fetch begun at ``started`` returned a batch (``fetched``), or raised: when it ended,
+        or None where it is no wait (StopIteration ends an epoch: no batch was waited for)."""
         now = self.clock()
         self._fetching = False
-        if fetched:
-            self.seconds += now - started
-        return fetched
+        if not fetched:
+            return None
+        self.seconds += now - started
+        return now
 
     def take(self) -> tuple[float, bool]:
         """The seconds and the start-up flag of the record that ends now; both start again."""

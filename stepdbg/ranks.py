@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from .schema import PHASES, OptimizerInfo, StepRecord
-from .show_stats import MemoryStats, OptimizerCheck, StepFilter
+from .show_stats import MemoryStats
 from .summary import RunInfo, floats, median, optimizer_label
 from .trace import Trace
+from .view import StepFilter, TraceView
 
 STRAGGLER_MARGIN = 0.1
 """A rank's own work must exceed the others' by this share of the median step time, a step."""
@@ -177,20 +178,13 @@ class RankComparison:
 def read_rank(path: str | Path, step_filter: StepFilter) -> RankStats:
     trace = Trace(path)
     stats = RankStats(trace.path, trace.header.rank)
-    known = OptimizerCheck(step_filter.optimizer)
-    read, last_t = 0, 0.0
-    for record in trace:
+    view = TraceView(trace, step_filter)
+    for record in view:
         if isinstance(record, StepRecord):
-            read, last_t = read + 1, record.t
-            known.seen.add(record.optimizer)
-            if step_filter.admits(record.optimizer, record.step):
-                stats.add(record)
-        elif isinstance(record, OptimizerInfo):
-            known.seen.add(record.optimizer)
-            if record.ddp:
-                stats.ddp.add(record.optimizer)
-    known.check(trace.path)
-    stats.run = RunInfo.from_trace(trace, read, last_t)
+            stats.add(record)
+        elif isinstance(record, OptimizerInfo) and record.ddp:
+            stats.ddp.add(record.optimizer)
+    stats.run = view.run_info()
     return stats
 
 

@@ -19,8 +19,9 @@ from rich.console import Console
 from .ranks import compare_ranks
 from .ranks_render import render_ranks
 from .show_render import render, summary_json, write_csv
-from .show_stats import StepFilter, collect, parse_steps
+from .show_stats import collect
 from .trace import Trace, dumps
+from .view import StepFilter
 
 
 @dataclass
@@ -37,8 +38,7 @@ def show_trace(
     path: str | Path, options: ShowOptions, console: Console | None = None, out: TextIO | None = None
 ) -> None:
     """Print the view of the trace at ``path``: rich on ``console`` (stdout), or JSON/CSV on ``out`` (stdout)."""
-    start, stop = parse_steps(options.steps)
-    step_filter = StepFilter(start=start, stop=stop, optimizer=options.optimizer)
+    step_filter = StepFilter.from_options(options.steps, options.optimizer)
     trace = Trace(path)
     out = out if out is not None else sys.stdout
     if options.csv:
@@ -57,7 +57,7 @@ def show_ranks(
     """Print several traces side by side, as the ranks of one run (see `ranks`)."""
     if options.csv or options.param is not None or options.anomalies_only:
         raise ValueError("several traces are compared as ranks: --csv, --param and --anomalies take one trace")
-    comparison = compare_ranks(paths, StepFilter(*parse_steps(options.steps), optimizer=options.optimizer))
+    comparison = compare_ranks(paths, StepFilter.from_options(options.steps, options.optimizer))
     if options.json:
         (out if out is not None else sys.stdout).write(dumps(comparison.to_json()) + "\n")
     else:

@@ -103,6 +103,8 @@ def test_a_fetch_is_the_data_phase_of_the_step_it_feeds_and_the_end_of_an_epoch_
     assert times == [(2.0, 10.0, 12.0)] * 3 + [(2.0, 110.0, 112.0)] + [(2.0, 10.0, 12.0)] * 2
     assert collector.totals["data"] == 12.0
     assert [r.calls for r in records] == [["zero_grad", "backward", "step"]] * 6
+    placed = [(name, start, duration) for name, start, duration in records[3].placed_calls() if name == "data"]
+    assert placed == [("data", 100.0, 2.0)], "a timeline places the wait after the epoch's end"
 
 
 def test_a_wait_before_the_loops_first_call_is_its_first_steps() -> None:

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from stepdbg.cli import app
 from stepdbg.ranks import compare_ranks
 from stepdbg.schema import StepRecord
-from stepdbg.show_stats import StepFilter
+from stepdbg.view import StepFilter
 
 runner = CliRunner()
 MS = 1e-3
