@@ -23,7 +23,7 @@ from typing import NoReturn
 from . import __version__
 from .diagnostics import Diagnostics, Thresholds
 from .live import View
-from .schema import Anomaly, EndRecord, Header, OptimizerInfo, StepRecord
+from .schema import Anomaly, AnomalySteps, EndRecord, Header, OptimizerInfo, StepRecord
 from .trace import TraceWriter
 
 EXIT_INTERRUPTED = 130
@@ -71,6 +71,9 @@ class Recorder:
         self.writer.write(anomaly.to_json())
         self.anomalies.append(anomaly)
         self.view.on_anomaly(anomaly)
+
+    def anomaly_steps(self, steps: AnomalySteps) -> None:
+        self.writer.write(steps.to_json())
 
 
 _IN_PROGRESS: list[Callable[[], None]] = []
@@ -174,7 +177,9 @@ class Session:
                 rank=rank,
             ).to_json()
         )
-        self.diagnostics = Diagnostics(options.thresholds, options.disabled, self.recorder.anomaly)
+        self.diagnostics = Diagnostics(
+            options.thresholds, options.disabled, self.recorder.anomaly, self.recorder.anomaly_steps
+        )
         self.tree = ModuleTree()
         self.collector = Collector(options.every, self.diagnostics, self.recorder.step, self.recorder.optimizer, self.tree)
         self.instrumentation = Instrumentation(self.collector, view.prefix)
@@ -217,7 +222,8 @@ class Session:
         return self._after_hard_exit(end, code) if self._after_hard_exit is not None else code
 
     def end(self, status: str, code: int) -> EndRecord:
-        """Write the end record and close the trace."""
+        """Write where the rules still firing fired, the end record, and close the trace."""
+        self.diagnostics.close()
         end = EndRecord(
             status=status,
             exit_code=code,
