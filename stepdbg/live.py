@@ -292,10 +292,26 @@ class View:
         stopped: str | None = None,
     ) -> None:
         """A few lines after the run: steps, where the time went, anomalies, the trace;
-        then a line for each rank started with torch.multiprocessing (`children`).
-        ``stopped``: the internal error that stopped tracing, if one did."""
+        then a line for each rank started with torch.multiprocessing (`children`). A process
+        that only started ranks summarises them, not itself. ``stopped``: the internal error
+        that stopped tracing, if one did."""
         if self.quiet:
             return
+        if ranks and not end.steps and not end.anomalies and stopped is None:
+            self._line(f"{self.prefix} {len(ranks)} ranks started with torch.multiprocessing, in {end.duration:.2f} s")
+        else:
+            self._own_summary(end, trace, stopped)
+        for rank, (rank_trace, rank_end) in (ranks or {}).items():
+            if rank_end is None:
+                said = "no end record (killed, or still running)"
+            else:
+                status = "" if rank_end.status == "ok" else f" ({rank_end.status}, exit {rank_end.exit_code})"
+                said = f"{rank_end.steps} steps{status}, " + (
+                    f"anomalies: {_counts(rank_end.anomalies)}" if rank_end.anomalies else "no anomalies"
+                )
+            self._line(f"stepdbg: rank {rank}: {said}, trace {rank_trace}")
+
+    def _own_summary(self, end: EndRecord, trace: str, stopped: str | None) -> None:
         if end.steps:
             total = sum(end.time.get(phase, 0.0) for phase in (*PHASES, "overhead")) or 1.0
             shares = " · ".join(
@@ -311,15 +327,6 @@ class View:
         elif end.steps:
             self._line(Text(f"{self.prefix} no anomalies", style="green"))
         self._line(f"{self.prefix} trace written to {trace}")
-        for rank, (rank_trace, rank_end) in (ranks or {}).items():
-            if rank_end is None:
-                said = "no end record (killed, or still running)"
-            else:
-                status = "" if rank_end.status == "ok" else f" ({rank_end.status}, exit {rank_end.exit_code})"
-                said = f"{rank_end.steps} steps{status}, " + (
-                    f"anomalies: {_counts(rank_end.anomalies)}" if rank_end.anomalies else "no anomalies"
-                )
-            self._line(f"stepdbg: rank {rank}: {said}, trace {rank_trace}")
 
 
 def _counts(anomalies: Mapping[str, int]) -> str:
