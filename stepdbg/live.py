@@ -12,7 +12,8 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from typing import TextIO
 
 from rich import box
@@ -37,6 +38,8 @@ MIN_SCROLL_ROWS = 4
 TABLE_ROWS = 8
 """The table shows the optimizers stepped last, this many at most (a loop may build one
 per iteration, or one per parameter)."""
+STRICT_NAMED = 5
+"""Problems the --strict line names; it counts the rest."""
 
 
 class LiveRegion:
@@ -327,6 +330,18 @@ class View:
         elif end.steps:
             self._line(Text(f"{self.prefix} no anomalies", style="green"))
         self._line(f"{self.prefix} trace written to {trace}")
+
+    def strict_failure(self, problems: Sequence[tuple[str, str]]) -> None:
+        """The line that says why ``--strict`` fails the run, ``(severity, what and where)`` for
+        each problem: printed even when quiet (in CI, a red build needs its reason)."""
+        counts = Counter(severity for severity, _ in problems)
+        tally = ", ".join(
+            f"{count} {severity}{'s' if count > 1 else ''}" for severity in ("error", "warning") if (count := counts[severity])
+        )
+        named = [where for _, where in problems[:STRICT_NAMED]]
+        if len(problems) > STRICT_NAMED:
+            named.append(f"{len(problems) - STRICT_NAMED} more")
+        self._line(Text(f"{self.prefix} --strict: {tally} ({', '.join(named)})", style="red"))
 
 
 def _counts(anomalies: Mapping[str, int]) -> str:

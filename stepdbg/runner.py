@@ -147,7 +147,9 @@ def run_script(options: RunOptions) -> int:
         rank_ends = ranks.ends(since=session.started)
         rank_lines = {rank: (str(path), e) for rank, (path, e) in rank_ends.items()}
         view.summary(end, str(trace_path), rank_lines, stopped=session.instrumentation.failed)
-        if options.strict and code == 0 and (session.diagnostics.found_problems or ranks.found_problems(rank_ends)):
+        problems = session.recorder.problems + ranks.problems(rank_ends)
+        if options.strict and code == 0 and problems:
+            view.strict_failure(problems)
             return EXIT_STRICT
         return code
 

@@ -56,6 +56,8 @@ class Recorder:
         self.writer = writer
         self.view = view
         self.steps = 0
+        self.problems: list[tuple[str, str]] = []
+        """Each warning and error reported, as ``(severity, "rule at step N")`` (for --strict)."""
 
     def optimizer(self, info: OptimizerInfo) -> None:
         self.writer.write(info.to_json())
@@ -68,6 +70,8 @@ class Recorder:
     def anomaly(self, anomaly: Anomaly) -> None:
         self.writer.write(anomaly.to_json())
         self.view.on_anomaly(anomaly)
+        if anomaly.severity != "info":
+            self.problems.append((anomaly.severity, f"{anomaly.rule} at step {anomaly.step}"))
 
 
 _IN_PROGRESS: list[Callable[[], None]] = []

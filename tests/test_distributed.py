@@ -118,6 +118,7 @@ def test_a_ranks_anomalies_are_its_own_and_count_for_strict(tmp_path: Path) -> N
     proc = spawn_run(tmp_path, "forget-zero-grad", "--strict")
     assert proc.returncode == 3, proc.stderr[-3000:]
     assert "stepdbg[rank 1]: error missing-zero-grad (step 1, optimizer 0)" in proc.stderr
+    assert proc.stderr.endswith("stepdbg: --strict: 1 error (missing-zero-grad on rank 1)\n")
     assert "stepdbg[rank 0]" not in proc.stderr
     rank1 = read_trace(tmp_path / "ddp_spawn.rank1.stepdbg.jsonl")
     assert [(a["rule"], a["step"]) for a in anomalies(rank1)] == [("missing-zero-grad", 1)]
