@@ -51,7 +51,7 @@ class TracedRank:
             module._wrap = self.wrap
         view = View(Console(stderr=True), live=False, quiet=self.options.quiet, label=f"rank {rank}")
         try:
-            session = Session(self.options, self.argv, self.command, rank_trace_path(self.trace, rank), view, rank)
+            session = Session(self.options, self.argv, self.command, [rank_trace_path(self.trace, rank)], view, rank)
         except ScriptNotFound as e:  # the rank trains all the same, untraced
             print(f"stepdbg[rank {rank}]: {e}", file=sys.stderr)
             return self.wrap(fn, rank, *rest)

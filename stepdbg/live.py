@@ -235,6 +235,11 @@ class View:
         self._window.pop(stale, None)
         self._shown.pop(stale, None)
 
+    def note(self, text: str) -> None:
+        """A line about the run itself (where its trace goes), unless quiet."""
+        if not self.quiet:
+            self._line(f"{self.prefix} {text}")
+
     def on_anomaly(self, anomaly: Anomaly) -> None:
         self.anomaly_count += 1
         if not self.quiet:

@@ -13,23 +13,27 @@ from __future__ import annotations
 import builtins
 import importlib.util
 import io
+import itertools
 import os
 import pkgutil
 import runpy
 import shlex
 import sys
 import types
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from rich.console import Console
 
 from .children import SpawnedRanks
 from .live import View
+from .ownership import TRACE_SUFFIX, tagged_trace_path
 from .schema import EndRecord
-from .session import TRACE_SUFFIX, RunOptions, ScriptNotFound, Session, outcome, print_exit_message, rank_trace_path
+from .session import RunOptions, ScriptNotFound, Session, outcome, print_exit_message, rank_trace_path
 
 EXIT_STRICT = 3
+MAX_FREE_NAMES = 1000
+"""Default trace names tried before giving up: each one taken means a run still writing it."""
 
 
 def _draws_the_table() -> bool:
@@ -50,12 +54,21 @@ def _rank_label() -> str:
     return f"rank {rank}" if rank is not None and os.environ.get("WORLD_SIZE", "1") != "1" else ""
 
 
-def default_trace_path(options: RunOptions) -> Path:
-    """``train.py`` -> ``./train.stepdbg.jsonl``; one file per rank in a distributed run."""
-    stem = options.target.rsplit(".", 1)[-1] if options.module else Path(options.target).stem
-    path = Path.cwd() / f"{stem}{TRACE_SUFFIX}"
+def trace_paths(options: RunOptions) -> Iterator[Path]:
+    """Where the trace may go, in order of preference. ``-o PATH``: that path alone. By default
+    ``train.py`` -> ``./train.stepdbg.jsonl``, then, where a live run holds it, free names
+    ``train.1.stepdbg.jsonl``, ``train.2.stepdbg.jsonl``... Under a launcher, one file per
+    rank: ``train.rank1.stepdbg.jsonl``, ``train.1.rank1.stepdbg.jsonl``..., so that the
+    ranks of one run share a number."""
+    if options.trace is not None:
+        names: Iterable[Path] = [options.trace]
+    else:
+        stem = options.target.rsplit(".", 1)[-1] if options.module else Path(options.target).stem
+        default = Path.cwd() / f"{stem}{TRACE_SUFFIX}"
+        names = itertools.chain([default], (tagged_trace_path(default, str(n)) for n in range(1, MAX_FREE_NAMES)))
     rank = launcher_rank()
-    return rank_trace_path(path, rank) if rank is not None else path
+    for name in names:
+        yield rank_trace_path(name, rank) if rank is not None else name
 
 
 def _resolve(options: RunOptions) -> tuple[str, list[str]]:
@@ -121,11 +134,10 @@ def _run_file(path: str) -> None:
 def run_script(options: RunOptions) -> int:
     """Run the script under instrumentation; return the exit code stepdbg should exit with."""
     target, argv = _resolve(options)
-    trace_path = options.trace or default_trace_path(options)
     command = shlex.join(options.command or ["stepdbg", "run", target, *options.args])
     view = View(Console(stderr=True), live=options.live and _draws_the_table(), quiet=options.quiet, label=_rank_label())
-    session = Session(options, argv, command, trace_path, view, launcher_rank())
-    ranks = SpawnedRanks(options, argv, command, trace_path)
+    session = Session(options, argv, command, trace_paths(options), view, launcher_rank())
+    ranks = SpawnedRanks(options, argv, command, session.trace_path)
 
     saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
     error: BaseException | None = None
@@ -146,7 +158,7 @@ def run_script(options: RunOptions) -> int:
         """Summary (with a line per rank), and the exit code, --strict's included."""
         rank_ends = ranks.ends(since=session.started)
         rank_lines = {rank: (str(path), e) for rank, (path, e) in rank_ends.items()}
-        view.summary(end, str(trace_path), rank_lines, stopped=session.instrumentation.failed)
+        view.summary(end, str(session.trace_path), rank_lines, stopped=session.instrumentation.failed)
         problems = session.recorder.problems + ranks.problems(rank_ends)
         if options.strict and code == 0 and problems:
             view.strict_failure(problems)

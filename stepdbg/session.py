@@ -15,7 +15,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
@@ -23,11 +23,11 @@ from typing import NoReturn
 from . import __version__
 from .diagnostics import Diagnostics, Thresholds
 from .live import View
+from .ownership import TraceInUse, tagged_trace_path
 from .schema import Anomaly, EndRecord, Header, OptimizerInfo, StepRecord
 from .trace import TraceWriter
 
 EXIT_INTERRUPTED = 130
-TRACE_SUFFIX = ".stepdbg.jsonl"
 
 
 class ScriptNotFound(Exception):
@@ -119,9 +119,26 @@ def _claim_os_exit() -> None:
 
 def rank_trace_path(trace: Path, rank: int) -> Path:
     """``train.stepdbg.jsonl`` -> ``train.rank1.stepdbg.jsonl``; ``t.jsonl`` -> ``t.rank1.jsonl``."""
-    name = trace.name
-    suffix = TRACE_SUFFIX if name.endswith(TRACE_SUFFIX) else trace.suffix
-    return trace.with_name(f"{name[: len(name) - len(suffix)]}.rank{rank}{suffix}")
+    return tagged_trace_path(trace, f"rank{rank}")
+
+
+def _open_trace(trace_paths: Iterable[Path], view: View) -> TraceWriter:
+    """A writer on the first of ``trace_paths`` that no live run holds (saying so on the view
+    when it is not the first), or ScriptNotFound."""
+    first: TraceInUse | None = None
+    for path in trace_paths:
+        try:
+            writer = TraceWriter(path)
+        except TraceInUse as e:
+            first = first or e
+            continue
+        except OSError as e:
+            raise ScriptNotFound(f"cannot write the trace {path}: {e.strerror}") from None
+        if first is not None:
+            view.note(f"{first.holder} is writing {first.path}: this run's trace is {path}")
+        return writer
+    assert first is not None, "no trace path to try"
+    raise ScriptNotFound(f"cannot write the trace {first.path}: {first}")
 
 
 def _device() -> str:
@@ -139,19 +156,19 @@ class Session:
     """Collects one process's steps into one trace, from `start` to `end`."""
 
     def __init__(
-        self, options: RunOptions, argv: list[str], command: str, trace_path: Path, view: View, rank: int | None
+        self, options: RunOptions, argv: list[str], command: str, trace_paths: Iterable[Path], view: View, rank: int | None
     ) -> None:
+        """``trace_paths``: where to write the trace, the first that no live run holds; the
+        caller gives one (an explicit path: held, it is an error) or several (free names)."""
+        self.writer = _open_trace(trace_paths, view)  # first: a trace held by another run stops the run at once
+        self.trace_path = self.writer.path
+
         import torch  # the instrumentation needs it; the script will import it anyway
 
         from .collector import Collector
         from .instrument import Instrumentation
         from .names import ModuleTree
 
-        try:
-            self.writer = TraceWriter(trace_path)
-        except OSError as e:
-            raise ScriptNotFound(f"cannot write the trace {trace_path}: {e.strerror}") from None
-        self.trace_path = trace_path
         self.view = view
         self.recorder = Recorder(self.writer, view)
         self.started = time.time()
@@ -170,6 +187,7 @@ class Session:
                 rank=rank,
             ).to_json()
         )
+        self.writer.flush()  # the header at once: a run that finds the file held names its pid
         self.diagnostics = Diagnostics(options.thresholds, options.disabled, self.recorder.anomaly)
         self.tree = ModuleTree()
         self.collector = Collector(options.every, self.diagnostics, self.recorder.step, self.recorder.optimizer, self.tree)

@@ -196,6 +196,43 @@ def test_summary_names_the_trace(tmp_path: Path) -> None:
     assert f"trace written to {trace}" in result.stderr
 
 
+def test_runs_side_by_side_in_one_folder_each_own_their_trace(tmp_path: Path) -> None:
+    """A sweep (``for lr in ...; do stepdbg run train.py --lr $lr & done``): each run writes
+    a trace of its own, whole, the first under the default name and the others under free
+    names that they say; a run told to write a trace that a live run writes stops before
+    its script starts."""
+    script = str(SCRIPTS / "waits.py")
+    command = [sys.executable, "-m", "stepdbg", "run", "--no-live", script]
+    sweep = [
+        subprocess.Popen([*command, f"run{i}"], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(3)
+    ]
+    try:
+        for i, process in enumerate(sweep):
+            assert process.stdout is not None and process.stdout.readline() == f"run{i} waits\n"
+        held = run("run", "-o", "waits.stepdbg.jsonl", script, "late", cwd=tmp_path)  # all three are writing now
+    finally:
+        (tmp_path / "go").touch()
+        ended = [process.communicate(timeout=120) for process in sweep]
+    assert (held.returncode, held.stdout) == (2, ""), held.stderr
+    [line] = held.stderr.splitlines()
+    assert line.startswith("stepdbg: error: cannot write the trace waits.stepdbg.jsonl: another run (pid ")
+    assert line.endswith(") is writing it")
+    default = tmp_path / "waits.stepdbg.jsonl"
+    written = {}
+    for i, (process, (_, stderr)) in enumerate(zip(sweep, ended)):
+        assert process.returncode == 0, stderr
+        trace = Path(stderr.split("trace written to ")[1].split()[0])
+        written[trace.name] = i
+        lines = records(trace)  # every line whole and valid
+        assert (lines[0]["pid"], lines[0]["argv"]) == (process.pid, [script, f"run{i}"]), "the run's own trace"
+        assert [r["step"] for r in lines if r["type"] == "step"] == [0, 1, 2, 3]
+        assert [r["type"] for r in lines].count("end") == 1 and lines[-1]["status"] == "ok"
+        if trace != default:
+            assert f"is writing {default}: this run's trace is {trace}" in stderr.splitlines()[0]
+    assert sorted(written) == ["waits.1.stepdbg.jsonl", "waits.2.stepdbg.jsonl", "waits.stepdbg.jsonl"]
+
+
 def test_killed_run_keeps_completed_steps(tmp_path: Path) -> None:
     trace = tmp_path / "killed.jsonl"
     process = subprocess.Popen(
