@@ -307,6 +307,7 @@ class View:
             return
         if ranks and not end.steps and not end.anomalies and stopped is None:
             self._line(f"{self.prefix} {len(ranks)} ranks started with torch.multiprocessing, in {end.duration:.2f} s")
+            self._terminated(end)
         else:
             self._own_summary(end, trace, stopped)
         for rank, (rank_trace, rank_end) in (ranks or {}).items():
@@ -328,6 +329,7 @@ class View:
             self._line(f"{self.prefix} {end.steps} steps in {end.duration:.2f} s ({shares})")
         elif stopped is None:
             self._line(f"{self.prefix} no optimizer step or backward pass in this process ({end.duration:.2f} s)")
+        self._terminated(end)
         if stopped is not None:
             self._line(Text(f"{self.prefix} tracing stopped early by an internal error ({stopped})", style="red"))
         if end.anomalies:
@@ -335,6 +337,10 @@ class View:
         elif end.steps:
             self._line(Text(f"{self.prefix} no anomalies", style="green"))
         self._line(f"{self.prefix} trace written to {trace}")
+
+    def _terminated(self, end: EndRecord) -> None:
+        if end.signal is not None:
+            self._line(Text(f"{self.prefix} terminated by {end.signal}", style="red"))
 
     def strict_failure(self, problems: Sequence[tuple[str, str]]) -> None:
         """The line that says why ``--strict`` fails the run, ``(severity, what and where)`` for

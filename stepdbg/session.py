@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -25,6 +26,7 @@ from .diagnostics import Diagnostics, Thresholds
 from .live import View
 from .ownership import TraceInUse, tagged_trace_path
 from .schema import Anomaly, EndRecord, Header, OptimizerInfo, StepRecord
+from .termination import TerminationHandler, exit_code
 from .trace import TraceWriter
 
 EXIT_INTERRUPTED = 130
@@ -166,7 +168,7 @@ class Session:
         import torch  # the instrumentation needs it; the script will import it anyway
 
         from .collector import Collector
-        from .instrument import Instrumentation
+        from .instrument import Instrumentation, collecting
         from .names import ModuleTree
 
         self.view = view
@@ -192,12 +194,13 @@ class Session:
         self.tree = ModuleTree()
         self.collector = Collector(options.every, self.diagnostics, self.recorder.step, self.recorder.optimizer, self.tree)
         self.instrumentation = Instrumentation(self.collector, view.prefix)
+        self.termination = TerminationHandler(self._terminate, collecting)
         self._after_hard_exit: Callable[[EndRecord, int], int] | None = None
 
     def start(self, after_hard_exit: Callable[[EndRecord, int], int] | None = None) -> None:
-        """Hooks in. If the script calls ``os._exit``, the session ends there and then
-        ``after_hard_exit`` (given the end record and the script's exit code) returns the
-        exit code to use."""
+        """Hooks in. If the script calls ``os._exit``, or SIGTERM or SIGHUP ends the process
+        (see `termination`), the session ends there and then ``after_hard_exit`` (given the
+        end record and the exit code) prints the summary and returns the exit code to use."""
         _IN_PROGRESS.append(self._let_go)
         self._after_hard_exit = after_hard_exit
         _HARD_EXITS.append(self._hard_exit)
@@ -205,15 +208,18 @@ class Session:
         self.tree.install()
         self.instrumentation.install()
         self.view.start()
+        self.termination.install()
 
     def _let_go(self) -> None:
         self.instrumentation.uninstall()
         self.tree.uninstall()
         self.writer.detach()
         self.view.detach()
+        self.termination.detach()
 
     def stop(self) -> None:
         """Hooks out, and every record still waiting on a device emitted."""
+        self.termination.hold()
         if self._let_go in _IN_PROGRESS:
             _IN_PROGRESS.remove(self._let_go)
         if self._hard_exit in _HARD_EXITS:
@@ -230,7 +236,22 @@ class Session:
         end = self.end(*outcome(SystemExit(code)))
         return self._after_hard_exit(end, code) if self._after_hard_exit is not None else code
 
-    def end(self, status: str, code: int) -> EndRecord:
+    def _terminate(self, signum: int, stuck: bool) -> None:
+        """SIGTERM or SIGHUP: the session ends here, before the signal ends the process.
+        ``stuck``: on the watchdog's thread, while the main thread is blocked in a hook or
+        elsewhere: the hooks stay as they are, and what waits on a device is dropped."""
+        code = exit_code(signum)
+        try:
+            if stuck:
+                self.view.stop()
+            else:
+                self.stop()
+        finally:  # the terminal may be gone (SIGHUP): the trace first
+            end = self.end("terminated", code, signal.Signals(signum).name)
+        if self._after_hard_exit is not None:
+            self._after_hard_exit(end, code)
+
+    def end(self, status: str, code: int, terminated_by: str | None = None) -> EndRecord:
         """Write the end record and close the trace."""
         end = EndRecord(
             status=status,
@@ -239,9 +260,11 @@ class Session:
             steps=self.recorder.steps,
             anomalies=dict(self.diagnostics.counts),
             time=self.collector.totals,
+            signal=terminated_by,
         )
         self.writer.write(end.to_json())
         self.writer.close()
+        self.termination.uninstall()
         return end
 
 

@@ -259,6 +259,55 @@ def test_killed_run_keeps_completed_steps(tmp_path: Path) -> None:
     assert "not finished (no end record" in shown.stdout
 
 
+def end_record(trace: Path) -> dict:
+    """The trace's last record, every record before it whole and valid, checked to be its only end record."""
+    lines = records(trace)
+    assert [r["type"] for r in lines].count("end") == 1 and lines[-1]["type"] == "end", lines[-3:]
+    return lines[-1]
+
+
+def test_sigterm_ends_the_run_and_then_the_process(tmp_path: Path) -> None:
+    """As launchers stop jobs: every step before the signal in the trace (none of them waits
+    for the writer), an end record, the terminal's scroll region given back, the summary,
+    then the process ended by the signal, as without stepdbg. (SIGHUP: test_termination.py.)"""
+    trace = tmp_path / "t.jsonl"
+    command = [sys.executable, "-m", "stepdbg", "run", "-o", str(trace), str(SCRIPTS / "signals.py"), "SIGTERM"]
+    code, output = run_in_terminal(*command, cwd=tmp_path, env=ENV)
+    assert code == -signal.SIGTERM, output[-2000:]
+    shown = terminal_lines(output)  # the region was given back
+    assert "trained 5 steps" in shown and "not terminated" not in shown
+    summary = "".join(shown[shown.index("trained 5 steps") + 1 :]).replace(" ", "")  # lines wrapped at the terminal's width
+    assert summary.startswith("stepdbg:5stepsin") and summary.endswith(f"tracewrittento{trace}"), summary
+    assert "stepdbg:terminatedbySIGTERM" in summary
+    lines = records(trace)
+    assert [r["step"] for r in lines if r["type"] == "step"] == [0, 1, 2, 3, 4]
+    end = end_record(trace)
+    assert (end["status"], end["signal"], end["exit_code"], end["steps"]) == ("terminated", "SIGTERM", 143, 5)
+
+
+def test_a_scripts_own_sigterm_handler_keeps_the_signal(tmp_path: Path) -> None:
+    """A handler the script installs (Lightning's, for Slurm's requeue) wins, also when it calls
+    the one it replaced: the script stops when it decides to, and the run ends as it ends."""
+    trace = tmp_path / "t.jsonl"
+    result = run("run", "--no-live", "-o", str(trace), str(SCRIPTS / "signals.py"), "own-handler", cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (0, "stopped cleanly after 4 steps\n"), result.stderr
+    assert "terminated" not in result.stderr
+    end = end_record(trace)
+    assert (end["status"], end["steps"], "signal" in end) == ("ok", 4, False)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="the script finds its main thread's system call in Linux's /proc")
+def test_sigterm_ends_a_run_whose_main_thread_never_gets_to_the_handler(tmp_path: Path) -> None:
+    """A rank blocked in a collective for a rank that died runs no Python signal handler:
+    stepdbg's watchdog ends the run, and exits with the signal's exit code."""
+    trace = tmp_path / "t.jsonl"
+    result = run("run", "--no-live", "-o", str(trace), str(SCRIPTS / "signals.py"), "stuck", cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (128 + signal.SIGTERM, ""), result.stderr
+    assert "stepdbg: terminated by SIGTERM" in result.stderr
+    end = end_record(trace)
+    assert (end["status"], end["signal"], end["steps"]) == ("terminated", "SIGTERM", 3)
+
+
 def test_trace_is_standard_json_lines(tmp_path: Path) -> None:
     trace = tmp_path / "t.jsonl"
     result = run("run", "--every", "1", "-o", str(trace), str(SCRIPTS / "exits.py"), "ok", cwd=tmp_path)
