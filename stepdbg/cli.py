@@ -77,14 +77,18 @@ def run(
     module: Annotated[bool, typer.Option("-m", "--module", help="Run SCRIPT as a module, like python -m.")] = False,
     trace: Annotated[
         Optional[Path],
-        typer.Option("-o", "--trace", help="Trace file to write. Default: SCRIPT.stepdbg.jsonl in the current directory."),
+        typer.Option(
+            "-o", "--trace",
+            help="Trace file to write; one that a live run writes is an error. Default: SCRIPT.stepdbg.jsonl"
+            " in the current directory, or SCRIPT.1.stepdbg.jsonl... while another run writes it.",
+        ),
     ] = None,
     every: Annotated[
         int,
         typer.Option(help="Record per-parameter norms and update sizes every N steps (0: never). Global figures are recorded every step.", min=0),
     ] = 50,
     live: Annotated[bool, typer.Option("--live/--no-live", help="Show the live table while the script runs.")] = True,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing from stepdbg except errors.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing from stepdbg except errors and why --strict fails.")] = False,
     disable: Annotated[
         Optional[str], typer.Option(help="Comma-separated diagnostic rules to turn off.", show_default=False)
     ] = None,
