@@ -88,7 +88,9 @@ def run(
         typer.Option(help="Record per-parameter norms and update sizes every N steps (0: never). Global figures are recorded every step.", min=0),
     ] = 50,
     live: Annotated[bool, typer.Option("--live/--no-live", help="Show the live table while the script runs.")] = True,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing from stepdbg except errors and why --strict fails.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print nothing from stepdbg except errors and why --strict fails.")
+    ] = False,
     disable: Annotated[
         Optional[str], typer.Option(help="Comma-separated diagnostic rules to turn off.", show_default=False)
     ] = None,

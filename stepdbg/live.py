@@ -347,7 +347,9 @@ class View:
         each problem: printed even when quiet (in CI, a red build needs its reason)."""
         counts = Counter(severity for severity, _ in problems)
         tally = ", ".join(
-            f"{count} {severity}{'s' if count > 1 else ''}" for severity in ("error", "warning") if (count := counts[severity])
+            f"{count} {severity}{'s' if count > 1 else ''}"
+            for severity in ("error", "warning")
+            if (count := counts[severity])
         )
         named = [where for _, where in problems[:STRICT_NAMED]]
         if len(problems) > STRICT_NAMED:

@@ -158,7 +158,13 @@ class Session:
     """Collects one process's steps into one trace, from `start` to `end`."""
 
     def __init__(
-        self, options: RunOptions, argv: list[str], command: str, trace_paths: Iterable[Path], view: View, rank: int | None
+        self,
+        options: RunOptions,
+        argv: list[str],
+        command: str,
+        trace_paths: Iterable[Path],
+        view: View,
+        rank: int | None,
     ) -> None:
         """``trace_paths``: where to write the trace, the first that no live run holds; the
         caller gives one (an explicit path: held, it is an error) or several (free names)."""

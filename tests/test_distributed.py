@@ -108,9 +108,10 @@ def test_ranks_started_with_torch_multiprocessing_spawn_are_traced(tmp_path: Pat
         assert [r["step"] for r in steps(records, 0)] == list(range(10))
     assert [r["grad_norm"] for r in steps(ranks[0], 0)] == [r["grad_norm"] for r in steps(ranks[1], 0)]
     ours = [line for line in proc.stderr.splitlines() if line.startswith("stepdbg: ")]
-    assert ours[0].startswith("stepdbg: 2 ranks started with torch.multiprocessing, in "), ours  # not the main process's empty run
+    assert ours[0].startswith("stepdbg: 2 ranks started with torch.multiprocessing, in "), ours  # not the main process
     assert ours[1:] == [
-        f"stepdbg: rank {rank}: 10 steps, no anomalies, trace {tmp_path / f'ddp_spawn.rank{rank}.stepdbg.jsonl'}" for rank in (0, 1)
+        f"stepdbg: rank {rank}: 10 steps, no anomalies, trace {tmp_path / f'ddp_spawn.rank{rank}.stepdbg.jsonl'}"
+        for rank in (0, 1)
     ]
 
 

@@ -204,7 +204,9 @@ def test_runs_side_by_side_in_one_folder_each_own_their_trace(tmp_path: Path) ->
     script = str(SCRIPTS / "waits.py")
     command = [sys.executable, "-m", "stepdbg", "run", "--no-live", script]
     sweep = [
-        subprocess.Popen([*command, f"run{i}"], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [*command, f"run{i}"], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         for i in range(3)
     ]
     try:
@@ -276,7 +278,7 @@ def test_sigterm_ends_the_run_and_then_the_process(tmp_path: Path) -> None:
     assert code == -signal.SIGTERM, output[-2000:]
     shown = terminal_lines(output)  # the region was given back
     assert "trained 5 steps" in shown and "not terminated" not in shown
-    summary = "".join(shown[shown.index("trained 5 steps") + 1 :]).replace(" ", "")  # lines wrapped at the terminal's width
+    summary = "".join(shown[shown.index("trained 5 steps") + 1 :]).replace(" ", "")  # lines wrapped at the width
     assert summary.startswith("stepdbg:5stepsin") and summary.endswith(f"tracewrittento{trace}"), summary
     assert "stepdbg:terminatedbySIGTERM" in summary
     lines = records(trace)
@@ -296,7 +298,7 @@ def test_a_scripts_own_sigterm_handler_keeps_the_signal(tmp_path: Path) -> None:
     assert (end["status"], end["steps"], "signal" in end) == ("ok", 4, False)
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="the script finds its main thread's system call in Linux's /proc")
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="the script reads its main thread's state in /proc")
 def test_sigterm_ends_a_run_whose_main_thread_never_gets_to_the_handler(tmp_path: Path) -> None:
     """A rank blocked in a collective for a rank that died runs no Python signal handler:
     stepdbg's watchdog ends the run, and exits with the signal's exit code."""

@@ -39,6 +39,8 @@ print("not ended")
 
 def test_a_signal_in_collector_code_ends_the_session_once_it_has_returned_and_an_ignored_one_stays_ignored() -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    proc = subprocess.run([sys.executable, "-c", HANDLED], env=env, capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", HANDLED], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
     assert proc.returncode == -1, proc.stderr  # SIGHUP's default action, after the session ended
     assert proc.stdout.splitlines() == ["SIGTERM ignored", "busy", "free", "ended by SIGHUP, stuck: False"], proc.stderr

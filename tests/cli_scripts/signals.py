@@ -21,7 +21,7 @@ from tiny_training import train
 
 
 def waiting_in_read(fd: int) -> bool:
-    """Whether the main thread is blocked in a system call on ``fd`` (Linux's /proc: the call's number, then its arguments)."""
+    """Whether the main thread is blocked in a system call on ``fd`` (Linux's /proc: the call, then its arguments)."""
     with open(f"/proc/self/task/{threading.main_thread().native_id}/syscall") as f:
         fields = f.read().split()
     return len(fields) > 1 and fields[1] == hex(fd)
