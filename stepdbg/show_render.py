@@ -244,7 +244,7 @@ ANOMALY_COLUMNS = ["rule", "severity", "step", "optimizer", "param", "message", 
 PARAM_COLUMNS = ["optimizer", "step", "param", "grad_norm", "update_ratio"]
 
 
-def _step_row(record: StepRecord) -> list[Any]:
+def step_row(record: StepRecord) -> list[Any]:
     """csv writes None as an empty cell and floats exactly (``repr``); NaN as ``nan``, which pandas reads."""
     lr: Any = record.lr[0] if len(record.lr) == 1 else ";".join("" if v is None else repr(v) for v in record.lr)
     return [
@@ -266,7 +266,7 @@ def _csv_rows(
             if anomalies_only or not step_filter.admits(record.optimizer, record.step):
                 continue
             if params is None:
-                yield _step_row(record)
+                yield step_row(record)
             elif record.param_grad_norms is not None:
                 ratios = record.param_update_ratios or {}
                 for name, norm in record.param_grad_norms.items():
