@@ -67,6 +67,10 @@ HELD_CALLS = 1 << 10
 """A record lists the last this many calls at most, after `CALL_ELIDED`: backward passes made
 beside an optimizer that never steps would otherwise add to one list for the whole run."""
 
+HELD_SPANS = HELD_CALLS
+"""A record places at most this many calls in time (`StepRecord.spans`); an iteration with more
+places none, and a timeline lays its phases end to end."""
+
 LOSS_PRUNE_EVERY = 64
 """Losses already taken by every optimizer are looked for once this many are held."""
 
@@ -419,6 +423,8 @@ class Collector:
         self._step_seconds = 0.0
         self._zero_grad_seconds = 0.0
         self._overhead = 0.0
+        self._spans: list[str | float] = []
+        """Where each call of the iteration lay in time, for timelines (see `_span`)."""
         self._last_end: float | None = None
         """End of the previous step record; None until the loop's first instrumented call."""
         self.no_optimizer_steps = 0
@@ -432,6 +438,15 @@ class Collector:
         self._zero_grad_event: Any = None
         self._backward_event: Any = None
         self._scaler_event: Any = None
+
+    def _span(self, phase: str, start: float, end: float) -> None:
+        """Place a call in its iteration: its start from the iteration's, and its length, to the
+        microsecond (a timeline's resolution, in fewer digits). A few float operations a call."""
+        spans = self._spans
+        if len(spans) <= 3 * HELD_SPANS:
+            base = self._last_end if self._last_end is not None else start
+            offset = int((start - base) * 1e6)
+            spans += (phase, offset / 1e6, (int((end - base) * 1e6) - offset) / 1e6)
 
     def _loop_started(self) -> float:
         """Now; the first call also starts the first iteration's clock (set-up is not a step)."""
@@ -537,6 +552,7 @@ class Collector:
             return
         end = self.clock()
         self._zero_grad_seconds += end - self._zero_grad_start
+        self._span(CALL_ZERO_GRAD, self._zero_grad_start, end)
         if self.device.on:
             self.device.close("zero_grad", self._zero_grad_event)
         if optimizer is not None:
@@ -653,6 +669,7 @@ class Collector:
             return
         end = self.clock()
         self._backward_seconds += end - self._backward_start
+        self._span(CALL_BACKWARD, self._backward_start, end)
         if self.device.on:
             self.device.close("backward", self._backward_event)
         if accumulate:
@@ -867,6 +884,7 @@ class Collector:
         track.zero_grad_time_at_start = self._zero_grad_seconds
         now = self.clock()
         self._overhead += now - entered
+        self._span("overhead", entered, now)
         track.step_start = now
         if self.device.on:
             track.step_event = self.device.mark()
@@ -888,6 +906,7 @@ class Collector:
             self._zero_grad_seconds - track.zero_grad_time_at_start
         )
         self._step_seconds += end - track.step_start - inner
+        self._span(CALL_STEP, track.step_start, end)
         if self.device.on:
             self.device.close("step", track.step_event, track.intervals_at_start)
         progress, track.pending = track.pending, None
@@ -897,7 +916,7 @@ class Collector:
         if track.closure:
             self._consume(progress, optimizer)
         self._finish_record(progress, end)
-        self._overhead += self.clock() - end
+        self._overhead_after_record(end)
 
     def on_scaler_step_start(self, scaler: Any, optimizer: Any) -> int:
         """Before GradScaler.step: returns the optimizer's step count, to see if it stepped."""
@@ -913,6 +932,7 @@ class Collector:
         if track is not None and track.steps == steps_before:
             end = self.clock()
             self._step_seconds += end - started
+            self._span(CALL_STEP, started, end)
             if self.device.on:
                 self.device.close("step", self._scaler_event)
             self.calls.append(CALL_STEP)
@@ -922,7 +942,7 @@ class Collector:
             self._take_losses(progress)
             self._mark_consumed(track)
             self._finish_record(progress, end)
-            self._overhead += self.clock() - end
+            self._overhead_after_record(end)
         self.active_scaler = None
 
     def _announce(self, track: OptimizerTrack, optimizer: torch.optim.Optimizer) -> None:
@@ -1239,10 +1259,18 @@ class Collector:
         if entries and track not in self._watched:
             self._watched.append(track)
 
+    def _overhead_after_record(self, end: float) -> None:
+        """stepdbg's time finishing the record that ended at ``end``: the next iteration's first."""
+        now = self.clock()
+        self._overhead += now - end
+        self._span("overhead", end, now)
+
     def _finish_record(self, progress: _StepInProgress, end: float) -> None:
         record = progress.record
         record.t = end - self.start
         record.calls = self._compressed_calls()
+        spans, self._spans = self._spans, []
+        record.spans = spans if len(spans) <= 3 * HELD_SPANS else None
         total = end - (self._last_end if self._last_end is not None else end)
         self._last_end = end
         record.time = self._phase_times(total)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TextIO
 
 from rich import box
+from rich.cells import cell_len
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -30,6 +31,14 @@ SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "error": "bold red"}
 REFRESH_INTERVAL = 0.25
 TABLE_PHASES = ("fwd", "bwd", "step", "zero")
 """Column headers for `PHASES`, short enough for an 80-column terminal."""
+LEADING_COLUMNS = ("opt", "step", "loss", "grad norm", "lr")
+"""The table's columns before the phase times."""
+KEPT_FIRST = ("step", "loss", "grad norm", "opt", "lr")
+"""Where the terminal is too narrow for the whole table, the columns it keeps, in this order,
+then the phase times in theirs: whole columns go, so that no value is ever cut short."""
+COLUMN_GAP = 3
+"""Screen columns between two table columns: a cell's padding either side of the box's divider."""
+TABLE_TITLE = "stepdbg · phase times in ms, mean since the last refresh"
 SAVE_CURSOR, RESTORE_CURSOR = "\x1b7", "\x1b8"
 RELEASE = f"{SAVE_CURSOR}\x1b[r{RESTORE_CURSOR}\x1b[J"
 """The scroll region back to the whole screen, then everything below the cursor cleared:
@@ -259,8 +268,10 @@ class View:
 
     def _line(self, line: str | Text) -> None:
         """One line as it is: never read as rich markup or emoji codes (a rank label, a path with
-        brackets or colons)."""
-        self.console.print(line, markup=False, emoji=False, highlight=False, soft_wrap=True)
+        brackets or colons). On a terminal, wrapped at word boundaries to its width, for a
+        reader; to a pipe or a file, whole, one message a line: grep and CI log viewers (which
+        wrap lines themselves) find each message on one line, whatever the width it was run at."""
+        self.console.print(line, markup=False, emoji=False, highlight=False, soft_wrap=not self.console.is_terminal)
 
     def _plain_line(self, record: StepRecord) -> str:
         who = f"optimizer {record.optimizer}" if record.optimizer is not None else "no optimizer"
@@ -279,29 +290,35 @@ class View:
 
     def table(self) -> RenderableType:
         """One row per optimizer (phase times in ms, averaged since the last refresh), then
-        each optimizer's calls and the anomaly count: fits an 80-column terminal."""
-        table = Table(
-            title="stepdbg · phase times in ms, mean since the last refresh",
-            title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, show_edge=False,
-        )
-        for column in ("opt", "step", "loss", "grad norm", "lr", *TABLE_PHASES):
-            table.add_column(column, justify="right", no_wrap=True)
-        calls = []
+        each optimizer's calls and the anomaly count: fits an 80-column terminal, and a
+        narrower one with fewer columns (`KEPT_FIRST`)."""
+        rows, calls = [], []
         for optimizer, record in sorted(list(self.latest.items()), key=lambda item: -1 if item[0] is None else item[0]):
             who = "-" if optimizer is None else str(optimizer)
-            table.add_row(
+            rows.append([
                 who,
                 str(record.step),
                 fmt(record.loss),
                 fmt(record.grad_norm),
                 fmt(record.lr[0]) if record.lr else "-",
                 *(fmt(mean * 1e3, ".2f") for mean in self._phase_means(optimizer)),
-            )
+            ])
             calls.append(f"calls ({'no optimizer' if optimizer is None else f'opt {who}'}): {' '.join(record.calls)}")
         if not calls:  # before the first step: a row of its own, so that the table need not grow for it
-            table.add_row(*["-"] * len(table.columns))
+            rows.append(["-"] * (len(LEADING_COLUMNS) + len(TABLE_PHASES)))
             calls.append("calls: none yet")
-        footer = Text(f"anomalies: {self.anomaly_count}", style="yellow" if self.anomaly_count else "green")
+        table = Table(
+            title=Text(TABLE_TITLE, no_wrap=True, overflow="ellipsis"),
+            title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, show_edge=False,
+        )
+        headers = (*LEADING_COLUMNS, *TABLE_PHASES)
+        shown = columns_that_fit([list(headers), *rows], self.console.width)
+        for index in shown:
+            table.add_column(headers[index], justify="right", no_wrap=True)
+        for row in rows:
+            table.add_row(*(row[index] for index in shown))
+        count = self.anomaly_count
+        footer = Text(f"anomalies: {count}", style="yellow" if count else "green", no_wrap=True, overflow="ellipsis")
         return Group(table, Text("\n".join(calls), no_wrap=True, overflow="ellipsis"), footer)
 
     def summary(
@@ -367,6 +384,23 @@ class View:
         if len(problems) > STRICT_NAMED:
             named.append(f"{len(problems) - STRICT_NAMED} more")
         self._line(Text(f"{self.prefix} --strict: {tally} ({', '.join(named)})", style="red"))
+
+
+def columns_that_fit(lines: list[list[str]], width: int) -> list[int]:
+    """Which of the table's columns to show, in its order, given its ``lines`` (headers, then
+    rows): as many as ``width`` holds, taken in the order `KEPT_FIRST` then the phase times
+    (never fewer than one)."""
+    widths = [max(cell_len(line[index]) for line in lines) for index in range(len(lines[0]))]
+    order = [LEADING_COLUMNS.index(name) for name in KEPT_FIRST]
+    order += range(len(LEADING_COLUMNS), len(widths))
+    shown: list[int] = []
+    used = -COLUMN_GAP
+    for index in order:
+        used += COLUMN_GAP + widths[index]
+        if used > width and shown:
+            break
+        shown.append(index)
+    return sorted(shown)
 
 
 def _counts(anomalies: Mapping[str, int]) -> str:

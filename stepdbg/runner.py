@@ -48,8 +48,6 @@ def _resolve(options: RunOptions) -> tuple[str, list[str]]:
         if spec is None:
             raise ScriptNotFound(f"no module named {options.target!r}")
         return options.target, [spec.origin or options.target, *options.args]
-    if options.target.startswith("-"):
-        raise ScriptNotFound(f"no such option: {options.target} (options go before the script)")
     path = Path(options.target)
     if not path.exists():
         raise ScriptNotFound(f"no such file: {options.target}")

@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .schema import PHASES, Anomaly, OptimizerInfo, StepRecord
-from .show_stats import AnomalyGroup, Downsampler, OptimizerCheck, OptimizerStats, ParamTable, StepFilter, TraceSummary
+from .show_stats import AnomalyGroup, Downsampler, OptimizerStats, ParamTable, TraceSummary
 from .summary import (
     data_table,
     fmt_num,
@@ -33,6 +33,7 @@ from .summary import (
     step_label,
 )
 from .trace import Trace
+from .view import StepFilter, TraceView
 
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
 SEVERITY_STYLES = {"error": "red", "warning": "yellow", "info": "blue"}
@@ -253,17 +254,13 @@ def step_row(record: StepRecord) -> list[Any]:
     ]
 
 
-def _csv_rows(
-    trace: Trace, step_filter: StepFilter, anomalies_only: bool, params: ParamTable | None, known: OptimizerCheck
-) -> Iterator[list[Any]]:
-    for record in trace:
+def _csv_rows(view: TraceView, anomalies_only: bool, params: ParamTable | None) -> Iterator[list[Any]]:
+    for record in view:
         if isinstance(record, OptimizerInfo):
-            known.seen.add(record.optimizer)
-            if params is not None and step_filter.admits_optimizer(record.optimizer):
+            if params is not None:
                 params.describe(record)
         elif isinstance(record, StepRecord):
-            known.seen.add(record.optimizer)
-            if anomalies_only or not step_filter.admits(record.optimizer, record.step):
+            if anomalies_only:
                 continue
             if params is None:
                 yield step_row(record)
@@ -272,7 +269,7 @@ def _csv_rows(
                 for name, norm in record.param_grad_norms.items():
                     if params.match(record.optimizer, name) is not None:
                         yield [record.optimizer, record.step, name, norm, ratios.get(name)]
-        elif isinstance(record, Anomaly) and anomalies_only and step_filter.admits(record.optimizer, record.step):
+        elif isinstance(record, Anomaly) and anomalies_only:
             yield [getattr(record, column) for column in ANOMALY_COLUMNS]
 
 
@@ -283,10 +280,8 @@ def write_csv(
     if anomalies_only and param is not None:
         raise ValueError("--csv writes one table: use --anomalies or --param, not both")
     params = ParamTable(param) if param is not None else None
-    known = OptimizerCheck(step_filter.optimizer)
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(ANOMALY_COLUMNS if anomalies_only else PARAM_COLUMNS if params else STEP_COLUMNS)
-    writer.writerows(_csv_rows(trace, step_filter, anomalies_only, params, known))
-    known.check(trace.path)
+    writer.writerows(_csv_rows(TraceView(trace, step_filter), anomalies_only, params))
     if params is not None:
         params.check()

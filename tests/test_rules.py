@@ -8,13 +8,11 @@ Every buggy script exits 0 by itself and runs with --strict, so stepdbg must exi
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from dataclasses import dataclass
 
 import pytest
 
-from conftest import SCRIPTS, Spec, script_env
+from conftest import SCRIPTS, Spec
 
 SEVERITY = {  # docs/rules.md
     "missing-zero-grad": "error",
@@ -183,17 +181,15 @@ def test_patience_moves_unused_param(runs) -> None:
 
 
 @pytest.mark.parametrize("value", ["bogus", "missing-zero-grad,bogus", "nonfinite, bogus"])
-def test_disable_unknown_rule_is_a_usage_error(tmp_path, value: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "stepdbg", "run", "--no-live", "--disable", value, str(SCRIPTS / "ok_module_zero_grad.py")],
-        cwd=tmp_path, env=script_env(), capture_output=True, text=True, timeout=60, check=False,
-    )
-    assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
+def test_disable_unknown_rule_is_a_usage_error(monkeypatch, tmp_path, stepdbg_cli, value: str) -> None:
+    """Through the console entry point in this process: the run must stop before it starts."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = stepdbg_cli("run", "--no-live", "--disable", value, str(SCRIPTS / "ok_module_zero_grad.py"))
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
     assert "bogus" in lines[0]
     for rule in SEVERITY:
         assert rule in lines[0], f"{rule} missing from: {lines[0]}"
-    assert proc.stdout == ""
+    assert out == ""
     assert not list(tmp_path.glob("*.stepdbg.jsonl")), "no trace for a run that never started"
