@@ -36,8 +36,10 @@ EXIT_USAGE = 2
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    """Print one ``stepdbg: error:`` line on stderr and return the Exit to raise."""
-    print(f"stepdbg: error: {message}", file=sys.stderr)
+    """Print one ``stepdbg: error:`` line on stderr and return the Exit to raise (a line break
+    in a name the message quotes, a file's or a parameter's, is written as ``\\n``)."""
+    one_line = message.replace("\r", "\\r").replace("\n", "\\n")
+    print(f"stepdbg: error: {one_line}", file=sys.stderr)
     return typer.Exit(code)
 
 

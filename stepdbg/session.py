@@ -25,7 +25,7 @@ from . import __version__
 from .diagnostics import Diagnostics, Thresholds
 from .live import View
 from .ownership import TraceInUse, tagged_trace_path
-from .schema import Anomaly, EndRecord, Header, OptimizerInfo, StepRecord
+from .schema import Anomaly, AnomalySteps, EndRecord, Header, OptimizerInfo, StepRecord
 from .termination import TerminationHandler, exit_code
 from .trace import TraceWriter
 
@@ -73,6 +73,9 @@ class Recorder:
         self.writer.write(anomaly.to_json())
         self.anomalies.append(anomaly)
         self.view.on_anomaly(anomaly)
+
+    def anomaly_steps(self, steps: AnomalySteps) -> None:
+        self.writer.write(steps.to_json())
 
 
 _IN_PROGRESS: list[Callable[[], None]] = []
@@ -200,7 +203,9 @@ class Session:
             ).to_json()
         )
         self.writer.flush()  # the header at once: a run that finds the file held names its pid
-        self.diagnostics = Diagnostics(options.thresholds, options.disabled, self.recorder.anomaly)
+        self.diagnostics = Diagnostics(
+            options.thresholds, options.disabled, self.recorder.anomaly, self.recorder.anomaly_steps
+        )
         self.tree = ModuleTree()
         self.collector = Collector(options.every, self.diagnostics, self.recorder.step, self.recorder.optimizer, self.tree)
         self.instrumentation = Instrumentation(self.collector, view.prefix)
@@ -262,7 +267,8 @@ class Session:
             self._after_hard_exit(end, code)
 
     def end(self, status: str, code: int, terminated_by: str | None = None) -> EndRecord:
-        """Write the end record and close the trace."""
+        """Write where the rules still firing fired, the end record, and close the trace."""
+        self.diagnostics.close()
         end = EndRecord(
             status=status,
             exit_code=code,

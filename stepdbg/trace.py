@@ -24,6 +24,7 @@ from .ownership import claim
 from .schema import (
     SCHEMA_VERSION,
     Anomaly,
+    AnomalySteps,
     EndRecord,
     Header,
     OptimizerInfo,
@@ -35,7 +36,7 @@ FLUSH_INTERVAL = 0.5
 MAX_QUEUED = 4096
 """Records queued before the training thread writes them itself (bounds memory on very fast loops)."""
 
-Record = Header | OptimizerInfo | StepRecord | Anomaly | EndRecord
+Record = Header | OptimizerInfo | StepRecord | Anomaly | AnomalySteps | EndRecord
 
 
 class TraceError(Exception):
@@ -165,6 +166,7 @@ _RECORD_TYPES: dict[str, Any] = {
     "optimizer": OptimizerInfo,
     "step": StepRecord,
     "anomaly": Anomaly,
+    "anomaly_steps": AnomalySteps,
     "end": EndRecord,
 }
 

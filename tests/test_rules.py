@@ -8,11 +8,14 @@ Every buggy script exits 0 by itself and runs with --strict, so stepdbg must exi
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import pytest
-
 from conftest import SCRIPTS, Spec
+from typer.testing import CliRunner
+
+from stepdbg.cli import app
 
 SEVERITY = {  # docs/rules.md
     "missing-zero-grad": "error",
@@ -119,6 +122,23 @@ def test_repeated_rule_reported_once_and_counted(runs) -> None:
     assert run.end["anomalies"] == {"missing-zero-grad": 29}
     assert run.end["steps"] == len(run.steps(0)) == 30
     assert "missing-zero-grad" in run.proc.stderr  # the summary names it
+
+
+@pytest.mark.uses(MISSING_ZERO_GRAD.spec)
+def test_where_a_repeated_rule_fired_is_in_the_trace_and_show_says_it_in_a_range(runs, tmp_path) -> None:
+    """The repeats are written as stretches of steps (1 to 29, in one record or a few in a row
+    on a slow machine), and `show --steps 10:20` names the rule first reported at step 1."""
+    run = runs.get(MISSING_ZERO_GRAD.spec)
+    stretches = [r for r in run.records if r["type"] == "anomaly_steps"]
+    assert [(r["rule"], r["optimizer"]) for r in stretches] == [("missing-zero-grad", 0)] * len(stretches)
+    assert [r["first_step"] for r in stretches] == [1] + [r["last_step"] + 1 for r in stretches[:-1]]
+    assert stretches[-1]["last_step"] == 29 and sum(r["count"] for r in stretches) == 29
+    trace = tmp_path / "run.stepdbg.jsonl"
+    trace.write_text("".join(json.dumps(record) + "\n" for record in run.records))
+    result = CliRunner().invoke(app, ["show", str(trace), "--steps", "10:20", "--anomalies"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "missing-zero-grad (error) first at step 1, 29 times in the run, param 0.weight; " in result.stdout
+    assert "in this range at 10 steps, 10–19" in result.stdout
 
 
 @pytest.mark.uses(ACCUMULATING.spec)

@@ -122,3 +122,30 @@ def test_a_closed_writer_lets_go_and_a_device_is_never_held(tmp_path: Path) -> N
     discarded = [TraceWriter(Path(os.devnull)) for _ in range(2)]  # -o /dev/null, in two runs at once
     for writer in discarded:
         writer.close()
+
+
+def test_what_the_writer_writes_for_non_finite_numbers_reads_back_as_they_were() -> None:
+    """Every number field, times and a parameter named "" (its path ends in a dot) included."""
+    record = _record(7, loss=math.nan)
+    record.time["step"] = math.inf
+    record.param_grad_norms, record.param_update_ratios = {"": -math.inf, "w": 1.0}, {"": math.nan, "w": None}
+    read = StepRecord.from_json(json.loads(encode_line(record.to_json())))
+    assert math.isnan(read.loss) and read.time["step"] == math.inf  # type: ignore[arg-type]
+    assert read.param_grad_norms == {"": -math.inf, "w": 1.0} and read.param_update_ratios is not None
+    assert math.isnan(read.param_update_ratios[""]) and read.param_update_ratios["w"] is None  # type: ignore[arg-type]
+
+
+def test_a_nonfinite_flag_restores_only_a_number_written_as_null() -> None:
+    """Naming another field, or a value that is there, it changes nothing: no NaN among the calls."""
+    data = _record(7).to_json()
+    data["nonfinite"] = {"calls": "nan", "step": "inf", "grad_norm": "nan", "lr.0": "inf", "time.forward": "nan"}
+    read = StepRecord.from_json(data)
+    assert (read.calls, read.step, read.grad_norm, read.lr, read.time["forward"]) == (
+        ["zero_grad", "backward×2", "step"], 7, 1.5, [1e-3, None], 3e-4
+    )
+
+
+def test_a_time_written_as_null_without_a_flag_is_a_time_not_recorded() -> None:
+    data = _record(7).to_json()
+    data["time"]["step"] = None
+    assert "step" not in StepRecord.from_json(data).time
