@@ -106,13 +106,6 @@ def _scope(rule: str, optimizer: int | None) -> tuple[str, int | None]:
     return (rule, None) if rule in RUN_RULES else (rule, optimizer)
 
 
-def has_problems(counts: dict[str, int], severities: dict[str, str] | None = None) -> bool:
-    """Whether anomaly counts (an end record's, with its ``severities``) include a warning or an
-    error (for --strict)."""
-    severities = severities or {}
-    return any(severities.get(rule, RULES[rule].severity if rule in RULES else "info") != "info" for rule in counts)
-
-
 @dataclass
 class _OptimizerHistory:
     norm_average: float | None = None
@@ -284,11 +277,6 @@ class Diagnostics:
             return False
         reported = self._reported.get(_scope(rule, optimizer))
         return reported is None or SEVERITIES.index(severity or RULES[rule].severity) > reported
-
-    @property
-    def found_problems(self) -> bool:
-        """Whether a warning or an error was reported (for --strict)."""
-        return has_problems(self.counts, self.severities)
 
     def check_step(
         self,

@@ -369,13 +369,21 @@ class EndRecord:
     severities: dict[str, str] = field(default_factory=dict)
     """The gravest severity each rule was reported at (``input-bound`` is information below its
     warning threshold, a warning past it); rules absent here have their one severity."""
+    signal: str | None = None
+    """The signal that terminated the run (``"SIGTERM"``), only written with status ``"terminated"``."""
     type: str = "end"
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.signal is None:
+            del data["signal"]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EndRecord:
+        signal = data.get("signal")
+        if signal is not None and type(signal) is not str:
+            raise TypeError("signal is not a name")
         return cls(
             status=data.get("status", "?"),
             exit_code=int(data.get("exit_code", 0)),
@@ -384,6 +392,7 @@ class EndRecord:
             anomalies=_counts(data.get("anomalies", {})),
             time=_times(data.get("time", {})),
             severities=_severities(data.get("severities", {})),
+            signal=signal,
         )
 
 

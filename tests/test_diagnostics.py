@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
+from stepdbg.children import SpawnedRanks
 from stepdbg.diagnostics import Diagnostics, Thresholds
-from stepdbg.schema import Anomaly, AnomalySteps, StepRecord
+from stepdbg.schema import Anomaly, AnomalySteps, EndRecord, StepRecord
 
 
 def record(optimizer: int, step: int, loss: float, grad_norm: float | None = 1.0) -> StepRecord:
@@ -192,21 +194,25 @@ def test_a_loaders_first_workers_starting_are_no_steady_state() -> None:
     assert [a.step for a in judged(records)[1]] == [50], "without the start-up flag, that wait counts"
 
 
-def test_input_bound_grows_graver_once_and_counts_for_strict() -> None:
+def test_input_bound_grows_graver_once() -> None:
     records = [timed(0, 0.0)] + [timed(step, 0.4 if step <= 50 else 0.8) for step in range(1, 200)]
     diagnostics, found = judged(records)
     assert [(a.severity, a.step) for a in found] == [("info", 50), ("warning", 100)]
-    assert diagnostics.severities == {"input-bound": "warning"} and diagnostics.found_problems
-    assert not judged(records[:60])[0].found_problems, "information alone is no problem for --strict"
+    assert diagnostics.severities == {"input-bound": "warning"}, "for the end record"
+    assert judged(records[:60])[0].severities == {"input-bound": "info"}
     assert judged(records, disabled=frozenset({"input-bound"}))[0].counts == {}
 
 
-def test_has_problems_reads_the_severity_a_rule_was_reported_at() -> None:
-    from stepdbg.diagnostics import has_problems
-
-    assert not has_problems({"input-bound": 1})
-    assert has_problems({"input-bound": 1}, {"input-bound": "warning"})
-    assert has_problems({"unused-param": 1}, {})
+def test_a_ranks_problems_are_its_rules_at_the_severity_it_reported() -> None:
+    """--strict in the main process reads each rank's end record: an input-bound a rank
+    reported as a warning is a problem, as information it is not."""
+    ends = {
+        0: (Path("t.rank0.jsonl"), EndRecord("ok", 0, 1.0, 9, {"input-bound": 2}, severities={"input-bound": "warning"})),
+        1: (Path("t.rank1.jsonl"), EndRecord("ok", 0, 1.0, 9, {"input-bound": 1}, severities={"input-bound": "info"})),
+        2: (Path("t.rank2.jsonl"), EndRecord("ok", 0, 1.0, 9, {"unused-param": 1, "input-bound": 1})),
+        3: (Path("t.rank3.jsonl"), None),
+    }
+    assert SpawnedRanks.problems(ends) == [("warning", "input-bound on rank 0"), ("warning", "unused-param on rank 2")]
 
 
 def memory_run(values: list[float], key: str = "rss") -> list[Anomaly]:
