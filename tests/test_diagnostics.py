@@ -206,12 +206,13 @@ def test_input_bound_grows_graver_once() -> None:
 def test_a_ranks_problems_are_its_rules_at_the_severity_it_reported() -> None:
     """--strict in the main process reads each rank's end record: an input-bound a rank
     reported as a warning is a problem, as information it is not."""
-    ends = {
-        0: (Path("t.rank0.jsonl"), EndRecord("ok", 0, 1.0, 9, {"input-bound": 2}, severities={"input-bound": "warning"})),
-        1: (Path("t.rank1.jsonl"), EndRecord("ok", 0, 1.0, 9, {"input-bound": 1}, severities={"input-bound": "info"})),
-        2: (Path("t.rank2.jsonl"), EndRecord("ok", 0, 1.0, 9, {"unused-param": 1, "input-bound": 1})),
-        3: (Path("t.rank3.jsonl"), None),
+    counts = [{"input-bound": 2}, {"input-bound": 1}, {"unused-param": 1, "input-bound": 1}]
+    severities = [{"input-bound": "warning"}, {"input-bound": "info"}, {}]
+    ends: dict[int, tuple[Path, EndRecord | None]] = {
+        rank: (Path(f"t.rank{rank}.jsonl"), EndRecord("ok", 0, 1.0, 9, count, severities=severity))
+        for rank, (count, severity) in enumerate(zip(counts, severities))
     }
+    ends[3] = (Path("t.rank3.jsonl"), None)  # killed: no end record
     assert SpawnedRanks.problems(ends) == [("warning", "input-bound on rank 0"), ("warning", "unused-param on rank 2")]
 
 
