@@ -74,6 +74,7 @@ PIECES = (
     (1, "collector", "_finish_record"),
     (2, "collector", "_compressed_calls"),
     (2, "collector", "_phase_times"),
+    (2, "memory", "read"),
     (2, "norms", "update_pieces"),
     (2, "norms", "read_floats"),
     (2, "collector", "_complete"),
@@ -86,7 +87,8 @@ PIECES = (
     (0, "collector", "_span"),
 )
 """(depth, owner, name): what is timed, in the order shown. Owners: the session's collector,
-diagnostics, trace writer and view; the collector's module (its functions); `stepdbg.norms`.
+diagnostics, trace writer, view and memory gauge; the collector's module (its functions);
+`stepdbg.norms`.
 A piece called from several hooks (``_span``) is shown last, unindented."""
 
 
@@ -157,13 +159,15 @@ def _attach(session: Session, timers: Timers) -> list[tuple[int, str]]:
     owners = {
         "collector": session.collector, "diagnostics": session.diagnostics, "writer": session.recorder.writer,
         "view": session.recorder.view, "module": stepdbg.collector, "norms": stepdbg.norms,
+        "memory": getattr(session.collector, "memory", None),
     }
     shown = []
     for depth, owner, name in PIECES:
         target = owners[owner]
-        if hasattr(target, name):
-            setattr(target, name, timers.wrap(name, getattr(target, name)))
-            shown.append((depth, name))
+        if target is not None and hasattr(target, name):
+            label = name if owner in ("collector", "module") else f"{owner}.{name}"
+            setattr(target, name, timers.wrap(label, getattr(target, name)))
+            shown.append((depth, label))
     return shown
 
 
@@ -199,7 +203,7 @@ def main() -> None:
         view = View(_console(args.live), live=args.live, quiet=not args.live)
         options = RunOptions(target=args.kind, live=args.live, quiet=not args.live)
         trace = Path(folder) / "profile.stepdbg.jsonl"
-        session = Session(options, [args.kind], f"hook_profile.py {args.kind}", trace, view, None)
+        session = Session(options, [args.kind], f"hook_profile.py {args.kind}", [trace], view, None)
         session.start()
         adopt_existing(session.tree, session.collector, session.instrumentation)  # the loop was built first
         timers = Timers()

@@ -6,9 +6,9 @@ tiny: MLP width 32, 2 layers, batch 16, AdamW + cosine scheduler (~0.4 ms/step).
 wide: 48 Linear layers of width 64 (~100 parameter tensors).
 layerwise: wide with a param group per layer, lr decaying with depth (as fine-tuning recipes do).
 medium: 8 Linear layers of width 1024 (~8M parameters).
+loader: tiny, its batches from a DataLoader with 2 worker processes (persistent).
 two: a GAN's loop at tiny's size: a generator and a discriminator, each with its own Adam,
   two steps an iteration, the generator's backward filling the discriminator's gradients too.
-data: an MLP of 4 Linear layers of width 128 fed by a DataLoader with 2 worker processes (batch 32).
 
 One thread, so that the figures compare across machines with different core counts.
 The script prints the mean seconds per step over the timed loop and the lower quartile
@@ -32,21 +32,22 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-KINDS = ("tiny", "wide", "layerwise", "medium", "two", "data")
+KINDS = ("tiny", "loader", "wide", "layerwise", "medium", "two")
 SHAPES = {
-    "tiny": (2, 32, 16), "wide": (48, 64, 16), "layerwise": (48, 64, 16), "medium": (8, 1024, 64), "data": (4, 128, 32),
+    "tiny": (2, 32, 16), "loader": (2, 32, 16), "wide": (48, 64, 16), "layerwise": (48, 64, 16),
+    "medium": (8, 1024, 64),
 }
 """Layers, width, batch."""
-STEPS = {"tiny": 3000, "wide": 300, "layerwise": 300, "medium": 40, "two": 1500, "data": 1000}
-WARMUP = {"tiny": 50, "wide": 10, "layerwise": 10, "medium": 3, "two": 50, "data": 20}
+STEPS = {"tiny": 3000, "loader": 3000, "wide": 300, "layerwise": 300, "medium": 40, "two": 1500}
+WARMUP = {"tiny": 50, "loader": 50, "wide": 10, "layerwise": 10, "medium": 3, "two": 50}
 STEPS_PER_ITERATION = {"two": 2}
 """Optimizer steps (trace records) an iteration makes, where not one."""
 LAYERWISE_DECAY = 0.9
 CUDA_STEPS = 1000
 """On a GPU even medium's step takes well under a millisecond: time enough of them."""
-DATA_WORKERS = 2
-DATA_BATCHES = 64
-"""Batches in the data loop's dataset: an epoch ends now and then, as in real training."""
+LOADER_WORKERS = 2
+LOADER_BATCHES = 1000
+"""Batches in the loader loop's dataset: an epoch ends now and then, as in real training."""
 
 
 @dataclass
@@ -73,12 +74,7 @@ def build(kind: str, device: str = "cpu", steps: int | None = None) -> Loop:
     where = torch.device(device)
     count = steps or (max(STEPS[kind], CUDA_STEPS) if where.type == "cuda" else STEPS[kind])
     sync = torch.cuda.synchronize if where.type == "cuda" else _nothing
-    if kind == "two":
-        step = _gan(where)
-    elif kind == "data":
-        step = _fed_by_a_dataloader(where)
-    else:
-        step = _mlp_loop(kind, where, count + WARMUP[kind])
+    step = _gan(where) if kind == "two" else _mlp_loop(kind, where, count + WARMUP[kind])
     return Loop(kind, step, count, WARMUP[kind], sync)
 
 
@@ -98,10 +94,12 @@ def _mlp_loop(kind: str, device: torch.device, total_steps: int) -> Callable[[],
     optimizer = torch.optim.AdamW(groups, lr=1e-3)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     x, y = torch.randn(batch, width, device=device), torch.randn(batch, width, device=device)
+    batches = _from_a_dataloader(width, batch) if kind == "loader" else None
 
     def step() -> None:
+        xb, yb = (x, y) if batches is None else (t.to(device, non_blocking=True) for t in next(batches))
         optimizer.zero_grad()
-        loss = nn.functional.mse_loss(model(x), y)
+        loss = nn.functional.mse_loss(model(xb), yb)
         loss.backward()
         optimizer.step()
         scheduler.step()
@@ -133,31 +131,13 @@ def _gan(device: torch.device) -> Callable[[], None]:
     return step
 
 
-def _fed_by_a_dataloader(device: torch.device) -> Callable[[], None]:
-    layers, width, batch = SHAPES["data"]
-    model = _mlp(layers, width).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    samples = DATA_BATCHES * batch
-    dataset = torch.utils.data.TensorDataset(torch.randn(samples, width), torch.randn(samples, width))
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch, shuffle=True, num_workers=DATA_WORKERS, persistent_workers=True,
-    )
-
-    def epochs() -> Iterator[list[torch.Tensor]]:
-        while True:
-            yield from loader
-
-    batches = epochs()
-
-    def step() -> None:
-        x, y = next(batches)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        optimizer.zero_grad()
-        loss = nn.functional.mse_loss(model(x), y)
-        loss.backward()
-        optimizer.step()
-
-    return step
+def _from_a_dataloader(width: int, batch: int) -> Iterator[list[torch.Tensor]]:
+    """Batches from a DataLoader with worker processes, epoch after epoch."""
+    samples = LOADER_BATCHES * batch
+    data = torch.utils.data.TensorDataset(torch.randn(samples, width), torch.randn(samples, width))
+    loader = torch.utils.data.DataLoader(data, batch_size=batch, num_workers=LOADER_WORKERS, persistent_workers=True)
+    while True:
+        yield from loader
 
 
 def time_steps(loop: Loop, steps: int) -> tuple[float, list[float]]:

@@ -95,7 +95,8 @@ def run(
         Optional[Path],
         typer.Option(
             "-o", "--trace", metavar="PATH",
-            help="Trace file to write. Default: SCRIPT.stepdbg.jsonl in the current directory.",
+            help="Trace file to write; one that a live run writes is an error. Default: SCRIPT.stepdbg.jsonl"
+            " in the current directory, or SCRIPT.1.stepdbg.jsonl... while another run writes it.",
         ),
     ] = None,
     every: Annotated[
@@ -108,7 +109,9 @@ def run(
         ),
     ] = 50,
     live: Annotated[bool, typer.Option("--live/--no-live", help="Show the live table while the script runs.")] = True,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing from stepdbg except errors.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print nothing from stepdbg except errors and why --strict fails.")
+    ] = False,
     disable: Annotated[
         Optional[str],
         typer.Option(metavar="RULE[,RULE]", help="Comma-separated diagnostic rules to turn off.", show_default=False),
@@ -167,7 +170,14 @@ def run(
 
 @app.command()
 def show(
-    trace: Annotated[Path, typer.Argument(metavar="TRACE", help="A trace written by stepdbg run.", show_default=False)],
+    traces: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="TRACE",
+            help="A trace written by stepdbg run; several: the ranks of one distributed run, side by side.",
+            show_default=False,
+        ),
+    ],
     steps: Annotated[
         Optional[str], typer.Option(metavar="A:B", help="Only steps A:B (Python slice of step numbers, e.g. 100:200).")
     ] = None,
@@ -180,16 +190,19 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print one CSV row per step.")] = False,
 ) -> None:
-    """Summarize a trace: optimizers, phases, sparklines, anomalies."""
-    from .show import ShowOptions, show_trace
+    """Summarize a trace: optimizers, phases, memory, sparklines, anomalies; several: ranks side by side."""
+    from .show import ShowOptions, show_ranks, show_trace
 
     if as_json and as_csv:
         raise fail("--json and --csv cannot be used together")
+    options = ShowOptions(
+        steps=steps, optimizer=optimizer, param=param, anomalies_only=anomalies, json=as_json, csv=as_csv
+    )
     try:
-        show_trace(
-            trace,
-            ShowOptions(steps=steps, optimizer=optimizer, param=param, anomalies_only=anomalies, json=as_json, csv=as_csv),
-        )
+        if len(traces) == 1:
+            show_trace(traces[0], options)
+        else:
+            show_ranks(traces, options)
     except (TraceError, ValueError) as e:
         raise fail(str(e)) from None
 

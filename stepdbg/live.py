@@ -14,7 +14,8 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from typing import TextIO
 
 from rich import box
@@ -29,7 +30,7 @@ from .schema import PHASES, Anomaly, EndRecord, StepRecord
 PLAIN_INTERVAL = 5.0
 SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "error": "bold red"}
 REFRESH_INTERVAL = 0.25
-TABLE_PHASES = ("fwd", "bwd", "step", "zero")
+TABLE_PHASES = ("data", "fwd", "bwd", "step", "zero")
 """Column headers for `PHASES`, short enough for an 80-column terminal."""
 LEADING_COLUMNS = ("opt", "step", "loss", "grad norm", "lr")
 """The table's columns before the phase times."""
@@ -49,6 +50,8 @@ MIN_SCROLL_ROWS = 4
 TABLE_ROWS = 8
 """The table shows the optimizers stepped last, this many at most (a loop may build one
 per iteration, or one per parameter)."""
+STRICT_NAMED = 5
+"""Problems the --strict line names; it counts the rest."""
 
 
 class LiveRegion:
@@ -294,6 +297,11 @@ class View:
             self._window.pop(stale, None)
             self._shown.pop(stale, None)
 
+    def note(self, text: str) -> None:
+        """A line about the run itself (where its trace goes), unless quiet."""
+        if not self.quiet:
+            self._line(f"{self.prefix} {text}")
+
     def on_anomaly(self, anomaly: Anomaly) -> None:
         self.anomaly_count += 1
         if not self.quiet:
@@ -363,25 +371,16 @@ class View:
         stopped: str | None = None,
     ) -> None:
         """A few lines after the run: steps, where the time went, anomalies, the trace;
-        then a line for each rank started with torch.multiprocessing (`children`).
-        ``stopped``: the internal error that stopped tracing, if one did."""
+        then a line for each rank started with torch.multiprocessing (`children`). A process
+        that only started ranks summarises them, not itself. ``stopped``: the internal error
+        that stopped tracing, if one did."""
         if self.quiet:
             return
-        if end.steps:
-            total = sum(end.time.get(phase, 0.0) for phase in (*PHASES, "overhead")) or 1.0
-            shares = " · ".join(
-                f"{phase} {end.time.get(phase, 0.0) / total:.0%}" for phase in (*PHASES, "overhead") if phase in end.time
-            ).replace("overhead", "stepdbg")
-            self._line(f"{self.prefix} {end.steps} steps in {end.duration:.2f} s ({shares})")
-        elif stopped is None:
-            self._line(f"{self.prefix} no optimizer step or backward pass in this process ({end.duration:.2f} s)")
-        if stopped is not None:
-            self._line(Text(f"{self.prefix} tracing stopped early by an internal error ({stopped})", style="red"))
-        if end.anomalies:
-            self._line(Text(f"{self.prefix} anomalies: {_counts(end.anomalies)}", style="yellow"))
-        elif end.steps:
-            self._line(Text(f"{self.prefix} no anomalies", style="green"))
-        self._line(f"{self.prefix} trace written to {trace}")
+        if ranks and not end.steps and not end.anomalies and stopped is None:
+            self._line(f"{self.prefix} {len(ranks)} ranks started with torch.multiprocessing, in {end.duration:.2f} s")
+            self._terminated(end)
+        else:
+            self._own_summary(end, trace, stopped)
         for rank, (rank_trace, rank_end) in (ranks or {}).items():
             if rank_end is None:
                 said = "no end record (killed, or still running)"
@@ -391,6 +390,42 @@ class View:
                     f"anomalies: {_counts(rank_end.anomalies)}" if rank_end.anomalies else "no anomalies"
                 )
             self._line(f"stepdbg: rank {rank}: {said}, trace {rank_trace}")
+
+    def _own_summary(self, end: EndRecord, trace: str, stopped: str | None) -> None:
+        if end.steps:
+            total = sum(end.time.get(phase, 0.0) for phase in (*PHASES, "overhead")) or 1.0
+            shares = " · ".join(
+                f"{phase} {end.time.get(phase, 0.0) / total:.0%}" for phase in (*PHASES, "overhead") if phase in end.time
+            ).replace("overhead", "stepdbg")
+            self._line(f"{self.prefix} {end.steps} steps in {end.duration:.2f} s ({shares})")
+        elif stopped is None:
+            self._line(f"{self.prefix} no optimizer step or backward pass in this process ({end.duration:.2f} s)")
+        self._terminated(end)
+        if stopped is not None:
+            self._line(Text(f"{self.prefix} tracing stopped early by an internal error ({stopped})", style="red"))
+        if end.anomalies:
+            self._line(Text(f"{self.prefix} anomalies: {_counts(end.anomalies)}", style="yellow"))
+        elif end.steps:
+            self._line(Text(f"{self.prefix} no anomalies", style="green"))
+        self._line(f"{self.prefix} trace written to {trace}")
+
+    def _terminated(self, end: EndRecord) -> None:
+        if end.signal is not None:
+            self._line(Text(f"{self.prefix} terminated by {end.signal}", style="red"))
+
+    def strict_failure(self, problems: Sequence[tuple[str, str]]) -> None:
+        """The line that says why ``--strict`` fails the run, ``(severity, what and where)`` for
+        each problem: printed even when quiet (in CI, a red build needs its reason)."""
+        counts = Counter(severity for severity, _ in problems)
+        tally = ", ".join(
+            f"{count} {severity}{'s' if count > 1 else ''}"
+            for severity in ("error", "warning")
+            if (count := counts[severity])
+        )
+        named = [where for _, where in problems[:STRICT_NAMED]]
+        if len(problems) > STRICT_NAMED:
+            named.append(f"{len(problems) - STRICT_NAMED} more")
+        self._line(Text(f"{self.prefix} --strict: {tally} ({', '.join(named)})", style="red"))
 
 
 def columns_that_fit(lines: list[list[str]], width: int) -> list[int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -15,7 +16,7 @@ import stepdbg.collector as collector_module
 from stepdbg.collector import Collector
 from stepdbg.device_clock import DeviceClock
 from stepdbg.diagnostics import Diagnostics, Thresholds
-from stepdbg.instrument import Instrumentation
+from stepdbg.instrument import Instrumentation, collecting
 from stepdbg.names import ModuleTree
 from stepdbg.schema import Anomaly, OptimizerInfo, StepRecord
 
@@ -45,6 +46,25 @@ def traced_loop(steps: int = 3) -> tuple[list[StepRecord], list[OptimizerInfo], 
         tree.uninstall()
     collector.finish()
     return records, infos, found, losses
+
+
+def test_collecting_tells_the_collectors_code_from_the_scripts() -> None:
+    """What a signal handler asks before it ends a session where the main thread happens to be."""
+    seen: list[bool] = []
+    collector = Collector(
+        0, Diagnostics(Thresholds(), frozenset(), lambda a: None), lambda r: seen.append(collecting(sys._getframe())),
+        lambda i: None, ModuleTree(),
+    )
+    instrumentation = Instrumentation(collector)
+    with instrumentation:
+        model = nn.Linear(2, 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        optimizer.zero_grad()
+        model(torch.ones(1, 2)).sum().backward()
+        optimizer.step()
+        seen.append(collecting(sys._getframe()))
+    instrumentation.finish()
+    assert seen == [True, False]
 
 
 @pytest.mark.parametrize("entry", ["engine", "public-backward"])
@@ -343,6 +363,25 @@ def test_on_a_device_phase_times_come_from_its_events_once_they_are_done() -> No
         assert (time["zero_grad"], time["backward"], time["step"], time["total"]) == (1.0, 1.0, 1.0, 6.0)
         assert time["forward"] == pytest.approx(3.0 - time["overhead"])
     assert collector.totals["backward"] == pytest.approx(3.0 + first["backward"])
+
+
+def test_on_a_device_the_data_phase_is_the_time_between_a_fetchs_events() -> None:
+    """A fetch is bracketed by events too: the device's data time is how long it went without
+    work for want of a batch (here, one second of the stand-in device's)."""
+    collector, _, records = _collecting()
+    collector.device = DeviceClock(_DeviceEvent)
+    with Instrumentation(collector):
+        model = nn.Linear(3, 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        for x in torch.utils.data.DataLoader(torch.ones(6, 3), batch_size=2):
+            optimizer.zero_grad()
+            model(x).sum().backward()
+            optimizer.step()
+    collector.finish()
+    for time in [r.time for r in records][1:]:
+        phases = (time["data"], time["zero_grad"], time["backward"], time["step"], time["total"])
+        assert phases == (1.0, 1.0, 1.0, 1.0, 8.0)  # the step's end ends the iteration too
+        assert time["forward"] == pytest.approx(4.0 - time["overhead"])
 
 
 def test_an_iteration_that_cannot_record_an_event_keeps_the_hosts_times() -> None:
