@@ -25,8 +25,8 @@ from typing import Any
 
 from rich.console import Console
 
-from .diagnostics import has_problems
 from .live import View
+from .rules import has_problems
 from .schema import EndRecord
 from .session import RunOptions, ScriptNotFound, Session, outcome, rank_trace_path
 from .trace import read_end

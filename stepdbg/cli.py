@@ -16,7 +16,8 @@ except ImportError:  # pragma: no cover - older typer, on click
     from click.exceptions import ClickException as CommandLineError  # type: ignore[assignment]
 
 from . import __version__
-from .diagnostics import RULES, Thresholds
+from .rules import IDS as RULE_IDS
+from .rules import Thresholds
 from .trace import TraceError
 
 app = typer.Typer(
@@ -119,7 +120,7 @@ def run(
         every=every,
         live=live and not quiet,
         quiet=quiet,
-        disabled=_parse_names(disable, list(RULES), "rule", "--disable"),
+        disabled=_parse_names(disable, RULE_IDS, "rule", "--disable"),
         strict=strict,
         thresholds=Thresholds(explode_ratio=explode_ratio, vanish_ratio=vanish_ratio, patience=patience),
         command=["stepdbg", *sys.argv[1:]],

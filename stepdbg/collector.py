@@ -19,6 +19,7 @@ says they are ready (usually at the next step); nothing here syncs the device.
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import operator
 import os
@@ -37,6 +38,16 @@ from torch.utils.weak import WeakIdKeyDictionary
 from . import norms
 from .device_clock import DeviceClock, DevicePhases, capturing, record_on
 from .diagnostics import Diagnostics
+from .facts import (
+    AccumulatedOnConsumed,
+    AccumulationCleared,
+    ClearedBeforeStep,
+    ConsumedAgain,
+    GradientsGone,
+    SchedulerAhead,
+    StepFinished,
+    UnoptimizedGradient,
+)
 from .names import ModuleTree
 from .schema import (
     CALL_BACKWARD,
@@ -69,11 +80,6 @@ beside an optimizer that never steps would otherwise add to one list for the who
 
 LOSS_PRUNE_EVERY = 64
 """Losses already taken by every optimizer are looked for once this many are held."""
-
-DISCARD_STREAK = 3
-"""Steps in a row that each find backward passes of theirs cleared unused before a fresh one
-(zero_grad inside a gradient-accumulation loop): one such step is a skipped batch, not a bug."""
-
 
 def compress_calls(calls: Sequence[str]) -> list[str]:
     """``[a, b, b, b]`` -> ``["a", "b×3"]``."""
@@ -296,12 +302,13 @@ class _StepInProgress:
     """Some value is still on a device (CUDA): read back later, without a sync (see `waits_on_device`)."""
     device_phases: DevicePhases | None = None
     """On CUDA: the iteration's events, for phase times from the device's clock."""
-    ordering: list[tuple[str, str, str | None]] | None = None
+    facts: list[object] | None = None
+    """What it found of the gradient state, for the ordering rules (judged as its record completes)."""
 
-    def add_ordering(self, rule: str, message: str, param: str | None = None) -> None:
-        if self.ordering is None:
-            self.ordering = []
-        self.ordering.append((rule, message, param))
+    def add_fact(self, fact: object) -> None:
+        if self.facts is None:
+            self.facts = []
+        self.facts.append(fact)
 
     def waits_on_device(self, device_losses: bool) -> bool:
         """Whether a norm, a GradScaler scale or (where ``device_losses``) a loss is a CUDA tensor."""
@@ -823,13 +830,7 @@ class Collector:
             self._report_scheduler_ahead(track, name, step)
 
     def _report_scheduler_ahead(self, track: OptimizerTrack, name: str, step: int) -> None:
-        self.diagnostics.report(
-            "scheduler-before-step",
-            step,
-            track.index,
-            f"{name}.step() ran before optimizer {track.index}'s step {step}",
-            t=self.clock() - self.start,
-        )
+        self.diagnostics.judge(SchedulerAhead(track.index, step, name), self.clock() - self.start)
 
     # ---- optimizer steps ----------------------------------------------------------------
 
@@ -973,13 +974,6 @@ class Collector:
             self._check_step_order(progress, optimizer)
         return progress
 
-    @staticmethod
-    def _cleared_before_step(progress: _StepInProgress) -> None:
-        progress.add_ordering(
-            "zero-grad-before-step",
-            f"gradients were cleared after backward and before optimizer {progress.track.index}'s step {progress.record.step}",
-        )
-
     def _take_losses(self, progress: _StepInProgress) -> None:
         """The backward passes (and their losses) that filled the gradients this step consumes."""
         track = progress.track
@@ -999,7 +993,7 @@ class Collector:
             progress.losses.append(None)  # some of its losses were dropped: the sum is unknown
 
     def _check_step_order(self, progress: _StepInProgress, optimizer: Any) -> None:
-        """The ordering rules that a step decides from what happened since the previous one."""
+        """What a step finds of what happened since the previous one: the facts the ordering rules judge."""
         track = progress.track
         step = progress.record.step
         no_backward = self.backward_count == 0 or self.backward_count <= track.last_step_backward
@@ -1014,33 +1008,21 @@ class Collector:
         elif no_backward:
             if track.last_step_backward < 0:
                 track.step_before_backward = True
-            progress.add_ordering(
-                "step-without-backward", f"optimizer {track.index}'s step {step} ran with no backward since its previous step"
-            )
+            progress.add_fact(ConsumedAgain(track.index, step))
         elif track.clear_after_backward and track.mark == self.backward_count and not self._set_since_clear(track, optimizer):
-            if track.step_before_backward:
-                progress.add_ordering(
-                    "step-without-backward", f"optimizer {track.index} steps before backward (step {step} found its gradients cleared)"
-                )
-            else:
-                self._cleared_before_step(progress)
+            progress.add_fact(ClearedBeforeStep(track.index, step, track.step_before_backward))
         if track.discarded or track.discard_streak:
             self._check_discarded(progress, no_backward)
         if track.dirty_param is not None:
             names = track.names
             name = names[track.dirty_param] if track.dirty_param < len(names) else None
-            progress.add_ordering(
-                "missing-zero-grad",
-                f"step {step} used gradients accumulated on top of those step {step - 1} had already consumed"
-                + (f" (first: {name})" if name else ""),
-                name,
-            )
+            progress.add_fact(AccumulatedOnConsumed(track.index, step, name))
 
     def _check_discarded(self, progress: _StepInProgress, no_backward: bool) -> None:
         """zero_grad inside a gradient-accumulation loop: the step uses only the backward
         passes after the last clear, no more than it threw away, with at least two clears
-        throwing some away, for `DISCARD_STREAK` steps in a row. Gradients set by hand after
-        the last backward (gradient surgery: PCGrad) are no such step."""
+        throwing some away, step after step. Gradients set by hand after the last backward
+        (gradient surgery: PCGrad) are no such step."""
         track = progress.track
         discarded, track.discarded = track.discarded, 0
         clears, track.discarding_clears = track.discarding_clears, 0
@@ -1061,14 +1043,7 @@ class Collector:
             track.discard_streak = 0
             return
         track.discard_streak += 1
-        if track.discard_streak >= DISCARD_STREAK:
-            step = progress.record.step
-            progress.add_ordering(
-                "zero-grad-before-step",
-                f"optimizer {track.index}'s step {step} used only the last {kept} of {kept + discarded} backward passes"
-                f" since its previous step, for {track.discard_streak} steps in a row: zero_grad() between them"
-                " cleared the others unused (inside a gradient-accumulation loop?)",
-            )
+        progress.add_fact(AccumulationCleared(track.index, progress.record.step, kept, discarded, track.discard_streak))
 
     def _set_since_clear(self, track: OptimizerTrack, optimizer: Any) -> bool:
         """Whether, with no backward since the last clear, the step finds gradients that hold
@@ -1138,16 +1113,16 @@ class Collector:
         # parameters, something cleared them since. If it never did (an alternating multi-task
         # loop steps every optimizer), the step is a no-op, not a mistake: `unused-param` names
         # parameters that stay without gradients.
-        if not grads and not progress.ordering and not track.closure and track.filled_at > track.mark:
+        if not grads and not progress.facts and not track.closure and track.filled_at > track.mark:
             track.mark = self.backward_count  # a clear we did not see (p.grad = None): as if we had
-            self._cleared_before_step(progress)
+            progress.add_fact(GradientsGone(track.index, progress.record.step))
         track.consumed = (progress.present[0], weakref.ref(grads[0]), grads[0]._version) if grads else None
         self._take_losses(progress)
         if progress.captured:
             progress.losses = []  # values of the replays to come, read at no particular one
         else:
             self._gradient_norms(progress, layout, grads)
-        if progress.detail:
+        if progress.detail and self.diagnostics.judges(UnoptimizedGradient):
             self._check_not_in_optimizer(progress, layout)
         needs_snapshot = not track.cleared_since_step or track.steps == 1
         self._mark_consumed(track, params if needs_snapshot else None)
@@ -1168,19 +1143,14 @@ class Collector:
             torch._C._set_grad_enabled(grad_mode)
 
     def _check_not_in_optimizer(self, progress: _StepInProgress, layout: _Layout) -> None:
-        """Gradients on a parameter no optimizer holds, where the optimizer holds a stale
-        copy of the model (a layer replaced after it was built) or the parameter's siblings,
-        or where the parameter was frozen at an earlier detail step (unfrozen, never added),
-        or where the optimizer holds only frozen parameters (built before the model was
-        frozen and given adapters, as LoRA does).
-
-        A model trained only in part, with the rest left requiring grad (an optimizer
-        given the head alone), gets gradients everywhere from the start: no mistake."""
+        """Parameters of the optimizer's models that get gradients and that no optimizer holds,
+        each handed to the rules until one is found wrong (`UnoptimizedGradient`); on the way,
+        the parameters that do not require grad, remembered (weakly) as frozen."""
         roots = self._roots(layout)
         optimized = self._tracks_by_param
         frozen = self._frozen_seen
-        replaced: bool | None = None  # decided only once a suspect shows up
-        all_frozen: bool | None = None
+        holds_old_params = functools.cache(lambda: self._has_orphans(progress, roots))
+        holds_only_frozen = functools.cache(lambda: not any(p.requires_grad for p in progress.params))
         for root in roots:
             for name, param in root.named_parameters():
                 if not param.requires_grad:
@@ -1188,23 +1158,17 @@ class Collector:
                     continue
                 if id(param) in optimized or param.grad is None:
                     continue
-                if param in frozen:
-                    message = f"{name} was unfrozen and receives gradients, but no optimizer holds it"
-                else:
-                    message = f"{name} receives gradients but no optimizer holds it"
-                    owner = self.tree.owner(param)
-                    if owner is None or not any(id(p) in optimized for p in owner.parameters()):
-                        if replaced is None:
-                            replaced = self._has_orphans(progress, roots)
-                            all_frozen = not any(p.requires_grad for p in progress.params)
-                        if all_frozen:
-                            message += f", and optimizer {progress.track.index} holds only frozen parameters"
-                        elif not replaced:
-                            continue  # neither its siblings nor a stale copy of it are optimized
-                self.diagnostics.report(
-                    "not-in-optimizer", progress.record.step, progress.track.index, message, name, self.clock() - self.start,
+                fact = UnoptimizedGradient(
+                    progress.track.index, progress.record.step, name, param in frozen,
+                    functools.partial(self._siblings_optimized, param), holds_only_frozen, holds_old_params,
                 )
-                return
+                if self.diagnostics.judge(fact, self.clock() - self.start):
+                    return
+
+    def _siblings_optimized(self, param: torch.Tensor) -> bool:
+        """Whether an optimizer holds another parameter of ``param``'s module."""
+        owner = self.tree.owner(param)
+        return owner is not None and any(id(p) in self._tracks_by_param for p in owner.parameters())
 
     def _roots(self, layout: _Layout) -> list[torch.nn.Module]:
         """The models the optimizer's parameters belong to (a model wrapped later is still
@@ -1354,13 +1318,15 @@ class Collector:
             record.update_ratio = total_delta / total_size if total_size and total_delta is not None else None
         if record.optimizer is None:
             record.group_grad_norms = []  # no param groups without an optimizer (and `lr` is empty too)
-        for rule, message, param in progress.ordering or ():
-            self.diagnostics.report(rule, record.step, record.optimizer, message, param, record.t)
+        for fact in progress.facts or ():
+            self.diagnostics.judge(fact, record.t)
         self.records += 1
         self._emit_step(record)
         self.diagnostics.check_step(
-            record, names, param_norms, progress.missing, lambda: self._first_nonfinite_grad(progress, names),
-            backward_ran=progress.backward_ran,
+            StepFinished(
+                record, names, param_norms, progress.missing, lambda: self._first_nonfinite_grad(progress, names),
+                progress.backward_ran,
+            )
         )
 
     @staticmethod

@@ -1,93 +1,23 @@
-"""The diagnostic rules: name a training-loop bug at the step where it first happens.
+"""Runs the rules (`stepdbg.rules`) on what the collector reports, and reports what they find.
 
-The ordering rules (missing-zero-grad, zero-grad-before-step,
-step-without-backward, scheduler-before-step) are decided by the collector from
-gradient *state* and report here; the numeric rules are judged here from each
-finished step record, reusing the norms already computed. Each problem is
-reported once per rule and optimizer, then only counted.
+Each fact goes to the rules that judge its kind; each finished step to the step
+rules of its optimizer (made at its first step, so that each keeps that
+optimizer's history). A disabled rule is never made, and costs nothing. Each
+problem is reported once per rule and optimizer, then only counted.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from .schema import Anomaly, StepRecord
-
-
-@dataclass(frozen=True)
-class Rule:
-    severity: str
-    hint: str
-
-
-RULES: dict[str, Rule] = {
-    "missing-zero-grad": Rule(
-        "error",
-        "call optimizer.zero_grad() (or model.zero_grad()) once per step, before backward(); "
-        "with several optimizers or modules, clear each of them",
-    ),
-    "zero-grad-before-step": Rule("error", "move zero_grad() before backward(), or after step()"),
-    "step-without-backward": Rule("error", "call loss.backward() before optimizer.step(), and step once per backward pass"),
-    "scheduler-before-step": Rule("warning", "call scheduler.step() after optimizer.step()"),
-    "nonfinite": Rule("error", "lower the learning rate, clip gradients, or look for log(0), division by zero or fp16 overflow"),
-    "nonfinite-loss": Rule(
-        "info",
-        "a mean over an empty batch (every label ignored, an empty mask, an empty Poisson-sampled batch) "
-        "is NaN with zero gradients; otherwise look for a NaN in a term of the loss that no parameter affects",
-    ),
-    "exploding-grad": Rule("warning", "lower the learning rate or clip gradients (torch.nn.utils.clip_grad_norm_)"),
-    "vanishing-grad": Rule("warning", "check the activations and initialization of the layers before it; consider normalization or residual connections"),
-    "unused-param": Rule("warning", "the parameter is not part of the loss: look for a detached branch, .data, or an unused head; or set requires_grad=False"),
-    "not-in-optimizer": Rule("warning", "build the optimizer after replacing layers or adding adapters, or add the parameter to it (optimizer.add_param_group)"),
-    "zero-update": Rule(
-        "warning",
-        "check the learning rate and the parameter groups: the parameters are not moving"
-        " (held at lr 0 on purpose? freeze them with requires_grad_(False), or pass --disable zero-update)",
-    ),
-}
-
-
-@dataclass
-class Thresholds:
-    """Defaults for the numeric rules (documented in docs/rules.md)."""
-
-    explode_ratio: float = 100.0
-    """exploding-grad: global norm above this many times its recent average."""
-    explode_absolute: float = 1e8
-    """exploding-grad: a global norm above this is absurd whatever the history."""
-    explode_warmup: int = 10
-    """exploding-grad: steps of history before the ratio test applies."""
-    vanish_ratio: float = 1e-6
-    """vanishing-grad: a parameter's norm below this fraction of the largest one."""
-    vanish_detail_steps: int = 3
-    """vanishing-grad: consecutive detail steps the condition must hold."""
-    patience: int = 20
-    """unused-param, zero-update: consecutive steps the condition must hold."""
-
-
-def has_problems(counts: dict[str, int]) -> bool:
-    """Whether anomaly counts (an end record's) include a warning or an error (for --strict)."""
-    return any(rule in RULES and RULES[rule].severity != "info" for rule in counts)
-
-
-@dataclass
-class _OptimizerHistory:
-    norm_average: float | None = None
-    norm_steps: int = 0
-    without_gradient: list[int] = field(default_factory=list)
-    """Positions of the trainable parameters that had no gradient at any step so far, while
-    no other parameter ever went without one (cleared for good once one does)."""
-    unused_steps: int = 0
-    names: list[str] | None = None
-    """The parameter names these count for: another list means the groups changed."""
-    zero_lr_streak: int = 0
-    vanish_streak: int = 0
+from .facts import StepFinished
+from .rules import RULES, FactRule, Finding, Rule, StepRule, Thresholds, has_problems
+from .schema import Anomaly
 
 
 class Diagnostics:
-    """Reports anomalies once per (rule, optimizer) and counts their repeats."""
+    """Hands facts and finished steps to the enabled rules; reports each problem once per
+    (rule, optimizer) and counts its repeats."""
 
     def __init__(self, thresholds: Thresholds, disabled: frozenset[str], emit: Callable[[Anomaly], None]) -> None:
         self.thresholds = thresholds
@@ -95,183 +25,66 @@ class Diagnostics:
         self._emit = emit
         self.counts: dict[str, int] = {}
         self._reported: set[tuple[str, int | None]] = set()
-        self._history: dict[int | None, _OptimizerHistory] = {}
+        enabled = [rule for rule in RULES if rule.id not in disabled]
+        self._judges: dict[type, list[FactRule]] = {}
+        """Per kind of fact, the rules that judge it."""
+        for rule in enabled:
+            if issubclass(rule, FactRule):
+                judge = rule(thresholds)
+                for kind in rule.facts:
+                    self._judges.setdefault(kind, []).append(judge)
+        self._step_rules = [rule for rule in enabled if issubclass(rule, StepRule) and not rule.detail]
+        self._detail_rules = [rule for rule in enabled if issubclass(rule, StepRule) and rule.detail]
+        self._watching: dict[int | None, tuple[list[StepRule], list[StepRule]]] = {}
+        """Per optimizer, its step rules (every step's, detail steps')."""
 
-    def report(self, rule: str, step: int, optimizer: int | None, message: str, param: str | None = None, t: float = 0.0) -> None:
-        if rule in self.disabled:
-            return
-        self.counts[rule] = self.counts.get(rule, 0) + 1
-        if not self._first_report(rule, optimizer):
-            return
-        self._reported.add((rule, optimizer))
-        spec = RULES[rule]
-        self._emit(Anomaly(rule, spec.severity, step, optimizer, param, message, spec.hint, t))
+    def judges(self, kind: type) -> bool:
+        """Whether an enabled rule judges facts of ``kind`` (none: the collector need not look for them)."""
+        return kind in self._judges
 
-    def _first_report(self, rule: str, optimizer: int | None) -> bool:
-        """Whether reporting ``rule`` for ``optimizer`` now would print it (not disabled, not yet reported)."""
-        return rule not in self.disabled and (rule, optimizer) not in self._reported
+    def judge(self, fact: object, t: float) -> bool:
+        """Hand ``fact`` (with ``optimizer`` and ``step``) to its rules, and report what they find
+        at ``t``. Whether they found a problem."""
+        found = False
+        for rule in self._judges.get(type(fact), ()):
+            finding = rule.check(fact)
+            if finding is not None:
+                self.report(rule, finding, fact.step, fact.optimizer, t)  # type: ignore[attr-defined]
+                found = True
+        return found
+
+    def check_step(self, step: StepFinished) -> None:
+        """Judge a finished step with its optimizer's step rules (the detail ones on detail steps)."""
+        record = step.record
+        if record.skipped:
+            return
+        watching = self._watching.get(record.optimizer)
+        if watching is None:
+            watching = self._watching[record.optimizer] = (
+                [rule(self.thresholds) for rule in self._step_rules],
+                [rule(self.thresholds) for rule in self._detail_rules],
+            )
+        self._check(watching[0], step)
+        if step.param_norms is not None:
+            self._check(watching[1], step)
+
+    def _check(self, rules: list[StepRule], step: StepFinished) -> None:
+        record = step.record
+        for rule in rules:
+            finding = rule.check(step)
+            if finding is not None:
+                self.report(rule, finding, record.step, record.optimizer, record.t)
+
+    def report(self, rule: Rule, finding: Finding, step: int, optimizer: int | None, t: float) -> None:
+        """Count the problem; emit it the first time for this rule and optimizer."""
+        self.counts[rule.id] = self.counts.get(rule.id, 0) + 1
+        key = (rule.id, optimizer)
+        if key in self._reported:
+            return
+        self._reported.add(key)
+        self._emit(Anomaly(rule.id, rule.severity, step, optimizer, finding.param, finding.message, rule.hint, t))
 
     @property
     def found_problems(self) -> bool:
         """Whether a warning or an error was reported (for --strict)."""
         return has_problems(self.counts)
-
-    def check_step(
-        self,
-        record: StepRecord,
-        names: list[str],
-        param_norms: list[float | None] | None,
-        missing: list[int],
-        culprit: Callable[[], str | None] = lambda: None,
-        backward_ran: bool = True,
-    ) -> None:
-        """Judge a finished step with the numbers already computed for it.
-
-        ``param_norms`` (aligned with ``names``) is given on detail steps;
-        ``missing`` lists the positions of trainable parameters that had no
-        gradient; ``culprit`` finds the first parameter with a non-finite
-        gradient, called only when a `nonfinite` report is the optimizer's first;
-        ``backward_ran``: backward passes ran since the optimizer's previous step (whether or
-        not they reached it: an optimizer on a model the loop no longer uses gets none of them).
-        """
-        if record.skipped:
-            return
-        history = self._history.get(record.optimizer)
-        if history is None:
-            history = self._history[record.optimizer] = _OptimizerHistory()
-        self._check_nonfinite(record, culprit)
-        self._check_exploding(record, history)
-        self._check_unused(record, names, missing, history, backward_ran)
-        self._check_zero_update(record, history)
-        if param_norms is not None:
-            self._check_vanishing(record, names, param_norms, history)
-
-    def _check_nonfinite(self, record: StepRecord, culprit: Callable[[], str | None]) -> None:
-        """A NaN/Inf gradient is an error. A NaN/Inf loss whose gradients are all finite, or
-        that reached none of the step's parameters, harms no step (a mean over an empty batch;
-        another task's loss in a loop that alternates): `nonfinite-loss`, for information."""
-        loss_bad = record.loss is not None and not math.isfinite(record.loss)
-        norm_bad = record.grad_norm is not None and not math.isfinite(record.grad_norm)
-        if not (loss_bad or norm_bad):
-            return
-        if not norm_bad:
-            harmless = "the gradients the step used are finite" if record.grad_norm is not None else "no gradient reached the step"
-            self.report(
-                "nonfinite-loss", record.step, record.optimizer, f"loss is {record.loss} at step {record.step}, but {harmless}",
-                None, record.t,
-            )
-            return
-        param = culprit() if self._first_report("nonfinite", record.optimizer) else None
-        what = f"loss is {record.loss}" if loss_bad else f"gradient norm is {record.grad_norm}"
-        where = f", first in {param}'s gradient" if param else ""
-        self.report("nonfinite", record.step, record.optimizer, f"{what} at step {record.step}{where}", param, record.t)
-
-    def _check_exploding(self, record: StepRecord, history: _OptimizerHistory) -> None:
-        """A norm far above the recent average of this optimizer's norms. Zero norms are no
-        part of that history: a step whose loss is exactly zero (no reward, no margin
-        violated, an empty mask) has no gradient scale, and the next real one is no jump."""
-        norm = record.grad_norm
-        if norm is None or not math.isfinite(norm) or norm == 0.0:
-            return
-        limits = self.thresholds
-        average = history.norm_average
-        if norm > limits.explode_absolute or (
-            average is not None and history.norm_steps >= limits.explode_warmup and norm > limits.explode_ratio * average
-        ):
-            recent = f" ({norm / average:.0f}× its recent average {average:.3g})" if average else ""
-            self.report(
-                "exploding-grad", record.step, record.optimizer,
-                f"gradient norm {norm:.3g} at step {record.step}{recent}", None, record.t,
-            )
-        history.norm_average = norm if average is None else 0.9 * average + 0.1 * norm
-        history.norm_steps += 1
-
-    def _check_unused(
-        self, record: StepRecord, names: list[str], missing: list[int], history: _OptimizerHistory, backward_ran: bool
-    ) -> None:
-        """Parameters that had no gradient at any step, where the same ones went without at
-        every step. Where which parameters get gradients changes from step to step (a head
-        per task, experts tokens are routed to, alternating losses), the loop computes
-        conditionally: a parameter not used yet is not unused, and the rule stays quiet.
-        """
-        if names is not history.names:  # the first step, or the groups changed: count afresh
-            history.names = names
-            history.without_gradient = list(missing)
-            history.unused_steps = 0
-        if not history.without_gradient:
-            return
-        if missing != history.without_gradient:
-            history.without_gradient = []
-            return
-        history.unused_steps += 1
-        if backward_ran and history.unused_steps >= self.thresholds.patience:
-            index = missing[0]
-            name = names[index] if index < len(names) else f"param{index}"
-            message = f"{name} requires grad but has received no gradient for {history.unused_steps} steps"
-            if len(missing) == len(names):  # backward passes ran, and reached none of them
-                message = (
-                    f"no parameter of optimizer {record.optimizer} has received a gradient for {history.unused_steps} steps"
-                    f" (first: {name}), though backward passes ran: it may hold the parameters of a model"
-                    " the loop no longer uses (built before the model was built again)"
-                )
-            self.report("unused-param", record.step, record.optimizer, message, name, record.t)
-
-    def _check_zero_update(self, record: StepRecord, history: _OptimizerHistory) -> None:
-        frozen = 0.0 in record.lr and any(
-            lr == 0.0 and norm is not None and norm > 0.0
-            for lr, norm in zip(record.lr, record.group_grad_norms)
-        )
-        history.zero_lr_streak = history.zero_lr_streak + 1 if frozen else 0
-        if history.zero_lr_streak >= self.thresholds.patience:
-            group = next(i for i, (lr, n) in enumerate(zip(record.lr, record.group_grad_norms)) if lr == 0.0 and n)
-            self.report(
-                "zero-update", record.step, record.optimizer,
-                f"param group {group} has lr 0 with non-zero gradients for {history.zero_lr_streak} steps",
-                None, record.t,
-            )
-
-    def _check_vanishing(
-        self, record: StepRecord, names: list[str], param_norms: list[float | None], history: _OptimizerHistory
-    ) -> None:
-        """A layer whose gradient is many orders of magnitude below the largest layer's and
-        that does not move either.
-
-        Layers (a module's parameters together), not single parameters: a bias just before
-        a BatchNorm gets a gradient that is zero but for rounding. And the update, where the
-        step measured it: a branch scaled down at init (ReZero, LayerScale, zero-init
-        residuals) gets tiny gradients by design, and Adam still moves it normally.
-        """
-        ratios = record.param_update_ratios or {}
-        squares: dict[str, float] = {}
-        moved: dict[str, float] = {}  # a layer's largest per-parameter update ratio
-        first_param: dict[str, str] = {}
-        for name, norm in zip(names, param_norms):
-            if norm is not None and math.isfinite(norm):
-                layer = name.rpartition(".")[0] or name
-                squares[layer] = squares.get(layer, 0.0) + norm * norm
-                first_param.setdefault(layer, name)
-                update = ratios.get(name)
-                if update is not None and math.isfinite(update):
-                    moved[layer] = max(moved.get(layer, 0.0), update)
-        present = [(math.sqrt(square), layer) for layer, square in squares.items() if square > 0.0]
-        if len(present) < 2:
-            return
-        limit = self.thresholds.vanish_ratio
-        largest = max(norm for norm, _ in present)
-        largest_move = max(moved.values(), default=0.0)
-        starved = [
-            (norm, layer)
-            for norm, layer in present
-            if norm < limit * largest and not (largest_move and moved.get(layer, 0.0) >= limit * largest_move)
-        ]
-        if starved:
-            history.vanish_streak += 1
-        else:
-            history.vanish_streak = 0
-        if history.vanish_streak >= self.thresholds.vanish_detail_steps:
-            smallest, layer = min(starved)
-            self.report(
-                "vanishing-grad", record.step, record.optimizer,
-                f"layer {layer} gets gradients {largest / smallest:.1e}× smaller than the largest layer's",
-                first_param[layer], record.t,
-            )

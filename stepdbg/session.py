@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import __version__
-from .diagnostics import Diagnostics, Thresholds
+from .diagnostics import Diagnostics
 from .live import View
+from .rules import Thresholds
 from .schema import Anomaly, EndRecord, Header, OptimizerInfo, StepRecord
 from .trace import TraceWriter
 

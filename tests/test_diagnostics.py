@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 
-from stepdbg.diagnostics import Diagnostics, Thresholds
+from stepdbg.diagnostics import Diagnostics
+from stepdbg.facts import StepFinished
+from stepdbg.rules import Thresholds
 from stepdbg.schema import Anomaly, StepRecord
 
 
@@ -15,6 +18,16 @@ def record(optimizer: int, step: int, loss: float, grad_norm: float | None = 1.0
         optimizer=optimizer, step=step, t=0.0, calls=["zero_grad", "backward", "step"], backward_calls=1,
         skipped=False, loss=loss, grad_norm=grad_norm, group_grad_norms=[grad_norm], lr=[0.1], time={},
     )
+
+
+def finished(
+    record: StepRecord,
+    names: list[str],
+    param_norms: list[float | None] | None = None,
+    culprit: Callable[[], str | None] = lambda: None,
+) -> StepFinished:
+    """A finished step whose trainable parameters all had a gradient, after a backward."""
+    return StepFinished(record, names, param_norms, [], culprit, True)
 
 
 def test_nonfinite_names_a_culprit_once_per_optimizer() -> None:
@@ -28,7 +41,8 @@ def test_nonfinite_names_a_culprit_once_per_optimizer() -> None:
 
     for step in range(3):
         for optimizer in (0, 1):
-            diagnostics.check_step(record(optimizer, step, math.nan, math.nan), ["w"], None, [], lambda o=optimizer: culprit_of(o))
+            culprit = lambda o=optimizer: culprit_of(o)  # noqa: E731
+            diagnostics.check_step(finished(record(optimizer, step, math.nan, math.nan), ["w"], None, culprit))
     assert [(a.rule, a.optimizer, a.step, a.param) for a in found] == [
         ("nonfinite", 0, 0, "net0.weight"),
         ("nonfinite", 1, 0, "net1.weight"),
@@ -42,7 +56,7 @@ def test_disabled_nonfinite_never_searches() -> None:
         raise AssertionError("searched for the culprit of a disabled rule")
 
     diagnostics = Diagnostics(Thresholds(), frozenset({"nonfinite"}), lambda anomaly: None)
-    diagnostics.check_step(record(0, 0, math.inf, math.inf), ["w"], None, [], never)
+    diagnostics.check_step(finished(record(0, 0, math.inf, math.inf), ["w"], None, never))
     assert diagnostics.counts == {}
 
 
@@ -51,10 +65,10 @@ def test_a_nonfinite_loss_with_finite_gradients_is_information() -> None:
     reached none of the step's parameters. A NaN gradient later is still the error."""
     found: list[Anomaly] = []
     diagnostics = Diagnostics(Thresholds(), frozenset(), found.append)
-    diagnostics.check_step(record(0, 0, math.nan, 0.0), ["w"], None, [])
-    diagnostics.check_step(record(0, 1, math.nan, 0.0), ["w"], None, [])
-    diagnostics.check_step(record(0, 2, 1.0, math.nan), ["w"], None, [], lambda: "w")
-    diagnostics.check_step(record(1, 0, math.nan, None), ["v"], None, [])
+    diagnostics.check_step(finished(record(0, 0, math.nan, 0.0), ["w"]))
+    diagnostics.check_step(finished(record(0, 1, math.nan, 0.0), ["w"]))
+    diagnostics.check_step(finished(record(0, 2, 1.0, math.nan), ["w"], None, lambda: "w"))
+    diagnostics.check_step(finished(record(1, 0, math.nan, None), ["v"]))
     assert [(a.rule, a.severity, a.optimizer, a.step, a.param) for a in found] == [
         ("nonfinite-loss", "info", 0, 0, None),
         ("nonfinite", "error", 0, 2, "w"),
@@ -77,7 +91,7 @@ def vanishing_reports(grads: list[float], updates: list[float | None] | None, st
         detail.param_grad_norms = dict(zip(NAMES, grads))
         if updates is not None:
             detail.param_update_ratios = dict(zip(NAMES, updates))
-        diagnostics.check_step(detail, NAMES, list(grads), [])
+        diagnostics.check_step(finished(detail, NAMES, list(grads)))
     return [(a.step, a.param) for a in found if a.rule == "vanishing-grad"]
 
 

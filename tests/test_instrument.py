@@ -14,9 +14,10 @@ from torch import nn
 import stepdbg.collector as collector_module
 from stepdbg.collector import Collector
 from stepdbg.device_clock import DeviceClock
-from stepdbg.diagnostics import Diagnostics, Thresholds
+from stepdbg.diagnostics import Diagnostics
 from stepdbg.instrument import Instrumentation
 from stepdbg.names import ModuleTree
+from stepdbg.rules import Thresholds
 from stepdbg.schema import Anomaly, OptimizerInfo, StepRecord
 
 

@@ -16,19 +16,8 @@ import pytest
 
 from conftest import SCRIPTS, Spec, script_env
 
-SEVERITY = {  # docs/rules.md
-    "missing-zero-grad": "error",
-    "zero-grad-before-step": "error",
-    "step-without-backward": "error",
-    "scheduler-before-step": "warning",
-    "nonfinite": "error",
-    "nonfinite-loss": "info",
-    "exploding-grad": "warning",
-    "vanishing-grad": "warning",
-    "unused-param": "warning",
-    "not-in-optimizer": "warning",
-    "zero-update": "warning",
-}
+from stepdbg.rules import BY_ID, IDS, INFO
+
 
 
 @dataclass(frozen=True)
@@ -91,13 +80,18 @@ PATIENCE = Spec("bug_unused_param.py", options=("--patience", "5"))  # not --str
 CORRECT_STRICT = Spec("ok_module_zero_grad.py", options=("--strict",))  # shared with test_loops
 
 
+def test_every_rule_has_a_buggy_script() -> None:
+    assert sorted({bug.rule for bug in BUGS}) == sorted(IDS)
+
+
 @pytest.mark.parametrize("bug", BUGS, ids=[b.id for b in BUGS])
 def test_rule_fires_alone(runs, bug: Bug) -> None:
     run = runs.get(bug.spec)
     found = [(a["rule"], a["step"], a["optimizer"], a["param"]) for a in run.anomalies]
     assert found == [(bug.rule, bug.step, bug.optimizer, bug.param)], run.describe()
     [anomaly] = run.anomalies
-    assert anomaly["severity"] == SEVERITY[bug.rule]
+    severity = BY_ID[bug.rule].severity
+    assert anomaly["severity"] == severity
     assert anomaly["message"] and anomaly["hint"], anomaly
     assert isinstance(anomaly["t"], float) and anomaly["t"] >= 0
     end = run.end
@@ -105,10 +99,10 @@ def test_rule_fires_alone(runs, bug: Bug) -> None:
     assert set(end["anomalies"]) == {bug.rule}, end["anomalies"]
     if bug.count is not None:
         assert end["anomalies"][bug.rule] == bug.count, end["anomalies"]
-    if SEVERITY[bug.rule] == "info":
+    if severity == INFO:
         assert run.proc.returncode == 0, f"--strict ignores information{run.describe()}"
     else:
-        assert run.proc.returncode == 3, f"--strict with a {SEVERITY[bug.rule]} found must exit 3{run.describe()}"
+        assert run.proc.returncode == 3, f"--strict with a {severity} found must exit 3{run.describe()}"
     assert "internal error" not in run.proc.stderr
 
 
@@ -184,7 +178,7 @@ def test_disable_unknown_rule_is_a_usage_error(tmp_path, value: str) -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert "bogus" in lines[0]
-    for rule in SEVERITY:
+    for rule in IDS:
         assert rule in lines[0], f"{rule} missing from: {lines[0]}"
     assert proc.stdout == ""
     assert not list(tmp_path.glob("*.stepdbg.jsonl")), "no trace for a run that never started"

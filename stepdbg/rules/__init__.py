@@ -1,0 +1,65 @@
+"""The diagnostic rules, one class each, in one registry.
+
+A rule names a training-loop bug at the step where it first happens. Each is a class
+(`base.Rule`) holding what it is (``id``, ``severity``, a one-line ``summary``, the
+precise ``condition``, the ``hint``) and its ``check``. The collector reports facts
+(`stepdbg.facts`: what a step consumed, what a backward filled, what was cleared,
+when; and each finished step); `stepdbg.diagnostics` hands each fact to the rules
+that judge it, and reports each problem once.
+
+By family: `ordering` (zero_grad, backward, step and the scheduler in the wrong
+order), `numeric` (gradients not finite, exploding, vanishing), `params`
+(parameters the loop never trains, though it means to).
+
+`RULES` is the one list of them: ``--disable`` takes their ids, ``--strict`` their
+severities, and the README's rule table and docs/rules.md are checked against them
+(tests/test_readme.py). A new rule is a class in the family it belongs to, added
+here, with a ``tests/scripts/bug_*.py`` that makes it fire (`tests/test_rules.py`).
+"""
+
+from __future__ import annotations
+
+from .base import ERROR, INFO, WARNING, FactRule, Finding, Rule, StepRule, Thresholds
+from .numeric import ExplodingGrad, Nonfinite, NonfiniteLoss, VanishingGrad
+from .ordering import MissingZeroGrad, SchedulerBeforeStep, StepWithoutBackward, ZeroGradBeforeStep
+from .params import NotInOptimizer, UnusedParam, ZeroUpdate
+
+RULES: tuple[type[Rule], ...] = (
+    MissingZeroGrad,
+    ZeroGradBeforeStep,
+    StepWithoutBackward,
+    SchedulerBeforeStep,
+    Nonfinite,
+    NonfiniteLoss,
+    ExplodingGrad,
+    VanishingGrad,
+    UnusedParam,
+    NotInOptimizer,
+    ZeroUpdate,
+)
+"""Every rule, in the order the README and docs/rules.md list them."""
+
+BY_ID: dict[str, type[Rule]] = {rule.id: rule for rule in RULES}
+
+IDS: tuple[str, ...] = tuple(BY_ID)
+
+
+def has_problems(counts: dict[str, int]) -> bool:
+    """Whether anomaly counts (an end record's) include a warning or an error (for --strict)."""
+    return any(rule in BY_ID and BY_ID[rule].severity != INFO for rule in counts)
+
+
+__all__ = [
+    "BY_ID",
+    "ERROR",
+    "IDS",
+    "INFO",
+    "RULES",
+    "WARNING",
+    "FactRule",
+    "Finding",
+    "Rule",
+    "StepRule",
+    "Thresholds",
+    "has_problems",
+]

@@ -1,0 +1,90 @@
+"""What a rule is: what it names (for the terminal, the trace, the README and
+docs/rules.md), how grave it is, and its check.
+
+Two kinds, by what they judge:
+
+- a `FactRule` judges facts the collector reports about gradient state (`stepdbg.facts`):
+  it is made once per run and holds nothing;
+- a `StepRule` judges each finished step of one optimizer (its record and the norms
+  already computed): it is made for each optimizer at its first step, and keeps that
+  optimizer's history (a moving average, a streak) in itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..facts import StepFinished
+
+ERROR = "error"
+"""The loop is wrong."""
+WARNING = "warning"
+"""The loop is probably wrong."""
+INFO = "info"
+"""Worth knowing; `--strict` ignores it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A problem a rule found: what to say, and the parameter it is about."""
+
+    message: str
+    param: str | None = None
+
+
+@dataclass
+class Thresholds:
+    """Defaults for the numeric rules (documented in docs/rules.md)."""
+
+    explode_ratio: float = 100.0
+    """exploding-grad: global norm above this many times its recent average."""
+    explode_absolute: float = 1e8
+    """exploding-grad: a global norm above this is absurd whatever the history."""
+    explode_warmup: int = 10
+    """exploding-grad: steps of history before the ratio test applies."""
+    vanish_ratio: float = 1e-6
+    """vanishing-grad: a parameter's norm below this fraction of the largest one."""
+    vanish_detail_steps: int = 3
+    """vanishing-grad: consecutive detail steps the condition must hold."""
+    patience: int = 20
+    """unused-param, zero-update: consecutive steps the condition must hold."""
+
+
+class Rule:
+    """One diagnostic rule. A subclass fills in these five and a ``check``."""
+
+    id: ClassVar[str]
+    """What ``--disable`` takes, the trace records and the terminal prints."""
+    severity: ClassVar[str]
+    """`ERROR`, `WARNING` or `INFO`."""
+    summary: ClassVar[str]
+    """When it fires, in one line of at most 25 words (markdown): the README's rule table."""
+    condition: ClassVar[str]
+    """When it fires, precisely (markdown): the paragraph that opens its section in docs/rules.md."""
+    hint: ClassVar[str]
+    """The fix, in one line of plain text, printed after the message."""
+
+    def __init__(self, thresholds: Thresholds) -> None:
+        self.thresholds = thresholds
+
+
+class FactRule(Rule):
+    """A rule judged from the gradient-state facts the collector reports."""
+
+    facts: ClassVar[tuple[type, ...]]
+    """The kinds of fact it judges: only those reach its ``check``."""
+
+    def check(self, fact: Any) -> Finding | None:
+        raise NotImplementedError
+
+
+class StepRule(Rule):
+    """A rule judged from each finished step of one optimizer."""
+
+    detail: ClassVar[bool] = False
+    """It reads per-parameter norms, which only detail steps (``--every``) have: it runs on
+    those, after the rules that run on every step."""
+
+    def check(self, step: StepFinished) -> Finding | None:
+        raise NotImplementedError
