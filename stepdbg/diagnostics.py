@@ -8,6 +8,7 @@ problem is reported once per rule and optimizer, then only counted.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from .facts import StepFinished
@@ -33,10 +34,15 @@ class Diagnostics:
                 judge = rule(thresholds)
                 for kind in rule.facts:
                     self._judges.setdefault(kind, []).append(judge)
-        self._step_rules = [rule for rule in enabled if issubclass(rule, StepRule) and not rule.detail]
-        self._detail_rules = [rule for rule in enabled if issubclass(rule, StepRule) and rule.detail]
-        self._watching: dict[int | None, tuple[list[StepRule], list[StepRule]]] = {}
-        """Per optimizer, its step rules (every step's, detail steps')."""
+        step_rules = [rule for rule in enabled if issubclass(rule, StepRule)]
+        self._step_rules = (
+            [rule for rule in step_rules if rule.nonfinite],
+            [rule for rule in step_rules if not rule.nonfinite and not rule.detail],
+            [rule for rule in step_rules if rule.detail],
+        )
+        """The step rules: those for non-finite steps alone, every step's, detail steps'."""
+        self._watching: dict[int | None, tuple[list[StepRule], list[StepRule], list[StepRule]]] = {}
+        """Per optimizer, its step rules (made for it, as `_step_rules` sorts them)."""
 
     def judges(self, kind: type) -> bool:
         """Whether an enabled rule judges facts of ``kind`` (none: the collector need not look for them)."""
@@ -54,19 +60,24 @@ class Diagnostics:
         return found
 
     def check_step(self, step: StepFinished) -> None:
-        """Judge a finished step with its optimizer's step rules (the detail ones on detail steps)."""
+        """Judge a finished step with its optimizer's step rules (each on the steps it needs)."""
         record = step.record
         if record.skipped:
             return
         watching = self._watching.get(record.optimizer)
         if watching is None:
+            nonfinite, every, detail = self._step_rules
             watching = self._watching[record.optimizer] = (
-                [rule(self.thresholds) for rule in self._step_rules],
-                [rule(self.thresholds) for rule in self._detail_rules],
+                [rule(self.thresholds) for rule in nonfinite],
+                [rule(self.thresholds) for rule in every],
+                [rule(self.thresholds) for rule in detail],
             )
-        self._check(watching[0], step)
+        loss, norm = record.loss, record.grad_norm
+        if (loss is not None and not math.isfinite(loss)) or (norm is not None and not math.isfinite(norm)):
+            self._check(watching[0], step)
+        self._check(watching[1], step)
         if step.param_norms is not None:
-            self._check(watching[1], step)
+            self._check(watching[2], step)
 
     def _check(self, rules: list[StepRule], step: StepFinished) -> None:
         record = step.record

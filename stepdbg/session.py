@@ -217,7 +217,7 @@ class Session:
             duration=time.time() - self.started,
             steps=self.recorder.steps,
             anomalies=dict(self.diagnostics.counts),
-            time=self.collector.totals,
+            time=self.collector.phases.totals,
         )
         self.writer.write(end.to_json())
         self.writer.close()

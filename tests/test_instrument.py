@@ -11,9 +11,11 @@ import torch
 import torch.autograd.graph
 from torch import nn
 
-import stepdbg.collector as collector_module
+import stepdbg.collector.losses
+import stepdbg.collector.no_optimizer
+import stepdbg.collector.phases
+import stepdbg.collector.records
 from stepdbg.collector import Collector
-from stepdbg.device_clock import DeviceClock
 from stepdbg.diagnostics import Diagnostics
 from stepdbg.instrument import Instrumentation
 from stepdbg.names import ModuleTree
@@ -63,10 +65,14 @@ def test_every_call_is_recorded_once(monkeypatch: pytest.MonkeyPatch, entry: str
     assert found == []
 
 
-def _collecting(every: int = 0) -> tuple[Collector, ModuleTree, list[StepRecord]]:
+def _collecting(
+    every: int = 0, make_event: Callable[[], object] | None = None
+) -> tuple[Collector, ModuleTree, list[StepRecord]]:
+    """A collector (``make_event``: stand-in CUDA events), its module tree and its records."""
     records: list[StepRecord] = []
     tree = ModuleTree()
-    collector = Collector(every, Diagnostics(Thresholds(), frozenset(), lambda a: None), records.append, lambda i: None, tree)
+    diagnostics = Diagnostics(Thresholds(), frozenset(), lambda a: None)
+    collector = Collector(every, diagnostics, records.append, lambda i: None, tree, make_event=make_event)
     return collector, tree, records
 
 
@@ -200,8 +206,8 @@ def test_an_idle_optimizer_does_not_keep_every_loss_for_its_first_step(monkeypat
     """An optimizer built at the start for a later phase, whose head the loss reaches all along:
     the losses of the steps meanwhile are not all kept for it (they were: memory and time grew
     with every step); one whose parameters the loss never reached takes only its own."""
-    monkeypatch.setattr(collector_module, "HELD_LOSSES", 128)
-    monkeypatch.setattr(collector_module, "HELD_CALLS", 64)
+    monkeypatch.setattr(stepdbg.collector.losses, "HELD_LOSSES", 128)
+    monkeypatch.setattr(stepdbg.collector.phases, "HELD_CALLS", 64)
     collector, _, records = _collecting()
     held = []
     with Instrumentation(collector):
@@ -215,8 +221,8 @@ def test_an_idle_optimizer_does_not_keep_every_loss_for_its_first_step(monkeypat
             optimizer.zero_grad()
             (model(x).sum() + head(x).sum()).backward()
             optimizer.step()
-            held.append(len(collector._losses))
-        idle_runs = len(collector._tracks[1].missed)  # 500 backward passes that did not reach it: one run
+            held.append(len(collector.losses.held))
+        idle_runs = len(collector.optimizers.tracks[1].state.missed)  # 500 backward passes that did not reach it: one run
         own = idle(x).sum()
         own.backward()
         unreached.step()
@@ -239,8 +245,8 @@ def test_a_loop_that_never_steps_its_optimizer_holds_a_bounded_number_of_losses_
     """Updates made by hand beside an optimizer that is built but never stepped: no step
     record takes the losses and calls, so each backward must prune them."""
 
-    monkeypatch.setattr(collector_module, "HELD_LOSSES", 128)
-    monkeypatch.setattr(collector_module, "HELD_CALLS", 64)
+    monkeypatch.setattr(stepdbg.collector.losses, "HELD_LOSSES", 128)
+    monkeypatch.setattr(stepdbg.collector.phases, "HELD_CALLS", 64)
     collector, _, records = _collecting()
     held = []
     with Instrumentation(collector):
@@ -252,7 +258,7 @@ def test_a_loop_that_never_steps_its_optimizer_holds_a_bounded_number_of_losses_
             with torch.no_grad():
                 weight -= 0.1 * weight.grad
             weight.grad = None
-            held.append(len(collector._losses))
+            held.append(len(collector.losses.held))
         del unused
         optimizer = torch.optim.SGD([weight], lr=0.1)  # then a phase that steps one
         (x @ weight).sum().backward()
@@ -275,7 +281,7 @@ def test_optimizers_built_each_iteration_are_forgotten_with_them() -> None:
             optimizer.zero_grad()
             model(x).sum().backward()
             optimizer.step()
-            tracked.append(len(collector._tracks))
+            tracked.append(len(collector.optimizers.tracks))
     collector.finish()
     assert max(tracked) <= 2
     assert [(r.optimizer, r.step, r.backward_calls) for r in records] == [(i, 0, 1) for i in range(50)]
@@ -310,8 +316,7 @@ def _device_timed_loop(
 ) -> tuple[Collector, list[StepRecord], list[int]]:
     """An SGD loop timed with stand-in events (``make_event(iteration)``): the collector, its
     records, and how many records there were after each iteration."""
-    collector, _, records = _collecting()
-    collector.device = DeviceClock(lambda: make_event(iteration))
+    collector, _, records = _collecting(make_event=lambda: make_event(iteration))
     emitted = []
     with Instrumentation(collector):
         model = nn.Linear(3, 1)
@@ -342,7 +347,7 @@ def test_on_a_device_phase_times_come_from_its_events_once_they_are_done() -> No
     for time in later:
         assert (time["zero_grad"], time["backward"], time["step"], time["total"]) == (1.0, 1.0, 1.0, 7.0)
         assert time["forward"] == pytest.approx(4.0 - time["overhead"])
-    assert collector.totals["backward"] == pytest.approx(3.0 + first["backward"])
+    assert collector.phases.totals["backward"] == pytest.approx(3.0 + first["backward"])
 
 
 def test_an_iteration_that_cannot_record_an_event_keeps_the_hosts_times() -> None:
@@ -375,10 +380,12 @@ def test_an_iteration_captured_into_a_cuda_graph_reads_and_queries_nothing(loop:
     """While ``torch.cuda.graph`` captures, nothing has run: stepdbg queues no norm (it would
     become part of the user's graph), reads no loss, and queries no event (CUDA forbids it
     during a capture, and the user's capture would fail); the replays run no hook at all."""
-    monkeypatch.setattr(collector_module, "capturing", lambda: _CapturedEvent.capturing)
+    for module in (stepdbg.collector.records, stepdbg.collector.no_optimizer):
+        monkeypatch.setattr(module, "capturing", lambda: _CapturedEvent.capturing)
     monkeypatch.setattr(_CapturedEvent, "queried_while_capturing", 0)
-    collector, _, records = _collecting(every=1)
-    collector.device = DeviceClock(lambda: None if _CapturedEvent.capturing else _CapturedEvent())
+    collector, _, records = _collecting(
+        every=1, make_event=lambda: None if _CapturedEvent.capturing else _CapturedEvent()
+    )
     with Instrumentation(collector):
         model = nn.Linear(3, 1)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1) if loop == "optimizer" else None

@@ -7,36 +7,23 @@ precise ``condition``, the ``hint``) and its ``check``. The collector reports fa
 when; and each finished step); `stepdbg.diagnostics` hands each fact to the rules
 that judge it, and reports each problem once.
 
-By family: `ordering` (zero_grad, backward, step and the scheduler in the wrong
-order), `numeric` (gradients not finite, exploding, vanishing), `params`
-(parameters the loop never trains, though it means to).
+By family, each module ending with its ``RULES``: `ordering` (zero_grad, backward,
+step and the scheduler in the wrong order), `numeric` (gradients not finite,
+exploding, vanishing), `params` (parameters the loop never trains, though it means to).
 
-`RULES` is the one list of them: ``--disable`` takes their ids, ``--strict`` their
-severities, and the README's rule table and docs/rules.md are checked against them
-(tests/test_readme.py). A new rule is a class in the family it belongs to, added
-here, with a ``tests/scripts/bug_*.py`` that makes it fire (`tests/test_rules.py`).
+`RULES` below is the one list of them all: ``--disable`` takes their ids, ``--strict``
+their severities, and the README's rule table and docs/rules.md are checked against
+them (tests/test_readme.py). A new rule is a class in its family's module, added to
+that module's ``RULES``, with a ``tests/scripts/bug_*.py`` that makes it fire
+(`tests/test_rules.py`).
 """
 
 from __future__ import annotations
 
+from . import numeric, ordering, params
 from .base import ERROR, INFO, WARNING, FactRule, Finding, Rule, StepRule, Thresholds
-from .numeric import ExplodingGrad, Nonfinite, NonfiniteLoss, VanishingGrad
-from .ordering import MissingZeroGrad, SchedulerBeforeStep, StepWithoutBackward, ZeroGradBeforeStep
-from .params import NotInOptimizer, UnusedParam, ZeroUpdate
 
-RULES: tuple[type[Rule], ...] = (
-    MissingZeroGrad,
-    ZeroGradBeforeStep,
-    StepWithoutBackward,
-    SchedulerBeforeStep,
-    Nonfinite,
-    NonfiniteLoss,
-    ExplodingGrad,
-    VanishingGrad,
-    UnusedParam,
-    NotInOptimizer,
-    ZeroUpdate,
-)
+RULES: tuple[type[Rule], ...] = (*ordering.RULES, *numeric.RULES, *params.RULES)
 """Every rule, in the order the README and docs/rules.md list them."""
 
 BY_ID: dict[str, type[Rule]] = {rule.id: rule for rule in RULES}

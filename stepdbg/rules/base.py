@@ -82,9 +82,12 @@ class FactRule(Rule):
 class StepRule(Rule):
     """A rule judged from each finished step of one optimizer."""
 
+    nonfinite: ClassVar[bool] = False
+    """It fires only on a step whose loss or gradient norm is NaN or Inf: it runs on those
+    alone, before the others (a healthy step does not pay for it)."""
     detail: ClassVar[bool] = False
     """It reads per-parameter norms, which only detail steps (``--every``) have: it runs on
-    those, after the rules that run on every step."""
+    those, after the others."""
 
     def check(self, step: StepFinished) -> Finding | None:
         raise NotImplementedError

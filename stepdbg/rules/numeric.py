@@ -30,6 +30,7 @@ class Nonfinite(StepRule):
         "A gradient the step used is NaN or Inf. The message names the first parameter whose gradient is not finite."
     )
     hint = "lower the learning rate, clip gradients, or look for log(0), division by zero or fp16 overflow"
+    nonfinite = True
 
     def __init__(self, thresholds: Thresholds) -> None:
         super().__init__(thresholds)
@@ -65,6 +66,7 @@ class NonfiniteLoss(StepRule):
         "a mean over an empty batch (every label ignored, an empty mask, an empty Poisson-sampled batch) "
         "is NaN with zero gradients; otherwise look for a NaN in a term of the loss that no parameter affects"
     )
+    nonfinite = True
 
     def check(self, step: StepFinished) -> Finding | None:
         if not _loss_bad(step) or _norm_bad(step):
@@ -171,3 +173,7 @@ class VanishingGrad(StepRule):
         smallest, layer = min(starved)
         message = f"layer {layer} gets gradients {largest / smallest:.1e}× smaller than the largest layer's"
         return Finding(message, first_param[layer])
+
+
+RULES = (Nonfinite, NonfiniteLoss, ExplodingGrad, VanishingGrad)
+"""This family's rules, in the order the README lists them."""

@@ -108,3 +108,7 @@ class SchedulerBeforeStep(FactRule):
 
     def check(self, fact: SchedulerAhead) -> Finding:
         return Finding(f"{fact.scheduler}.step() ran before optimizer {fact.optimizer}'s step {fact.step}")
+
+
+RULES = (MissingZeroGrad, ZeroGradBeforeStep, StepWithoutBackward, SchedulerBeforeStep)
+"""This family's rules, in the order the README lists them."""

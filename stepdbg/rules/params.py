@@ -131,3 +131,7 @@ class ZeroUpdate(StepRule):
             return None
         group = next(i for i, (lr, n) in enumerate(zip(record.lr, record.group_grad_norms)) if lr == 0.0 and n)
         return Finding(f"param group {group} has lr 0 with non-zero gradients for {self.streak} steps")
+
+
+RULES = (UnusedParam, NotInOptimizer, ZeroUpdate)
+"""This family's rules, in the order the README lists them."""
