@@ -26,7 +26,7 @@ from typing import Any
 from rich.console import Console
 
 from .live import View
-from .rules import has_problems
+from .rules import severity_of
 from .schema import EndRecord
 from .session import RunOptions, ScriptNotFound, Session, outcome, rank_trace_path
 from .trace import read_end
@@ -51,7 +51,7 @@ class TracedRank:
             module._wrap = self.wrap
         view = View(Console(stderr=True), live=False, quiet=self.options.quiet, label=f"rank {rank}")
         try:
-            session = Session(self.options, self.argv, self.command, rank_trace_path(self.trace, rank), view, rank)
+            session = Session(self.options, self.argv, self.command, [rank_trace_path(self.trace, rank)], view, rank)
         except ScriptNotFound as e:  # the rank trains all the same, untraced
             print(f"stepdbg[rank {rank}]: {e}", file=sys.stderr)
             return self.wrap(fn, rank, *rest)
@@ -127,8 +127,18 @@ class SpawnedRanks:
         return found
 
     @staticmethod
-    def found_problems(ends: dict[int, tuple[Path, EndRecord | None]]) -> bool:
-        return any(end is not None and has_problems(end.anomalies) for _, end in ends.values())
+    def problems(ends: dict[int, tuple[Path, EndRecord | None]]) -> list[tuple[str, str]]:
+        """Each rule that found a warning or an error on a rank, as ``(severity, "rule on rank N")``:
+        at the gravest severity the rank reported it (see `EndRecord.severities`)."""
+        found = []
+        for rank, (_, end) in ends.items():
+            if end is None:
+                continue
+            for rule in end.anomalies:
+                severity = end.severities.get(rule) or severity_of(rule)
+                if severity != "info":
+                    found.append((severity, f"{rule} on rank {rank}"))
+        return found
 
 
 def _written_since(path: Path, since: float) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .data_wait import LoaderSettings
 from .schema import StepRecord
 
 
@@ -113,3 +114,7 @@ class StepFinished:
     """The first parameter whose gradient is not finite (reads values: call it once)."""
     backward_ran: bool
     """Backward passes ran since the optimizer's previous step, whether or not they reached it."""
+    data_startup: bool = False
+    """Its data wait includes a loader's first workers starting (see `DataWaits.startup`)."""
+    loader: LoaderSettings | None = None
+    """The settings of the last DataLoader fetched from."""

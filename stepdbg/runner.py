@@ -4,7 +4,7 @@ Like pyinstrument: ``__name__ == "__main__"`` (a script file in a fresh
 ``__main__`` module, ``-m`` and directories through ``runpy``), ``__file__``,
 ``sys.argv`` and ``sys.path[0]`` set as Python sets them and restored afterwards,
 the script's exit code passed through. Unlike it, the trace's end record is written on
-every path (normal end, ``sys.exit``, an exception, Ctrl-C), and the user's
+every path (normal end, ``sys.exit``, an exception, Ctrl-C, SIGTERM), and the user's
 traceback is shown without stepdbg's frames.
 """
 
@@ -22,40 +22,16 @@ import types
 from collections.abc import Iterator
 from pathlib import Path
 
-from rich.console import Console
-
-from .children import SpawnedRanks
-from .live import View
-from .schema import EndRecord
-from .session import TRACE_SUFFIX, RunOptions, ScriptNotFound, Session, outcome, print_exit_message, rank_trace_path
-
-EXIT_STRICT = 3
+from .session import RunOptions, ScriptNotFound, print_exit_message
+from .tracing import TracedRun, ranked, trace_paths_for
 
 
-def _draws_the_table() -> bool:
-    """One process per terminal draws the live table: under a launcher (torchrun), local
-    rank 0; the other ranks on the same terminal print plain lines."""
-    return os.environ.get("LOCAL_RANK", "0") == "0"
-
-
-def launcher_rank() -> int | None:
-    """The rank a launcher (torchrun) gave this process, if any."""
-    rank = os.environ.get("RANK", "")
-    return int(rank) if rank.isdigit() else None
-
-
-def _rank_label() -> str:
-    """Under a launcher with several ranks, which rank stepdbg's lines come from (as spawned ranks say)."""
-    rank = launcher_rank()
-    return f"rank {rank}" if rank is not None and os.environ.get("WORLD_SIZE", "1") != "1" else ""
-
-
-def default_trace_path(options: RunOptions) -> Path:
-    """``train.py`` -> ``./train.stepdbg.jsonl``; one file per rank in a distributed run."""
-    stem = options.target.rsplit(".", 1)[-1] if options.module else Path(options.target).stem
-    path = Path.cwd() / f"{stem}{TRACE_SUFFIX}"
-    rank = launcher_rank()
-    return rank_trace_path(path, rank) if rank is not None else path
+def trace_paths(options: RunOptions) -> Iterator[Path]:
+    """Where the trace may go: ``-o PATH`` alone (the rank's own file under a launcher, as
+    every rank is given the same options), or ``train.py``'s default names (`trace_paths_for`)."""
+    if options.trace is not None:
+        return ranked([options.trace])
+    return trace_paths_for(options.target.rsplit(".", 1)[-1] if options.module else Path(options.target).stem)
 
 
 def _resolve(options: RunOptions) -> tuple[str, list[str]]:
@@ -72,8 +48,6 @@ def _resolve(options: RunOptions) -> tuple[str, list[str]]:
         if spec is None:
             raise ScriptNotFound(f"no module named {options.target!r}")
         return options.target, [spec.origin or options.target, *options.args]
-    if options.target.startswith("-"):
-        raise ScriptNotFound(f"no such option: {options.target} (options go before the script)")
     path = Path(options.target)
     if not path.exists():
         raise ScriptNotFound(f"no such file: {options.target}")
@@ -121,11 +95,9 @@ def _run_file(path: str) -> None:
 def run_script(options: RunOptions) -> int:
     """Run the script under instrumentation; return the exit code stepdbg should exit with."""
     target, argv = _resolve(options)
-    trace_path = options.trace or default_trace_path(options)
     command = shlex.join(options.command or ["stepdbg", "run", target, *options.args])
-    view = View(Console(stderr=True), live=options.live and _draws_the_table(), quiet=options.quiet, label=_rank_label())
-    session = Session(options, argv, command, trace_path, view, launcher_rank())
-    ranks = SpawnedRanks(options, argv, command, trace_path)
+    run = TracedRun(options, argv, command, trace_paths(options), strict_line=True)
+    run.start()
 
     saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
     error: BaseException | None = None
@@ -141,18 +113,6 @@ def run_script(options: RunOptions) -> int:
         sys.path[0] = path0
     else:
         sys.path.insert(0, path0)
-
-    def report(end: EndRecord, code: int) -> int:
-        """Summary (with a line per rank), and the exit code, --strict's included."""
-        rank_ends = ranks.ends(since=session.started)
-        rank_lines = {rank: (str(path), e) for rank, (path, e) in rank_ends.items()}
-        view.summary(end, str(trace_path), rank_lines, stopped=session.instrumentation.failed)
-        if options.strict and code == 0 and (session.diagnostics.found_problems or ranks.found_problems(rank_ends)):
-            return EXIT_STRICT
-        return code
-
-    session.start(after_hard_exit=report)
-    ranks.install()
     try:
         if options.module:
             runpy.run_module(target, run_name="__main__", alter_sys=True)
@@ -163,15 +123,14 @@ def run_script(options: RunOptions) -> int:
     except BaseException as raised:  # noqa: BLE001 - the user's exception, shown as Python would
         error = raised
     finally:
-        ranks.uninstall()
-        session.stop()
+        run.stop()
         sys.argv[:] = saved_argv
         if saved_path0 is not None:
             sys.path[0] = saved_path0
-    status, code = outcome(error)
     if isinstance(error, SystemExit):
         print_exit_message(error)
     elif error is not None:
         error.__traceback__ = _user_traceback(error)  # the default hook prints the exception's own
         sys.excepthook(type(error), error, error.__traceback__)
-    return report(session.end(status, code), code)
+    run.finish(error)
+    return run.exit_code

@@ -9,13 +9,15 @@ keys, so older traces keep loading.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 SCHEMA_VERSION = 1
 
-PHASES = ("forward", "backward", "step", "zero_grad")
-"""The timed phases of an iteration; ``time`` also has ``total``."""
+PHASES = ("data", "forward", "backward", "step", "zero_grad")
+"""The timed phases of an iteration, in the order a loop runs them; ``time`` also has ``total``
+(and ``overhead``). Traces written before ``data`` existed lack it (their ``forward`` holds it)."""
 
 # The names that appear in a step's ``calls``.
 CALL_ZERO_GRAD = "zero_grad"
@@ -45,8 +47,20 @@ def _number_dict(value: Any) -> bool:
     return value is None or (type(value) is dict and _numbers(value.values()))
 
 
+def _byte_counts(value: Any) -> bool:
+    return value is None or (type(value) is dict and all(type(v) is int for v in value.values()))
+
+
 def _strings(values: Any) -> bool:
     return type(values) is list and _STRING.issuperset(map(type, values))
+
+
+def _spans(value: Any) -> bool:
+    """Flat (phase, start, duration) triples: checked in C, a few type sets, whatever their count."""
+    return (
+        type(value) is list and len(value) % 3 == 0 and _STRING.issuperset(map(type, value[::3]))
+        and _SECONDS.issuperset(map(type, value[1::3])) and _SECONDS.issuperset(map(type, value[2::3]))
+    )
 
 
 @dataclass
@@ -111,15 +125,21 @@ class OptimizerInfo:
     optimizer: int
     cls: str
     groups: list[ParamGroupInfo]
+    ddp: bool = False
+    """Its parameters belong to a model wrapped in DistributedDataParallel: after each synced
+    backward every rank holds the same gradients (written only when true)."""
     type: str = "optimizer"
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "type": self.type,
             "optimizer": self.optimizer,
             "class": self.cls,
             "groups": [asdict(g) for g in self.groups],
         }
+        if self.ddp:
+            data["ddp"] = True
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> OptimizerInfo:
@@ -127,6 +147,7 @@ class OptimizerInfo:
             optimizer=int(data["optimizer"]),
             cls=data.get("class", "?"),
             groups=[ParamGroupInfo.from_json(g) for g in data.get("groups", [])],
+            ddp=data.get("ddp") is True,
         )
 
     @property
@@ -153,6 +174,11 @@ class StepRecord:
     update_ratio: float | None = None
     param_update_ratios: dict[str, float | None] | None = None
     nonfinite: dict[str, str] | None = None
+    spans: list[str | float] | None = None
+    """Where each call lay in the iteration: (phase, start, duration) triples, flattened (see `placed_calls`)."""
+    memory: dict[str, int] | None = None
+    """Bytes at the step's end: ``rss`` on the CPU, or CUDA's ``allocated`` and ``peak`` (see
+    `memory`); None where none was read."""
     type: str = "step"
 
     def to_json(self) -> dict[str, Any]:
@@ -174,6 +200,10 @@ class StepRecord:
             data["param_grad_norms"] = self.param_grad_norms
             data["update_ratio"] = self.update_ratio
             data["param_update_ratios"] = self.param_update_ratios
+        if self.spans is not None:
+            data["spans"] = self.spans
+        if self.memory is not None:
+            data["memory"] = self.memory
         return data
 
     @classmethod
@@ -183,19 +213,22 @@ class StepRecord:
         Reading speed matters here (a trace can hold millions of steps): the parsed
         lists and dicts are used as they are, not copied.
         """
-        get = data.get
+        get = data.get  # ``spans`` is checked where it is read: see `placed_calls`
         loss, grad_norm, update_ratio = get("loss"), get("grad_norm"), get("update_ratio")
         group_grad_norms, lr, time = get("group_grad_norms") or [], get("lr") or [], get("time") or {}
         param_grad_norms, param_update_ratios = get("param_grad_norms"), get("param_update_ratios")
-        calls, skipped = get("calls") or [], get("skipped", False)
+        calls, skipped, nonfinite = get("calls") or [], get("skipped", False), get("nonfinite")
+        memory = get("memory")
         if (  # one pass over the types, in C: a long trace holds millions of records
             type(group_grad_norms) is not list or type(lr) is not list or type(time) is not dict
             or type(calls) is not list or type(skipped) is not bool
             or not _NUMBER.issuperset(map(type, (loss, grad_norm, update_ratio, get("optimizer"), *group_grad_norms, *lr)))
-            or not _SECONDS.issuperset(map(type, time.values()))
+            or not _NUMBER.issuperset(map(type, time.values()))
             or not _STRING.issuperset(map(type, calls))
             or (param_grad_norms is not None and not _number_dict(param_grad_norms))
             or (param_update_ratios is not None and not _number_dict(param_update_ratios))
+            or (nonfinite is not None and type(nonfinite) is not dict)
+            or (memory is not None and not _byte_counts(memory))
         ):
             raise TypeError(f"a field of the wrong type: {_first_mistyped(data)}")
         record = cls(
@@ -213,15 +246,33 @@ class StepRecord:
             param_grad_norms,
             update_ratio,
             param_update_ratios,
-            get("nonfinite"),
+            nonfinite,
+            get("spans"),
+            memory,
         )
-        if record.nonfinite:
-            restore_nonfinite(record, record.nonfinite)
+        if nonfinite:
+            restore_nonfinite(record, nonfinite)
+        if None in time.values():  # a time no one knows (unflagged null) is a time not recorded
+            record.time = {phase: seconds for phase, seconds in time.items() if seconds is not None}
         return record
 
     @property
     def is_detail(self) -> bool:
         return self.param_grad_norms is not None
+
+    def placed_calls(self) -> Iterator[tuple[str, float, float]]:
+        """``(phase, start, duration)`` of each call ``spans`` places, in seconds from the iteration's start.
+
+        Checked here, by the one reader that needs them (a timeline), not as every
+        record is read: `show` and `diff` would pay for it on millions of records.
+        A malformed ``spans`` raises `TypeError`.
+        """
+        spans = self.spans
+        if spans is None:
+            return iter(())
+        if not _spans(spans):
+            raise TypeError("spans is not a list of (phase, start, duration) triples")
+        return zip(spans[::3], spans[1::3], spans[2::3])  # type: ignore[arg-type]
 
 
 def _first_mistyped(data: dict[str, Any]) -> str:
@@ -232,9 +283,9 @@ def _first_mistyped(data: dict[str, Any]) -> str:
         "optimizer": lambda v: _numbers((v,)), "loss": lambda v: _numbers((v,)),
         "grad_norm": lambda v: _numbers((v,)), "update_ratio": lambda v: _numbers((v,)),
         "group_grad_norms": lambda v: type(v) is list and _numbers(v), "lr": lambda v: type(v) is list and _numbers(v),
-        "time": lambda v: type(v) is dict and _SECONDS.issuperset(map(type, v.values())),
+        "time": _number_dict, "nonfinite": lambda v: v is None or type(v) is dict,
         "param_grad_norms": _number_dict, "param_update_ratios": _number_dict,
-        "calls": _strings, "skipped": lambda v: type(v) is bool,
+        "calls": _strings, "skipped": lambda v: type(v) is bool, "memory": _byte_counts,
     }
     return next((name for name, ok in checks.items() if name in data and not ok(data[name])), "?")
 
@@ -276,6 +327,36 @@ class Anomaly:
 
 
 @dataclass
+class AnomalySteps:
+    """Where a rule fired, repeats included: at each step from ``first_step`` to ``last_step``
+    of one optimizer, ``count`` times in all. A rule firing at every step of a long run is
+    one record, or one every second or so while it goes on (so that a killed run keeps
+    them), not one per step; the records of a rule sum to its count in the end record."""
+
+    rule: str
+    optimizer: int | None
+    first_step: int
+    last_step: int
+    count: int
+    type: str = "anomaly_steps"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AnomalySteps:
+        if type(data.get("rule")) is not str or not _numbers((data.get("optimizer"),)):
+            raise TypeError("a field of the wrong type")
+        return cls(
+            rule=data["rule"],
+            optimizer=data.get("optimizer"),
+            first_step=int(data["first_step"]),
+            last_step=int(data["last_step"]),
+            count=int(data["count"]),
+        )
+
+
+@dataclass
 class EndRecord:
     """Last line: how the run ended and its totals."""
 
@@ -285,13 +366,24 @@ class EndRecord:
     steps: int
     anomalies: dict[str, int] = field(default_factory=dict)
     time: dict[str, float] = field(default_factory=dict)
+    severities: dict[str, str] = field(default_factory=dict)
+    """The gravest severity each rule was reported at (``input-bound`` is information below its
+    warning threshold, a warning past it); rules absent here have their one severity."""
+    signal: str | None = None
+    """The signal that terminated the run (``"SIGTERM"``), only written with status ``"terminated"``."""
     type: str = "end"
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.signal is None:
+            del data["signal"]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EndRecord:
+        signal = data.get("signal")
+        if signal is not None and type(signal) is not str:
+            raise TypeError("signal is not a name")
         return cls(
             status=data.get("status", "?"),
             exit_code=int(data.get("exit_code", 0)),
@@ -299,6 +391,8 @@ class EndRecord:
             steps=int(data.get("steps", 0)),
             anomalies=_counts(data.get("anomalies", {})),
             time=_times(data.get("time", {})),
+            severities=_severities(data.get("severities", {})),
+            signal=signal,
         )
 
 
@@ -308,10 +402,17 @@ def _counts(value: Any) -> dict[str, int]:
     return value
 
 
-def _times(value: Any) -> dict[str, float]:
-    if type(value) is not dict or not _SECONDS.issuperset(map(type, value.values())):
-        raise TypeError("time is not seconds by phase")
+def _severities(value: Any) -> dict[str, str]:
+    if type(value) is not dict or not all(v in SEVERITIES for v in value.values()):
+        raise TypeError("severities are not severities by rule")
     return value
+
+
+def _times(value: Any) -> dict[str, float]:
+    """Seconds by phase; a null (a non-finite total, as the writer writes it) is left out."""
+    if not _number_dict(value):
+        raise TypeError("time is not seconds by phase")
+    return {phase: seconds for phase, seconds in value.items() if seconds is not None}
 
 
 def nonfinite_name(value: float) -> str:
@@ -342,19 +443,28 @@ def sanitize_nonfinite(data: dict[str, Any]) -> dict[str, Any]:
 
 
 _NONFINITE_VALUES = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+_NUMBER_FIELDS = frozenset(("loss", "grad_norm", "update_ratio"))
+_NUMBER_CONTAINERS = frozenset(("group_grad_norms", "lr", "time", "param_grad_norms", "param_update_ratios"))
 
 
-def restore_nonfinite(record: StepRecord, nonfinite: dict[str, str]) -> None:
-    """Undo `sanitize_nonfinite` on a read record so readers see real NaN/Inf."""
+def restore_nonfinite(record: StepRecord, nonfinite: dict[str, Any]) -> None:
+    """Undo `sanitize_nonfinite` on a read record so readers see real NaN/Inf.
+
+    Only a number written as null is restored: a path naming any other field (``calls``,
+    ``step``) or a value that is not null is no non-finite number, and is ignored.
+    """
     for path, name in nonfinite.items():
-        value = _NONFINITE_VALUES.get(name, math.nan)
-        head, _, rest = path.partition(".")
-        if not rest:
-            if hasattr(record, head):
+        value = _NONFINITE_VALUES.get(name, math.nan) if type(name) is str else math.nan
+        head, dot, rest = path.partition(".")
+        if not dot:
+            if head in _NUMBER_FIELDS and getattr(record, head) is None:
                 setattr(record, head, value)
             continue
-        container = getattr(record, head, None)
-        if isinstance(container, dict) and rest in container:
+        container = getattr(record, head) if head in _NUMBER_CONTAINERS else None
+        if isinstance(container, dict) and rest in container and container[rest] is None:
             container[rest] = value
-        elif isinstance(container, list) and rest.isdigit() and int(rest) < len(container):
+        elif (
+            isinstance(container, list) and rest.isdecimal()
+            and int(rest) < len(container) and container[int(rest)] is None
+        ):
             container[int(rest)] = value

@@ -19,12 +19,15 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from .schema import PHASES, Anomaly, OptimizerInfo, StepRecord
-from .show_stats import AnomalyGroup, Downsampler, OptimizerCheck, OptimizerStats, ParamTable, StepFilter, TraceSummary
+from .anomaly_view import AnomalyGroup, Firing, has_range
+from .memory import fmt_bytes, step_memory
+from .schema import PHASES, OptimizerInfo, StepRecord
+from .show_stats import Downsampler, OptimizerStats, ParamTable, TraceSummary
 from .summary import (
     data_table,
     fmt_num,
     fmt_seconds,
+    is_finite,
     listing,
     median,
     optimizer_label,
@@ -33,6 +36,7 @@ from .summary import (
     step_label,
 )
 from .trace import Trace
+from .view import StepFilter, TraceView
 
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
 SEVERITY_STYLES = {"error": "red", "warning": "yellow", "info": "blue"}
@@ -55,13 +59,18 @@ class Sparkline:
 
 
 def sparkline(values: list[float | None]) -> str:
-    """Unicode blocks from lowest to highest; a blank where a stretch had no finite value."""
-    finite = [v for v in values if v is not None]
+    """Unicode blocks from lowest to highest; a blank where a stretch had no finite value
+    (or its mean overflowed)."""
+    finite = [v for v in values if is_finite(v)]
     if not finite:
         return ""
     low, high = min(finite), max(finite)
-    scale = (len(SPARK_CHARS) - 1) / (high - low) if high > low else 0.0
-    return "".join(" " if v is None else SPARK_CHARS[round((v - low) * scale)] for v in values)
+    half_span = high / 2 - low / 2  # halves: the span of two finite floats may overflow, half of it never does
+    top = len(SPARK_CHARS) - 1
+    return "".join(
+        (SPARK_CHARS[round((v / 2 - low / 2) / half_span * top) if half_span else 0] if is_finite(v) else " ")
+        for v in values
+    )
 
 
 def _range_text(low: float | None, high: float | None) -> str:
@@ -69,7 +78,7 @@ def _range_text(low: float | None, high: float | None) -> str:
     return low_text if low_text == high_text else f"{low_text}–{high_text}"
 
 
-def _key_values(title: str | None = None) -> Table:
+def _key_values(title: Text | None = None) -> Table:
     table = Table.grid(padding=(0, 2))
     if title:
         table.title, table.title_justify, table.title_style = title, "left", "bold"
@@ -81,10 +90,10 @@ def _key_values(title: str | None = None) -> Table:
 def render_run(summary: TraceSummary) -> RenderableType:
     run = summary.run
     table = _key_values()
-    table.add_row("trace", run.path)
-    table.add_row("command", run.command)
-    table.add_row("versions", run.versions)
-    table.add_row("started", run.start)
+    table.add_row("trace", Text(run.path))  # text from the trace is never markup: a bracket in it stays a bracket
+    table.add_row("command", Text(run.command))
+    table.add_row("versions", Text(run.versions))
+    table.add_row("started", Text(run.start))
     table.add_row("duration", run.duration_text)
     style = "yellow" if not run.finished else ("green" if run.status == "ok" else "red")
     table.add_row("status", Text(run.outcome, style=style))
@@ -93,10 +102,10 @@ def render_run(summary: TraceSummary) -> RenderableType:
     return table
 
 
-def _title(stats: OptimizerStats) -> str:
+def _title(stats: OptimizerStats) -> Text:
     if stats.index is None:
-        return "no optimizer (a loop of backward passes)"
-    return f"optimizer {stats.index} · {stats.cls}"
+        return Text("no optimizer (a loop of backward passes)")
+    return Text(f"optimizer {stats.index} · {stats.cls}")
 
 
 def render_optimizer(stats: OptimizerStats) -> RenderableType:
@@ -134,14 +143,33 @@ def render_profile(summary: TraceSummary) -> RenderableType | None:
     several = len(summary.optimizers) > 1
     table = data_table("phase", "total", "mean/step", "share", "slowest", right=("total", "mean/step", "share"))
     for phase, stats in profile.phases.items():
-        share = profile.share(phase)
         at = stats.slowest_at
-        slowest = f"{fmt_seconds(stats.slowest)} at {step_label(*at, several)}" if at else "–"
+        if at is None:
+            continue  # a phase the trace does not record
+        share = profile.share(phase)
+        slowest = f"{fmt_seconds(stats.slowest)} at {step_label(*at, several)}"
         table.add_row(
             phase, fmt_seconds(stats.total), fmt_seconds(stats.total / profile.steps),
             "–" if share is None else f"{share:.0%}", slowest,
         )
     return section(f"time per phase (total {fmt_seconds(profile.total)} over {profile.steps} steps)", table)
+
+
+def render_memory(summary: TraceSummary) -> RenderableType | None:
+    """First, last and peak memory at the steps' ends; on CUDA the peak is the allocator's own."""
+    memory = summary.memory
+    if memory.measure is None:
+        return None
+    growth = memory.growth
+    peak = fmt_bytes(memory.peak)
+    if memory.peak_at is not None:
+        peak += f" at {step_label(*memory.peak_at, len(summary.optimizers) > 1)}"
+    table = _key_values()
+    table.add_row("first", fmt_bytes(memory.first))
+    sign = "+" if growth is not None and growth >= 0 else ""
+    table.add_row("last", f"{fmt_bytes(memory.last)} ({sign}{fmt_bytes(growth)})")
+    table.add_row("allocator's peak" if memory.measure == "allocated" else "peak", peak)
+    return section(f"memory: {memory.description} at the steps' ends", table)
 
 
 def render_sparklines(summary: TraceSummary) -> RenderableType | None:
@@ -162,28 +190,51 @@ def render_sparklines(summary: TraceSummary) -> RenderableType | None:
         if stats.grad_norms or stats.grad_nonfinite:
             grad_max = fmt_num(max(stats.grad_norms, default=None))
             table.add_row(label, "grad norm", Sparkline(stats.grad_line), f"max {grad_max}")
-    return section("loss and grad norm over the steps", table) if table.row_count else None
+    memory = summary.memory
+    if memory.measure is not None:
+        table.add_row("", "memory", Sparkline(memory.line), f"last {fmt_bytes(memory.last)}")
+    title = "loss, grad norm and memory" if memory.measure is not None else "loss and grad norm"
+    title += " over the steps"
+    return section(title, table) if table.row_count else None
 
 
 def render_anomalies(summary: TraceSummary) -> RenderableType:
-    """One short paragraph per rule: what, where first, how often, which parameter, the likely fix."""
+    """One short paragraph per rule in view: what, where first, how often, where in the range,
+    which parameter, the likely fix."""
     if not summary.anomalies:
-        return Text("No anomalies.", style="green")
+        view = summary.filter.description
+        return Text(f"No anomalies in {view}." if view else "No anomalies.", style="green")
     several = len(summary.optimizers) > 1
     groups = sorted(summary.anomalies.values(), key=lambda g: g.first_step)
-    return section("anomalies", spaced(_anomaly(group, several) for group in groups))
+    return section("anomalies", spaced(_anomaly(group, several, summary.filter) for group in groups))
 
 
-def _anomaly(group: AnomalyGroup, several: bool) -> RenderableType:
-    times = "once" if group.total == 1 else f"{group.total} times"
+def _anomaly(group: AnomalyGroup, several: bool, step_filter: StepFilter) -> RenderableType:
+    ranged = has_range(step_filter)
+    times = "once" if group.count == 1 else f"{group.count} times"
     head = Text(group.rule, style=f"bold {SEVERITY_STYLES.get(group.severity, '')}")
     head.append(f" ({group.severity}) first at {step_label(group.optimizer, group.first_step, several)}, {times}")
+    head.append(" in the run" if ranged else "")
     if group.params:
         head.append(f", param {listing(group.params, PARAMS_IN_ANOMALY)}")
+    if ranged:
+        head.append(_in_range(group, step_filter))
     lines: list[RenderableType] = [head, Padding(Text(group.message), (0, 0, 0, 2))]
     if group.hint:
         lines.append(Padding(Text(f"→ {group.hint}", style="dim"), (0, 0, 0, 2)))
     return Group(*lines)
+
+
+def _in_range(group: AnomalyGroup, step_filter: StepFilter) -> str:
+    """Where in the range the rule fired, as far as the trace says."""
+    seen = group.in_view
+    if seen is not None:
+        if seen.steps == 1:
+            return f"; in this range at step {seen.first_step}"
+        return f"; in this range at {seen.steps} steps, {seen.first_step}–{seen.last_step}"
+    if group.first_step < step_filter.start:
+        return "; whether it fired in this range, the trace does not say (written by an older stepdbg, or cut short)"
+    return ""
 
 
 def render_params(summary: TraceSummary) -> RenderableType:
@@ -200,12 +251,12 @@ def render_params(summary: TraceSummary) -> RenderableType:
         cells: list[RenderableType] = [optimizer_label(stats.optimizer)] if several else []
         if stats.detail_steps:
             cells += [
-                stats.name, str(stats.detail_steps), fmt_num(median(stats.norms)),
+                Text(stats.name), str(stats.detail_steps), fmt_num(median(stats.norms)),
                 fmt_num(max(stats.norms, default=None)), fmt_num(stats.last),
                 fmt_num(median(stats.update_ratios)), Sparkline(stats.line),
             ]
         else:
-            cells += [stats.name, "0", "no gradient", "", "", "", ""]
+            cells += [Text(stats.name), "0", "no gradient", "", "", "", ""]
         table.add_row(*cells)
     return section(f"grad norms of {params.pattern} on the detail steps (every {summary.run.every})", table)
 
@@ -216,7 +267,9 @@ def render(summary: TraceSummary, anomalies_only: bool = False) -> RenderableTyp
     if summary.params is not None:
         parts.append(render_params(summary))
     elif not anomalies_only:
-        parts += [render_optimizers(summary), render_profile(summary), render_sparklines(summary)]
+        parts += [
+            render_optimizers(summary), render_profile(summary), render_memory(summary), render_sparklines(summary),
+        ]
     if anomalies_only or summary.params is None:
         parts.append(render_anomalies(summary))
     return spaced(part for part in parts if part is not None)
@@ -230,6 +283,7 @@ def summary_json(summary: TraceSummary, anomalies_only: bool = False) -> dict[st
     elif not anomalies_only:
         data["optimizers"] = [stats.to_json() for stats in summary.optimizers.values()]
         data["time"] = summary.profile.to_json()
+        data["memory"] = summary.memory.to_json()
     if anomalies_only or summary.params is None:
         data["anomalies"] = [group.to_json() for group in summary.anomalies.values()]
     return data
@@ -238,42 +292,49 @@ def summary_json(summary: TraceSummary, anomalies_only: bool = False) -> dict[st
 TIMES = (*PHASES, "total")
 STEP_COLUMNS = [
     "optimizer", "step", "t", "loss", "grad_norm", "lr", *(f"time_{name}" for name in TIMES),
-    "backward_calls", "skipped", "calls",
+    "backward_calls", "skipped", "calls", "memory", "memory_peak",
 ]
-ANOMALY_COLUMNS = ["rule", "severity", "step", "optimizer", "param", "message", "hint", "t"]
+ANOMALY_FIELDS = ["rule", "severity", "step", "optimizer", "param", "message", "hint", "t"]
+ANOMALY_COLUMNS = [*ANOMALY_FIELDS, "count", "steps_in_view"]
 PARAM_COLUMNS = ["optimizer", "step", "param", "grad_norm", "update_ratio"]
 
 
-def _step_row(record: StepRecord) -> list[Any]:
+def step_row(record: StepRecord) -> list[Any]:
     """csv writes None as an empty cell and floats exactly (``repr``); NaN as ``nan``, which pandas reads."""
     lr: Any = record.lr[0] if len(record.lr) == 1 else ";".join("" if v is None else repr(v) for v in record.lr)
+    memory = step_memory(record.memory)
     return [
         record.optimizer, record.step, record.t, record.loss, record.grad_norm, lr, *map(record.time.get, TIMES),
         record.backward_calls, record.skipped, " ".join(record.calls),
+        memory[1] if memory else None, (record.memory or {}).get("peak"),
     ]
 
 
-def _csv_rows(
-    trace: Trace, step_filter: StepFilter, anomalies_only: bool, params: ParamTable | None, known: OptimizerCheck
-) -> Iterator[list[Any]]:
-    for record in trace:
+def _anomaly_row(firing: Firing) -> list[Any]:
+    """A rule's first report on an optimizer; how often it fired, and at how many steps in view
+    (empty where the trace does not say)."""
+    in_view = firing.in_view.steps if firing.in_view is not None else 0
+    row = [getattr(firing.report, column) for column in ANOMALY_FIELDS]
+    return [*row, firing.count if firing.located else None, in_view if firing.located else None]
+
+
+def _csv_rows(view: TraceView, anomalies_only: bool, params: ParamTable | None) -> Iterator[list[Any]]:
+    for record in view:
         if isinstance(record, OptimizerInfo):
-            known.seen.add(record.optimizer)
-            if params is not None and step_filter.admits_optimizer(record.optimizer):
+            if params is not None:
                 params.describe(record)
         elif isinstance(record, StepRecord):
-            known.seen.add(record.optimizer)
-            if anomalies_only or not step_filter.admits(record.optimizer, record.step):
+            if anomalies_only:
                 continue
             if params is None:
-                yield _step_row(record)
+                yield step_row(record)
             elif record.param_grad_norms is not None:
                 ratios = record.param_update_ratios or {}
                 for name, norm in record.param_grad_norms.items():
                     if params.match(record.optimizer, name) is not None:
                         yield [record.optimizer, record.step, name, norm, ratios.get(name)]
-        elif isinstance(record, Anomaly) and anomalies_only and step_filter.admits(record.optimizer, record.step):
-            yield [getattr(record, column) for column in ANOMALY_COLUMNS]
+    if anomalies_only:  # the steps a rule fired at come after its report: the rows wait for the trace's end
+        yield from map(_anomaly_row, view.anomalies.firings(view.trace.end))
 
 
 def write_csv(
@@ -283,10 +344,8 @@ def write_csv(
     if anomalies_only and param is not None:
         raise ValueError("--csv writes one table: use --anomalies or --param, not both")
     params = ParamTable(param) if param is not None else None
-    known = OptimizerCheck(step_filter.optimizer)
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(ANOMALY_COLUMNS if anomalies_only else PARAM_COLUMNS if params else STEP_COLUMNS)
-    writer.writerows(_csv_rows(trace, step_filter, anomalies_only, params, known))
-    known.check(trace.path)
+    writer.writerows(_csv_rows(TraceView(trace, step_filter), anomalies_only, params))
     if params is not None:
         params.check()

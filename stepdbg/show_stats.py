@@ -8,62 +8,19 @@ per anomaly rule. Records are dropped as soon as they are counted.
 from __future__ import annotations
 
 import math
-import re
 from array import array
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
-from pathlib import Path
 from typing import Any
 
-from .schema import PHASES, Anomaly, OptimizerInfo, StepRecord
-from .summary import RunInfo, floats, is_finite, listing, median, optimizer_label
+from .anomaly_view import AnomalyGroup
+from .memory import MEASURES, step_memory
+from .schema import PHASES, OptimizerInfo, StepRecord
+from .summary import RunInfo, floats, is_finite, median
 from .trace import Trace
+from .view import ParamMatcher, StepFilter, TraceView
 
 SPARK_WIDTH = 60
 PARAM_SPARK_WIDTH = 12
-NAMES_IN_ERROR = 8
-
-
-@dataclass(frozen=True)
-class StepFilter:
-    """Which steps the view covers: ``--steps A:B`` (half-open, like a slice) and ``--optimizer``."""
-
-    start: int = 0
-    stop: int | None = None
-    optimizer: int | None = None
-
-    def admits(self, optimizer: int | None, step: int) -> bool:
-        return (
-            (self.optimizer is None or optimizer == self.optimizer)
-            and step >= self.start
-            and (self.stop is None or step < self.stop)
-        )
-
-    def admits_optimizer(self, optimizer: int | None) -> bool:
-        return self.optimizer is None or optimizer == self.optimizer
-
-    @property
-    def description(self) -> str | None:
-        parts = []
-        if self.start or self.stop is not None:
-            parts.append(f"steps {self.start}:{'' if self.stop is None else self.stop}")
-        if self.optimizer is not None:
-            parts.append(f"optimizer {self.optimizer}")
-        return ", ".join(parts) or None
-
-
-def parse_steps(text: str | None) -> tuple[int, int | None]:
-    """``"100:200"`` → (100, 200); either side may be left out. Step numbers, not positions."""
-    if text is None:
-        return 0, None
-    match = re.fullmatch(r"\s*(\d*)\s*:\s*(\d*)\s*", text)
-    if not match:
-        raise ValueError(f"--steps takes A:B, a range of step numbers such as 100:200, 100: or :200 (got {text!r})")
-    start = int(match[1]) if match[1] else 0
-    stop = int(match[2]) if match[2] else None
-    if stop is not None and stop <= start:
-        raise ValueError(f"--steps {text} selects no steps: B must be greater than A")
-    return start, stop
 
 
 class Downsampler:
@@ -207,7 +164,9 @@ class Profile:
         times = record.time
         self.total += times.get("total", 0.0)
         for phase, stats in self.phases.items():
-            seconds = times.get(phase, 0.0)
+            seconds = times.get(phase)
+            if seconds is None:
+                continue  # a phase the trace does not record (data, before it existed)
             stats.total += seconds
             if seconds > stats.slowest:
                 stats.slowest, stats.slowest_at = seconds, (record.optimizer, record.step)
@@ -231,45 +190,47 @@ class Profile:
 
 
 @dataclass
-class AnomalyGroup:
-    """Every anomaly record of one rule; ``count`` is the end record's, repeats included."""
+class MemoryStats:
+    """Memory at the steps' ends over the view, and its peak (see `memory`): on CUDA the
+    allocator's own peak, on the CPU the largest RSS a step ended with."""
 
-    rule: str
-    severity: str
-    first_step: int
-    optimizer: int | None
-    message: str
-    hint: str
-    params: list[str] = field(default_factory=list)
-    records: int = 0
-    count: int | None = None
+    measure: str | None = None
+    """The key of what is measured (see `memory.MEASURES`); None: the trace has no memory."""
+    first: int | None = None
+    last: int | None = None
+    peak: int | None = None
+    peak_at: tuple[int | None, int] | None = None
+    """(optimizer, step) of the first step that reached the peak."""
+    line: Downsampler = field(default_factory=lambda: Downsampler(SPARK_WIDTH))
 
-    @classmethod
-    def first_of(cls, anomaly: Anomaly) -> AnomalyGroup:
-        return cls(anomaly.rule, anomaly.severity, anomaly.step, anomaly.optimizer, anomaly.message, anomaly.hint)
-
-    def add(self, anomaly: Anomaly) -> None:
-        self.records += 1
-        if anomaly.param and anomaly.param not in self.params:
-            self.params.append(anomaly.param)
-        if anomaly.step < self.first_step:
-            self.first_step, self.optimizer = anomaly.step, anomaly.optimizer
-            self.message, self.hint = anomaly.message, anomaly.hint
+    def add(self, record: StepRecord) -> None:
+        reading = step_memory(record.memory)
+        if reading is None:
+            return
+        self.measure, value = reading
+        if self.first is None:
+            self.first = value
+        self.last = value
+        peak = record.memory.get("peak", value)  # type: ignore[union-attr]
+        if self.peak is None or peak > self.peak:
+            self.peak, self.peak_at = peak, (record.optimizer, record.step)
+        self.line.add(value)
 
     @property
-    def total(self) -> int:
-        return self.count if self.count is not None else self.records
+    def growth(self) -> int | None:
+        return self.last - self.first if self.last is not None and self.first is not None else None
 
-    def to_json(self) -> dict[str, Any]:
+    @property
+    def description(self) -> str:
+        return MEASURES.get(self.measure or "", "memory")
+
+    def to_json(self) -> dict[str, Any] | None:
+        if self.measure is None:
+            return None
+        optimizer, step = self.peak_at if self.peak_at is not None else (None, None)
         return {
-            "rule": self.rule,
-            "severity": self.severity,
-            "first_step": self.first_step,
-            "optimizer": self.optimizer,
-            "count": self.total,
-            "params": self.params,
-            "message": self.message,
-            "hint": self.hint,
+            "measure": self.measure, "first": self.first, "last": self.last, "growth": self.growth,
+            "peak": self.peak, "peak_step": step, "peak_optimizer": optimizer,
         }
 
 
@@ -320,20 +281,19 @@ class ParamTable:
     """Per-parameter gradient norms over the detail steps, for names matching a glob."""
 
     def __init__(self, pattern: str) -> None:
-        self.pattern = pattern
+        self.matcher = ParamMatcher(pattern)
         self.stats: dict[tuple[int | None, str], ParamStats] = {}
-        self._matches: dict[str, bool] = {}  # every name seen, whether it matches
+
+    @property
+    def pattern(self) -> str:
+        return self.matcher.pattern
 
     def match(self, optimizer: int | None, name: str) -> ParamStats | None:
         """The stats to add to for this name, or None when it does not match."""
         key = (optimizer, name)
         stats = self.stats.get(key)
-        if stats is None:
-            matches = self._matches.get(name)
-            if matches is None:
-                matches = self._matches[name] = fnmatchcase(name, self.pattern)
-            if matches:
-                stats = self.stats[key] = ParamStats(optimizer, name)
+        if stats is None and self.matcher(name):
+            stats = self.stats[key] = ParamStats(optimizer, name)
         return stats
 
     def describe(self, info: OptimizerInfo) -> None:
@@ -348,13 +308,7 @@ class ParamTable:
                 stats.add(norm, ratios.get(name))
 
     def check(self) -> None:
-        """Say plainly, listing a few real names, when the pattern matched nothing."""
-        if self.stats:
-            return
-        names = list(self._matches)
-        if not names:
-            raise ValueError(f"no parameter matches {self.pattern!r}: the trace names no parameters")
-        raise ValueError(f"no parameter matches {self.pattern!r}; the trace has {listing(names, NAMES_IN_ERROR)}")
+        self.matcher.check()
 
     def to_json(self) -> list[dict[str, Any]]:
         return [stats.to_json() for stats in self.stats.values()]
@@ -368,61 +322,32 @@ class TraceSummary:
     profile: Profile
     anomalies: dict[str, AnomalyGroup]
     params: ParamTable | None
-
-
-class OptimizerCheck:
-    """Remembers the optimizers a trace has, to refuse ``--optimizer N`` for one it lacks."""
-
-    def __init__(self, wanted: int | None) -> None:
-        self.wanted = wanted
-        self.seen: set[int | None] = set()
-
-    def check(self, path: Path) -> None:
-        if self.wanted is None or self.wanted in self.seen:
-            return
-        have = ", ".join(optimizer_label(i) for i in sorted(self.seen, key=lambda i: -1 if i is None else i))
-        raise ValueError(f"{path} has no optimizer {self.wanted} ({'it has ' + have if have else 'it has none'})")
+    memory: MemoryStats = field(default_factory=MemoryStats)
 
 
 def collect(trace: Trace, step_filter: StepFilter, param_pattern: str | None = None) -> TraceSummary:
-    """Read the whole trace once and fold every record into the figures of the view."""
+    """Read the whole trace once and fold every record in view into the figures of the view."""
     optimizers: dict[int | None, OptimizerStats] = {}
     profile = Profile()
-    anomalies: dict[str, AnomalyGroup] = {}
+    memory = MemoryStats()
     params = ParamTable(param_pattern) if param_pattern is not None else None
-    known = OptimizerCheck(step_filter.optimizer)
-    steps, last_t = 0, 0.0
-    for record in trace:
+    view = TraceView(trace, step_filter)
+    for record in view:
         if isinstance(record, StepRecord):
-            steps += 1
-            last_t = record.t
-            known.seen.add(record.optimizer)
-            if not step_filter.admits(record.optimizer, record.step):
-                continue
             stats = optimizers.get(record.optimizer)
             if stats is None:
                 stats = optimizers[record.optimizer] = OptimizerStats(record.optimizer)
             stats.add(record)
             profile.add(record)
+            memory.add(record)
             if params is not None and record.param_grad_norms is not None:
                 params.add(record)
         elif isinstance(record, OptimizerInfo):
-            known.seen.add(record.optimizer)
-            if step_filter.admits_optimizer(record.optimizer):
-                optimizers.setdefault(record.optimizer, OptimizerStats(record.optimizer)).describe(record)
-                if params is not None:
-                    params.describe(record)
-        elif isinstance(record, Anomaly):
-            last_t = max(last_t, record.t)
-            if step_filter.admits(record.optimizer, record.step):
-                group = anomalies.get(record.rule)
-                if group is None:
-                    group = anomalies[record.rule] = AnomalyGroup.first_of(record)
-                group.add(record)
-    known.check(trace.path)
+            optimizers.setdefault(record.optimizer, OptimizerStats(record.optimizer)).describe(record)
+            if params is not None:
+                params.describe(record)
     if params is not None:
         params.check()
-    if trace.end is not None:
-        for rule, group in anomalies.items():
-            group.count = trace.end.anomalies.get(rule)
-    return TraceSummary(RunInfo.from_trace(trace, steps, last_t), step_filter, optimizers, profile, anomalies, params)
+    return TraceSummary(
+        view.run_info(), step_filter, optimizers, profile, view.anomalies.groups(trace.end), params, memory
+    )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,9 +34,12 @@ import torch.nn.modules.module as module_module
 import torch.optim.optimizer as optimizer_module  # not an attribute of torch.optim until imported this way
 from filelock import FileLock, Timeout
 from torch.optim.lr_scheduler import ChainedScheduler, LRScheduler, ReduceLROnPlateau, SequentialLR
+from torch.utils.data.dataloader import _BaseDataLoaderIter
 
 SCRIPTS = Path(__file__).parent / "scripts"
-RUN_TIMEOUT = 180
+RUN_TIMEOUT = 600
+"""Seconds before a script run counts as hung: a safety net, never a speed requirement (on a
+loaded 2-core machine one run can take minutes)."""
 SLOW_SCRIPTS = ("ok_lightning.py", "ok_skorch.py", "ok_ignite.py", "ok_accelerate.py")
 """Started first, so that the slowest runs do not finish last."""
 
@@ -55,6 +59,7 @@ _WATCHED: dict[str, Callable[[], Any]] = {
     "ChainedScheduler.__init__": lambda: ChainedScheduler.__dict__["__init__"],
     "torch.amp.GradScaler.step": lambda: torch.amp.GradScaler.__dict__["step"],
     "torch.multiprocessing.spawn._wrap": lambda: sys.modules["torch.multiprocessing.spawn"]._wrap,
+    "_BaseDataLoaderIter.__next__": lambda: _BaseDataLoaderIter.__dict__["__next__"],
 }
 _PRISTINE = {name: get() for name, get in _WATCHED.items()}
 _GLOBAL_HOOKS = {
@@ -89,6 +94,16 @@ def script_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env.pop("RANK", None)
     env.update(extra or {})
     return env
+
+
+PROGRESS_LINE = re.compile(r"stepdbg(\[[^\]]*\])?: (optimizer \d+|no optimizer) step \d+: loss ")
+"""The plain progress line a run without the table prints every few seconds (`stepdbg.live.View`)."""
+
+
+def stepdbg_lines(stderr: str) -> list[str]:
+    """stepdbg's own lines in a run's stderr, but for its periodic progress lines: whether one
+    appears depends on how fast the machine is, so no test may count on one, or on none."""
+    return [line for line in stderr.splitlines() if line.startswith("stepdbg") and not PROGRESS_LINE.match(line)]
 
 
 def read_trace(path: Path) -> list[dict[str, Any]]:
@@ -127,6 +142,26 @@ def run_python(
     )
 
 
+@pytest.fixture
+def stepdbg_cli(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., tuple[int, str, str]]:
+    """``stepdbg ARGS...`` through its console entry point, in this process (no interpreter or
+    torch to start for a command that reads traces or refuses its input), in an 80-column
+    terminal's environment: ``(exit code, stdout, stderr)``."""
+    from stepdbg.cli import main
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setenv("COLUMNS", "80")
+        monkeypatch.setattr(sys, "argv", ["stepdbg", *args])
+        with pytest.raises(SystemExit) as exit:
+            main()
+        out, err = capsys.readouterr()
+        return exit.value.code if isinstance(exit.value.code, int) else 0, out, err
+
+    return invoke
+
+
 # ---- reading records --------------------------------------------------------------------
 
 
@@ -154,6 +189,20 @@ def end(records: list[dict[str, Any]]) -> dict[str, Any]:
     assert len(ends) == 1, f"expected one end record, got {len(ends)}"
     assert records[-1] is ends[0], "the end record is not last"
     return ends[0]
+
+
+# ---- in-process loops ---------------------------------------------------------------------
+
+
+def sgd_steps(model: torch.nn.Module, batches: Iterable[torch.Tensor], epochs: int = 1) -> None:
+    """Train ``model`` with SGD on ``batches`` (iterated ``epochs`` times): zero_grad, backward of
+    the output's sum, step, once per batch: the calls a test's in-process hooks see."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(epochs):
+        for batch in batches:
+            optimizer.zero_grad()
+            model(batch).sum().backward()
+            optimizer.step()
 
 
 # ---- the shared, parallel, cached runs -----------------------------------------------------
@@ -192,6 +241,12 @@ class Run:
 
     def steps(self, optimizer: int | None | str = "any") -> list[dict[str, Any]]:
         return steps(self.records, optimizer)
+
+    def trace_file(self, folder: Path) -> Path:
+        """The run's trace, written back to a file in ``folder`` for the commands that read one."""
+        path = folder / f"{Path(self.spec.script).stem}.stepdbg.jsonl"
+        path.write_text("".join(json.dumps(record) + "\n" for record in self.records))
+        return path
 
     def state(self) -> dict[str, Any]:
         assert self.state_path is not None and self.state_path.exists(), f"{self.spec}: no saved state"

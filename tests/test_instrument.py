@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -17,7 +18,7 @@ import stepdbg.collector.phases
 import stepdbg.collector.records
 from stepdbg.collector import Collector
 from stepdbg.diagnostics import Diagnostics
-from stepdbg.instrument import Instrumentation
+from stepdbg.instrument import Instrumentation, collecting
 from stepdbg.names import ModuleTree
 from stepdbg.rules import Thresholds
 from stepdbg.schema import Anomaly, OptimizerInfo, StepRecord
@@ -48,6 +49,25 @@ def traced_loop(steps: int = 3) -> tuple[list[StepRecord], list[OptimizerInfo], 
         tree.uninstall()
     collector.finish()
     return records, infos, found, losses
+
+
+def test_collecting_tells_the_collectors_code_from_the_scripts() -> None:
+    """What a signal handler asks before it ends a session where the main thread happens to be."""
+    seen: list[bool] = []
+    collector = Collector(
+        0, Diagnostics(Thresholds(), frozenset(), lambda a: None), lambda r: seen.append(collecting(sys._getframe())),
+        lambda i: None, ModuleTree(),
+    )
+    instrumentation = Instrumentation(collector)
+    with instrumentation:
+        model = nn.Linear(2, 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        optimizer.zero_grad()
+        model(torch.ones(1, 2)).sum().backward()
+        optimizer.step()
+        seen.append(collecting(sys._getframe()))
+    instrumentation.finish()
+    assert seen == [True, False]
 
 
 @pytest.mark.parametrize("entry", ["engine", "public-backward"])
@@ -350,6 +370,24 @@ def test_on_a_device_phase_times_come_from_its_events_once_they_are_done() -> No
     assert collector.phases.totals["backward"] == pytest.approx(3.0 + first["backward"])
 
 
+def test_on_a_device_the_data_phase_is_the_time_between_a_fetchs_events() -> None:
+    """A fetch is bracketed by events too: the device's data time is how long it went without
+    work for want of a batch (here, one second of the stand-in device's)."""
+    collector, _, records = _collecting(make_event=_DeviceEvent)
+    with Instrumentation(collector):
+        model = nn.Linear(3, 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        for x in torch.utils.data.DataLoader(torch.ones(6, 3), batch_size=2):
+            optimizer.zero_grad()
+            model(x).sum().backward()
+            optimizer.step()
+    collector.finish()
+    for time in [r.time for r in records][1:]:
+        phases = (time["data"], time["zero_grad"], time["backward"], time["step"], time["total"])
+        assert phases == (1.0, 1.0, 1.0, 1.0, 9.0)
+        assert time["forward"] == pytest.approx(5.0 - time["overhead"])
+
+
 def test_an_iteration_that_cannot_record_an_event_keeps_the_hosts_times() -> None:
     """While the stream is captured into a CUDA graph no event can be recorded: that
     iteration is timed by the host, the next ones by the device again."""
@@ -535,3 +573,45 @@ def test_a_resumed_scheduler_fast_forwarded_or_stepped_twice_makes_as_many_calls
         ["scheduler×3", "zero_grad", "backward", "step"],
         ["scheduler×2", "zero_grad", "backward", "step"],
     ]
+
+
+def test_each_call_is_placed_in_its_iteration_in_the_order_it_ran() -> None:
+    """``spans``: where a timeline draws each call; they lie within the record's time, one after another."""
+    records, _, _, _ = traced_loop()
+    for record in records:
+        placed = list(record.placed_calls())
+        names = [name for name, _, _ in placed]
+        assert names[-4:] == ["zero_grad", "backward", "overhead", "step"]  # the norms are taken as the step starts
+        assert names[:-4] == ([] if record.step == 0 else ["overhead"])  # finishing the previous record
+        ends = [0.0]
+        for _, start, duration in placed:
+            assert start >= ends[-1] - 1e-6 and duration >= 0
+            ends.append(start + duration)
+        assert ends[-1] <= record.time["total"] + 1e-6
+        assert sum(d for name, _, d in placed if name == "backward") == pytest.approx(record.time["backward"], abs=2e-6)
+
+
+def test_calls_made_inside_a_step_lie_within_it() -> None:
+    """LBFGS runs its closure (zero_grad, backward) inside ``step``: those spans nest inside the step's."""
+    collector, _, records = _collecting()
+    with Instrumentation(collector):
+        torch.manual_seed(0)
+        model = nn.Linear(3, 1)
+        optimizer = torch.optim.LBFGS(model.parameters(), max_iter=3)
+        x, y = torch.randn(8, 3), torch.randn(8, 1)
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            return loss
+
+        for _ in range(2):
+            optimizer.step(closure)
+    collector.finish()
+    for record in records:
+        placed = list(record.placed_calls())
+        step = next((start, start + duration) for name, start, duration in placed if name == "step")
+        inner = [(start, start + duration) for name, start, duration in placed if name in ("zero_grad", "backward")]
+        assert len(inner) >= 2
+        assert all(step[0] - 1e-6 <= start and end <= step[1] + 1e-6 for start, end in inner)

@@ -6,8 +6,8 @@ two set-up commands, each making a fresh virtual environment: CI runs the second
 verbatim (.ci/run), and here the stepdbg command that ends the first one runs. Every
 ```console block is the tour: each ``$ `` line is a stepdbg command, followed by what
 it printed at 80 columns. The commands run in one folder holding a copy of
-examples/, and every line the README shows must come out again, numbers, times and
-paths aside (they change from machine to machine and run to run), or be part of a
+examples/, and every line the README shows must come out again, numbers, times, sizes
+and paths aside (they change from machine to machine and run to run), or be part of a
 line that does (a terminal wraps a long line that a pipe gets whole). A line ``…``
 stands for lines the README leaves out; lines stepdbg prints only sometimes (a
 progress line every few seconds when stderr is not a terminal) may come in between.
@@ -95,10 +95,10 @@ def tour() -> list[Command]:
 
 
 def normalized(line: str) -> str:
-    """A printed line without what changes from run to run: numbers, times, paths, sparklines, widths."""
+    """A printed line without what changes from run to run: numbers, times, sizes, paths, sparklines, widths."""
     line = re.sub(r"/\S*\.stepdbg\.jsonl", "PATH", line)
     line = re.sub(r"\d+(?:\.\d+)*(?:e[-+]?\d+)?(?:\+\w+)?", "#", line)
-    line = re.sub(r"#\s?(?:µs|ms|s|min|h)\b", "#", line)
+    line = re.sub(r"#\s?(?:µs|ms|s|min|h|B|KiB|MiB|GiB|TiB)\b", "#", line)
     line = re.sub(r"(?:#× (?:slower|faster)|same)$", "RATIO", line.rstrip())
     line = re.sub(r"[▁▂▃▄▅▆▇█]+", "▁", line)
     line = re.sub(r"─+", "─", line)
@@ -160,18 +160,20 @@ def test_rule_table_lists_every_rule_in_one_line() -> None:
 
 
 def test_rules_doc_has_each_rule_as_the_registry_has_it() -> None:
-    """docs/rules.md's table lists the rules; each rule's section opens with its severity and
-    condition, and gives its hint (code in backticks there, plain in the terminal)."""
+    """docs/rules.md's table lists the rules; each rule's section opens with its severity (and
+    a graver one it may grow to) and condition, and gives its hint (code in backticks there,
+    plain in the terminal)."""
     text = (ROOT / "docs" / "rules.md").read_text()
-    rows = re.findall(r"^\| \[`([a-z-]+)`\]\(#\1\) \| (\w+) \|$", text, re.MULTILINE)
-    assert rows == [(rule.id, rule.severity) for rule in RULES]
+    rows = re.findall(r"^\| \[`([a-z-]+)`\]\(#\1\) \| ([\w, ]+) \|$", text, re.MULTILINE)
+    assert rows == [(rule.id, rule.severity + (f", or {rule.graver[0]}" if rule.graver else "")) for rule in RULES]
     sections = {
         heading: " ".join(body.split())
         for heading, body in re.findall(r"^## `([a-z-]+)`\n(.*?)(?=^## )", text, re.MULTILINE | re.DOTALL)
     }
     for rule in RULES:
+        severity = rule.severity + (f", or {rule.graver[0]} {rule.graver[1]}" if rule.graver else "")
+        opening = " ".join(f"**{severity}.** {rule.condition}".split())
         section = sections.get(rule.id, "")
-        opening = " ".join(f"**{rule.severity}.** {rule.condition}".split())
         assert section.startswith(opening), f"{rule.id}: docs/rules.md does not open with the rule's condition"
         assert f"Hint: {rule.hint}." in section.replace("`", ""), f"{rule.id}: docs/rules.md gives another hint"
 

@@ -18,11 +18,12 @@ from trace_factory import cut_last_line, replace_line, write_trace
 from typer.testing import CliRunner
 
 from stepdbg.cli import app
-from stepdbg.schema import Anomaly, EndRecord, StepRecord
+from stepdbg.schema import Anomaly, AnomalySteps, EndRecord, StepRecord
 from stepdbg.show import ShowOptions, show_trace
 from stepdbg.show_render import sparkline
-from stepdbg.show_stats import Downsampler, parse_steps
+from stepdbg.show_stats import Downsampler
 from stepdbg.trace import TraceError
+from stepdbg.view import parse_steps
 
 runner = CliRunner()
 
@@ -209,10 +210,79 @@ def test_steps_slice_limits_every_section(tmp_path: Path) -> None:
     path = write_trace(tmp_path / "run.jsonl", anomalies=[anomaly("late", 8)])
     text = render(path, steps="2:5")
     assert "showing steps 2:5" in text and "3 (2–4)" in text
-    assert "No anomalies." in text  # the one at step 8 is outside
+    assert "No anomalies in steps 2:5." in text  # the one at step 8 is outside
     rows = list(csv.DictReader(io.StringIO(data(path, steps="2:5", csv=True))))
     assert [int(row["step"]) for row in rows] == [2, 3, 4]
     assert json.loads(data(path, steps="7:", json=True))["optimizers"][0]["first_step"] == 7
+
+
+def firing(rule: str, first: int, last: int, optimizer: int = 0) -> AnomalySteps:
+    """A rule that fired at every step from ``first`` to ``last``."""
+    return AnomalySteps(rule, optimizer, first, last, last - first + 1)
+
+
+@pytest.fixture
+def repeating(tmp_path: Path) -> Path:
+    """missing-zero-grad from step 1 to the end; exploding-grad at steps 2 and 3 only."""
+    end = EndRecord("ok", 0, 1.0, 10, anomalies={"missing-zero-grad": 9, "exploding-grad": 2})
+    return write_trace(
+        tmp_path / "run.jsonl", anomalies=[anomaly("missing-zero-grad", 1), anomaly("exploding-grad", 2)],
+        anomaly_steps=[
+            firing("missing-zero-grad", 1, 4), firing("exploding-grad", 2, 3), firing("missing-zero-grad", 5, 9)
+        ],
+        end=end,
+    )
+
+
+def test_a_range_shows_the_rules_that_fired_in_it_first_reported_before_it(repeating: Path) -> None:
+    text = render(repeating, steps="4:7")
+    assert "missing-zero-grad (warning) first at step 1, 9 times in the run; in this range at 3 steps, 4–6" in text
+    assert "exploding-grad" not in text  # it stopped at step 3
+    assert "in this range at step 3" in render(repeating, steps="3:4")
+    assert "No anomalies in steps 10:." in render(repeating, steps="10:")
+    [group] = json.loads(data(repeating, steps="4:7", json=True))["anomalies"]
+    assert (group["rule"], group["first_step"], group["count"]) == ("missing-zero-grad", 1, 9)
+    assert group["in_view"] == {"steps": 3, "first_step": 4, "last_step": 6}
+    [row] = csv.DictReader(io.StringIO(data(repeating, steps="4:7", anomalies_only=True, csv=True)))
+    assert (row["rule"], row["step"], row["count"], row["steps_in_view"]) == ("missing-zero-grad", "1", "9", "3")
+
+
+def test_the_whole_run_reads_as_before_with_every_step_a_rule_fired_at(repeating: Path) -> None:
+    text = render(repeating)
+    assert "missing-zero-grad (warning) first at step 1, 9 times\n" in text
+    assert "exploding-grad (warning) first at step 2, 2 times\n" in text
+    groups = json.loads(data(repeating, json=True))["anomalies"]
+    assert [(g["rule"], g["in_view"]) for g in groups] == [
+        ("missing-zero-grad", {"steps": 9, "first_step": 1, "last_step": 9}),
+        ("exploding-grad", {"steps": 2, "first_step": 2, "last_step": 3}),
+    ]
+
+
+def test_counts_are_the_optimizers_in_view_where_the_trace_says_where_rules_fired(tmp_path: Path) -> None:
+    path = write_trace(
+        tmp_path / "run.jsonl", optimizers=2, anomalies=[anomaly("nonfinite", 2), anomaly("nonfinite", 5, optimizer=1)],
+        anomaly_steps=[firing("nonfinite", 2, 9), firing("nonfinite", 5, 6, optimizer=1)],
+        end=EndRecord("ok", 0, 1.0, 20, anomalies={"nonfinite": 10}),
+    )
+    assert "first at step 5, 2 times\n" in render(path, optimizer=1)
+    assert "first at optimizer 0 step 2, 10 times\n" in render(path)
+    ranged = render(path, steps="5:9", optimizer=1)
+    assert "first at step 5, 2 times in the run; in this range at 2 steps, 5–6" in ranged
+
+
+def test_a_trace_that_does_not_say_where_rules_repeated_says_so_in_a_range(tmp_path: Path) -> None:
+    """Written by an older stepdbg: only the first report, and the count in the end record."""
+    end = EndRecord("ok", 0, 1.0, 10, anomalies={"missing-zero-grad": 9, "exploding-grad": 1})
+    path = write_trace(
+        tmp_path / "run.jsonl", anomalies=[anomaly("missing-zero-grad", 1), anomaly("exploding-grad", 2)], end=end
+    )
+    text = render(path, steps="4:7")
+    assert "missing-zero-grad (warning) first at step 1, 9 times in the run; whether it fired in this range" in text
+    assert "exploding-grad" not in text  # counted once: it never repeated
+    [group] = json.loads(data(path, steps="4:7", json=True))["anomalies"]
+    assert (group["rule"], group["count"], group["in_view"]) == ("missing-zero-grad", 9, None)
+    [row] = csv.DictReader(io.StringIO(data(path, steps="4:7", anomalies_only=True, csv=True)))
+    assert (row["rule"], row["count"], row["steps_in_view"]) == ("missing-zero-grad", "", "")
 
 
 @pytest.mark.parametrize("text", ["5", "a:b", "1:2:3", "-3:", "5:2", "4:4"])
@@ -250,6 +320,26 @@ def test_param_pattern_that_matches_nothing_lists_real_names(tmp_path: Path) -> 
         render(path, param="encoder.*")
     result = runner.invoke(app, ["show", str(path), "--param", "encoder.*"])
     assert result.exit_code == 2 and "fc2.bias" in result.stderr
+
+
+def test_text_from_the_trace_is_shown_as_written_never_as_markup(tmp_path: Path) -> None:
+    """A command line, class or parameter name with brackets in it: rich would fail on
+    ``[/x]`` and swallow ``[bold]`` if it took them for markup."""
+    names = ("enc[/x].weight", "enc[bold].bias")
+    path = write_trace(tmp_path / "run.jsonl", params=names, command="stepdbg run train.py --tags [/x] [bold]")
+    for options in ([], ["--param", "enc*"]):
+        result = runner.invoke(app, ["show", str(path), *options])
+        assert result.exit_code == 0, result.output
+        assert "stepdbg run train.py --tags [/x] [bold]" in result.stdout
+        assert not options or all(name in result.stdout for name in names)
+
+
+def test_an_error_quoting_a_name_with_a_line_break_is_still_one_line(tmp_path: Path) -> None:
+    path = write_trace(tmp_path / "run.jsonl", params=("enc\nweight",))
+    result = runner.invoke(app, ["show", str(path), "--param", "dec*"])
+    assert (result.exit_code, result.stderr) == (
+        2, "stepdbg: error: no parameter matches 'dec*'; the trace has enc\\nweight\n"
+    )
 
 
 def test_optimizer_option(tmp_path: Path) -> None:
@@ -296,6 +386,12 @@ def test_downsampler_short_runs_and_gaps() -> None:
     assert sparkline([2.0, 2.0]) == "▁▁"
 
 
+def test_sparkline_of_values_near_the_float_limits() -> None:
+    """Their span overflows, and so may a stretch's mean: the line is drawn all the same."""
+    assert sparkline([1e308, -1e308, 0.0]) == "█▁▅"
+    assert sparkline([math.inf, 1.0, 2.0]) == " ▁█"
+
+
 def test_cli_show_prints_the_view_on_stdout(trace: Path) -> None:
     result = runner.invoke(app, ["show", str(trace)])
     assert result.exit_code == 0, result.output
@@ -329,3 +425,46 @@ def test_output_that_cannot_be_written_is_one_line_and_exit_2(tmp_path: Path, co
     with open("/dev/full", "w") as full:
         proc = subprocess.run([sys.executable, "-m", "stepdbg", *command, *traces], stdout=full, stderr=subprocess.PIPE, text=True)
     assert (proc.returncode, proc.stderr) == (2, "stepdbg: error: cannot write the output (No space left on device)\n")
+
+
+def _waits_and_memory(record: StepRecord) -> None:
+    """A newer trace's step: 6 ms of the 36 waiting for data, RSS growing 1 MiB a step."""
+    record.time = {**record.time, "data": 0.006, "forward": 0.004}
+    record.memory = {"rss": (100 + record.step) << 20}
+
+
+def test_the_data_phase_and_memory_are_shown_where_the_trace_has_them(tmp_path: Path) -> None:
+    path = write_trace(tmp_path / "data.jsonl", tweak=_waits_and_memory)
+    text = "\n".join(line.rstrip() for line in render(path).splitlines())
+    assert " data " in text and "17%" in text  # 6 of 36 ms
+    assert (
+        "memory: resident memory (RSS) at the steps' ends\n"
+        "first  100 MiB\nlast   109 MiB (+9 MiB)\npeak   109 MiB at step 9\n"
+    ) in text
+    summary = json.loads(data(path, json=True))
+    assert summary["time"]["phases"]["data"]["share"] == pytest.approx(6 / 36)
+    assert summary["memory"] == {
+        "measure": "rss", "first": 100 << 20, "last": 109 << 20, "growth": 9 << 20,
+        "peak": 109 << 20, "peak_step": 9, "peak_optimizer": 0,
+    }
+    rows = list(csv.DictReader(io.StringIO(data(path, csv=True))))
+    assert [(row["time_data"], row["memory"], row["memory_peak"]) for row in rows[:2]] == [
+        ("0.006", str(100 << 20), ""), ("0.006", str(101 << 20), ""),
+    ]
+
+
+def test_a_trace_from_before_the_data_phase_shows_none(trace: Path) -> None:
+    """Its forward holds the data waits: a data row of zeros would say there were none."""
+    assert " data " not in render(trace)
+    summary = json.loads(data(trace, json=True))
+    assert "data" not in summary["time"]["phases"] and summary["memory"] is None
+
+
+def test_on_cuda_the_peak_is_the_allocators_and_its_step(tmp_path: Path) -> None:
+    def allocator(record: StepRecord) -> None:
+        record.memory = {"allocated": 10 << 20, "peak": (50 if record.step < 4 else 80) << 20}
+
+    shown = render(write_trace(tmp_path / "cuda.jsonl", tweak=allocator))
+    text = "\n".join(line.rstrip() for line in shown.splitlines())
+    assert "memory: CUDA memory allocated at the steps' ends\n" in text
+    assert "last              10 MiB (+0 B)\nallocator's peak  80 MiB at step 4\n" in text

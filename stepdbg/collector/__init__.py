@@ -7,7 +7,8 @@ per concern:
   reads them);
 - `gradients`: what each optimizer's gradients went through (consumed, filled,
   cleared, when), and `step_order`: what a step makes of it (`stepdbg.facts`);
-- `phases`: seconds per phase and the calls of each iteration;
+- `phases`: seconds per phase (the DataLoader waits of ``data`` among them) and the
+  calls of each iteration;
 - `losses`: the loss of each backward pass, until a step takes it;
 - `schedulers`: lr schedulers, polled; `unoptimized`: gradients no optimizer applies;
 - `records`: each step's record (`progress`: one being built), read back from a
@@ -26,6 +27,7 @@ from typing import Any
 import torch
 
 from ..diagnostics import Diagnostics
+from ..memory import MemoryGauge
 from ..names import ModuleTree
 from ..schema import CALL_GRAD, CALL_STEP, CALL_ZERO_GRAD, OptimizerInfo, StepRecord
 from .gradients import GradientWatch
@@ -53,11 +55,14 @@ class Collector:
         tree: ModuleTree,
         clock: Callable[[], float] = time.perf_counter,
         make_event: Callable[[], Any] | None = None,
+        memory: MemoryGauge | None = None,
     ) -> None:
         self.clock = clock
         self.start = clock()
         self.diagnostics = diagnostics
         self.phases = PhaseClock(clock, make_event)
+        self.memory = memory if memory is not None else MemoryGauge()
+        """Read at each step's end (`Instrumentation` opens and closes it)."""
         self.log = CallLog()
         self.losses = LossBook()
         self.optimizers = OptimizerRegistry(tree, emit_optimizer, forget=self._forget)
@@ -66,7 +71,7 @@ class Collector:
         self.records = StepRecords(
             every, emit_step, diagnostics, self.start, self.optimizers, self.gradients,
             StepOrder(self.gradients, self.optimizers, self.schedulers), self.losses, self.phases, self.log,
-            UnoptimizedParams(tree, self.optimizers, self._judge_now),
+            UnoptimizedParams(tree, self.optimizers, self._judge_now), self.memory, self._on_cuda,
         )
         self.no_optimizer = NoOptimizerLoop(self.losses)
         # the calls in progress
@@ -83,6 +88,12 @@ class Collector:
     def _judge_now(self, fact: object) -> bool:
         return self.diagnostics.judge(fact, self.clock() - self.start)
 
+    def _on_cuda(self, index: int | None) -> None:
+        """The loop's values are on CUDA device ``index``: time it with events, and read that
+        device's allocator for the step's memory."""
+        self.phases.device.start_timing(index)
+        self.memory.watch_cuda(index)
+
     def _loop_started(self) -> float:
         """Now, with the scheduler steps since the previous call noticed; the first call also
         starts the first iteration's clock (set-up is not a step)."""
@@ -93,6 +104,15 @@ class Collector:
     def finish(self) -> None:
         """The run is over: emit every record still waiting on the device."""
         self.records.readback.flush(wait=True)
+
+    # ---- DataLoader fetches ---------------------------------------------------------------
+
+    def on_fetch_start(self, iterator: Any) -> float | None:
+        """A DataLoader iterator's ``__next__`` begins: when (None: inside another fetch)."""
+        return self.phases.fetch_started(iterator)
+
+    def on_fetch_end(self, started: float, fetched: bool) -> None:
+        self.phases.fetch_ended(started, fetched)
 
     # ---- optimizers -------------------------------------------------------------------
 
@@ -158,7 +178,7 @@ class Collector:
             loss = loss_value(outputs)
             if isinstance(loss, torch.Tensor):
                 self.losses.on_device = True
-                self.phases.device.start_timing(loss.device.index)
+                self._on_cuda(loss.device.index)
             if self.gradients.backward_starting():
                 self.log.append(CALL_ZERO_GRAD)  # a clear no call showed (p.grad = None)
             if self.optimizers.created == 0:
@@ -239,7 +259,7 @@ class Collector:
         if track.closure:
             self.records.consume(progress, optimizer)
         self.records.finish(progress, end)
-        self.phases.overhead += self.clock() - end
+        self.phases.overhead_after_record(end)
 
     def on_scaler_step_start(self, scaler: Any, optimizer: Any) -> int:
         """Before GradScaler.step: returns the optimizer's step count, to see if it stepped."""
@@ -260,7 +280,7 @@ class Collector:
             self.losses.take(progress, self.gradients.backward_count)
             self.gradients.consumed(track)
             self.records.finish(progress, end)
-            self.phases.overhead += self.clock() - end
+            self.phases.overhead_after_record(end)
         self.active_scaler = None
 
     def _abandon_steps_that_raised(self) -> None:

@@ -151,7 +151,8 @@ class OptimizerRegistry:
 
     def announce(self, track: OptimizerTrack, optimizer: torch.optim.Optimizer) -> None:
         """Write the optimizer's record: its class, its groups and their parameters' names."""
-        names = self.tree.names(params_of(optimizer))
+        held = params_of(optimizer)
+        names = self.tree.names(held)
         groups = []
         position = 0
         for group in optimizer.param_groups:
@@ -163,5 +164,6 @@ class OptimizerRegistry:
         inner = getattr(optimizer, "optimizer", None) or getattr(optimizer, "_optimizer", None)
         cls = type(inner if isinstance(inner, torch.optim.Optimizer) else optimizer).__name__
         track.names = names
-        track.info = OptimizerInfo(optimizer=track.index, cls=cls, groups=groups)
+        ddp = bool(held) and self.tree.wrapped_in(held[0], torch.nn.parallel.DistributedDataParallel)
+        track.info = OptimizerInfo(optimizer=track.index, cls=cls, groups=groups, ddp=ddp)
         self._emit_optimizer(track.info)

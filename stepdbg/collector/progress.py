@@ -42,6 +42,8 @@ class StepInProgress:
     """Some value is still on a device (CUDA): read back later, without a sync (see `waits_on_device`)."""
     device_phases: DevicePhases | None = None
     """On CUDA: the iteration's events, for phase times from the device's clock."""
+    data_startup: bool = False
+    """Its data wait includes a loader's first workers starting (see `DataWaits.startup`)."""
     facts: list[object] | None = None
     """What it found of the gradient state, for the ordering rules (judged as its record completes)."""
 

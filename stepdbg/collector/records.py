@@ -14,6 +14,7 @@ from .. import norms
 from ..device_clock import capturing
 from ..diagnostics import Diagnostics
 from ..facts import StepFinished, UnoptimizedGradient
+from ..memory import MemoryGauge
 from ..schema import StepRecord
 from .gradients import GradientWatch
 from .layout import ParamLayout
@@ -45,6 +46,8 @@ class StepRecords:
         phases: PhaseClock,
         log: CallLog,
         unoptimized: UnoptimizedParams,
+        memory: MemoryGauge,
+        on_cuda: Callable[[int | None], None],
     ) -> None:
         self.every = every
         """Every this many steps of an optimizer, a detail step: per-parameter norms and update sizes."""
@@ -58,6 +61,9 @@ class StepRecords:
         self._phases = phases
         self._log = log
         self._unoptimized = unoptimized
+        self._memory = memory
+        self._on_cuda = on_cuda
+        """Told the device the loop's values are on (once they are on CUDA)."""
         self.readback = ReadBack(self._complete)
 
     def begin(self, track: OptimizerTrack, optimizer: Any, scaler: Any, skipped: bool = False) -> StepInProgress:
@@ -131,7 +137,8 @@ class StepRecords:
         record = progress.record
         record.t = end - self._start
         record.calls = self._log.take()
-        record.time = self._phases.record_ended(end)
+        progress.data_startup = self._phases.record_ended(record, end)
+        record.memory = self._memory.read()
         if progress.before is not None:
             progress.update_pieces = norms.update_pieces(progress.before, norms.local_shards(progress.params))
             progress.before = None
@@ -139,7 +146,7 @@ class StepRecords:
         values = progress.device_values()
         device = self._phases.device
         if progress.on_device:
-            device.start_timing(next(v.device.index for v in values if v.is_cuda))
+            self._on_cuda(next(v.device.index for v in values if v.is_cuda))
         if device.on:
             progress.device_phases = device.finish()
         if self.readback.waiting or progress.on_device or progress.device_phases is not None:
@@ -188,7 +195,10 @@ class StepRecords:
         self._emit_step(record)
         culprit = lambda: _first_nonfinite_grad(progress.params, names)  # noqa: E731 - asked once at most
         self._diagnostics.check_step(
-            StepFinished(record, names, param_norms, progress.missing, culprit, progress.backward_ran)
+            StepFinished(
+                record, names, param_norms, progress.missing, culprit, progress.backward_ran,
+                progress.data_startup, self._phases.data.loader,
+            )
         )
 
 

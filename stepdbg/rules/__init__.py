@@ -9,7 +9,8 @@ that judge it, and reports each problem once.
 
 By family, each module ending with its ``RULES``: `ordering` (zero_grad, backward,
 step and the scheduler in the wrong order), `numeric` (gradients not finite,
-exploding, vanishing), `params` (parameters the loop never trains, though it means to).
+exploding, vanishing), `params` (parameters the loop never trains, though it means
+to), `resources` (a loop waiting for its data, memory that keeps growing).
 
 `RULES` below is the one list of them all: ``--disable`` takes their ids, ``--strict``
 their severities, and the README's rule table and docs/rules.md are checked against
@@ -20,10 +21,10 @@ that module's ``RULES``, with a ``tests/scripts/bug_*.py`` that makes it fire
 
 from __future__ import annotations
 
-from . import numeric, ordering, params
-from .base import ERROR, INFO, WARNING, FactRule, Finding, Rule, StepRule, Thresholds
+from . import numeric, ordering, params, resources
+from .base import ERROR, INFO, WARNING, FactRule, Finding, Rule, RunRule, StepRule, Thresholds
 
-RULES: tuple[type[Rule], ...] = (*ordering.RULES, *numeric.RULES, *params.RULES)
+RULES: tuple[type[Rule], ...] = (*ordering.RULES, *numeric.RULES, *params.RULES, *resources.RULES)
 """Every rule, in the order the README and docs/rules.md list them."""
 
 BY_ID: dict[str, type[Rule]] = {rule.id: rule for rule in RULES}
@@ -31,9 +32,9 @@ BY_ID: dict[str, type[Rule]] = {rule.id: rule for rule in RULES}
 IDS: tuple[str, ...] = tuple(BY_ID)
 
 
-def has_problems(counts: dict[str, int]) -> bool:
-    """Whether anomaly counts (an end record's) include a warning or an error (for --strict)."""
-    return any(rule in BY_ID and BY_ID[rule].severity != INFO for rule in counts)
+def severity_of(rule: str) -> str:
+    """A rule's own severity (`INFO` for an id this version does not know: a newer trace's)."""
+    return BY_ID[rule].severity if rule in BY_ID else INFO
 
 
 __all__ = [
@@ -46,7 +47,8 @@ __all__ = [
     "FactRule",
     "Finding",
     "Rule",
+    "RunRule",
     "StepRule",
     "Thresholds",
-    "has_problems",
+    "severity_of",
 ]

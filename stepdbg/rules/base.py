@@ -1,13 +1,15 @@
 """What a rule is: what it names (for the terminal, the trace, the README and
 docs/rules.md), how grave it is, and its check.
 
-Two kinds, by what they judge:
+Three kinds, by what they judge:
 
 - a `FactRule` judges facts the collector reports about gradient state (`stepdbg.facts`):
   it is made once per run and holds nothing;
 - a `StepRule` judges each finished step of one optimizer (its record and the norms
   already computed): it is made for each optimizer at its first step, and keeps that
-  optimizer's history (a moving average, a streak) in itself.
+  optimizer's history (a moving average, a streak) in itself;
+- a `RunRule` judges every finished step of the run, whatever optimizer made it: it is
+  made once per run, keeps the run's history, and reports a problem once per run.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class Finding:
 
     message: str
     param: str | None = None
+    severity: str | None = None
+    """Graver than the rule's own, where the rule has two (see `Rule.graver`)."""
 
 
 @dataclass
@@ -49,6 +53,21 @@ class Thresholds:
     """vanishing-grad: consecutive detail steps the condition must hold."""
     patience: int = 20
     """unused-param, zero-update: consecutive steps the condition must hold."""
+    input_window: int = 50
+    """input-bound: steps judged together (the run's first step and worker start-ups left out)."""
+    input_share: float = 0.3
+    """input-bound: information when DataLoader waits take more than this share of those steps' time."""
+    input_share_warning: float = 0.6
+    """input-bound: a warning past this share."""
+    memory_warmup: int = 10
+    """memory-growth: first steps left out (optimizer state, caches and lazy imports fill them)."""
+    memory_stretches: int = 8
+    """memory-growth: stretches of steps, each of whose lowest memory must be above the previous one's."""
+    memory_stretch: int = 25
+    """memory-growth: steps in a stretch at first; stretches double in length as the run grows, so that
+    the window always spans at least the later half of the run."""
+    memory_growth_bytes: int = 16 << 20
+    """memory-growth: the least rise, from the first stretch's lowest to the last's, worth a warning."""
 
 
 class Rule:
@@ -64,6 +83,11 @@ class Rule:
     """When it fires, precisely (markdown): the paragraph that opens its section in docs/rules.md."""
     hint: ClassVar[str]
     """The fix, in one line of plain text, printed after the message."""
+    graver: ClassVar[tuple[str, str] | None] = None
+    """A graver severity it also reports at, and when (``(WARNING, "past 60%")``): reported
+    again, once, when a finding is that grave."""
+    once_per_run: ClassVar[bool] = False
+    """Reported once per run, not once per optimizer."""
 
     def __init__(self, thresholds: Thresholds) -> None:
         self.thresholds = thresholds
@@ -88,6 +112,15 @@ class StepRule(Rule):
     detail: ClassVar[bool] = False
     """It reads per-parameter norms, which only detail steps (``--every``) have: it runs on
     those, after the others."""
+
+    def check(self, step: StepFinished) -> Finding | None:
+        raise NotImplementedError
+
+
+class RunRule(Rule):
+    """A rule judged from every finished step of the run (GradScaler's skipped ones too)."""
+
+    once_per_run = True
 
     def check(self, step: StepFinished) -> Finding | None:
         raise NotImplementedError
