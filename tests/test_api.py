@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import anomalies, assert_pristine, end, read_trace, steps
+from helpers import anomalies, assert_pristine, end, read_trace, steps
 from torch import nn
 
 import stepdbg

@@ -11,8 +11,8 @@ import threading
 import time
 
 import pytest
+from helpers import set_size, shown_lines
 from rich.console import Console
-from terminal import set_size, shown_lines
 from trace_factory import PARAMS, make_step
 
 from stepdbg.live import PLAIN_INTERVAL, TABLE_ROWS, View

@@ -14,9 +14,7 @@ from typing import Any
 
 import pytest
 import torch
-
-from conftest import Spec, optimizers
-
+from helpers import Spec, optimizers
 
 
 def ok(script: str, *args: str, save_state: bool = False) -> Spec:

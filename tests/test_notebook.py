@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import anomalies, end, read_trace
+from helpers import anomalies, end, read_trace
 
 NOTEBOOK = Path(__file__).parent.parent / "examples" / "notebook.ipynb"
 TABLE_TITLE = "stepdbg · phase times in ms"

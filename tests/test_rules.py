@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 
 import pytest
-from conftest import SCRIPTS, Spec
+from helpers import SCRIPTS, Spec
 from typer.testing import CliRunner
 
 from stepdbg.cli import app

@@ -14,8 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import RUN_TIMEOUT
-from terminal import set_size, shown_lines
+from helpers import RUN_TIMEOUT, set_size, shown_lines
 
 SCRIPTS = Path(__file__).parent / "cli_scripts"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
