@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .extras import require
-from .summary import ranks_of_one_run, trace_labels
+from .run_info import ranks_of_one_run, trace_labels
 from .trace import Trace
 from .view import StepFilter
 

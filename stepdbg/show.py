@@ -1,23 +1,22 @@
-"""`stepdbg show`: summarize a trace in one streaming pass.
+"""`stepdbg show`: a trace's view, in one streaming pass, in the format asked for.
 
-`show_stats` gathers the figures, `show_render` turns them into the rich view or
-JSON; ``--csv`` streams rows straight from the trace. Bad options and unreadable
+The view (`view.TraceView`: ``--steps``, ``--optimizer``) is read once by the
+renderer of the format (`renderers`): ``text`` and ``json`` fold it into
+`show_stats.ShowStats` first, ``csv`` streams its rows. Bad options and unreadable
 traces raise `ValueError` / `TraceError` with one line for the CLI to print.
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from rich.console import Console
 
-from .show_render import render, summary_json, write_csv
-from .show_stats import collect
-from .trace import Trace, dumps
-from .view import StepFilter
+from .renderers import DEFAULT_FORMAT, SHOW_FORMATS, Output
+from .trace import Trace
+from .view import StepFilter, TraceView
 
 
 @dataclass
@@ -26,22 +25,14 @@ class ShowOptions:
     optimizer: int | None = None
     param: str | None = None
     anomalies_only: bool = False
-    json: bool = False
-    csv: bool = False
+    format: str = DEFAULT_FORMAT
+    """A name in `renderers.SHOW_FORMATS`."""
 
 
 def show_trace(
     path: str | Path, options: ShowOptions, console: Console | None = None, out: TextIO | None = None
 ) -> None:
-    """Print the view of the trace at ``path``: rich on ``console`` (stdout), or JSON/CSV on ``out`` (stdout)."""
-    step_filter = StepFilter.from_options(options.steps, options.optimizer)
-    trace = Trace(path)
-    out = out if out is not None else sys.stdout
-    if options.csv:
-        write_csv(trace, step_filter, out, anomalies_only=options.anomalies_only, param=options.param)
-        return
-    summary = collect(trace, step_filter, options.param)
-    if options.json:
-        out.write(dumps(summary_json(summary, options.anomalies_only)) + "\n")
-    else:
-        (console or Console()).print(render(summary, options.anomalies_only))
+    """Print the view of the trace at ``path``: text on ``console``, data (JSON, CSV) on ``out`` (both stdout)."""
+    render = SHOW_FORMATS[options.format]
+    view = TraceView(Trace(path), StepFilter.from_options(options.steps, options.optimizer))
+    render(view, options, Output(console, out))

@@ -15,8 +15,9 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from .anomaly_view import AnomalyLog
+from .run_info import RunInfo
 from .schema import Anomaly, AnomalySteps, OptimizerInfo, StepRecord
-from .summary import RunInfo, listing, optimizer_label
+from .style import listing, optimizer_label
 from .trace import Record, Trace
 
 NAMES_IN_ERROR = 8
