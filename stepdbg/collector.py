@@ -37,7 +37,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 from . import norms
 from .device_clock import DeviceClock, DevicePhases, capturing, record_on
 from .diagnostics import Diagnostics
-from .names import ModuleTree
+from .module_tree import ModuleTree
 from .schema import (
     CALL_BACKWARD,
     CALL_ELIDED,

@@ -152,7 +152,7 @@ class Session:
 
         from .collector import Collector
         from .instrument import Instrumentation
-        from .names import ModuleTree
+        from .module_tree import ModuleTree
 
         try:
             self.writer = TraceWriter(trace_path)

@@ -16,7 +16,7 @@ from stepdbg.collector import Collector
 from stepdbg.device_clock import DeviceClock
 from stepdbg.diagnostics import Diagnostics, Thresholds
 from stepdbg.instrument import Instrumentation
-from stepdbg.names import ModuleTree
+from stepdbg.module_tree import ModuleTree
 from stepdbg.schema import Anomaly, OptimizerInfo, StepRecord
 
 
