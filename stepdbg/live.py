@@ -321,7 +321,7 @@ class View:
         stopped: str | None = None,
     ) -> None:
         """A few lines after the run: steps, where the time went, anomalies, the trace;
-        then a line for each rank started with torch.multiprocessing (`children`).
+        then a line for each rank started with torch.multiprocessing (`spawned_ranks`).
         ``stopped``: the internal error that stopped tracing, if one did."""
         if self.quiet:
             return

@@ -1,7 +1,7 @@
 """One traced process: its trace, its terminal view, its hooks, and its end record.
 
 `stepdbg run` makes one for the script's process (`runner`), and one in each
-process that ``torch.multiprocessing`` starts during the run (`children`).
+process that ``torch.multiprocessing`` starts during the run (`spawned_ranks`).
 A process forked while a session is in progress inherits it, and must leave
 it to its parent (see `_let_go_in_forked_child`). A script that ends with
 ``os._exit`` skips every ``finally`` and ``atexit``: the session ends first

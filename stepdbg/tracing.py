@@ -26,7 +26,6 @@ from typing import Any, TypeVar
 from rich import get_console
 from rich.console import Console
 
-from .children import SpawnedRanks
 from .diagnostics import RULES, Thresholds
 from .live import View
 from .schema import Anomaly, EndRecord
@@ -39,6 +38,7 @@ from .session import (
     rank_trace_path,
     session_in_progress,
 )
+from .spawned_ranks import SpawnedRanks
 
 EXIT_STRICT = 3
 
