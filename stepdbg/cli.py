@@ -20,7 +20,7 @@ except ImportError:  # pragma: no cover - older typer, on click
 from . import __version__, exit_codes
 from .diagnostics import RULES, Thresholds
 from .renderers import DEFAULT_FORMAT, DIFF_FORMATS, SHOW_FORMATS
-from .trace import TraceError
+from .tracefile import TraceError
 
 app = typer.Typer(
     name="stepdbg",

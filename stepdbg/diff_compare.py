@@ -23,7 +23,7 @@ from .numeric import floats, is_finite, median
 from .run_info import RunInfo
 from .schema import PHASES, Anomaly, OptimizerInfo, StepRecord
 from .style import listing, optimizer_label, step_label
-from .trace import Trace
+from .tracefile import Trace
 from .view import StepFilter, TraceView
 
 PENDING_LIMIT = 1000

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from .extras import require
 from .run_info import ranks_of_one_run, trace_labels
-from .trace import Trace
+from .tracefile import Trace
 from .view import StepFilter
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from .renderers.show_csv import STEP_COLUMNS, step_rows
 from .schema import Anomaly, EndRecord, Header, OptimizerInfo, StepRecord
-from .trace import Record, Trace
+from .tracefile import Record, Trace
 from .view import StepFilter, TraceView
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .style import fmt_seconds
-from .trace import Trace
+from .tracefile import Trace
 
 NOT_FINISHED = "not finished (no end record: killed, or still running)"
 

@@ -24,7 +24,7 @@ from . import __version__
 from .diagnostics import Diagnostics, Thresholds
 from .live import View
 from .schema import Anomaly, AnomalySteps, EndRecord, Header, OptimizerInfo, StepRecord
-from .trace import TraceWriter
+from .tracefile import TraceWriter
 
 EXIT_INTERRUPTED = 130
 TRACE_SUFFIX = ".stepdbg.jsonl"

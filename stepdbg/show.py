@@ -15,7 +15,7 @@ from typing import TextIO
 from rich.console import Console
 
 from .renderers import DEFAULT_FORMAT, SHOW_FORMATS, Output
-from .trace import Trace
+from .tracefile import Trace
 from .view import StepFilter, TraceView
 
 

@@ -29,7 +29,7 @@ from .diagnostics import has_problems
 from .live import View
 from .schema import EndRecord
 from .session import RunOptions, ScriptNotFound, Session, outcome, rank_trace_path
-from .trace import read_end
+from .tracefile import read_end
 
 MTIME_SLACK = 2.0
 """Seconds a file's modification time may lag the clock (filesystems that keep whole or even seconds)."""

@@ -18,7 +18,7 @@ from .anomaly_view import AnomalyLog
 from .run_info import RunInfo
 from .schema import Anomaly, AnomalySteps, OptimizerInfo, StepRecord
 from .style import listing, optimizer_label
-from .trace import Record, Trace
+from .tracefile import Record, Trace
 
 NAMES_IN_ERROR = 8
 

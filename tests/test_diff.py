@@ -17,7 +17,7 @@ from stepdbg.cli import app
 from stepdbg.diff import DiffOptions, diff_traces
 from stepdbg.diff_compare import Tolerance
 from stepdbg.schema import EndRecord, StepRecord
-from stepdbg.trace import TraceError
+from stepdbg.tracefile import TraceError
 
 runner = CliRunner()
 

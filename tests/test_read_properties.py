@@ -23,7 +23,7 @@ from stepdbg.cli import app
 from stepdbg.diagnostics import Diagnostics, Thresholds
 from stepdbg.diff_compare import FIELDS
 from stepdbg.schema import Anomaly, AnomalySteps, EndRecord, StepRecord
-from stepdbg.trace import Trace, TraceError
+from stepdbg.tracefile import Trace, TraceError
 
 EXAMPLES = int(os.environ.get("STEPDBG_HYPOTHESIS_EXAMPLES", "0"))
 FEW = settings(

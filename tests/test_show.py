@@ -22,7 +22,7 @@ from stepdbg.renderers.show_text import sparkline
 from stepdbg.schema import Anomaly, AnomalySteps, EndRecord, StepRecord
 from stepdbg.show import ShowOptions, show_trace
 from stepdbg.show_stats import Downsampler
-from stepdbg.trace import TraceError
+from stepdbg.tracefile import TraceError
 from stepdbg.view import parse_steps
 
 runner = CliRunner()

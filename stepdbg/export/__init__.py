@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 from ..renderers.show_csv import write_table
-from ..trace import Trace
+from ..tracefile import Trace
 from ..view import StepFilter, TraceView
 
 FORMATS = ("perfetto", "tensorboard", "csv")

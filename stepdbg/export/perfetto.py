@@ -21,7 +21,7 @@ import orjson
 
 from ..run_info import ranks_of_one_run, start_time, trace_labels
 from ..schema import Anomaly, OptimizerInfo, StepRecord
-from ..trace import Trace, TraceError
+from ..tracefile import Trace, TraceError
 from ..view import StepFilter, TraceView
 from .timeline import iteration_slices, iteration_start
 

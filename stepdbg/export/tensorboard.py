@@ -23,7 +23,7 @@ from ..extras import require
 from ..run_info import start_time, trace_labels
 from ..schema import Anomaly, StepRecord
 from ..style import optimizer_label
-from ..trace import Trace
+from ..tracefile import Trace
 from ..view import ParamMatcher, StepFilter, TraceView
 
 EVENT_FILES = "events.out.tfevents.*"

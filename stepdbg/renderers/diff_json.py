@@ -9,7 +9,7 @@ from typing import Any
 
 from .. import exit_codes
 from ..diff_compare import FIELDS, DiffResult
-from ..trace import dumps
+from ..tracefile import dumps
 from .output import Output
 
 

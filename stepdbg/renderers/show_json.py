@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..show_stats import ShowStats, collect
-from ..trace import dumps
+from ..tracefile import dumps
 from ..view import TraceView
 from .output import Output
 
