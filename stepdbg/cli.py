@@ -157,8 +157,8 @@ def run(
     Everything after SCRIPT goes to the script, unchanged (-h included). The trace is written as
     the run goes; stepdbg's own output goes to stderr.
     """
-    from .runner import run_script
-    from .session import RunOptions, ScriptNotFound
+    from .runner import ScriptNotFound, run_script
+    from .session import RunOptions, TraceNotWritable
 
     if script.startswith("-"):  # not the script: an option before it that run does not have
         raise fail(_no_such_option(ctx, script))
@@ -179,7 +179,7 @@ def run(
     )
     try:
         code = run_script(options)
-    except ScriptNotFound as e:
+    except (ScriptNotFound, TraceNotWritable) as e:
         raise fail(str(e)) from None
     raise typer.Exit(code)
 

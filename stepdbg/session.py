@@ -20,18 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
-from . import __version__
+from . import __version__, exit_codes
 from .diagnostics import Diagnostics, Thresholds
 from .live import View
 from .schema import Anomaly, AnomalySteps, EndRecord, Header, OptimizerInfo, StepRecord
 from .tracefile import TraceWriter
 
-EXIT_INTERRUPTED = 130
 TRACE_SUFFIX = ".stepdbg.jsonl"
 
 
-class ScriptNotFound(Exception):
-    """The script or module to run does not exist, or the trace cannot be written."""
+class TraceNotWritable(OSError):
+    """The trace file cannot be opened for writing: the message is the one line the user sees."""
 
 
 @dataclass
@@ -157,7 +156,7 @@ class Session:
         try:
             self.writer = TraceWriter(trace_path)
         except OSError as e:
-            raise ScriptNotFound(f"cannot write the trace {trace_path}: {e.strerror}") from None
+            raise TraceNotWritable(f"cannot write the trace {trace_path}: {e.strerror}") from None
         self.trace_path = trace_path
         self.view = view
         self.recorder = Recorder(self.writer, view)
@@ -241,13 +240,13 @@ def outcome(error: BaseException | None) -> tuple[str, int]:
     """The end record's status and exit code for code that raised ``error`` (None: it returned).
     ``sys.exit(code)`` is an ending like any other, with Python's exit code for it."""
     if error is None:
-        return "ok", 0
+        return "ok", exit_codes.OK
     if isinstance(error, SystemExit):
         code = error.code
-        return "ok", 0 if code is None else code if isinstance(code, int) else 1
+        return "ok", exit_codes.OK if code is None else code if isinstance(code, int) else 1  # sys.exit("message")
     if isinstance(error, KeyboardInterrupt):
-        return "interrupted", EXIT_INTERRUPTED
-    return "error", 1
+        return "interrupted", exit_codes.INTERRUPTED
+    return "error", exit_codes.SCRIPT_RAISED
 
 
 def print_exit_message(exit: SystemExit) -> None:

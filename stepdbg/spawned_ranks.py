@@ -28,7 +28,7 @@ from rich.console import Console
 from .diagnostics import has_problems
 from .live import View
 from .schema import EndRecord
-from .session import RunOptions, ScriptNotFound, Session, outcome, rank_trace_path
+from .session import RunOptions, Session, TraceNotWritable, outcome, rank_trace_path
 from .tracefile import read_end
 
 MTIME_SLACK = 2.0
@@ -52,7 +52,7 @@ class TracedRank:
         view = View(Console(stderr=True), live=False, quiet=self.options.quiet, label=f"rank {rank}")
         try:
             session = Session(self.options, self.argv, self.command, rank_trace_path(self.trace, rank), view, rank)
-        except ScriptNotFound as e:  # the rank trains all the same, untraced
+        except TraceNotWritable as e:  # the rank trains all the same, untraced
             print(f"stepdbg[rank {rank}]: {e}", file=sys.stderr)
             return self.wrap(fn, rank, *rest)
         session.start()

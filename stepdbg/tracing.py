@@ -26,21 +26,19 @@ from typing import Any, TypeVar
 from rich import get_console
 from rich.console import Console
 
+from . import exit_codes
 from .diagnostics import RULES, Thresholds
 from .live import View
 from .schema import Anomaly, EndRecord
 from .session import (
     TRACE_SUFFIX,
     RunOptions,
-    ScriptNotFound,
     Session,
     outcome,
     rank_trace_path,
     session_in_progress,
 )
 from .spawned_ranks import SpawnedRanks
-
-EXIT_STRICT = 3
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -149,9 +147,10 @@ class TracedRun:
     @property
     def exit_code(self) -> int:
         """What the process exits with: the traced code's own code (0 for code that returned),
-        or `EXIT_STRICT` where ``strict`` fails code that succeeded."""
+        or `exit_codes.STRICT` where ``strict`` fails code that succeeded."""
         code = self.end.exit_code if self.end is not None else 0
-        return EXIT_STRICT if self._options.strict and code == 0 and self.found_problems else code
+        failed = self._options.strict and code == exit_codes.OK and self.found_problems
+        return exit_codes.STRICT if failed else code
 
     def start(self) -> None:
         """Open the trace and put the hooks in; nothing is installed when this raises."""
@@ -226,10 +225,7 @@ class Tracer:
     def __enter__(self) -> TracedRun:
         argv = list(sys.argv)
         run = TracedRun(self._options, argv, _command(argv), self._path or default_trace_path())
-        try:
-            run.start()
-        except ScriptNotFound as e:  # the trace cannot be written
-            raise OSError(str(e)) from None
+        run.start()  # a trace that cannot be written: `TraceNotWritable`, an OSError
         try:
             run.adopt_existing()
         except BaseException as error:  # Ctrl-C as the block begins: no __exit__ will take the hooks out

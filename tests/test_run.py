@@ -186,6 +186,7 @@ def test_sys_exit_message_goes_to_stderr(ending: Ending) -> None:
         (["run", "--bogus", "x.py"], "no such option: --bogus"),
         (["show", "missing.jsonl"], "missing.jsonl: no such file"),
         (["run", "-o", "-", "x.py"], "the trace cannot go to stdout (-o -)"),
+        (["run", "-o", "no/t.jsonl", str(SCRIPTS / "exits.py")], "cannot write the trace no/t.jsonl: "),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
