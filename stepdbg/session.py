@@ -1,4 +1,4 @@
-"""One traced process: its trace, its terminal view, its hooks, and its end record.
+"""One traced process: its trace, what it prints, its hooks, and its end record.
 
 `stepdbg run` makes one for the script's process (`runner`), and one in each
 process that ``torch.multiprocessing`` starts during the run (`spawned_ranks`).
@@ -22,7 +22,7 @@ from typing import NoReturn
 
 from . import __version__, exit_codes
 from .diagnostics import Diagnostics, Thresholds
-from .live import View
+from .run_output import RunOutput
 from .schema import Anomaly, AnomalySteps, EndRecord, Header, OptimizerInfo, StepRecord
 from .tracefile import TraceWriter
 
@@ -49,11 +49,11 @@ class RunOptions:
 
 
 class Recorder:
-    """Where the collector's output goes: the trace file, the view, the totals."""
+    """Where the collector's output goes: the trace file, the run's output, the totals."""
 
-    def __init__(self, writer: TraceWriter, view: View) -> None:
+    def __init__(self, writer: TraceWriter, output: RunOutput) -> None:
         self.writer = writer
-        self.view = view
+        self.output = output
         self.steps = 0
         self.anomalies: list[Anomaly] = []
         """Each problem as first reported (repeats are only counted, by `Diagnostics`)."""
@@ -64,12 +64,12 @@ class Recorder:
     def step(self, record: StepRecord) -> None:
         self.writer.write_step(record)
         self.steps += 1
-        self.view.on_step(record)
+        self.output.on_step(record)
 
     def anomaly(self, anomaly: Anomaly) -> None:
         self.writer.write(anomaly.to_json())
         self.anomalies.append(anomaly)
-        self.view.on_anomaly(anomaly)
+        self.output.on_anomaly(anomaly)
 
     def anomaly_steps(self, steps: AnomalySteps) -> None:
         self.writer.write(steps.to_json())
@@ -86,7 +86,7 @@ def session_in_progress() -> bool:
 
 def _let_go_in_forked_child() -> None:
     """A process forked during a session (a multiprocessing or DataLoader worker, ``os.fork``)
-    inherits it: its hooks, its open trace, its terminal view. They are the parent's: the
+    inherits it: its hooks, its open trace, its live table. They are the parent's: the
     child turns its hooks off and never writes to the trace or the terminal (its steps would
     mix with the parent's, its end record end the parent's trace)."""
     for let_go in _IN_PROGRESS:
@@ -145,7 +145,7 @@ class Session:
     """Collects one process's steps into one trace, from `start` to `end`."""
 
     def __init__(
-        self, options: RunOptions, argv: list[str], command: str, trace_path: Path, view: View, rank: int | None
+        self, options: RunOptions, argv: list[str], command: str, trace_path: Path, output: RunOutput, rank: int | None
     ) -> None:
         import torch  # the instrumentation needs it; the script will import it anyway
 
@@ -158,8 +158,8 @@ class Session:
         except OSError as e:
             raise TraceNotWritable(f"cannot write the trace {trace_path}: {e.strerror}") from None
         self.trace_path = trace_path
-        self.view = view
-        self.recorder = Recorder(self.writer, view)
+        self.output = output
+        self.recorder = Recorder(self.writer, output)
         self.started = time.time()
         self.writer.write(
             Header(
@@ -181,7 +181,7 @@ class Session:
         )
         self.tree = ModuleTree()
         self.collector = Collector(options.every, self.diagnostics, self.recorder.step, self.recorder.optimizer, self.tree)
-        self.instrumentation = Instrumentation(self.collector, view.prefix)
+        self.instrumentation = Instrumentation(self.collector, output.prefix)
         self._after_hard_exit: Callable[[EndRecord, int], int] | None = None
 
     def start(self, after_hard_exit: Callable[[EndRecord, int], int] | None = None) -> None:
@@ -194,13 +194,13 @@ class Session:
         _claim_os_exit()
         self.tree.install()
         self.instrumentation.install()
-        self.view.start()
+        self.output.start()
 
     def _let_go(self) -> None:
         self.instrumentation.uninstall()
         self.tree.uninstall()
         self.writer.detach()
-        self.view.detach()
+        self.output.detach()
 
     def stop(self) -> None:
         """Hooks out, and every record still waiting on a device emitted."""
@@ -212,7 +212,7 @@ class Session:
         self.instrumentation.uninstall()
         self.tree.uninstall()
         self.instrumentation.finish()
-        self.view.stop()
+        self.output.stop()
 
     def _hard_exit(self, code: int) -> int:
         """The script called ``os._exit(code)``: Python ends no further, so the session ends here."""

@@ -26,7 +26,7 @@ from typing import Any
 from rich.console import Console
 
 from .diagnostics import has_problems
-from .live import View
+from .run_output import RunOutput
 from .schema import EndRecord
 from .session import RunOptions, Session, TraceNotWritable, outcome, rank_trace_path
 from .tracefile import read_end
@@ -49,9 +49,9 @@ class TracedRank:
         module = _spawn_module()
         if isinstance(module._wrap, TracedRank):  # forked with the patch: ranks this rank starts are its own business
             module._wrap = self.wrap
-        view = View(Console(stderr=True), live=False, quiet=self.options.quiet, label=f"rank {rank}")
+        output = RunOutput(Console(stderr=True), live=False, quiet=self.options.quiet, label=f"rank {rank}")
         try:
-            session = Session(self.options, self.argv, self.command, rank_trace_path(self.trace, rank), view, rank)
+            session = Session(self.options, self.argv, self.command, rank_trace_path(self.trace, rank), output, rank)
         except TraceNotWritable as e:  # the rank trains all the same, untraced
             print(f"stepdbg[rank {rank}]: {e}", file=sys.stderr)
             return self.wrap(fn, rank, *rest)

@@ -45,6 +45,11 @@ MISSING = "–"
 """A value the trace does not have (no lr in a loop without an optimizer, a share of no time)."""
 
 
+RUN_DIGITS = 4
+"""Significant digits of the figures a run prints as it goes (the live table, progress lines);
+``show`` and ``diff`` summarize in `fmt_num`'s default 3."""
+
+
 def fmt_num(value: float | None, digits: int = 3) -> str:
     """A figure in ``digits`` significant digits; `MISSING` for none; ``nan``, ``inf`` as such."""
     if value is None:

@@ -1,8 +1,8 @@
 """Tracing a stretch of a process: `stepdbg.trace()`, and the run that `stepdbg run` is built on.
 
 `TracedRun` is one traced stretch: a `Session` (trace, hooks, end record) with its
-view, the ranks it starts with ``torch.multiprocessing`` traced beside it, the
-summary at the end and what ``strict`` makes of it. ``stepdbg run`` runs a script
+output, the ranks it starts with ``torch.multiprocessing`` traced beside it, the
+end-of-run report and what ``strict`` makes of it. ``stepdbg run`` runs a script
 in one (`runner`); ``stepdbg.trace()`` runs the code of a ``with`` block or of a
 decorated function in one, and yields it, so that the code can read its
 anomalies while it runs and after. The hooks are process-wide: one run at a time
@@ -28,7 +28,7 @@ from rich.console import Console
 
 from . import exit_codes
 from .diagnostics import RULES, Thresholds
-from .live import View
+from .run_output import RunOutput
 from .schema import Anomaly, EndRecord
 from .session import (
     TRACE_SUFFIX,
@@ -104,8 +104,8 @@ class TracedRun:
     """One traced stretch of this process, into one trace file.
 
     `start` puts the hooks in, `stop` takes them out, `finish` writes the end record and
-    prints the summary. While it runs and after, it tells the run's anomalies (each
-    problem as first found; `counts` has the repeats) and its trace's path.
+    prints the end-of-run report. While it runs and after, it tells the run's anomalies
+    (each problem as first found; `counts` has the repeats) and its trace's path.
     """
 
     def __init__(self, options: RunOptions, argv: list[str], command: str, path: Path) -> None:
@@ -159,11 +159,11 @@ class TracedRun:
                 "stepdbg is already tracing this process (stepdbg run, or a stepdbg.trace() not yet exited): "
                 "stepdbg.trace() cannot be nested or re-entered; keep the outermost one"
             )
-        view = View(
+        output = RunOutput(
             Console(stderr=True), live=self._options.live and _draws_the_table(), quiet=self._options.quiet,
             label=_rank_label(),
         )
-        self._session = Session(self._options, self._argv, self._command, self.path, view, launcher_rank())
+        self._session = Session(self._options, self._argv, self._command, self.path, output, launcher_rank())
         self.path = self._session.trace_path
         self._ranks = SpawnedRanks(self._options, self._argv, self._command, self.path)
         self._session.start(after_hard_exit=self._after_hard_exit)
@@ -180,7 +180,7 @@ class TracedRun:
         try:
             adopt_existing(session.tree, session.collector, session.instrumentation)
         except Exception as error:  # tracing goes on, with what it sees from now on
-            print(f"{session.view.prefix} internal error looking for the models built before tracing: "
+            print(f"{session.output.prefix} internal error looking for the models built before tracing: "
                   f"{type(error).__name__}: {error}", file=sys.stderr)
 
     def stop(self) -> None:
@@ -190,28 +190,28 @@ class TracedRun:
         self._session.stop()
 
     def finish(self, error: BaseException | None) -> EndRecord:
-        """The end record for code that raised ``error`` (None: it returned), and the summary."""
+        """The end record for code that raised ``error`` (None: it returned), and the report."""
         assert self._session is not None
         self.end = self._session.end(*outcome(error))
-        self._summarize(self.end)
+        self._report_end(self.end)
         return self.end
 
     def _after_hard_exit(self, end: EndRecord, code: int) -> int:
-        """The code called ``os._exit(code)``: the summary, and the code to exit with."""
+        """The code called ``os._exit(code)``: the end-of-run report, and the code to exit with."""
         self.end = end
-        self._summarize(end)
+        self._report_end(end)
         return self.exit_code
 
-    def _summarize(self, end: EndRecord) -> None:
-        """The summary, with a line per rank started with ``torch.multiprocessing``: one write
-        (in a notebook, one output)."""
+    def _report_end(self, end: EndRecord) -> None:
+        """The end-of-run report, with a line per rank started with ``torch.multiprocessing``:
+        one write (in a notebook, one output)."""
         assert self._session is not None and self._ranks is not None
         session = self._session
         rank_ends = self._ranks.ends(since=session.started)
         self._rank_problems = self._ranks.found_problems(rank_ends)
         rank_lines = {rank: (str(path), rank_end) for rank, (path, rank_end) in rank_ends.items()}
-        with session.view.console:
-            session.view.summary(end, str(self.path), rank_lines, stopped=session.instrumentation.failed)
+        with session.output.console:
+            session.output.report_end(end, str(self.path), rank_lines, stopped=session.instrumentation.failed)
 
 
 class Tracer:
@@ -276,7 +276,7 @@ def trace(
     patience: int = Thresholds.patience,
 ) -> Tracer:
     """Trace the training steps of a ``with`` block, or of each call of a decorated function,
-    as ``stepdbg run`` traces a script: the same hooks, trace, rules and summary.
+    as ``stepdbg run`` traces a script: the same hooks, trace, rules and end-of-run report.
 
     ``path``: the trace file (default: see `default_trace_path`). ``every``: per-parameter
     detail every N steps (0: never). ``strict``: raise `StrictError` after code that

@@ -86,7 +86,7 @@ def script_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 PROGRESS_LINE = re.compile(r"stepdbg(\[[^\]]*\])?: (optimizer \d+|no optimizer) step \d+: loss ")
-"""The plain progress line a run without the table prints every few seconds (`stepdbg.live.View`)."""
+"""The plain progress line a run without the table prints every few seconds (`stepdbg.progress`)."""
 
 
 def stepdbg_lines(stderr: str) -> list[str]:
