@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from rich.text import Text
 
 from .schema import PHASES, EndRecord
-from .style import BAD, CAUTION, GOOD, fmt_share
+from .style import BAD, CAUTION, GOOD, fmt_duration, fmt_share
 
 TIMED = (*PHASES, "overhead")
 """The end record's times, in the order the report gives their shares (``overhead`` is stepdbg's own)."""
@@ -34,9 +34,9 @@ def end_report(
         shares = " · ".join(
             f"{phase} {fmt_share(end.time.get(phase, 0.0) / total)}" for phase in TIMED if phase in end.time
         ).replace("overhead", "stepdbg")
-        lines.append(f"{prefix} {end.steps} steps in {end.duration:.2f} s ({shares})")
+        lines.append(f"{prefix} {end.steps} steps in {fmt_duration(end.duration)} ({shares})")
     elif stopped is None:
-        lines.append(f"{prefix} no optimizer step or backward pass in this process ({end.duration:.2f} s)")
+        lines.append(f"{prefix} no optimizer step or backward pass in this process ({fmt_duration(end.duration)})")
     if stopped is not None:
         lines.append(Text(f"{prefix} tracing stopped early by an internal error ({stopped})", style=BAD))
     if end.anomalies:

@@ -38,7 +38,7 @@ from .plot_data import (
     OptimizerLines,
     RunLines,
 )
-from .style import SEVERITY_FIGURE_COLORS, fmt_seconds, optimizer_label
+from .style import SEVERITY_FIGURE_COLORS, fmt_num, fmt_seconds, optimizer_label
 from .view import StepFilter
 
 RUN_DASHES = ("-", (0, (5, 3)), (0, (1, 2)), (0, (6, 2, 1, 2)))
@@ -293,7 +293,7 @@ class Dashboard:
         ax.set_ylim(len(names) - 0.5, -0.5)  # the first layer on top, as in the model
         bar = fig.colorbar(mesh, ax=ax, location="bottom", fraction=0.05, pad=0.02, aspect=60, label="grad norm")
         bar.ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0), numticks=12))
-        bar.ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.3g}"))
+        bar.ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: fmt_num(value)))
         bar.ax.xaxis.set_minor_locator(NullLocator())
 
     # ---- marks ------------------------------------------------------------------------------

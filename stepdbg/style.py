@@ -73,6 +73,11 @@ def fmt_seconds(seconds: float | None) -> str:
     return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
+def fmt_duration(seconds: float) -> str:
+    """A run's wall-clock time, as the end-of-run report gives it: ``4.69 s``."""
+    return f"{seconds:.2f} s"
+
+
 def fmt_ms(seconds: float | None, unit: bool = True) -> str:
     """Seconds as milliseconds with two decimals, for the live table's columns of times:
     ``12.34 ms`` (``12.34`` under a header that names the unit)."""
