@@ -1,4 +1,5 @@
-"""Which records a view of a trace covers: the one filtered pass that `show`, `plot` and `export` read.
+"""Which records a view of a trace covers: the one filtered pass that every view reads
+(`show` in each format, `diff`'s two sides, `plot`, `export`, ``stepdbg.load().to_pandas()``).
 
 ``--steps A:B`` and ``--optimizer N`` choose steps (`StepFilter`), ``--param GLOB``
 chooses parameters (`ParamMatcher`). `TraceView` streams a trace's records through
