@@ -120,7 +120,7 @@ def test_repeated_rule_reported_once_and_counted(runs) -> None:
     assert [a["rule"] for a in run.anomalies] == ["missing-zero-grad"]
     assert run.end["anomalies"] == {"missing-zero-grad": 29}
     assert run.end["steps"] == len(run.steps(0)) == 30
-    assert "missing-zero-grad" in run.proc.stderr  # the summary names it
+    assert "missing-zero-grad" in run.proc.stderr  # the end-of-run report names it
 
 
 @pytest.mark.uses(MISSING_ZERO_GRAD.spec)
