@@ -7,8 +7,9 @@ error_file)``, which calls ``fn`` and reports its exception to the parent) is
 replaced by a `TracedRank`, pickled to each process in its place: rank ``i`` runs
 it in a `Session` of its own, traced into ``<trace>.rank<i>``, and prints its
 anomalies as they happen; the main process reads the ranks' end records when the
-script ends, for its summary and ``--strict``. ``_wrap`` stays between stepdbg and
-``fn``, so the traceback of a rank that raises is the same as without stepdbg.
+script ends, for its end-of-run report and ``--strict``. ``_wrap`` stays between
+stepdbg and ``fn``, so the traceback of a rank that raises is the same as without
+stepdbg.
 Other child processes (DataLoader workers, a bare ``multiprocessing.Process``) are
 not traced, and a forked one leaves its parent's session alone (see `session`).
 """

@@ -47,7 +47,7 @@ MISSING = "–"
 
 RUN_DIGITS = 4
 """Significant digits of the figures a run prints as it goes (the live table, progress lines);
-``show`` and ``diff`` summarize in `fmt_num`'s default 3."""
+``show`` and ``diff`` give 3, `fmt_num`'s default."""
 
 
 def fmt_num(value: float | None, digits: int = 3) -> str:
