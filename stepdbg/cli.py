@@ -114,7 +114,8 @@ def run(
         Optional[Path],
         typer.Option(
             "-o", "--trace", metavar="PATH",
-            help="Trace file to write. Default: SCRIPT.stepdbg.jsonl in the current directory.",
+            help="Trace file to write; one that a live run writes is an error. Default: SCRIPT.stepdbg.jsonl"
+            " in the current directory, or SCRIPT.1.stepdbg.jsonl... while another run writes it.",
         ),
     ] = None,
     every: Annotated[
@@ -127,7 +128,9 @@ def run(
         ),
     ] = 50,
     live: Annotated[bool, typer.Option("--live/--no-live", help="Show the live table while the script runs.")] = True,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing from stepdbg except errors.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print nothing from stepdbg except errors and why --strict fails.")
+    ] = False,
     disable: Annotated[
         Optional[str],
         typer.Option(metavar="RULE[,RULE]", help="Comma-separated diagnostic rules to turn off.", show_default=False),

@@ -68,11 +68,6 @@ class Thresholds:
     """unused-param, zero-update: consecutive steps the condition must hold."""
 
 
-def has_problems(counts: dict[str, int]) -> bool:
-    """Whether anomaly counts (an end record's) include a warning or an error (for --strict)."""
-    return any(rule in RULES and RULES[rule].severity != "info" for rule in counts)
-
-
 @dataclass
 class _OptimizerHistory:
     norm_average: float | None = None
@@ -176,11 +171,6 @@ class Diagnostics:
     def _first_report(self, rule: str, optimizer: int | None) -> bool:
         """Whether reporting ``rule`` for ``optimizer`` now would print it (not disabled, not yet reported)."""
         return rule not in self.disabled and (rule, optimizer) not in self._reported
-
-    @property
-    def found_problems(self) -> bool:
-        """Whether a warning or an error was reported (for --strict)."""
-        return has_problems(self.counts)
 
     def check_step(
         self,

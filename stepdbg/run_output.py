@@ -2,19 +2,19 @@
 
 The live table where it can be redrawn (`live`), progress lines elsewhere
 (`progress`), each anomaly as a line as it is found, in every mode, and the
-end-of-run report (`end_report`). Every line goes out whole, as it is: never read as
-rich markup.
+end-of-run report (`end_report`), with why ``--strict`` fails the run. Every line
+goes out whole, as it is: never read as rich markup.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from rich.console import Console
 from rich.text import Text
 
-from .end_report import end_report
+from .end_report import end_report, strict_line
 from .live import LiveTable
 from .progress import ProgressLines
 from .schema import Anomaly, EndRecord, StepRecord
@@ -64,6 +64,11 @@ class RunOutput:
             if line is not None:
                 self._line(line)
 
+    def note(self, text: str) -> None:
+        """A line about the run itself (where its trace goes), unless quiet."""
+        if not self.quiet:
+            self._line(f"{self.prefix} {text}")
+
     def on_anomaly(self, anomaly: Anomaly) -> None:
         self.table.anomaly_count += 1
         if not self.quiet:
@@ -80,6 +85,11 @@ class RunOutput:
         if not self.quiet:
             for line in end_report(end, trace, self.prefix, ranks, stopped):
                 self._line(line)
+
+    def report_strict_failure(self, problems: Sequence[tuple[str, str]]) -> None:
+        """The line that says why ``--strict`` fails the run (`end_report.strict_line`): printed
+        even when quiet (in CI, a red build needs its reason)."""
+        self._line(strict_line(problems, self.prefix))
 
     def _line(self, line: str | Text) -> None:
         """One line as it is: never read as rich markup or emoji codes (a rank label, a path with

@@ -346,13 +346,21 @@ class EndRecord:
     steps: int
     anomalies: dict[str, int] = field(default_factory=dict)
     time: dict[str, float] = field(default_factory=dict)
+    signal: str | None = None
+    """The signal that terminated the run (``"SIGTERM"``), only written with status ``"terminated"``."""
     type: str = "end"
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.signal is None:
+            del data["signal"]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EndRecord:
+        signal = data.get("signal")
+        if signal is not None and type(signal) is not str:
+            raise TypeError("signal is not a name")
         return cls(
             status=data.get("status", "?"),
             exit_code=int(data.get("exit_code", 0)),
@@ -360,6 +368,7 @@ class EndRecord:
             steps=int(data.get("steps", 0)),
             anomalies=_counts(data.get("anomalies", {})),
             time=_times(data.get("time", {})),
+            signal=signal,
         )
 
 

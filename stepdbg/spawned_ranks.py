@@ -26,7 +26,7 @@ from typing import Any
 
 from rich.console import Console
 
-from .diagnostics import has_problems
+from .diagnostics import RULES
 from .run_output import RunOutput
 from .schema import EndRecord
 from .session import RunOptions, Session, TraceNotWritable, outcome, rank_trace_path
@@ -52,7 +52,7 @@ class TracedRank:
             module._wrap = self.wrap
         output = RunOutput(Console(stderr=True), live=False, quiet=self.options.quiet, label=f"rank {rank}")
         try:
-            session = Session(self.options, self.argv, self.command, rank_trace_path(self.trace, rank), output, rank)
+            session = Session(self.options, self.argv, self.command, [rank_trace_path(self.trace, rank)], output, rank)
         except TraceNotWritable as e:  # the rank trains all the same, untraced
             print(f"stepdbg[rank {rank}]: {e}", file=sys.stderr)
             return self.wrap(fn, rank, *rest)
@@ -128,8 +128,14 @@ class SpawnedRanks:
         return found
 
     @staticmethod
-    def found_problems(ends: dict[int, tuple[Path, EndRecord | None]]) -> bool:
-        return any(end is not None and has_problems(end.anomalies) for _, end in ends.values())
+    def problems(ends: dict[int, tuple[Path, EndRecord | None]]) -> list[tuple[str, str]]:
+        """Each rule that found a warning or an error on a rank, as ``(severity, "rule on rank N")``."""
+        return [
+            (RULES[rule].severity, f"{rule} on rank {rank}")
+            for rank, (_, end) in ends.items()
+            for rule in (end.anomalies if end is not None else {})
+            if rule in RULES and RULES[rule].severity != "info"
+        ]
 
 
 def _written_since(path: Path, since: float) -> bool:

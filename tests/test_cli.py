@@ -31,7 +31,7 @@ def test_run_help_gives_each_option_its_line(stepdbg_cli: CLI) -> None:
     _, out, _ = stepdbg_cli("run", "-h")
     lines = out.splitlines()
     for option, description in [
-        ("-o, --trace PATH", "Trace file to write."),
+        ("-o, --trace PATH", "Trace file to write"),
         ("--every N", "Record per-parameter norms"),
         ("--disable RULE[,RULE]", "Comma-separated diagnostic rules"),
         ("--explode-ratio X", "exploding-grad:"),

@@ -90,6 +90,7 @@ UNUSED = next(b for b in BUGS if b.spec.script == "bug_unused_param.py")
 DISABLED = strict("bug_missing_zero_grad.py", "--disable", "missing-zero-grad")
 PATIENCE = Spec("bug_unused_param.py", options=("--patience", "5"))  # not --strict
 CORRECT_STRICT = Spec("ok_module_zero_grad.py", options=("--strict",))  # shared with test_loops
+QUIET_STRICT = Spec("bug_missing_zero_grad.py", options=("--quiet", "--strict"))
 
 
 @pytest.mark.parametrize("bug", BUGS, ids=[b.id for b in BUGS])
@@ -175,12 +176,20 @@ def test_disable_silences_the_rule(runs) -> None:
 def test_strict_exit_codes(runs) -> None:
     buggy = runs.get(MISSING_ZERO_GRAD.spec)
     assert buggy.proc.returncode == 3 and buggy.end["exit_code"] == 0, buggy.describe()
+    assert buggy.proc.stderr.endswith("\nstepdbg: --strict: 1 error (missing-zero-grad at step 1)\n"), buggy.describe()
     correct = runs.get(CORRECT_STRICT)
     assert correct.proc.returncode == 0, correct.describe()
     assert correct.anomalies == []
     unstrict = runs.get(PATIENCE)
     assert unstrict.anomalies, unstrict.describe()
     assert unstrict.proc.returncode == 0, "without --strict, a run with warnings exits with the script's code"
+
+
+@pytest.mark.uses(QUIET_STRICT)
+def test_quiet_strict_still_says_why_it_fails(runs) -> None:
+    """In CI, exit 3 is a red build: its reason is the one line --quiet keeps."""
+    run = runs.get(QUIET_STRICT)
+    assert (run.proc.returncode, run.proc.stderr) == (3, "stepdbg: --strict: 1 error (missing-zero-grad at step 1)\n")
 
 
 @pytest.mark.uses(PATIENCE)

@@ -218,6 +218,45 @@ def test_the_end_report_names_the_trace(ending: Ending) -> None:
     assert f"trace written to {trace}" in result.stderr
 
 
+def test_runs_side_by_side_in_one_folder_each_own_their_trace(tmp_path: Path) -> None:
+    """A sweep (``for lr in ...; do stepdbg run train.py --lr $lr & done``): each run writes
+    a trace of its own, whole, the first under the default name and the others under free
+    names that they say; a run told to write a trace that a live run writes stops before
+    its script starts."""
+    script = str(SCRIPTS / "waits.py")
+    command = [sys.executable, "-m", "stepdbg", "run", "--no-live", script]
+    sweep = [
+        subprocess.Popen(
+            [*command, f"run{i}"], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for i in range(3)
+    ]
+    try:
+        for i, process in enumerate(sweep):
+            assert process.stdout is not None and process.stdout.readline() == f"run{i} waits\n"
+        held = run("run", "-o", "waits.stepdbg.jsonl", script, "late", cwd=tmp_path)  # all three are writing now
+    finally:
+        (tmp_path / "go").touch()
+        ended = [process.communicate(timeout=120) for process in sweep]
+    assert (held.returncode, held.stdout) == (2, ""), held.stderr
+    [line] = held.stderr.splitlines()
+    assert line.startswith("stepdbg: error: cannot write the trace waits.stepdbg.jsonl: another run (pid ")
+    assert line.endswith(") is writing it")
+    default = tmp_path / "waits.stepdbg.jsonl"
+    written = {}
+    for i, (process, (_, stderr)) in enumerate(zip(sweep, ended)):
+        assert process.returncode == 0, stderr
+        trace = Path(stderr.split("trace written to ")[1].split()[0])
+        written[trace.name] = i
+        lines = records(trace)  # every line whole and valid
+        assert (lines[0]["pid"], lines[0]["argv"]) == (process.pid, [script, f"run{i}"]), "the run's own trace"
+        assert [r["step"] for r in lines if r["type"] == "step"] == [0, 1, 2, 3]
+        assert [r["type"] for r in lines].count("end") == 1 and lines[-1]["status"] == "ok"
+        if trace != default:
+            assert f"is writing {default}: this run's trace is {trace}" in stderr.splitlines()[0]
+    assert sorted(written) == ["waits.1.stepdbg.jsonl", "waits.2.stepdbg.jsonl", "waits.stepdbg.jsonl"]
+
+
 def test_killed_run_keeps_completed_steps(tmp_path: Path) -> None:
     trace = tmp_path / "killed.jsonl"
     process = subprocess.Popen(
@@ -244,6 +283,55 @@ def test_killed_run_keeps_completed_steps(tmp_path: Path) -> None:
     shown = run("show", str(trace), cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert "not finished (no end record" in shown.stdout
+
+
+def end_record(trace: Path) -> dict:
+    """The trace's last record, every record before it whole and valid, checked to be its only end record."""
+    lines = records(trace)
+    assert [r["type"] for r in lines].count("end") == 1 and lines[-1]["type"] == "end", lines[-3:]
+    return lines[-1]
+
+
+def test_sigterm_ends_the_run_and_then_the_process(tmp_path: Path) -> None:
+    """As launchers stop jobs: every step before the signal in the trace (none of them waits
+    for the writer), an end record, the terminal's scroll region given back, the end-of-run report,
+    then the process ended by the signal, as without stepdbg. (SIGHUP: test_termination.py.)"""
+    trace = tmp_path / "t.jsonl"
+    command = [sys.executable, "-m", "stepdbg", "run", "-o", str(trace), str(SCRIPTS / "signals.py"), "SIGTERM"]
+    code, output = run_in_terminal(*command, cwd=tmp_path, env=ENV)
+    assert code == -signal.SIGTERM, output[-2000:]
+    shown = terminal_lines(output)  # the region was given back
+    assert "trained 5 steps" in shown and "not terminated" not in shown
+    report = "".join(shown[shown.index("trained 5 steps") + 1 :]).replace(" ", "")  # lines wrapped at the width
+    assert report.startswith("stepdbg:5stepsin") and report.endswith(f"tracewrittento{trace}"), report
+    assert "stepdbg:terminatedbySIGTERM" in report
+    lines = records(trace)
+    assert [r["step"] for r in lines if r["type"] == "step"] == [0, 1, 2, 3, 4]
+    end = end_record(trace)
+    assert (end["status"], end["signal"], end["exit_code"], end["steps"]) == ("terminated", "SIGTERM", 143, 5)
+
+
+def test_a_scripts_own_sigterm_handler_keeps_the_signal(tmp_path: Path) -> None:
+    """A handler the script installs (Lightning's, for Slurm's requeue) wins, also when it calls
+    the one it replaced: the script stops when it decides to, and the run ends as it ends."""
+    trace = tmp_path / "t.jsonl"
+    result = run("run", "--no-live", "-o", str(trace), str(SCRIPTS / "signals.py"), "own-handler", cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (0, "stopped cleanly after 4 steps\n"), result.stderr
+    assert "terminated" not in result.stderr
+    end = end_record(trace)
+    assert (end["status"], end["steps"], "signal" in end) == ("ok", 4, False)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="the script reads its main thread's state in /proc")
+def test_sigterm_ends_a_run_whose_main_thread_never_gets_to_the_handler(tmp_path: Path) -> None:
+    """A rank blocked in a collective for a rank that died runs no Python signal handler:
+    stepdbg's watchdog ends the run, and exits with the signal's exit code."""
+    trace = tmp_path / "t.jsonl"
+    result = run("run", "--no-live", "-o", str(trace), str(SCRIPTS / "signals.py"), "stuck", cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (128 + signal.SIGTERM, ""), result.stderr
+    assert "stepdbg: terminated by SIGTERM" in result.stderr
+    end = end_record(trace)
+    assert (end["status"], end["signal"], end["steps"]) == ("terminated", "SIGTERM", 3)
 
 
 def test_trace_is_standard_json_lines(ending: Ending) -> None:
