@@ -79,7 +79,7 @@ def _anomaly_row(firing: Firing) -> list[Any]:
 def write_table(view: TraceView, out: TextIO, anomalies_only: bool = False, param: str | None = None) -> None:
     """The view's table on ``out``: its steps, its anomalies, or the parameters matching ``param``."""
     if anomalies_only and param is not None:
-        raise ValueError("--csv writes one table: use --anomalies or --param, not both")
+        raise ValueError("--format csv (--csv) writes one table: use --anomalies or --param, not both")
     writer = csv.writer(out, lineterminator="\n")
     if anomalies_only:
         writer.writerow(ANOMALY_COLUMNS)
