@@ -189,7 +189,14 @@ def run(
 
 @app.command()
 def show(
-    trace: Annotated[Path, typer.Argument(metavar="TRACE", help="A trace written by stepdbg run.", show_default=False)],
+    traces: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="TRACE",
+            help="A trace written by stepdbg run; several: the ranks of one distributed run, side by side.",
+            show_default=False,
+        ),
+    ],
     steps: Annotated[
         Optional[str], typer.Option(metavar="A:B", help="Only steps A:B (Python slice of step numbers, e.g. 100:200).")
     ] = None,
@@ -203,15 +210,19 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Same as --format csv.")] = False,
 ) -> None:
-    """Show a trace: the run, its optimizers, time per phase, sparklines, anomalies."""
-    from .show import ShowOptions, show_trace
+    """Show a trace: the run, its optimizers, time per phase, memory, sparklines, anomalies;
+    several: the ranks of one run side by side."""
+    from .show import ShowOptions, show_ranks, show_trace
 
     chosen = _chosen_format(
         output_format, {"--json": "json" if as_json else None, "--csv": "csv" if as_csv else None}, list(SHOW_FORMATS)
     )
     options = ShowOptions(steps=steps, optimizer=optimizer, param=param, anomalies_only=anomalies, format=chosen)
     try:
-        show_trace(trace, options)
+        if len(traces) == 1:
+            show_trace(traces[0], options)
+        else:
+            show_ranks(traces, options)
     except (TraceError, ValueError) as e:
         raise fail(str(e)) from None
 

@@ -26,7 +26,7 @@ from .schema import PHASES, StepRecord
 from .style import CAUTION, GOOD, MISSING, RUN_DIGITS, fmt_ms, fmt_num
 
 REFRESH_INTERVAL = 0.25
-TABLE_PHASES = ("fwd", "bwd", "step", "zero")
+TABLE_PHASES = ("data", "fwd", "bwd", "step", "zero")
 """Column headers for `PHASES`, short enough for an 80-column terminal."""
 LEADING_COLUMNS = ("opt", "step", "loss", "grad norm", "lr")
 """The table's columns before the phase times."""

@@ -73,6 +73,18 @@ def fmt_seconds(seconds: float | None) -> str:
     return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
+def fmt_bytes(count: float | None) -> str:
+    """``512 B``, ``3.2 MiB``, ``1.5 GiB``; `MISSING` for none."""
+    if count is None:
+        return MISSING
+    sign, size, unit = ("-" if count < 0 else ""), float(abs(count)), "B"
+    for larger in ("KiB", "MiB", "GiB", "TiB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, larger
+    return f"{sign}{size:.0f} {unit}" if unit == "B" else f"{sign}{size:.3g} {unit}"
+
+
 def fmt_duration(seconds: float) -> str:
     """A run's wall-clock time, as the end-of-run report gives it: ``4.69 s``."""
     return f"{seconds:.2f} s"

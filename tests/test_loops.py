@@ -109,6 +109,8 @@ LOOPS = [
     Loop(ok("ok_gradient_surgery.py"), (("SGD", 30, 1),)),
     Loop(ok("ok_accumulation_epoch_scheduler.py", "clear"), (("SGD", 8, 4),)),
     Loop(ok("ok_adversarial_training.py"), (("SGD", 30, 1),), ("backward×3", "zero_grad", "backward", "step")),
+    # long enough for memory-growth to judge it, and flat: the floats kept are no leak
+    Loop(ok("bug_loss_tensors_kept.py", "item"), (("SGD", 230, 1),), ("zero_grad", "backward", "step")),
 ]
 LOOP_IDS = [loop.spec.script.removesuffix(".py") + "".join(f"-{a}" for a in loop.spec.args) for loop in LOOPS]
 FAITHFUL = [ADAMW, DCGAN, LBFGS, AMP, ACCUM, MULTITASK, UNFREEZE, *COMPILED, IN_BACKWARD, BY_HAND[0], SAM[0]]

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ..anomaly_view import Firing
+from ..memory import step_memory
 from ..schema import PHASES, OptimizerInfo, StepRecord
 from ..view import ParamMatcher, TraceView
 from .output import Output
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 TIMES = (*PHASES, "total")
 STEP_COLUMNS = [
     "optimizer", "step", "t", "loss", "grad_norm", "lr", *(f"time_{name}" for name in TIMES),
-    "backward_calls", "skipped", "calls",
+    "backward_calls", "skipped", "calls", "memory", "memory_peak",
 ]
 ANOMALY_FIELDS = ["rule", "severity", "step", "optimizer", "param", "message", "hint", "t"]
 ANOMALY_COLUMNS = [*ANOMALY_FIELDS, "count", "steps_in_view"]
@@ -34,9 +35,11 @@ PARAM_COLUMNS = ["optimizer", "step", "param", "grad_norm", "update_ratio"]
 def step_row(record: StepRecord) -> list[Any]:
     """csv writes None as an empty cell and floats exactly (``repr``); NaN as ``nan``, which pandas reads."""
     lr: Any = record.lr[0] if len(record.lr) == 1 else ";".join("" if v is None else repr(v) for v in record.lr)
+    memory = step_memory(record.memory)
     return [
         record.optimizer, record.step, record.t, record.loss, record.grad_norm, lr, *map(record.time.get, TIMES),
         record.backward_calls, record.skipped, " ".join(record.calls),
+        memory[1] if memory else None, (record.memory or {}).get("peak"),
     ]
 
 

@@ -24,6 +24,7 @@ def show_json(shown: ShowStats, anomalies_only: bool = False) -> dict[str, Any]:
     elif not anomalies_only:
         data["optimizers"] = [stats.to_json() for stats in shown.optimizers.values()]
         data["time"] = shown.profile.to_json()
+        data["memory"] = shown.memory.to_json()
     if anomalies_only or shown.params is None:
         data["anomalies"] = [group.to_json() for group in shown.anomalies.values()]
     return data

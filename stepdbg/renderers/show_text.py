@@ -27,6 +27,7 @@ from ..style import (
     LINE,
     MISSING,
     data_table,
+    fmt_bytes,
     fmt_num,
     fmt_seconds,
     fmt_share,
@@ -148,13 +149,32 @@ def render_profile(shown: ShowStats) -> RenderableType | None:
     several = len(shown.optimizers) > 1
     table = data_table("phase", "total", "mean/step", "share", "slowest", right=("total", "mean/step", "share"))
     for phase, stats in profile.phases.items():
-        share = profile.share(phase)
         at = stats.slowest_at
-        slowest = f"{fmt_seconds(stats.slowest)} at {step_label(*at, several)}" if at else MISSING
+        if at is None:
+            continue  # a phase the trace does not record
+        share = profile.share(phase)
+        slowest = f"{fmt_seconds(stats.slowest)} at {step_label(*at, several)}"
         table.add_row(
             phase, fmt_seconds(stats.total), fmt_seconds(stats.total / profile.steps), fmt_share(share), slowest
         )
     return section(f"time per phase (total {fmt_seconds(profile.total)} over {profile.steps} steps)", table)
+
+
+def render_memory(shown: ShowStats) -> RenderableType | None:
+    """First, last and peak memory at the steps' ends; on CUDA the peak is the allocator's own."""
+    memory = shown.memory
+    if memory.measure is None:
+        return None
+    growth = memory.growth
+    peak = fmt_bytes(memory.peak)
+    if memory.peak_at is not None:
+        peak += f" at {step_label(*memory.peak_at, len(shown.optimizers) > 1)}"
+    table = _key_values()
+    table.add_row("first", fmt_bytes(memory.first))
+    sign = "+" if growth is not None and growth >= 0 else ""
+    table.add_row("last", f"{fmt_bytes(memory.last)} ({sign}{fmt_bytes(growth)})")
+    table.add_row("allocator's peak" if memory.measure == "allocated" else "peak", peak)
+    return section(f"memory: {memory.description} at the steps' ends", table)
 
 
 def render_sparklines(shown: ShowStats) -> RenderableType | None:
@@ -175,7 +195,12 @@ def render_sparklines(shown: ShowStats) -> RenderableType | None:
         if stats.grad_norms or stats.grad_nonfinite:
             grad_max = fmt_num(max(stats.grad_norms, default=None))
             table.add_row(label, "grad norm", Sparkline(stats.grad_line), f"max {grad_max}")
-    return section("loss and grad norm over the steps", table) if table.row_count else None
+    memory = shown.memory
+    if memory.measure is not None:
+        table.add_row("", "memory", Sparkline(memory.line), f"last {fmt_bytes(memory.last)}")
+    title = "loss, grad norm and memory" if memory.measure is not None else "loss and grad norm"
+    title += " over the steps"
+    return section(title, table) if table.row_count else None
 
 
 def render_anomalies(shown: ShowStats) -> RenderableType:
@@ -247,7 +272,7 @@ def render(shown: ShowStats, anomalies_only: bool = False) -> RenderableType:
     if shown.params is not None:
         parts.append(render_params(shown))
     elif not anomalies_only:
-        parts += [render_optimizers(shown), render_profile(shown), render_sparklines(shown)]
+        parts += [render_optimizers(shown), render_profile(shown), render_memory(shown), render_sparklines(shown)]
     if anomalies_only or shown.params is None:
         parts.append(render_anomalies(shown))
     return spaced(part for part in parts if part is not None)
