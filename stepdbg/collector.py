@@ -7,10 +7,11 @@ cleared since) and turns each optimizer step into a `StepRecord`.
 Gradient state, not call patterns, decides the ordering rules: at a step the
 consumed gradient tensors are remembered weakly with their ``_version``; any
 clearing (``set_to_none``, ``p.grad = None``, ``zero_()``) changes one of the
-two, and a backward that bumps the version of a still-consumed gradient has
-accumulated into stale gradients. That snapshot is only taken for optimizers
-that were not cleared by an explicit ``zero_grad`` call in their last
-iteration, so a correct loop pays nothing for it.
+two, but for a write through ``.data``, which only the values show, and a
+backward that bumps the version of a still-consumed gradient has accumulated
+into stale gradients. That snapshot is only taken for optimizers that were not
+cleared by an explicit ``zero_grad`` call in their last iteration, so a correct
+loop pays nothing for it. See ../docs/gradient-state.md.
 
 On CUDA, values are copied to the host asynchronously and read once an event
 says they are ready (usually at the next step); nothing here syncs the device.
@@ -29,7 +30,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.utils.weak import WeakIdKeyDictionary
@@ -239,7 +240,15 @@ class OptimizerTrack:
     """The sentinel's gradient right after the last clear (None: it had none): see
     `Collector._set_since_clear`."""
     snapshot: list[tuple[weakref.ref, weakref.ref, int, int]] | None = None
+    """The gradients its previous step consumed, each (param, gradient, version, position), held
+    weakly, while a backward may still add to them (see the module docstring)."""
     dirty_param: int | None = None
+    """The first position where a backward added to gradients its previous step consumed."""
+    dirty_pending: dict[int, torch.Tensor] | None = None
+    """Positions where a backward added to a consumed gradient that looked untouched, by
+    position: the norm it had as that backward began, still on a CUDA device. Non-zero: it
+    held the consumed values (missing-zero-grad); zero: it had been cleared through ``.data``.
+    The step decides once the norms are read back with its values (`_StepInProgress.dirty_pending`)."""
     consumed: tuple[int, weakref.ref, int] | None = None
     """One gradient its previous step consumed: (position, the tensor held weakly, its version).
     A step with no backward since compares it with what it finds: the same tensor, unchanged,
@@ -297,6 +306,8 @@ class _StepInProgress:
     device_phases: DevicePhases | None = None
     """On CUDA: the iteration's events, for phase times from the device's clock."""
     ordering: list[tuple[str, str, str | None]] | None = None
+    dirty_pending: list[tuple[int, torch.Tensor]] = _EMPTY  # type: ignore[assignment]
+    """See `OptimizerTrack.dirty_pending`: read back with the step's values, judged in `Collector._complete`."""
 
     def add_ordering(self, rule: str, message: str, param: str | None = None) -> None:
         if self.ordering is None:
@@ -310,25 +321,31 @@ class _StepInProgress:
             return True
         if isinstance(self.loss_scale, torch.Tensor) or isinstance(self.grad_scale, torch.Tensor):
             return True
+        if self.dirty_pending and any(norm.is_cuda for _, norm in self.dirty_pending):
+            return True
         return device_losses and any(isinstance(v, torch.Tensor) for v in self.losses)
 
     def device_values(self) -> list[torch.Tensor]:
         """Every tensor to read back, in the order `split` expects."""
         values = self.grad_pieces + self.update_pieces if self.update_pieces else self.grad_pieces
+        if self.dirty_pending:
+            values = [*values, *(norm for _, norm in self.dirty_pending)]
         if not self.on_device:
             return values  # losses and scales are floats already
         scales = [s.reshape(()) for s in (self.loss_scale, self.grad_scale) if isinstance(s, torch.Tensor)]
         losses = [v for v in self.losses if isinstance(v, torch.Tensor)]
         return [*values, *losses, *scales]
 
-    def split(self, values: list[float]) -> tuple[list[float], list[float], list[float], list[float]]:
-        """Grad pieces, update pieces, loss values and scales, from `device_values` read back."""
+    def split(self, values: list[float]) -> tuple[list[float], list[float], list[float], list[float], list[float]]:
+        """Grad pieces, update pieces, `dirty_pending`'s norms, loss values and scales, from
+        `device_values` read back."""
         a = len(self.grad_pieces)
         b = a + len(self.update_pieces)
+        c = b + len(self.dirty_pending)
         if not self.on_device:
-            return values[:a], values[a:b], [], []
-        c = b + sum(1 for v in self.losses if isinstance(v, torch.Tensor))
-        return values[:a], values[a:b], values[b:c], values[c:]
+            return values[:a], values[a:b], values[b:c], [], []
+        d = c + sum(1 for v in self.losses if isinstance(v, torch.Tensor))
+        return values[:a], values[a:b], values[b:c], values[c:d], values[d:]
 
 
 class _Resolved:
@@ -390,7 +407,9 @@ class Collector:
         """Parameters seen not requiring grad at a detail step (see `_check_not_in_optimizer`)."""
         self._announced = 0
         self._watched: list[OptimizerTrack] = []
-        self._stale: list[tuple[OptimizerTrack, list[tuple[weakref.ref, weakref.ref, int, int]], int]] = []
+        self._stale: list[tuple[OptimizerTrack, list[tuple[weakref.ref, weakref.ref, int, int]], int, bool | torch.Tensor]] = []
+        """Consumed gradients the running backward may add to: the track, its snapshot, the
+        index in it, and whether the gradient held values (see `_values_held`)."""
         self._waiting: deque[tuple[_StepInProgress, _Resolved]] = deque()
         # the iteration in progress (since the previous step record)
         self.calls: list[str] = []
@@ -563,6 +582,7 @@ class Collector:
         track.mark = self.backward_count
         track.snapshot = None
         track.dirty_param = None
+        track.dirty_pending = None
         grad = sentinel.grad if sentinel is not None else None
         track.cleared_grad = weakref.ref(grad) if grad is not None else None
         if track.consumed is not None and (grad := track.consumed[1]()) is not None:
@@ -691,14 +711,15 @@ class Collector:
         ``gradient_as_bucket_view`` moves the consumed gradients into new buckets at its
         second forward, and the view carries them on, watched in their place. Values are
         read on the CPU only (a read on a device would be a host sync): there, such a view
-        counts as a clear, and the missing clear is reported a step later.
+        counts as a clear, and the missing clear is reported a step later. The same tensor
+        at the same version may still have been zeroed through ``.data`` (`_values_held`).
         """
         still_watched = []
         inferred_clear = False
         for track in self._watched:
             if track.snapshot is None:
                 continue
-            kept: list[tuple[weakref.ref, weakref.ref, int, int]] = []
+            untouched: list[tuple[weakref.ref, weakref.ref, int, int]] = []
             moved: list[tuple[Any, torch.Tensor, int]] = []
             for entry in track.snapshot:
                 param_ref, grad_ref, version, position = entry
@@ -707,16 +728,20 @@ class Collector:
                 if grad is None:
                     continue
                 if grad._version == version and grad_ref() is grad:
-                    self._stale.append((track, kept, len(kept)))
-                    kept.append(entry)
+                    untouched.append(entry)
                 elif grad_ref() is not grad and grad._is_view() and _distributed():
                     moved.append((param_ref, grad, position))
+            kept: list[tuple[weakref.ref, weakref.ref, int, int]] = []
+            for entry, held in zip(untouched, self._values_held(track, untouched)):
+                if held is not False:  # False: zeroed through .data, a clear like any other
+                    self._stale.append((track, kept, len(kept), held))
+                    kept.append(entry)
             if moved:
-                held = norms.holding_values([grad for _, grad, _ in moved])
-                for (param_ref, grad, position), holds in zip(moved, held):
+                held_values = norms.holding_values([grad for _, grad, _ in moved])
+                for (param_ref, view, position), holds in zip(moved, held_values):
                     if holds:
-                        self._stale.append((track, kept, len(kept)))
-                        kept.append((param_ref, weakref.ref(grad), grad._version, position))
+                        self._stale.append((track, kept, len(kept), True))
+                        kept.append((param_ref, weakref.ref(view), view._version, position))
             if len(kept) < len(track.snapshot):
                 if not track.cleared_since_step:  # cleared without a call we saw: p.grad = None, zero_()
                     inferred_clear = True
@@ -729,17 +754,40 @@ class Collector:
         if inferred_clear:
             self.calls.append(CALL_ZERO_GRAD)
 
+    def _values_held(self, track: OptimizerTrack, entries: list[tuple[weakref.ref, weakref.ref, int, int]]) -> list[bool | torch.Tensor]:
+        """Whether consumed gradients that look untouched (the same tensors, at the same
+        versions) still hold values: a write through ``.data`` (``p.grad.data.zero_()``, an
+        idiom of old tutorials; under ``torch.no_grad()`` too) moves no version, so only the
+        values tell such a clear from gradients left to accumulate into.
+
+        Read at once on the CPU. On CUDA, a norm per gradient is queued instead and read back
+        with the step's values, which then decides (`OptimizerTrack.dirty_pending`). Nothing is
+        read where the step already has a backward added to consumed gradients (the bug is
+        found: one read a step, not one per backward), for gradients already pending, nor
+        during a CUDA graph capture (the norms would become part of the user's graph)."""
+        if not entries or track.dirty_param is not None or capturing():
+            return [True] * len(entries)
+        pending = track.dirty_pending or {}
+        unknown = [cast(torch.Tensor, entry[1]()) for entry in entries if entry[3] not in pending]  # alive: just looked at
+        held = iter(norms.values_held(unknown))
+        return [pending[entry[3]] if entry[3] in pending else next(held) for entry in entries]
+
     def _check_accumulated_into_stale(self) -> None:
         """After a backward: did it add to gradients a step had already consumed?
 
         Such a gradient stays watched at its new version: the next backward's check then
         sees a clear only if one happens (a version moved by this backward is no clear)."""
-        for track, snapshot, index in self._stale:
+        for track, snapshot, index, held in self._stale:
             param_ref, grad_ref, version, position = snapshot[index]
             grad = grad_ref()
             if grad is not None and grad._version != version:
-                if track.dirty_param is None:
-                    track.dirty_param = position
+                if not isinstance(held, torch.Tensor):
+                    if track.dirty_param is None:
+                        track.dirty_param = position
+                elif track.dirty_pending is None:
+                    track.dirty_pending = {position: held}
+                else:
+                    track.dirty_pending.setdefault(position, held)
                 if track.snapshot is snapshot:  # not replaced by a step inside the backward
                     snapshot[index] = (param_ref, grad_ref, grad._version, position)
         self._stale = []
@@ -1026,15 +1074,27 @@ class Collector:
                 self._cleared_before_step(progress)
         if track.discarded or track.discard_streak:
             self._check_discarded(progress, no_backward)
+        self._check_accumulated(progress)
+
+    def _check_accumulated(self, progress: _StepInProgress) -> None:
+        """missing-zero-grad: a backward added to gradients a previous step had consumed; where
+        only norms still on a device can tell, judged once they are read back (`_complete`)."""
+        track = progress.track
         if track.dirty_param is not None:
-            names = track.names
-            name = names[track.dirty_param] if track.dirty_param < len(names) else None
-            progress.add_ordering(
-                "missing-zero-grad",
-                f"step {step} used gradients accumulated on top of those step {step - 1} had already consumed"
-                + (f" (first: {name})" if name else ""),
-                name,
-            )
+            self._missing_zero_grad(progress, track.dirty_param)
+        elif track.dirty_pending:
+            progress.dirty_pending = list(track.dirty_pending.items())
+
+    @staticmethod
+    def _missing_zero_grad(progress: _StepInProgress, position: int) -> None:
+        names, step = progress.track.names, progress.record.step
+        name = names[position] if position < len(names) else None
+        progress.add_ordering(
+            "missing-zero-grad",
+            f"step {step} used gradients accumulated on top of those step {step - 1} had already consumed"
+            + (f" (first: {name})" if name else ""),
+            name,
+        )
 
     def _check_discarded(self, progress: _StepInProgress, no_backward: bool) -> None:
         """zero_grad inside a gradient-accumulation loop: the step uses only the backward
@@ -1226,6 +1286,7 @@ class Collector:
         track.mark = self.backward_count
         track.clear_after_backward = False
         track.dirty_param = None
+        track.dirty_pending = None
         track.cleared_since_step = False
         if params is None:
             track.snapshot = None
@@ -1323,7 +1384,11 @@ class Collector:
         record, track = progress.record, progress.track
         if progress.device_phases is not None:
             self._retime(record, progress.device_phases)
-        grad_values, update_values, loss_values, scales = progress.split(values)
+        grad_values, update_values, dirty_norms, loss_values, scales = progress.split(values)
+        if progress.dirty_pending:
+            held = (position for (position, _), norm in zip(progress.dirty_pending, dirty_norms) if norm != 0)
+            if (position := next(held, None)) is not None:
+                self._missing_zero_grad(progress, position)
         loss_scale = scales.pop(0) if isinstance(progress.loss_scale, torch.Tensor) else progress.loss_scale
         grad_scale = scales.pop(0) if isinstance(progress.grad_scale, torch.Tensor) else progress.grad_scale
         grad_divisor = grad_scale or 1.0

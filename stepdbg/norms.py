@@ -206,14 +206,33 @@ def total(norms: Sequence[float | None]) -> float | None:
     return math.sqrt(math.fsum(n * n for n in present))
 
 
+def _readable_now(tensor: torch.Tensor) -> bool:
+    """A dense CPU tensor, not a DTensor: its values can be read without a host sync or a collective."""
+    return tensor.device.type == "cpu" and not tensor.is_sparse and not is_sharded(tensor)
+
+
 def holding_values(tensors: Sequence[torch.Tensor]) -> list[bool]:
     """Which tensors hold a non-zero (or NaN) value. Read on the CPU only: on an accelerator
     reading values would be a host sync, and a DTensor's a collective; those count as
     holding none."""
-    readable = [t.device.type == "cpu" and not t.is_sparse and not is_sharded(t) for t in tensors]
+    readable = [_readable_now(t) for t in tensors]
     with torch.no_grad():
         found = iter(read_floats(per_tensor_norms([t for t, ok in zip(tensors, readable) if ok])))
     return [ok and next(found) != 0 for ok in readable]
+
+
+def values_held(tensors: Sequence[torch.Tensor]) -> list[bool | torch.Tensor]:
+    """Whether each tensor (this rank's shard of a DTensor) holds a non-zero (or NaN) value,
+    where not knowing must not pass for zeros: a bool for a CPU tensor, read now; for a
+    dense CUDA tensor its 0-d norm, to be read later with other values (reading it now would
+    be a host sync); True for the rest (sparse, other devices), as far as can be told."""
+    local = local_shards(tensors)
+    readable = [_readable_now(t) for t in local]
+    later = [t.is_cuda and not t.is_sparse for t in local]
+    with torch.no_grad():
+        read = iter(read_floats(per_tensor_norms([t for t, ok in zip(local, readable) if ok])))
+        queued = iter(per_tensor_norms([t for t, ok in zip(local, later) if ok]))
+    return [next(read) != 0 if now else next(queued) if on_device else True for now, on_device in zip(readable, later)]
 
 
 def snapshot(params: Sequence[torch.Tensor]) -> list[torch.Tensor]:

@@ -111,6 +111,7 @@ LOOPS = [
     Loop(ok("ok_gradient_surgery.py"), (("SGD", 30, 1),)),
     Loop(ok("ok_accumulation_epoch_scheduler.py", "clear"), (("SGD", 8, 4),)),
     Loop(ok("ok_adversarial_training.py"), (("SGD", 30, 1),), ("backward×3", "zero_grad", "backward", "step")),
+    Loop(ok("ok_grad_data_zero.py"), (("SGD", 10, 1),), ("zero_grad", "backward", "step")),
 ]
 LOOP_IDS = [loop.spec.script.removesuffix(".py") + "".join(f"-{a}" for a in loop.spec.args) for loop in LOOPS]
 FAITHFUL = [ADAMW, DCGAN, LBFGS, AMP, ACCUM, MULTITASK, UNFREEZE, *COMPILED, IN_BACKWARD, BY_HAND[0], SAM[0]]

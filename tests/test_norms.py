@@ -134,3 +134,11 @@ def test_holding_values_reads_cpu_dense_tensors_only() -> None:
     ]
     assert norms.holding_values(tensors) == [False, True, True, True, False]
     assert norms.holding_values([]) == []
+
+
+def test_values_held_reads_cpu_tensors_and_takes_unreadable_ones_for_held() -> None:
+    """Zeros are no values, NaN is one; a tensor it cannot read (sparse) counts as holding
+    values, so that gradients it cannot look at are never taken for cleared ones."""
+    tensors = [torch.zeros(3), torch.tensor([0.0, 2.0]), torch.tensor([float("nan")]), torch.zeros(2).to_sparse()]
+    assert norms.values_held(tensors) == [False, True, True, True]
+    assert norms.values_held([]) == []
