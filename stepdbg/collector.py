@@ -943,6 +943,7 @@ class Collector:
         track.param_version = sentinel._version if sentinel is not None else None
         track.backward_at_step_end = self.backward_count
         if track.closure:
+            self._check_accumulated(progress)
             self._consume(progress, optimizer)
         self._finish_record(progress, end)
         self._overhead += self.clock() - end
@@ -1074,11 +1075,14 @@ class Collector:
                 self._cleared_before_step(progress)
         if track.discarded or track.discard_streak:
             self._check_discarded(progress, no_backward)
-        self._check_accumulated(progress)
+        if not track.closure:
+            self._check_accumulated(progress)
 
     def _check_accumulated(self, progress: _StepInProgress) -> None:
-        """missing-zero-grad: a backward added to gradients a previous step had consumed; where
-        only norms still on a device can tell, judged once they are read back (`_complete`)."""
+        """missing-zero-grad: a backward added to gradients a previous step had consumed. Judged
+        as the step starts, or as it ends where a closure runs backward passes inside it (LBFGS
+        evaluating a closure that never clears); where only norms still on a device can tell,
+        once they are read back (`_complete`)."""
         track = progress.track
         if track.dirty_param is not None:
             self._missing_zero_grad(progress, track.dirty_param)
