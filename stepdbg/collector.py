@@ -308,6 +308,10 @@ class _StepInProgress:
     ordering: list[tuple[str, str, str | None]] | None = None
     dirty_pending: list[tuple[int, torch.Tensor]] = _EMPTY  # type: ignore[assignment]
     """See `OptimizerTrack.dirty_pending`: read back with the step's values, judged in `Collector._complete`."""
+    inside: bool = False
+    """A step without a closure argument ran backward passes itself (see `Collector._end_step_with_backward_inside`)."""
+    filled_inside: weakref.ref | None = None
+    """The optimizer's first trainable gradient as the last of those passes left it."""
 
     def add_ordering(self, rule: str, message: str, param: str | None = None) -> None:
         if self.ordering is None:
@@ -621,6 +625,8 @@ class Collector:
         else:
             if self._stepping is not None and not self._stepping.closure:
                 self._abandon_steps_that_raised()
+                if self._stepping is not None:
+                    self._backward_inside_step(self._stepping)
             loss = _loss_value(outputs)
             if isinstance(loss, torch.Tensor):
                 self._device_losses = True
@@ -678,6 +684,8 @@ class Collector:
         if accumulate:
             if self._stale:
                 self._check_accumulated_into_stale()
+            if self._stepping is not None and self._stepping.pending is not None and self._stepping.pending.inside:
+                self._filled_inside(self._stepping.pending)
             several = len(self._tracks) > 1
             for track in self._tracks:
                 sentinel = track.sentinel_param()
@@ -945,8 +953,57 @@ class Collector:
         if track.closure:
             self._check_accumulated(progress)
             self._consume(progress, optimizer)
+        elif progress.inside:
+            self._end_step_with_backward_inside(progress, optimizer)
         self._finish_record(progress, end)
         self._overhead += self.clock() - end
+
+    def _backward_inside_step(self, track: OptimizerTrack) -> None:
+        """A backward starts inside ``track``'s running step, which has no closure argument
+        (GSAM's ``step()`` runs two forward and backward passes itself; a curvature estimate
+        backpropagates once more). The gradients its start read are not consumed yet: its own
+        passes may add to them, and the step decides at its end what it stepped on."""
+        progress = track.pending
+        if progress is None or progress.inside:
+            return
+        progress.inside = True
+        track.snapshot = None
+
+    @staticmethod
+    def _filled_inside(progress: _StepInProgress) -> None:
+        """A backward inside the step ended: the gradient it left (weakly: see `_grad_state`)."""
+        sentinel = progress.track.sentinel_param()
+        grad = sentinel.grad if sentinel is not None else None
+        progress.filled_inside = weakref.ref(grad) if grad is not None else None
+
+    def _end_step_with_backward_inside(self, progress: _StepInProgress, optimizer: Any) -> None:
+        """The end of a step that ran backward passes of its own, without a closure argument.
+
+        Where it ends on the gradient tensors they left, it is read again now, as a step with
+        a closure is: their count, their loss and the gradients' norms are its own (what its
+        start judged and read was about gradients it did not step on, but for backward passes
+        accumulated into stale gradients that nothing cleared inside). Where it ends on others
+        (a curvature estimate that puts back the gradients it started with), its start's
+        reading stands. Either way its passes are no one else's: what follows accumulates anew.
+        """
+        track = progress.track
+        layout = self._layout(track, optimizer)
+        filled = progress.filled_inside() if progress.filled_inside is not None else None
+        sentinel = track.sentinel_param()
+        if filled is None or sentinel is None or sentinel.grad is not filled:
+            self._mark_consumed(track, layout.params)
+            return
+        cleared_inside = track.cleared_since_step
+        if progress.ordering is not None:
+            kept = [o for o in progress.ordering if o[0] == "missing-zero-grad" and not cleared_inside]
+            progress.ordering = kept or None
+        if progress.record.step == 0:
+            track.step_before_backward = False  # its first step found no gradient, and made them
+        losses, backward_calls = ([], 0) if cleared_inside else (progress.losses, progress.record.backward_calls)
+        track.closure = True
+        self._consume(progress, optimizer)
+        progress.losses = [*losses, *progress.losses]
+        progress.record.backward_calls += backward_calls
 
     def on_scaler_step_start(self, scaler: Any, optimizer: Any) -> int:
         """Before GradScaler.step: returns the optimizer's step count, to see if it stepped."""

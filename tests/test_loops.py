@@ -43,6 +43,7 @@ SAM = [ok("ok_sam.py", mode, save_state=True) for mode in ("two-steps", "closure
 REPTILE = [ok("ok_reptile.py", mode) for mode in ("all", "head")]
 ACTOR_CRITIC = ok("ok_actor_critic.py", save_state=True)
 EPOCH_SCHEDULER_CARRY = ok("ok_accumulation_epoch_scheduler.py", "carry")
+GSAM = ok("ok_gsam.py", save_state=True)
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ LOOPS = [
     Loop(ok("ok_accumulation_epoch_scheduler.py", "clear"), (("SGD", 8, 4),)),
     Loop(ok("ok_adversarial_training.py"), (("SGD", 30, 1),), ("backward×3", "zero_grad", "backward", "step")),
     Loop(ok("ok_grad_data_zero.py"), (("SGD", 10, 1),), ("zero_grad", "backward", "step")),
+    Loop(GSAM, (("GSAM", 8, 1),), ("scheduler", "step", "zero_grad", "backward", "zero_grad", "backward")),
 ]
 LOOP_IDS = [loop.spec.script.removesuffix(".py") + "".join(f"-{a}" for a in loop.spec.args) for loop in LOOPS]
 FAITHFUL = [ADAMW, DCGAN, LBFGS, AMP, ACCUM, MULTITASK, UNFREEZE, *COMPILED, IN_BACKWARD, BY_HAND[0], SAM[0]]
@@ -265,6 +267,16 @@ def test_learned_lr_through_a_differentiable_optimizer_adds_no_warning(tmp_path)
     assert (proc.returncode, proc.stdout, proc.stderr) == (bare.returncode, bare.stdout, bare.stderr) == (0, bare.stdout, "")
     assert anomalies(records) == [], "a frozen leaf beside unread fast weights says nothing about the order"
     assert [r["lr"][0] for r in steps(records)][::2] == pytest.approx([0.1353, 0.2265, 0.3130], rel=1e-3)
+
+
+@pytest.mark.uses(GSAM)
+def test_backward_passes_inside_a_step_without_closure_are_its_own(runs) -> None:
+    """GSAM's ``step()`` backpropagates twice itself: each record has its own last loss and
+    the norm of the gradients the base optimizer stepped on, none the previous iteration's."""
+    run = runs.get(GSAM)
+    state = run.state()
+    assert [r["loss"] for r in run.steps(1)] == pytest.approx(state["losses"], rel=1e-6)
+    assert [r["grad_norm"] for r in run.steps(1)] == pytest.approx(state["grad_norms"], rel=1e-5)
 
 
 @pytest.mark.uses(IN_BACKWARD)
