@@ -352,15 +352,36 @@ class _StepInProgress:
         return values[:a], values[a:b], values[b:c], values[c:d], values[d:]
 
 
+@dataclass(slots=True)
+class _Unheld:
+    """A parameter that had gradients, and no optimizer, at an optimizer's detail step."""
+
+    optimizer: int
+    step: int
+    param: weakref.ref
+    name: str
+    message: str
+
+
 class _Resolved:
     """Values of a step waiting on the device: a pinned host copy and an event (and the
-    iteration's timing events, done once their last one is)."""
+    iteration's timing events, done once their last one is). The copy is queued at once,
+    or, where the values were made before a CUDA graph capture that runs now (the record of
+    a backward made with no optimizer, finished at the next iteration's first call), once
+    the capture is over: queued during it, it would become part of the user's graph."""
 
-    def __init__(self, values: torch.Tensor | None, phases: DevicePhases | None = None) -> None:
-        self.values = values
+    def __init__(self, pieces: list[torch.Tensor], phases: DevicePhases | None = None) -> None:
         self.phases = phases
+        self.values: torch.Tensor | None = None
         self.host: torch.Tensor | None = None
         self.event: Any = None
+        self._pieces: list[torch.Tensor] | None = pieces
+        if not (pieces and capturing()):
+            self._copy()
+
+    def _copy(self) -> None:
+        pieces, self._pieces = self._pieces, None
+        values = self.values = norms.stack(pieces or [])
         if values is not None and values.is_cuda:
             self.host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
             self.host.copy_(values, non_blocking=True)
@@ -368,9 +389,13 @@ class _Resolved:
             record_on(self.event, values.device.index)  # the copy runs on the values' device
 
     def ready(self) -> bool:
+        if self._pieces is not None:
+            self._copy()  # never called while a capture runs (see `Collector._finish_record`)
         return (self.event is None or bool(self.event.query())) and (self.phases is None or self.phases.ready())
 
     def floats(self) -> list[float]:
+        if self._pieces is not None:
+            self._copy()
         if self.phases is not None:
             self.phases.end.synchronize()  # only waits when the run ends (see `ready`)
         if self.values is None:
@@ -409,6 +434,8 @@ class Collector:
         """By ``id`` of the optimizer object, while it lives (wrappers are found by their parameters)."""
         self._frozen_seen = WeakIdKeyDictionary()
         """Parameters seen not requiring grad at a detail step (see `_check_not_in_optimizer`)."""
+        self._unheld: list[_Unheld] = []
+        """Parameters with gradients and no optimizer at a detail step, until `_report_unheld`."""
         self._announced = 0
         self._watched: list[OptimizerTrack] = []
         self._stale: list[tuple[OptimizerTrack, list[tuple[weakref.ref, weakref.ref, int, int]], int, bool | torch.Tensor]] = []
@@ -450,6 +477,8 @@ class Collector:
         """Stands for the missing optimizer in a loop without one."""
         self._manual_leaves: list[weakref.ref] = []
         """A loop without optimizer: the leaf tensors its backward reaches (found from the graph)."""
+        self._unowned: tuple[_StepInProgress, float] | None = None
+        """The record of a backward made with no optimizer, and its end, until `_finish_unowned`."""
         self.device = DeviceClock(make_event)
         """Phase boundaries as CUDA events, once the loop is seen on CUDA (``make_event``: tests' stand-in)."""
         self._zero_grad_event: Any = None
@@ -458,6 +487,8 @@ class Collector:
 
     def _loop_started(self) -> float:
         """Now; the first call also starts the first iteration's clock (set-up is not a step)."""
+        if self._unowned is not None:
+            self._finish_unowned()
         if self._schedulers:
             self._poll_schedulers()
         now = self.clock()
@@ -468,6 +499,7 @@ class Collector:
     # ---- optimizers -------------------------------------------------------------------
 
     def on_optimizer_created(self, optimizer: torch.optim.Optimizer) -> None:
+        self._unowned = None  # built during the iteration of a backward made with none: it owns that backward
         track = OptimizerTrack(index=self.optimizers_created)
         self.optimizers_created += 1
         self._tracks.append(track)
@@ -627,6 +659,8 @@ class Collector:
                 self._abandon_steps_that_raised()
                 if self._stepping is not None:
                     self._backward_inside_step(self._stepping)
+            if self._unheld and self._stepping is None:
+                self._report_unheld()
             loss = _loss_value(outputs)
             if isinstance(loss, torch.Tensor):
                 self._device_losses = True
@@ -1000,6 +1034,7 @@ class Collector:
         if progress.record.step == 0:
             track.step_before_backward = False  # its first step found no gradient, and made them
         losses, backward_calls = ([], 0) if cleared_inside else (progress.losses, progress.record.backward_calls)
+        self._forget_unheld(track.index, progress.record.step)
         track.closure = True
         self._consume(progress, optimizer)
         progress.losses = [*losses, *progress.losses]
@@ -1322,10 +1357,29 @@ class Collector:
                             message += f", and optimizer {progress.track.index} holds only frozen parameters"
                         elif not replaced:
                             continue  # neither its siblings nor a stale copy of it are optimized
-                self.diagnostics.report(
-                    "not-in-optimizer", progress.record.step, progress.track.index, message, name, self.clock() - self.start,
-                )
-                return
+                self._unheld.append(_Unheld(progress.track.index, progress.record.step, weakref.ref(param), name, message))
+
+    def _report_unheld(self) -> None:
+        """The first parameter each detail step found with gradients and no optimizer, that
+        none holds yet: an optimizer built in the same iteration, after that step, owns the
+        iteration's backward and its parameters (Pyro builds one per parameter, the first
+        time it steps, in a set's order). Called at the next backward and at the run's end."""
+        unheld, self._unheld = self._unheld, []
+        reported: set[tuple[int, int]] = set()
+        for entry in unheld:
+            param = entry.param()
+            key = (entry.optimizer, entry.step)
+            if param is None or key in reported or id(param) in self._tracks_by_param:
+                continue
+            reported.add(key)
+            self.diagnostics.report(
+                "not-in-optimizer", entry.step, entry.optimizer, entry.message, entry.name, self.clock() - self.start
+            )
+
+    def _forget_unheld(self, optimizer: int, step: int) -> None:
+        """What a step found before it ran backward passes of its own, and reads again at its end."""
+        if self._unheld:
+            self._unheld = [e for e in self._unheld if (e.optimizer, e.step) != (optimizer, step)]
 
     def _roots(self, layout: _Layout) -> list[torch.nn.Module]:
         """The models the optimizer's parameters belong to (a model wrapped later is still
@@ -1378,8 +1432,8 @@ class Collector:
         if self.device.on:
             progress.device_phases = self.device.finish()
         if self._waiting or progress.on_device or progress.device_phases is not None:
-            self._waiting.append((progress, _Resolved(norms.stack(values), progress.device_phases)))
-            if not progress.captured:  # no event may be queried while a capture runs
+            self._waiting.append((progress, _Resolved(values, progress.device_phases)))
+            if not capturing():  # no event may be queried while a capture runs
                 self.flush_ready()
         else:
             self._complete(progress, norms.read_floats(values))
@@ -1507,27 +1561,42 @@ class Collector:
         return None
 
     def _no_optimizer_step(self) -> None:
-        """A loop with no optimizer: each backward pass is one iteration."""
+        """A loop with no optimizer: each backward pass is one iteration. Its norms are taken
+        now; its record is finished at the next instrumented call (`_loop_started`), unless an
+        optimizer is built before then, which owns the backward (`on_optimizer_created`)."""
         end = self.clock()
         record = StepRecord(
-            optimizer=None, step=self.no_optimizer_steps, t=0.0, calls=[], backward_calls=1,
+            optimizer=None, step=0, t=0.0, calls=[], backward_calls=1,
             skipped=False, loss=None, grad_norm=None, group_grad_norms=[], lr=[], time={},
         )
-        self.no_optimizer_steps += 1
         progress = _StepInProgress(record=record, track=self._manual, detail=False)
-        progress.losses = [value for _, value in self._losses]
-        self._losses = []
         grads = [grad for ref in self._manual_leaves if (leaf := ref()) is not None and (grad := leaf.grad) is not None]
         if capturing():  # see `_StepInProgress.captured`
             progress.captured = True
-            progress.losses = []
         elif grads:
             with torch.no_grad():
                 progress.grad_pieces, progress.piece_counts = norms.group_norm_pieces([grads])
+        self._unowned = (progress, end)
+
+    def _finish_unowned(self) -> None:
+        """The record of the last backward made with no optimizer, none having been built since:
+        no instrumented call ran since either, so its calls and host times are as they were
+        when it ended (on CUDA, its device times end at this call's event)."""
+        progress, end = self._unowned  # type: ignore[misc]
+        self._unowned = None
+        progress.record.step = self.no_optimizer_steps
+        self.no_optimizer_steps += 1
+        progress.losses = [] if progress.captured else [value for _, value in self._losses]
+        self._losses = []
         self._finish_record(progress, end)
 
     def finish(self) -> None:
-        """The run is over: emit every record still waiting on the device."""
+        """The run is over: emit every record still waiting (on the device, or for an optimizer
+        to be built) and every parameter found outside all optimizers."""
+        if self._unowned is not None:
+            self._finish_unowned()
+        if self._unheld:
+            self._report_unheld()
         self.flush_ready(wait=True)
 
 

@@ -44,6 +44,7 @@ REPTILE = [ok("ok_reptile.py", mode) for mode in ("all", "head")]
 ACTOR_CRITIC = ok("ok_actor_critic.py", save_state=True)
 EPOCH_SCHEDULER_CARRY = ok("ok_accumulation_epoch_scheduler.py", "carry")
 GSAM = ok("ok_gsam.py", save_state=True)
+PYRO = ok("ok_pyro_svi.py", save_state=True)
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ LOOPS = [
     Loop(ok("ok_adversarial_training.py"), (("SGD", 30, 1),), ("backward×3", "zero_grad", "backward", "step")),
     Loop(ok("ok_grad_data_zero.py"), (("SGD", 10, 1),), ("zero_grad", "backward", "step")),
     Loop(GSAM, (("GSAM", 8, 1),), ("scheduler", "step", "zero_grad", "backward", "zero_grad", "backward")),
+    Loop(PYRO, (("Adam", 6, 1),) * 6),
 ]
 LOOP_IDS = [loop.spec.script.removesuffix(".py") + "".join(f"-{a}" for a in loop.spec.args) for loop in LOOPS]
 FAITHFUL = [ADAMW, DCGAN, LBFGS, AMP, ACCUM, MULTITASK, UNFREEZE, *COMPILED, IN_BACKWARD, BY_HAND[0], SAM[0]]
@@ -277,6 +279,17 @@ def test_backward_passes_inside_a_step_without_closure_are_its_own(runs) -> None
     state = run.state()
     assert [r["loss"] for r in run.steps(1)] == pytest.approx(state["losses"], rel=1e-6)
     assert [r["grad_norm"] for r in run.steps(1)] == pytest.approx(state["grad_norms"], rel=1e-5)
+
+
+@pytest.mark.uses(PYRO)
+def test_optimizers_built_after_a_backward_own_it(runs) -> None:
+    """Pyro builds an optimizer per parameter after the first backward: each one's step 0
+    has that backward and its loss, like every later step of every optimizer."""
+    run = runs.get(PYRO)
+    expected = run.state()["losses"]
+    for info in optimizers(run.records):
+        assert [r["loss"] for r in run.steps(info["optimizer"])] == pytest.approx(expected, rel=1e-6)
+    assert run.steps()[0]["calls"] == ["backward", "step"]
 
 
 @pytest.mark.uses(IN_BACKWARD)
