@@ -1,9 +1,10 @@
-"""How fast `stepdbg show` and `stepdbg diff` read a long trace, and in how much memory.
+"""How fast `stepdbg show`, `diff`, `plot` and `export` read a long trace, and in how much memory.
 
 Writes a real-looking 100,000-step trace (a GAN's discriminator and generator plus an
 auxiliary head: three optimizers of 20 parameters, per-parameter detail every 10
-steps, a few anomalies, an end record) the way `stepdbg run` writes one, then times
-the real commands in fresh processes (best of 3) and prints seconds and peak RSS::
+steps, each step's calls placed in time, a few anomalies, an end record) the way
+`stepdbg run` writes one, then times the real commands in fresh processes (best of
+3) and prints seconds and peak RSS::
 
     python benchmarks/trace_bench.py [--steps 100000] [--keep DIR]
 
@@ -70,6 +71,10 @@ def write_trace(path: Path, steps: int, seed: int = 0, lr_change_at: int | None 
             "zero_grad": rng.lognormvariate(-9.0, 0.2),
         }
         times["total"] = sum(times.values())
+        spans = [  # zero_grad, forward, backward, step, as `stepdbg run` places them
+            "zero_grad", 0.0, times["zero_grad"], "backward", times["zero_grad"] + times["forward"], times["backward"],
+            "step", times["total"] - times["step"], times["step"],
+        ]
         t += times["total"]
         for phase, value in times.items():
             totals[phase] += value
@@ -80,7 +85,7 @@ def write_trace(path: Path, steps: int, seed: int = 0, lr_change_at: int | None 
         record = StepRecord(
             optimizer=opt, step=step, t=t, calls=["zero_grad", "backward", "step"], backward_calls=1,
             skipped=False, loss=2.0 * math.exp(-step / 5000) + rng.gauss(0.0, 0.05), grad_norm=grad_norm,
-            group_grad_norms=[grad_norm], lr=[lr], time=times,
+            group_grad_norms=[grad_norm], lr=[lr], time=times, spans=spans,
         )
         if step % EVERY == 0:
             record.param_grad_norms = {name: rng.lognormvariate(-2.0, 1.0) for name in names[opt]}
@@ -111,15 +116,18 @@ def write_trace(path: Path, steps: int, seed: int = 0, lr_change_at: int | None 
     writer.close()
 
 
-def measure(args: list[str], repeat: int) -> tuple[float, float, float]:
+def measure(args: list[str], repeat: int, output: Path | None = None) -> tuple[float, float, float]:
     """Best wall time and best CPU time of ``python -m stepdbg ARGS``, and its peak RSS in MiB.
 
     CPU time (user + system) is there because wall time on a shared machine counts
-    other processes' turns too.
+    other processes' turns too. ``output`` (a file or folder the command writes) is
+    removed before each run: a TensorBoard export refuses a folder holding events.
     """
     best = best_cpu = math.inf
     peak = 0.0
     for _ in range(repeat):
+        if output is not None and output.is_dir():
+            shutil.rmtree(output)
         with tempfile.TemporaryFile() as stderr:
             start = time.perf_counter()
             child = subprocess.Popen(
@@ -153,23 +161,28 @@ def main() -> None:
             write_trace(b, steps, lr_change_at=steps // 6)
             write_trace(c, steps, seed=1)
             size = a.stat().st_size / 2**20
-            for label, command in (
-                ("show", ["show", str(a)]),
-                ("show --json", ["show", "--json", str(a)]),
-                ("show --csv", ["show", "--csv", str(a)]),
-                ("diff (identical)", ["diff", str(a), str(a)]),
-                ("diff (lr change)", ["diff", str(a), str(b)]),
-                ("diff (all differ)", ["diff", str(a), str(c)]),
+            figure, timeline, logdir = folder / f"a{steps}.png", folder / f"a{steps}.json", folder / f"runs{steps}"
+            for label, command, output in (
+                ("show", ["show", str(a)], None),
+                ("show --json", ["show", "--json", str(a)], None),
+                ("show --csv", ["show", "--csv", str(a)], None),
+                ("diff (identical)", ["diff", str(a), str(a)], None),
+                ("diff (lr change)", ["diff", str(a), str(b)], None),
+                ("diff (all differ)", ["diff", str(a), str(c)], None),
+                ("plot", ["plot", str(a), "-o", str(figure)], None),
+                ("plot (two runs)", ["plot", str(a), str(b), "-o", str(figure)], None),
+                ("export perfetto", ["export", str(a), "--to", "perfetto", "-o", str(timeline)], None),
+                ("export tensorboard", ["export", str(a), "--to", "tensorboard", "-o", str(logdir)], logdir),
             ):
-                rows.append((label, steps, size, *measure(command, args.repeat)))
+                rows.append((label, steps, size, *measure(command, args.repeat, output)))
     finally:
         if args.keep is None:
             shutil.rmtree(folder)
 
-    print(f"{'command':<18} {'steps':>8} {'trace MiB':>9} {'wall s':>7} {'CPU s':>6} {'peak RSS MiB':>12}")
+    print(f"{'command':<19} {'steps':>8} {'trace MiB':>9} {'wall s':>7} {'CPU s':>6} {'peak RSS MiB':>12}")
     for label, steps, size, seconds, cpu, rss in rows:
         flag = "" if seconds < TARGET_S else f"  (over {TARGET_S:g} s)"
-        print(f"{label:<18} {steps:>8} {size:>9.1f} {seconds:>7.2f} {cpu:>6.2f} {rss:>12.0f}{flag}")
+        print(f"{label:<19} {steps:>8} {size:>9.1f} {seconds:>7.2f} {cpu:>6.2f} {rss:>12.0f}{flag}")
 
 
 if __name__ == "__main__":

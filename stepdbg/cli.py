@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -189,6 +190,92 @@ def diff(
     except (TraceError, ValueError) as e:
         raise fail(str(e)) from None
     raise typer.Exit(code)
+
+
+@app.command()
+def plot(
+    traces: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="TRACE", help="Traces written by stepdbg run: one run, or several to overlay.", show_default=False
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "-o", "--out", help="The figure: .png, .svg or .pdf. Default: beside the (first) trace, .png.",
+            show_default=False,
+        ),
+    ] = None,
+    steps: Annotated[str | None, typer.Option(help="Only steps A:B (as in show).")] = None,
+    optimizer: Annotated[int | None, typer.Option(help="Only this optimizer (its index).")] = None,
+    param: Annotated[
+        str | None, typer.Option(help="The heat map shows the parameters matching this glob (default: every layer).")
+    ] = None,
+) -> None:
+    """Draw a run's dashboard: loss, grad norms, lr, update sizes, time per phase, per-layer heat map, anomalies."""
+    from .extras import MissingExtra
+    from .plot import PlotOptions, plot_traces
+
+    try:
+        written = plot_traces(traces, PlotOptions(out=out, steps=steps, optimizer=optimizer, param=param))
+    except (TraceError, ValueError, MissingExtra) as e:
+        raise fail(str(e)) from None
+    except OSError as e:
+        raise fail(f"cannot write {e.filename or out}: {e.strerror or e}") from None
+    print(f"stepdbg: wrote {written}", file=sys.stderr)
+
+
+class ExportFormat(str, Enum):
+    perfetto = "perfetto"
+    tensorboard = "tensorboard"
+    csv = "csv"
+
+
+@app.command()
+def export(
+    traces: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="TRACE", help="Traces written by stepdbg run (the ranks of one run, say).", show_default=False
+        ),
+    ],
+    to: Annotated[
+        ExportFormat,
+        typer.Option(
+            help="perfetto: a timeline for ui.perfetto.dev; tensorboard: event files; csv: show --csv's table."
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "-o", "--out", show_default=False,
+            help="The file (perfetto, csv) or log directory (tensorboard). Default: beside the trace; csv to stdout.",
+        ),
+    ] = None,
+    steps: Annotated[str | None, typer.Option(help="Only steps A:B (as in show).")] = None,
+    optimizer: Annotated[int | None, typer.Option(help="Only this optimizer (its index).")] = None,
+    param: Annotated[str | None, typer.Option(help="Only parameters matching this glob (tensorboard, csv).")] = None,
+) -> None:
+    """Export traces for other tools: Perfetto / chrome://tracing, TensorBoard, CSV."""
+    from .export import ExportOptions, export_traces
+    from .extras import MissingExtra
+
+    options = ExportOptions(to=to.value, out=out, steps=steps, optimizer=optimizer, param=param)
+    try:
+        written = export_traces(traces, options)
+    except (TraceError, ValueError, MissingExtra) as e:
+        raise fail(str(e)) from None
+    except OSError as e:
+        if e.filename is None:
+            raise  # stdout: main() says it (a closed pipe, click does)
+        raise fail(f"cannot write {e.filename}: {e.strerror or e}") from None
+    for path in written:
+        print(f"stepdbg: wrote {path}", file=sys.stderr)
+    if to is ExportFormat.perfetto and written:
+        print("stepdbg: open it at https://ui.perfetto.dev (or chrome://tracing)", file=sys.stderr)
+    elif to is ExportFormat.tensorboard and written:
+        print(f"stepdbg: tensorboard --logdir {written[0].parent}", file=sys.stderr)
 
 
 def main() -> None:

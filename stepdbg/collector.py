@@ -68,12 +68,20 @@ HELD_CALLS = 1 << 10
 """A record lists the last this many calls at most, after `CALL_ELIDED`: backward passes made
 beside an optimizer that never steps would otherwise add to one list for the whole run."""
 
+HELD_SPANS = HELD_CALLS
+"""A record places at most this many calls in time (`StepRecord.spans`); an iteration with more
+places none, and a timeline lays its phases end to end."""
+
 LOSS_PRUNE_EVERY = 64
 """Losses already taken by every optimizer are looked for once this many are held."""
 
 DISCARD_STREAK = 3
 """Steps in a row that each find backward passes of theirs cleared unused before a fresh one
 (zero_grad inside a gradient-accumulation loop): one such step is a skipped batch, not a bug."""
+
+ConsumedGradient = tuple[weakref.ref, weakref.ref, int, int]
+"""A gradient a step consumed, as a snapshot keeps it: (parameter, gradient, the gradient's
+version then, the parameter's position in the optimizer), both tensors held weakly."""
 
 
 def compress_calls(calls: Sequence[str]) -> list[str]:
@@ -239,9 +247,9 @@ class OptimizerTrack:
     cleared_grad: weakref.ref | None = None
     """The sentinel's gradient right after the last clear (None: it had none): see
     `Collector._set_since_clear`."""
-    snapshot: list[tuple[weakref.ref, weakref.ref, int, int]] | None = None
-    """The gradients its previous step consumed, each (param, gradient, version, position), held
-    weakly, while a backward may still add to them (see the module docstring)."""
+    snapshot: list[ConsumedGradient] | None = None
+    """The gradients its previous step consumed, while a backward may still add to them (see the
+    module docstring)."""
     dirty_param: int | None = None
     """The first position where a backward added to gradients its previous step consumed."""
     dirty_pending: dict[int, torch.Tensor] | None = None
@@ -438,7 +446,7 @@ class Collector:
         """Parameters with gradients and no optimizer at a detail step, until `_report_unheld`."""
         self._announced = 0
         self._watched: list[OptimizerTrack] = []
-        self._stale: list[tuple[OptimizerTrack, list[tuple[weakref.ref, weakref.ref, int, int]], int, bool | torch.Tensor]] = []
+        self._stale: list[tuple[OptimizerTrack, list[ConsumedGradient], int, bool | torch.Tensor]] = []
         """Consumed gradients the running backward may add to: the track, its snapshot, the
         index in it, and whether the gradient held values (see `_values_held`)."""
         self._waiting: deque[tuple[_StepInProgress, _Resolved]] = deque()
@@ -469,6 +477,8 @@ class Collector:
         self._step_seconds = 0.0
         self._zero_grad_seconds = 0.0
         self._overhead = 0.0
+        self._spans: list[str | float] = []
+        """Where each call of the iteration lay in time, for timelines (see `_span`)."""
         self._last_end: float | None = None
         """End of the previous step record; None until the loop's first instrumented call."""
         self.no_optimizer_steps = 0
@@ -484,6 +494,15 @@ class Collector:
         self._zero_grad_event: Any = None
         self._backward_event: Any = None
         self._scaler_event: Any = None
+
+    def _span(self, phase: str, start: float, end: float) -> None:
+        """Place a call in its iteration: its start from the iteration's, and its length, to the
+        microsecond (a timeline's resolution, in fewer digits). A few float operations a call."""
+        spans = self._spans
+        if len(spans) <= 3 * HELD_SPANS:
+            base = self._last_end if self._last_end is not None else start
+            offset = int((start - base) * 1e6)
+            spans += (phase, offset / 1e6, (int((end - base) * 1e6) - offset) / 1e6)
 
     def _loop_started(self) -> float:
         """Now; the first call also starts the first iteration's clock (set-up is not a step)."""
@@ -592,6 +611,7 @@ class Collector:
             return
         end = self.clock()
         self._zero_grad_seconds += end - self._zero_grad_start
+        self._span(CALL_ZERO_GRAD, self._zero_grad_start, end)
         if self.device.on:
             self.device.close("zero_grad", self._zero_grad_event)
         if optimizer is not None:
@@ -713,6 +733,7 @@ class Collector:
             return
         end = self.clock()
         self._backward_seconds += end - self._backward_start
+        self._span(CALL_BACKWARD, self._backward_start, end)
         if self.device.on:
             self.device.close("backward", self._backward_event)
         if accumulate:
@@ -761,7 +782,7 @@ class Collector:
         for track in self._watched:
             if track.snapshot is None:
                 continue
-            untouched: list[tuple[weakref.ref, weakref.ref, int, int]] = []
+            untouched: list[ConsumedGradient] = []
             moved: list[tuple[Any, torch.Tensor, int]] = []
             for entry in track.snapshot:
                 param_ref, grad_ref, version, position = entry
@@ -773,7 +794,7 @@ class Collector:
                     untouched.append(entry)
                 elif grad_ref() is not grad and grad._is_view() and _distributed():
                     moved.append((param_ref, grad, position))
-            kept: list[tuple[weakref.ref, weakref.ref, int, int]] = []
+            kept: list[ConsumedGradient] = []
             for entry, held in zip(untouched, self._values_held(track, untouched)):
                 if held is not False:  # False: zeroed through .data, a clear like any other
                     self._stale.append((track, kept, len(kept), held))
@@ -796,7 +817,7 @@ class Collector:
         if inferred_clear:
             self.calls.append(CALL_ZERO_GRAD)
 
-    def _values_held(self, track: OptimizerTrack, entries: list[tuple[weakref.ref, weakref.ref, int, int]]) -> list[bool | torch.Tensor]:
+    def _values_held(self, track: OptimizerTrack, entries: list[ConsumedGradient]) -> list[bool | torch.Tensor]:
         """Whether consumed gradients that look untouched (the same tensors, at the same
         versions) still hold values: a write through ``.data`` (``p.grad.data.zero_()``, an
         idiom of old tutorials; under ``torch.no_grad()`` too) moves no version, so only the
@@ -810,7 +831,8 @@ class Collector:
         if not entries or track.dirty_param is not None or capturing():
             return [True] * len(entries)
         pending = track.dirty_pending or {}
-        unknown = [cast(torch.Tensor, entry[1]()) for entry in entries if entry[3] not in pending]  # alive: just looked at
+        # alive: their parameters hold them, looked at just before
+        unknown = [cast(torch.Tensor, entry[1]()) for entry in entries if entry[3] not in pending]
         held = iter(norms.values_held(unknown))
         return [pending[entry[3]] if entry[3] in pending else next(held) for entry in entries]
 
@@ -957,6 +979,7 @@ class Collector:
         track.zero_grad_time_at_start = self._zero_grad_seconds
         now = self.clock()
         self._overhead += now - entered
+        self._span("overhead", entered, now)
         track.step_start = now
         if self.device.on:
             track.step_event = self.device.mark()
@@ -978,6 +1001,7 @@ class Collector:
             self._zero_grad_seconds - track.zero_grad_time_at_start
         )
         self._step_seconds += end - track.step_start - inner
+        self._span(CALL_STEP, track.step_start, end)
         if self.device.on:
             self.device.close("step", track.step_event, track.intervals_at_start)
         progress, track.pending = track.pending, None
@@ -990,7 +1014,7 @@ class Collector:
         elif progress.inside:
             self._end_step_with_backward_inside(progress, optimizer)
         self._finish_record(progress, end)
-        self._overhead += self.clock() - end
+        self._overhead_after_record(end)
 
     def _backward_inside_step(self, track: OptimizerTrack) -> None:
         """A backward starts inside ``track``'s running step, which has no closure argument
@@ -1054,6 +1078,7 @@ class Collector:
         if track is not None and track.steps == steps_before:
             end = self.clock()
             self._step_seconds += end - started
+            self._span(CALL_STEP, started, end)
             if self.device.on:
                 self.device.close("step", self._scaler_event)
             self.calls.append(CALL_STEP)
@@ -1063,7 +1088,7 @@ class Collector:
             self._take_losses(progress)
             self._mark_consumed(track)
             self._finish_record(progress, end)
-            self._overhead += self.clock() - end
+            self._overhead_after_record(end)
         self.active_scaler = None
 
     def _announce(self, track: OptimizerTrack, optimizer: torch.optim.Optimizer) -> None:
@@ -1357,7 +1382,8 @@ class Collector:
                             message += f", and optimizer {progress.track.index} holds only frozen parameters"
                         elif not replaced:
                             continue  # neither its siblings nor a stale copy of it are optimized
-                self._unheld.append(_Unheld(progress.track.index, progress.record.step, weakref.ref(param), name, message))
+                found = _Unheld(progress.track.index, progress.record.step, weakref.ref(param), name, message)
+                self._unheld.append(found)
 
     def _report_unheld(self) -> None:
         """The first parameter each detail step found with gradients and no optimizer, that
@@ -1415,10 +1441,18 @@ class Collector:
         if entries and track not in self._watched:
             self._watched.append(track)
 
+    def _overhead_after_record(self, end: float) -> None:
+        """stepdbg's time finishing the record that ended at ``end``: the next iteration's first."""
+        now = self.clock()
+        self._overhead += now - end
+        self._span("overhead", end, now)
+
     def _finish_record(self, progress: _StepInProgress, end: float) -> None:
         record = progress.record
         record.t = end - self.start
         record.calls = self._compressed_calls()
+        spans, self._spans = self._spans, []
+        record.spans = spans if len(spans) <= 3 * HELD_SPANS else None
         total = end - (self._last_end if self._last_end is not None else end)
         self._last_end = end
         record.time = self._phase_times(total)

@@ -51,7 +51,7 @@ RULES: dict[str, Rule] = {
 
 @dataclass
 class Thresholds:
-    """Defaults for the numeric rules (documented in the README)."""
+    """Defaults for the numeric rules (documented in docs/rules.md)."""
 
     explode_ratio: float = 100.0
     """exploding-grad: global norm above this many times its recent average."""

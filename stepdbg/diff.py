@@ -4,7 +4,7 @@
 optimizer and step); `diff_render` turns its `DiffResult` into the rich view, and
 ``--json`` prints the same as one object.
 
-Numbers agree when ``|a - b| <= atol + rtol * |b|`` (b is the second trace), NaN
+Numbers agree when ``|a - b| <= atol + rtol * |a|`` (a is the first trace's), NaN
 agrees with NaN, and a missing value never agrees with a number. Compared per
 step: calls (their order too), backward_calls, skipped, loss, grad_norm,
 group_grad_norms, lr, and on the steps both traces have detail for,

@@ -1,6 +1,6 @@
 """Hooks in and out: every optimizer step, gradient clearing and backward pass.
 
-What is patched, and why there (see ../shared/TORCH_NOTES.md):
+What is patched, and why there (docs/instrumentation.md says what users see of it):
 - optimizer steps: PyTorch's *global* step pre/post hooks, which fire for every
   optimizer, built before or after, custom subclasses and wrapped ones alike;
 - ``Optimizer.__init__``: to number optimizers in creation order;
@@ -10,7 +10,7 @@ What is patched, and why there (see ../shared/TORCH_NOTES.md):
   ``torch.autograd.backward`` and ``torch.autograd.grad`` all go through;
 - ``GradScaler.step``, to tell a skipped step from a missing one;
 - ``torch.compile``, only to keep Dynamo out of stepdbg's own code once a script
-  compiles something (see `_keep_compiler_out`);
+  compiles something (see `keep_compiler_out`);
 - lr schedulers only where they are built (``LRScheduler._initial_step``,
   ``ReduceLROnPlateau.__init__``, and the ``__init__`` of ``SequentialLR`` and
   ``ChainedScheduler``, which run no initial step of their own): their steps are
@@ -209,12 +209,12 @@ class Instrumentation:
     def _wrap_compile(self, original: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(original)
         def compile(*args: Any, **kwargs: Any) -> Any:
-            self._keep_compiler_out()
+            self.keep_compiler_out()
             return original(*args, **kwargs)
 
         return compile
 
-    def _keep_compiler_out(self) -> None:
+    def keep_compiler_out(self) -> None:
         """The script uses torch.compile: from now on Dynamo leaves stepdbg's code alone.
 
         Dynamo traces into the Python that compiled code calls: the step hooks of a compiled

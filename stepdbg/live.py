@@ -2,8 +2,9 @@
 
 On a terminal: a table kept in the bottom lines of the screen, redrawn at most
 4 times a second (see `LiveRegion`), with the script's own output scrolling
-above it unchanged. When stderr is not a terminal: one plain line every few
-seconds. Anomalies are printed as they happen, in both modes.
+above it unchanged. In a Jupyter notebook: the same table as one output of the
+cell, updated in place (see `notebook`). Elsewhere (stderr not a terminal): one
+plain line every few seconds. Anomalies are printed as they happen, in every mode.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from .notebook import NotebookTable
 from .schema import PHASES, Anomaly, EndRecord, StepRecord
 
 PLAIN_INTERVAL = 5.0
@@ -149,6 +151,18 @@ class LiveRegion:
         self._terminal.flush()
 
 
+def _live_view(
+    console: Console, render: Callable[[], RenderableType], clock: Callable[[], float]
+) -> LiveRegion | NotebookTable | None:
+    """The table where it can be redrawn: a terminal's bottom lines, or a notebook cell's output.
+    A dumb terminal (TERM=dumb: Emacs' shell) cannot move the cursor: plain lines there."""
+    if console.is_jupyter:
+        return NotebookTable(render, clock, REFRESH_INTERVAL)
+    if console.is_terminal and not console.is_dumb_terminal:
+        return LiveRegion(console, render, clock)
+    return None
+
+
 def fmt(value: float | None, spec: str = ".4g") -> str:
     return "-" if value is None else format(value, spec)
 
@@ -184,9 +198,7 @@ class View:
         """Per optimizer: [steps, then seconds per phase] since the last refresh."""
         self._shown: dict[int | None, list[float]] = {}
         self.anomaly_count = 0
-        # a dumb terminal (TERM=dumb: Emacs' shell) cannot move the cursor: plain lines there
-        redraws = console.is_terminal and not console.is_dumb_terminal
-        self._region = LiveRegion(console, self.table, clock) if live and not quiet and redraws else None
+        self._region = _live_view(console, self.table, clock) if live and not quiet else None
         self._last_plain = clock()
 
     def start(self) -> None:

@@ -62,11 +62,11 @@ class ModuleTree:
         @functools.wraps(original)
         def __setstate__(module: torch.nn.Module, state: dict) -> None:
             original(module, state)
-            tree._learn(module)
+            tree.learn(module)
 
         return __setstate__
 
-    def _learn(self, module: torch.nn.Module) -> None:
+    def learn(self, module: torch.nn.Module) -> None:
         """What ``module`` holds now, as if it had been registered."""
         for name, param in module.__dict__.get("_parameters", {}).items():
             self._on_parameter(module, name, param)
@@ -208,7 +208,7 @@ class ModuleTree:
                     if child is not None and id(child) not in known:
                         known.add(id(child))
                         found.append(child)
-                self._learn(module)
+                self.learn(module)
             modules = found
         self._registered_since_search = False
 

@@ -22,40 +22,13 @@ import types
 from collections.abc import Iterator
 from pathlib import Path
 
-from rich.console import Console
-
-from .children import SpawnedRanks
-from .live import View
-from .schema import EndRecord
-from .session import TRACE_SUFFIX, RunOptions, ScriptNotFound, Session, outcome, print_exit_message, rank_trace_path
-
-EXIT_STRICT = 3
-
-
-def _draws_the_table() -> bool:
-    """One process per terminal draws the live table: under a launcher (torchrun), local
-    rank 0; the other ranks on the same terminal print plain lines."""
-    return os.environ.get("LOCAL_RANK", "0") == "0"
-
-
-def launcher_rank() -> int | None:
-    """The rank a launcher (torchrun) gave this process, if any."""
-    rank = os.environ.get("RANK", "")
-    return int(rank) if rank.isdigit() else None
-
-
-def _rank_label() -> str:
-    """Under a launcher with several ranks, which rank stepdbg's lines come from (as spawned ranks say)."""
-    rank = launcher_rank()
-    return f"rank {rank}" if rank is not None and os.environ.get("WORLD_SIZE", "1") != "1" else ""
+from .session import RunOptions, ScriptNotFound, print_exit_message
+from .tracing import TracedRun, trace_path_for
 
 
 def default_trace_path(options: RunOptions) -> Path:
     """``train.py`` -> ``./train.stepdbg.jsonl``; one file per rank in a distributed run."""
-    stem = options.target.rsplit(".", 1)[-1] if options.module else Path(options.target).stem
-    path = Path.cwd() / f"{stem}{TRACE_SUFFIX}"
-    rank = launcher_rank()
-    return rank_trace_path(path, rank) if rank is not None else path
+    return trace_path_for(options.target.rsplit(".", 1)[-1] if options.module else Path(options.target).stem)
 
 
 def _resolve(options: RunOptions) -> tuple[str, list[str]]:
@@ -123,9 +96,8 @@ def run_script(options: RunOptions) -> int:
     target, argv = _resolve(options)
     trace_path = options.trace or default_trace_path(options)
     command = shlex.join(options.command or ["stepdbg", "run", target, *options.args])
-    view = View(Console(stderr=True), live=options.live and _draws_the_table(), quiet=options.quiet, label=_rank_label())
-    session = Session(options, argv, command, trace_path, view, launcher_rank())
-    ranks = SpawnedRanks(options, argv, command, trace_path)
+    run = TracedRun(options, argv, command, trace_path)
+    run.start()
 
     saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
     error: BaseException | None = None
@@ -141,18 +113,6 @@ def run_script(options: RunOptions) -> int:
         sys.path[0] = path0
     else:
         sys.path.insert(0, path0)
-
-    def report(end: EndRecord, code: int) -> int:
-        """Summary (with a line per rank), and the exit code, --strict's included."""
-        rank_ends = ranks.ends(since=session.started)
-        rank_lines = {rank: (str(path), e) for rank, (path, e) in rank_ends.items()}
-        view.summary(end, str(trace_path), rank_lines, stopped=session.instrumentation.failed)
-        if options.strict and code == 0 and (session.diagnostics.found_problems or ranks.found_problems(rank_ends)):
-            return EXIT_STRICT
-        return code
-
-    session.start(after_hard_exit=report)
-    ranks.install()
     try:
         if options.module:
             runpy.run_module(target, run_name="__main__", alter_sys=True)
@@ -163,15 +123,14 @@ def run_script(options: RunOptions) -> int:
     except BaseException as raised:  # noqa: BLE001 - the user's exception, shown as Python would
         error = raised
     finally:
-        ranks.uninstall()
-        session.stop()
+        run.stop()
         sys.argv[:] = saved_argv
         if saved_path0 is not None:
             sys.path[0] = saved_path0
-    status, code = outcome(error)
     if isinstance(error, SystemExit):
         print_exit_message(error)
     elif error is not None:
         error.__traceback__ = _user_traceback(error)  # the default hook prints the exception's own
         sys.excepthook(type(error), error, error.__traceback__)
-    return report(session.end(status, code), code)
+    run.finish(error)
+    return run.exit_code

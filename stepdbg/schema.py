@@ -9,6 +9,7 @@ keys, so older traces keep loading.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -47,6 +48,14 @@ def _number_dict(value: Any) -> bool:
 
 def _strings(values: Any) -> bool:
     return type(values) is list and _STRING.issuperset(map(type, values))
+
+
+def _spans(value: Any) -> bool:
+    """Flat (phase, start, duration) triples: checked in C, a few type sets, whatever their count."""
+    return (
+        type(value) is list and len(value) % 3 == 0 and _STRING.issuperset(map(type, value[::3]))
+        and _SECONDS.issuperset(map(type, value[1::3])) and _SECONDS.issuperset(map(type, value[2::3]))
+    )
 
 
 @dataclass
@@ -153,6 +162,8 @@ class StepRecord:
     update_ratio: float | None = None
     param_update_ratios: dict[str, float | None] | None = None
     nonfinite: dict[str, str] | None = None
+    spans: list[str | float] | None = None
+    """Where each call lay in the iteration: (phase, start, duration) triples, flattened (see `placed_calls`)."""
     type: str = "step"
 
     def to_json(self) -> dict[str, Any]:
@@ -174,6 +185,8 @@ class StepRecord:
             data["param_grad_norms"] = self.param_grad_norms
             data["update_ratio"] = self.update_ratio
             data["param_update_ratios"] = self.param_update_ratios
+        if self.spans is not None:
+            data["spans"] = self.spans
         return data
 
     @classmethod
@@ -183,7 +196,7 @@ class StepRecord:
         Reading speed matters here (a trace can hold millions of steps): the parsed
         lists and dicts are used as they are, not copied.
         """
-        get = data.get
+        get = data.get  # ``spans`` is checked where it is read: see `placed_calls`
         loss, grad_norm, update_ratio = get("loss"), get("grad_norm"), get("update_ratio")
         group_grad_norms, lr, time = get("group_grad_norms") or [], get("lr") or [], get("time") or {}
         param_grad_norms, param_update_ratios = get("param_grad_norms"), get("param_update_ratios")
@@ -214,6 +227,7 @@ class StepRecord:
             update_ratio,
             param_update_ratios,
             get("nonfinite"),
+            get("spans"),
         )
         if record.nonfinite:
             restore_nonfinite(record, record.nonfinite)
@@ -222,6 +236,20 @@ class StepRecord:
     @property
     def is_detail(self) -> bool:
         return self.param_grad_norms is not None
+
+    def placed_calls(self) -> Iterator[tuple[str, float, float]]:
+        """``(phase, start, duration)`` of each call ``spans`` places, in seconds from the iteration's start.
+
+        Checked here, by the one reader that needs them (a timeline), not as every
+        record is read: `show` and `diff` would pay for it on millions of records.
+        A malformed ``spans`` raises `TypeError`.
+        """
+        spans = self.spans
+        if spans is None:
+            return iter(())
+        if not _spans(spans):
+            raise TypeError("spans is not a list of (phase, start, duration) triples")
+        return zip(spans[::3], spans[1::3], spans[2::3])  # type: ignore[arg-type]
 
 
 def _first_mistyped(data: dict[str, Any]) -> str:

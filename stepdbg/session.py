@@ -56,6 +56,8 @@ class Recorder:
         self.writer = writer
         self.view = view
         self.steps = 0
+        self.anomalies: list[Anomaly] = []
+        """Each problem as first reported (repeats are only counted, by `Diagnostics`)."""
 
     def optimizer(self, info: OptimizerInfo) -> None:
         self.writer.write(info.to_json())
@@ -67,11 +69,17 @@ class Recorder:
 
     def anomaly(self, anomaly: Anomaly) -> None:
         self.writer.write(anomaly.to_json())
+        self.anomalies.append(anomaly)
         self.view.on_anomaly(anomaly)
 
 
 _IN_PROGRESS: list[Callable[[], None]] = []
 """How to let go of each session in progress in this process."""
+
+
+def session_in_progress() -> bool:
+    """Whether this process is being traced now: its hooks are process-wide, so one at a time."""
+    return bool(_IN_PROGRESS)
 
 
 def _let_go_in_forked_child() -> None:

@@ -15,8 +15,9 @@ from typing import TextIO
 from rich.console import Console
 
 from .show_render import render, summary_json, write_csv
-from .show_stats import StepFilter, collect, parse_steps
+from .show_stats import collect
 from .trace import Trace, dumps
+from .view import StepFilter
 
 
 @dataclass
@@ -33,8 +34,7 @@ def show_trace(
     path: str | Path, options: ShowOptions, console: Console | None = None, out: TextIO | None = None
 ) -> None:
     """Print the view of the trace at ``path``: rich on ``console`` (stdout), or JSON/CSV on ``out`` (stdout)."""
-    start, stop = parse_steps(options.steps)
-    step_filter = StepFilter(start=start, stop=stop, optimizer=options.optimizer)
+    step_filter = StepFilter.from_options(options.steps, options.optimizer)
     trace = Trace(path)
     out = out if out is not None else sys.stdout
     if options.csv:

@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .schema import PHASES, Anomaly, OptimizerInfo, StepRecord
-from .show_stats import AnomalyGroup, Downsampler, OptimizerCheck, OptimizerStats, ParamTable, StepFilter, TraceSummary
+from .show_stats import AnomalyGroup, Downsampler, OptimizerStats, ParamTable, TraceSummary
 from .summary import (
     data_table,
     fmt_num,
@@ -33,6 +33,7 @@ from .summary import (
     step_label,
 )
 from .trace import Trace
+from .view import StepFilter, TraceView
 
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
 SEVERITY_STYLES = {"error": "red", "warning": "yellow", "info": "blue"}
@@ -244,7 +245,7 @@ ANOMALY_COLUMNS = ["rule", "severity", "step", "optimizer", "param", "message", 
 PARAM_COLUMNS = ["optimizer", "step", "param", "grad_norm", "update_ratio"]
 
 
-def _step_row(record: StepRecord) -> list[Any]:
+def step_row(record: StepRecord) -> list[Any]:
     """csv writes None as an empty cell and floats exactly (``repr``); NaN as ``nan``, which pandas reads."""
     lr: Any = record.lr[0] if len(record.lr) == 1 else ";".join("" if v is None else repr(v) for v in record.lr)
     return [
@@ -253,26 +254,22 @@ def _step_row(record: StepRecord) -> list[Any]:
     ]
 
 
-def _csv_rows(
-    trace: Trace, step_filter: StepFilter, anomalies_only: bool, params: ParamTable | None, known: OptimizerCheck
-) -> Iterator[list[Any]]:
-    for record in trace:
+def _csv_rows(view: TraceView, anomalies_only: bool, params: ParamTable | None) -> Iterator[list[Any]]:
+    for record in view:
         if isinstance(record, OptimizerInfo):
-            known.seen.add(record.optimizer)
-            if params is not None and step_filter.admits_optimizer(record.optimizer):
+            if params is not None:
                 params.describe(record)
         elif isinstance(record, StepRecord):
-            known.seen.add(record.optimizer)
-            if anomalies_only or not step_filter.admits(record.optimizer, record.step):
+            if anomalies_only:
                 continue
             if params is None:
-                yield _step_row(record)
+                yield step_row(record)
             elif record.param_grad_norms is not None:
                 ratios = record.param_update_ratios or {}
                 for name, norm in record.param_grad_norms.items():
                     if params.match(record.optimizer, name) is not None:
                         yield [record.optimizer, record.step, name, norm, ratios.get(name)]
-        elif isinstance(record, Anomaly) and anomalies_only and step_filter.admits(record.optimizer, record.step):
+        elif isinstance(record, Anomaly) and anomalies_only:
             yield [getattr(record, column) for column in ANOMALY_COLUMNS]
 
 
@@ -283,10 +280,8 @@ def write_csv(
     if anomalies_only and param is not None:
         raise ValueError("--csv writes one table: use --anomalies or --param, not both")
     params = ParamTable(param) if param is not None else None
-    known = OptimizerCheck(step_filter.optimizer)
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(ANOMALY_COLUMNS if anomalies_only else PARAM_COLUMNS if params else STEP_COLUMNS)
-    writer.writerows(_csv_rows(trace, step_filter, anomalies_only, params, known))
-    known.check(trace.path)
+    writer.writerows(_csv_rows(TraceView(trace, step_filter), anomalies_only, params))
     if params is not None:
         params.check()

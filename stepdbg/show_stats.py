@@ -8,62 +8,17 @@ per anomaly rule. Records are dropped as soon as they are counted.
 from __future__ import annotations
 
 import math
-import re
 from array import array
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
-from pathlib import Path
 from typing import Any
 
 from .schema import PHASES, Anomaly, OptimizerInfo, StepRecord
-from .summary import RunInfo, floats, is_finite, listing, median, optimizer_label
+from .summary import RunInfo, floats, is_finite, median
 from .trace import Trace
+from .view import ParamMatcher, StepFilter, TraceView
 
 SPARK_WIDTH = 60
 PARAM_SPARK_WIDTH = 12
-NAMES_IN_ERROR = 8
-
-
-@dataclass(frozen=True)
-class StepFilter:
-    """Which steps the view covers: ``--steps A:B`` (half-open, like a slice) and ``--optimizer``."""
-
-    start: int = 0
-    stop: int | None = None
-    optimizer: int | None = None
-
-    def admits(self, optimizer: int | None, step: int) -> bool:
-        return (
-            (self.optimizer is None or optimizer == self.optimizer)
-            and step >= self.start
-            and (self.stop is None or step < self.stop)
-        )
-
-    def admits_optimizer(self, optimizer: int | None) -> bool:
-        return self.optimizer is None or optimizer == self.optimizer
-
-    @property
-    def description(self) -> str | None:
-        parts = []
-        if self.start or self.stop is not None:
-            parts.append(f"steps {self.start}:{'' if self.stop is None else self.stop}")
-        if self.optimizer is not None:
-            parts.append(f"optimizer {self.optimizer}")
-        return ", ".join(parts) or None
-
-
-def parse_steps(text: str | None) -> tuple[int, int | None]:
-    """``"100:200"`` → (100, 200); either side may be left out. Step numbers, not positions."""
-    if text is None:
-        return 0, None
-    match = re.fullmatch(r"\s*(\d*)\s*:\s*(\d*)\s*", text)
-    if not match:
-        raise ValueError(f"--steps takes A:B, a range of step numbers such as 100:200, 100: or :200 (got {text!r})")
-    start = int(match[1]) if match[1] else 0
-    stop = int(match[2]) if match[2] else None
-    if stop is not None and stop <= start:
-        raise ValueError(f"--steps {text} selects no steps: B must be greater than A")
-    return start, stop
 
 
 class Downsampler:
@@ -320,20 +275,19 @@ class ParamTable:
     """Per-parameter gradient norms over the detail steps, for names matching a glob."""
 
     def __init__(self, pattern: str) -> None:
-        self.pattern = pattern
+        self.matcher = ParamMatcher(pattern)
         self.stats: dict[tuple[int | None, str], ParamStats] = {}
-        self._matches: dict[str, bool] = {}  # every name seen, whether it matches
+
+    @property
+    def pattern(self) -> str:
+        return self.matcher.pattern
 
     def match(self, optimizer: int | None, name: str) -> ParamStats | None:
         """The stats to add to for this name, or None when it does not match."""
         key = (optimizer, name)
         stats = self.stats.get(key)
-        if stats is None:
-            matches = self._matches.get(name)
-            if matches is None:
-                matches = self._matches[name] = fnmatchcase(name, self.pattern)
-            if matches:
-                stats = self.stats[key] = ParamStats(optimizer, name)
+        if stats is None and self.matcher(name):
+            stats = self.stats[key] = ParamStats(optimizer, name)
         return stats
 
     def describe(self, info: OptimizerInfo) -> None:
@@ -348,13 +302,7 @@ class ParamTable:
                 stats.add(norm, ratios.get(name))
 
     def check(self) -> None:
-        """Say plainly, listing a few real names, when the pattern matched nothing."""
-        if self.stats:
-            return
-        names = list(self._matches)
-        if not names:
-            raise ValueError(f"no parameter matches {self.pattern!r}: the trace names no parameters")
-        raise ValueError(f"no parameter matches {self.pattern!r}; the trace has {listing(names, NAMES_IN_ERROR)}")
+        self.matcher.check()
 
     def to_json(self) -> list[dict[str, Any]]:
         return [stats.to_json() for stats in self.stats.values()]
@@ -370,35 +318,15 @@ class TraceSummary:
     params: ParamTable | None
 
 
-class OptimizerCheck:
-    """Remembers the optimizers a trace has, to refuse ``--optimizer N`` for one it lacks."""
-
-    def __init__(self, wanted: int | None) -> None:
-        self.wanted = wanted
-        self.seen: set[int | None] = set()
-
-    def check(self, path: Path) -> None:
-        if self.wanted is None or self.wanted in self.seen:
-            return
-        have = ", ".join(optimizer_label(i) for i in sorted(self.seen, key=lambda i: -1 if i is None else i))
-        raise ValueError(f"{path} has no optimizer {self.wanted} ({'it has ' + have if have else 'it has none'})")
-
-
 def collect(trace: Trace, step_filter: StepFilter, param_pattern: str | None = None) -> TraceSummary:
-    """Read the whole trace once and fold every record into the figures of the view."""
+    """Read the whole trace once and fold every record in view into the figures of the view."""
     optimizers: dict[int | None, OptimizerStats] = {}
     profile = Profile()
     anomalies: dict[str, AnomalyGroup] = {}
     params = ParamTable(param_pattern) if param_pattern is not None else None
-    known = OptimizerCheck(step_filter.optimizer)
-    steps, last_t = 0, 0.0
-    for record in trace:
+    view = TraceView(trace, step_filter)
+    for record in view:
         if isinstance(record, StepRecord):
-            steps += 1
-            last_t = record.t
-            known.seen.add(record.optimizer)
-            if not step_filter.admits(record.optimizer, record.step):
-                continue
             stats = optimizers.get(record.optimizer)
             if stats is None:
                 stats = optimizers[record.optimizer] = OptimizerStats(record.optimizer)
@@ -407,22 +335,17 @@ def collect(trace: Trace, step_filter: StepFilter, param_pattern: str | None = N
             if params is not None and record.param_grad_norms is not None:
                 params.add(record)
         elif isinstance(record, OptimizerInfo):
-            known.seen.add(record.optimizer)
-            if step_filter.admits_optimizer(record.optimizer):
-                optimizers.setdefault(record.optimizer, OptimizerStats(record.optimizer)).describe(record)
-                if params is not None:
-                    params.describe(record)
+            optimizers.setdefault(record.optimizer, OptimizerStats(record.optimizer)).describe(record)
+            if params is not None:
+                params.describe(record)
         elif isinstance(record, Anomaly):
-            last_t = max(last_t, record.t)
-            if step_filter.admits(record.optimizer, record.step):
-                group = anomalies.get(record.rule)
-                if group is None:
-                    group = anomalies[record.rule] = AnomalyGroup.first_of(record)
-                group.add(record)
-    known.check(trace.path)
+            group = anomalies.get(record.rule)
+            if group is None:
+                group = anomalies[record.rule] = AnomalyGroup.first_of(record)
+            group.add(record)
     if params is not None:
         params.check()
     if trace.end is not None:
         for rule, group in anomalies.items():
             group.count = trace.end.anomalies.get(rule)
-    return TraceSummary(RunInfo.from_trace(trace, steps, last_t), step_filter, optimizers, profile, anomalies, params)
+    return TraceSummary(view.run_info(), step_filter, optimizers, profile, anomalies, params)

@@ -1,15 +1,17 @@
-"""What `show` and `diff` both report: how a run went, and numbers put in words.
+"""What `show`, `diff`, `plot` and `export` say about a run, and numbers put in words.
 
-Kept apart from both commands so that they describe a run, format a figure and
+Kept apart from the commands so that they describe a run, format a figure and
 take a median the same way.
 """
 
 from __future__ import annotations
 
+import datetime
 import math
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeGuard
 
 from rich import box
@@ -172,3 +174,36 @@ def data_table(*headers: str, right: tuple[str, ...] = ()) -> Table:
     for header in headers:
         table.add_column(header, justify="right" if header in right else "left")
     return table
+
+
+TRACE_SUFFIXES = (".jsonl", ".stepdbg")
+
+
+def trace_label(path: Path) -> str:
+    """A trace's name for a legend or a run: ``train.rank0.stepdbg.jsonl`` → ``train.rank0``."""
+    name = path.name
+    for suffix in TRACE_SUFFIXES:
+        name = name.removesuffix(suffix)
+    return name or path.name
+
+
+def trace_labels(paths: Sequence[Path]) -> list[str]:
+    """Names for traces shown together; with their folder where two would read the same."""
+    labels = [trace_label(path) for path in paths]
+    if len(set(labels)) < len(labels):
+        labels = [f"{path.parent.name}/{label}" if path.parent.name else label for path, label in zip(paths, labels)]
+    return labels
+
+
+def ranks_of_one_run(traces: Sequence[Trace]) -> bool:
+    """Several traces whose headers each give a different rank: one distributed run's ranks."""
+    ranks = [trace.header.rank for trace in traces]
+    return len(traces) > 1 and None not in ranks and len(set(ranks)) == len(ranks)
+
+
+def start_time(start: str) -> float | None:
+    """The header's ISO 8601 start as seconds since the epoch; None where it cannot be read."""
+    try:
+        return datetime.datetime.fromisoformat(start).timestamp()
+    except ValueError:
+        return None

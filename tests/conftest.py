@@ -193,6 +193,12 @@ class Run:
     def steps(self, optimizer: int | None | str = "any") -> list[dict[str, Any]]:
         return steps(self.records, optimizer)
 
+    def trace_file(self, folder: Path) -> Path:
+        """The run's trace, written back to a file in ``folder`` for the commands that read one."""
+        path = folder / f"{Path(self.spec.script).stem}.stepdbg.jsonl"
+        path.write_text("".join(json.dumps(record) + "\n" for record in self.records))
+        return path
+
     def state(self) -> dict[str, Any]:
         assert self.state_path is not None and self.state_path.exists(), f"{self.spec}: no saved state"
         return torch.load(self.state_path, weights_only=False)

@@ -60,7 +60,7 @@ CASES = {
     "missing_zero_grad": [("missing-zero-grad", 1)],
     "zero_grad_before_step": [("zero-grad-before-step", 0)],
     "nonfinite": [("nonfinite", 5)],
-    "ddp_bucket_view": [("missing-zero-grad", 2)],  # a step late on a device (README: Limits)
+    "ddp_bucket_view": [("missing-zero-grad", 2)],  # a step late on a device (docs/gpu.md)
 }
 """`cuda_cases.py`'s modes, and the (rule, step) each reports first: correct loops none."""
 

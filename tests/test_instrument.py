@@ -21,8 +21,15 @@ from stepdbg.names import ModuleTree
 from stepdbg.schema import Anomaly, OptimizerInfo, StepRecord
 
 
-def traced_loop(steps: int = 3) -> tuple[list[StepRecord], list[OptimizerInfo], list[Anomaly], list[float]]:
-    """A small SGD loop under stepdbg's hooks: its records, and the losses the loop itself saw."""
+def _zero_grad(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    optimizer.zero_grad()
+
+
+def traced_loop(
+    steps: int = 3, clear: Callable[[nn.Module, torch.optim.Optimizer], None] = _zero_grad
+) -> tuple[list[StepRecord], list[OptimizerInfo], list[Anomaly], list[float]]:
+    """A small SGD loop under stepdbg's hooks, clearing its gradients with ``clear``: its
+    records, and the losses the loop itself saw."""
     records: list[StepRecord] = []
     infos: list[OptimizerInfo] = []
     found: list[Anomaly] = []
@@ -37,7 +44,7 @@ def traced_loop(steps: int = 3) -> tuple[list[StepRecord], list[OptimizerInfo], 
             optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
             x, y = torch.randn(8, 3), torch.randn(8, 1)
             for _ in range(steps):
-                optimizer.zero_grad()
+                clear(model, optimizer)
                 loss = nn.functional.mse_loss(model(x), y)
                 torch.autograd.backward([loss])  # a list, as the public call allows
                 optimizer.step()
@@ -183,26 +190,13 @@ def test_gradients_zeroed_through_data_are_cleared(monkeypatch: pytest.MonkeyPat
     same verdict at the same step, naming the same parameter."""
     if read == "with the step":
         monkeypatch.setattr(norms, "values_held", norms.per_tensor_norms)
-    found: list[Anomaly] = []
-    records: list[StepRecord] = []
-    tree = ModuleTree()
-    collector = Collector(0, Diagnostics(Thresholds(), frozenset(), found.append), records.append, lambda i: None, tree)
-    tree.install()
-    try:
-        with Instrumentation(collector):
-            torch.manual_seed(0)
-            model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
-            optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-            x, y = torch.randn(8, 3), torch.randn(8, 1)
-            for _ in range(3):
-                for p in (model if cleared == "all" else model[0]).parameters():
-                    if p.grad is not None:
-                        p.grad.data.zero_()
-                nn.functional.mse_loss(model(x), y).backward()
-                optimizer.step()
-    finally:
-        tree.uninstall()
-    collector.finish()
+
+    def clear_through_data(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        for p in (model if cleared == "all" else model[0]).parameters():
+            if p.grad is not None:
+                p.grad.data.zero_()
+
+    records, _, found, _ = traced_loop(clear=clear_through_data)
     expected = [] if cleared == "all" else [("missing-zero-grad", 1, "2.weight")]
     assert [(a.rule, a.step, a.param) for a in found] == expected
     assert [r.backward_calls for r in records] == [1, 1, 1]
@@ -562,3 +556,45 @@ def test_a_resumed_scheduler_fast_forwarded_or_stepped_twice_makes_as_many_calls
         ["scheduler×3", "zero_grad", "backward", "step"],
         ["scheduler×2", "zero_grad", "backward", "step"],
     ]
+
+
+def test_each_call_is_placed_in_its_iteration_in_the_order_it_ran() -> None:
+    """``spans``: where a timeline draws each call; they lie within the record's time, one after another."""
+    records, _, _, _ = traced_loop()
+    for record in records:
+        placed = list(record.placed_calls())
+        names = [name for name, _, _ in placed]
+        assert names[-4:] == ["zero_grad", "backward", "overhead", "step"]  # the norms are taken as the step starts
+        assert names[:-4] == ([] if record.step == 0 else ["overhead"])  # finishing the previous record
+        ends = [0.0]
+        for _, start, duration in placed:
+            assert start >= ends[-1] - 1e-6 and duration >= 0
+            ends.append(start + duration)
+        assert ends[-1] <= record.time["total"] + 1e-6
+        assert sum(d for name, _, d in placed if name == "backward") == pytest.approx(record.time["backward"], abs=2e-6)
+
+
+def test_calls_made_inside_a_step_lie_within_it() -> None:
+    """LBFGS runs its closure (zero_grad, backward) inside ``step``: those spans nest inside the step's."""
+    collector, _, records = _collecting()
+    with Instrumentation(collector):
+        torch.manual_seed(0)
+        model = nn.Linear(3, 1)
+        optimizer = torch.optim.LBFGS(model.parameters(), max_iter=3)
+        x, y = torch.randn(8, 3), torch.randn(8, 1)
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            return loss
+
+        for _ in range(2):
+            optimizer.step(closure)
+    collector.finish()
+    for record in records:
+        placed = list(record.placed_calls())
+        step = next((start, start + duration) for name, start, duration in placed if name == "step")
+        inner = [(start, start + duration) for name, start, duration in placed if name in ("zero_grad", "backward")]
+        assert len(inner) >= 2
+        assert all(step[0] - 1e-6 <= start and end <= step[1] + 1e-6 for start, end in inner)

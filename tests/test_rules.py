@@ -16,7 +16,7 @@ import pytest
 
 from conftest import SCRIPTS, Spec, script_env
 
-SEVERITY = {  # README, "Diagnostics"
+SEVERITY = {  # docs/rules.md
     "missing-zero-grad": "error",
     "zero-grad-before-step": "error",
     "step-without-backward": "error",

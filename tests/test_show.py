@@ -21,8 +21,9 @@ from stepdbg.cli import app
 from stepdbg.schema import Anomaly, EndRecord, StepRecord
 from stepdbg.show import ShowOptions, show_trace
 from stepdbg.show_render import sparkline
-from stepdbg.show_stats import Downsampler, parse_steps
+from stepdbg.show_stats import Downsampler
 from stepdbg.trace import TraceError
+from stepdbg.view import parse_steps
 
 runner = CliRunner()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import threading
@@ -49,7 +50,7 @@ def test_queued_records_reach_the_file_in_order_whichever_thread_writes_them(tmp
 
 def test_records_a_drain_was_interrupted_in_are_written_by_the_next(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C lands on the training thread, which may be draining: nothing it had taken is lost."""
-    import stepdbg.trace as trace_module
+    trace_module = importlib.import_module("stepdbg.trace")  # `stepdbg.trace` is the public function
 
     monkeypatch.setattr(trace_module, "FLUSH_INTERVAL", 3600.0)  # only this test's drains write
     path = tmp_path / "t.stepdbg.jsonl"

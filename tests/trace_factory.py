@@ -22,7 +22,9 @@ def param_names(optimizer: int, params: Sequence[str]) -> list[str]:
     return list(params) if optimizer == 0 else list(HEAD_PARAMS)
 
 
-def make_step(optimizer: int, step: int, every: int, params: Sequence[str], slow: float = 1.0) -> StepRecord:
+def make_step(
+    optimizer: int, step: int, every: int, params: Sequence[str], slow: float = 1.0, spans: bool = False
+) -> StepRecord:
     times = {"forward": 0.010 * slow, "backward": 0.020 * slow, "step": 0.005 * slow, "zero_grad": 0.001 * slow}
     times["total"] = sum(times.values())
     record = StepRecord(
@@ -30,6 +32,9 @@ def make_step(optimizer: int, step: int, every: int, params: Sequence[str], slow
         skipped=False, loss=2.0 / (1 + step) + optimizer, grad_norm=1.0 + 0.1 * step,
         group_grad_norms=[1.0 + 0.1 * step], lr=[0.1], time=times,
     )
+    if spans:  # zero_grad, 10 ms of forward, backward, step: the calls end to end with the gaps
+        record.spans = ["zero_grad", 0.0, times["zero_grad"], "backward", 0.011 * slow, times["backward"],
+                        "step", 0.031 * slow, times["step"]]
     if every and step % every == 0:
         names = param_names(optimizer, params)
         record.param_grad_norms = {name: 0.1 * (i + 1) + 0.01 * step for i, name in enumerate(names)}
@@ -49,13 +54,16 @@ def write_trace(
     end: EndRecord | None | bool = True,
     slow: float = 1.0,
     command: str = "stepdbg run train.py",
+    spans: bool = False,
+    rank: int | None = None,
+    start: str = "2025-01-01T00:00:00+00:00",
 ) -> Path:
     """A trace of ``steps`` iterations, each stepping every optimizer once, in order."""
     writer = TraceWriter(path)
     writer.write(
         Header(
             stepdbg="0.1.0", torch="2.13.0", python="3.12.0", argv=["train.py"], command=command, cwd="/work",
-            start="2025-01-01T00:00:00+00:00", device="cpu", every=every, pid=1,
+            start=start, device="cpu", every=every, pid=1, rank=rank,
         ).to_json()
     )
     for step in range(steps):
@@ -63,7 +71,7 @@ def write_trace(
             if step == 0:
                 groups = [ParamGroupInfo(params=param_names(optimizer, params), numel=100)]
                 writer.write(OptimizerInfo(optimizer=optimizer, cls="SGD", groups=groups).to_json())
-            record = make_step(optimizer, step, every, params, slow)
+            record = make_step(optimizer, step, every, params, slow, spans)
             if tweak is not None:
                 tweak(record)
             writer.write(record.to_json())

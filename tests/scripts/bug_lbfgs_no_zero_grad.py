@@ -23,6 +23,6 @@ def closure():
     return loss
 
 
-for step in range(6):
+for _ in range(6):
     loss = optimizer.step(closure)
 print(f"final loss {loss.item():.6f}")

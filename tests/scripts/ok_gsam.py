@@ -35,7 +35,8 @@ class GSAM(torch.optim.Optimizer):
 
     @torch.no_grad()
     def grad_norm(self, by=None):
-        grads = [p.grad if by is None else self.state[p][by] for g in self.param_groups for p in g["params"] if p.grad is not None]
+        params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
+        grads = [p.grad if by is None else self.state[p][by] for p in params]
         return torch.stack([g.norm() for g in grads]).square().sum().sqrt()
 
     @torch.no_grad()
@@ -60,7 +61,8 @@ class GSAM(torch.optim.Optimizer):
 
     @torch.no_grad()
     def gradient_decompose(self, alpha):
-        inner_prod = sum(torch.sum(self.state[p]["old_g"] * p.grad) for g in self.param_groups for p in g["params"] if p.grad is not None)
+        params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
+        inner_prod = sum(torch.sum(self.state[p]["old_g"] * p.grad) for p in params)
         new_grad_norm, old_grad_norm = self.grad_norm(), self.grad_norm(by="old_g")
         cosine = inner_prod / (new_grad_norm * old_grad_norm + self.perturb_eps)
         for group in self.param_groups:
@@ -109,7 +111,7 @@ def loss_fn(outputs, targets):
     return loss
 
 
-for step in range(8):
+for _ in range(8):
     optimizer.set_closure(loss_fn, x, y)
     predictions, loss = optimizer.step()
     losses.append(evaluated[-1])
