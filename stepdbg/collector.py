@@ -254,9 +254,9 @@ class OptimizerTrack:
     """The first position where a backward added to gradients its previous step consumed."""
     dirty_pending: dict[int, torch.Tensor] | None = None
     """Positions where a backward added to a consumed gradient that looked untouched, by
-    position: the norm it had as that backward began, still on a CUDA device. Non-zero: it
-    held the consumed values (missing-zero-grad); zero: it had been cleared through ``.data``.
-    The step decides once the norms are read back with its values (`_StepInProgress.dirty_pending`)."""
+    position: its largest magnitude as that backward began, still on a CUDA device. Non-zero:
+    it held the consumed values (missing-zero-grad); zero: it had been cleared through ``.data``.
+    The step decides once they are read back with its values (`_StepInProgress.dirty_pending`)."""
     consumed: tuple[int, weakref.ref, int] | None = None
     """One gradient its previous step consumed: (position, the tensor held weakly, its version).
     A step with no backward since compares it with what it finds: the same tensor, unchanged,
@@ -333,7 +333,7 @@ class _StepInProgress:
             return True
         if isinstance(self.loss_scale, torch.Tensor) or isinstance(self.grad_scale, torch.Tensor):
             return True
-        if self.dirty_pending and any(norm.is_cuda for _, norm in self.dirty_pending):
+        if self.dirty_pending and any(value.is_cuda for _, value in self.dirty_pending):
             return True
         return device_losses and any(isinstance(v, torch.Tensor) for v in self.losses)
 
@@ -341,7 +341,7 @@ class _StepInProgress:
         """Every tensor to read back, in the order `split` expects."""
         values = self.grad_pieces + self.update_pieces if self.update_pieces else self.grad_pieces
         if self.dirty_pending:
-            values = [*values, *(norm for _, norm in self.dirty_pending)]
+            values = [*values, *(value for _, value in self.dirty_pending)]
         if not self.on_device:
             return values  # losses and scales are floats already
         scales = [s.reshape(()) for s in (self.loss_scale, self.grad_scale) if isinstance(s, torch.Tensor)]
@@ -349,7 +349,7 @@ class _StepInProgress:
         return [*values, *losses, *scales]
 
     def split(self, values: list[float]) -> tuple[list[float], list[float], list[float], list[float], list[float]]:
-        """Grad pieces, update pieces, `dirty_pending`'s norms, loss values and scales, from
+        """Grad pieces, update pieces, `dirty_pending`'s values, loss values and scales, from
         `device_values` read back."""
         a = len(self.grad_pieces)
         b = a + len(self.update_pieces)
@@ -823,8 +823,8 @@ class Collector:
         idiom of old tutorials; under ``torch.no_grad()`` too) moves no version, so only the
         values tell such a clear from gradients left to accumulate into.
 
-        Read at once on the CPU. On CUDA, a norm per gradient is queued instead and read back
-        with the step's values, which then decides (`OptimizerTrack.dirty_pending`). Nothing is
+        Read at once on the CPU. On CUDA, each one's largest magnitude is queued instead and read
+        back with the step's values, which then decides (`OptimizerTrack.dirty_pending`). Nothing is
         read where the step already has a backward added to consumed gradients (the bug is
         found: one read a step, not one per backward), for gradients already pending, nor
         during a CUDA graph capture (the norms would become part of the user's graph)."""
@@ -1198,7 +1198,7 @@ class Collector:
     def _check_accumulated(self, progress: _StepInProgress) -> None:
         """missing-zero-grad: a backward added to gradients a previous step had consumed. Judged
         as the step starts, or as it ends where a closure runs backward passes inside it (LBFGS
-        evaluating a closure that never clears); where only norms still on a device can tell,
+        evaluating a closure that never clears); where only values still on a device can tell,
         once they are read back (`_complete`)."""
         track = progress.track
         if track.dirty_param is not None:
@@ -1533,9 +1533,9 @@ class Collector:
         record, track = progress.record, progress.track
         if progress.device_phases is not None:
             self._retime(record, progress.device_phases)
-        grad_values, update_values, dirty_norms, loss_values, scales = progress.split(values)
+        grad_values, update_values, dirty_values, loss_values, scales = progress.split(values)
         if progress.dirty_pending:
-            held = (position for (position, _), norm in zip(progress.dirty_pending, dirty_norms) if norm != 0)
+            held = (position for (position, _), value in zip(progress.dirty_pending, dirty_values) if value != 0)
             if (position := next(held, None)) is not None:
                 self._missing_zero_grad(progress, position)
         loss_scale = scales.pop(0) if isinstance(progress.loss_scale, torch.Tensor) else progress.loss_scale
