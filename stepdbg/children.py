@@ -25,7 +25,7 @@ from typing import Any
 
 from rich.console import Console
 
-from .diagnostics import has_problems
+from .diagnostics import RULES
 from .live import View
 from .schema import EndRecord
 from .session import RunOptions, ScriptNotFound, Session, outcome, rank_trace_path
@@ -51,7 +51,7 @@ class TracedRank:
             module._wrap = self.wrap
         view = View(Console(stderr=True), live=False, quiet=self.options.quiet, label=f"rank {rank}")
         try:
-            session = Session(self.options, self.argv, self.command, rank_trace_path(self.trace, rank), view, rank)
+            session = Session(self.options, self.argv, self.command, [rank_trace_path(self.trace, rank)], view, rank)
         except ScriptNotFound as e:  # the rank trains all the same, untraced
             print(f"stepdbg[rank {rank}]: {e}", file=sys.stderr)
             return self.wrap(fn, rank, *rest)
@@ -127,8 +127,14 @@ class SpawnedRanks:
         return found
 
     @staticmethod
-    def found_problems(ends: dict[int, tuple[Path, EndRecord | None]]) -> bool:
-        return any(end is not None and has_problems(end.anomalies) for _, end in ends.values())
+    def problems(ends: dict[int, tuple[Path, EndRecord | None]]) -> list[tuple[str, str]]:
+        """Each rule that found a warning or an error on a rank, as ``(severity, "rule on rank N")``."""
+        return [
+            (RULES[rule].severity, f"{rule} on rank {rank}")
+            for rank, (_, end) in ends.items()
+            for rule in (end.anomalies if end is not None else {})
+            if rule in RULES and RULES[rule].severity != "info"
+        ]
 
 
 def _written_since(path: Path, since: float) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 from collections.abc import Sequence
@@ -25,15 +26,20 @@ app = typer.Typer(
     help="A debugger and profiler for PyTorch training steps: zero_grad, backward and step, made visible.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    # click's plain help, as pyinstrument's and py-spy's: a line per option, its description
+    # wrapped beside it; rich's panels give descriptions a 20-column strip at 80 columns
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 EXIT_USAGE = 2
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    """Print one ``stepdbg: error:`` line on stderr and return the Exit to raise."""
-    print(f"stepdbg: error: {message}", file=sys.stderr)
+    """Print one ``stepdbg: error:`` line on stderr and return the Exit to raise (a line break
+    in a name the message quotes, a file's or a parameter's, is written as ``\\n``)."""
+    one_line = message.replace("\r", "\\r").replace("\n", "\\n")
+    print(f"stepdbg: error: {one_line}", file=sys.stderr)
     return typer.Exit(code)
 
 
@@ -63,6 +69,15 @@ def _parse_names(value: str | None, valid: Sequence[str], what: str, option: str
     return frozenset(names)
 
 
+def _no_such_option(ctx: typer.Context, typed: str) -> str:
+    """The usage error for an option the command does not have, with its closest own option
+    if one is close (as click suggests a mistyped command): ``--evry`` -> ``--every``."""
+    name = typed.split("=", 1)[0]
+    known = [opt for param in ctx.command.get_params(ctx) for opt in (*param.opts, *param.secondary_opts)]
+    close = difflib.get_close_matches(name, [opt for opt in known if opt.startswith("-")], n=1)
+    return f"no such option: {name}" + (f" (did you mean {close[0]}?)" if close else "")
+
+
 @app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "allow_interspersed_args": False},
 )
@@ -78,38 +93,59 @@ def run(
     module: Annotated[bool, typer.Option("-m", "--module", help="Run SCRIPT as a module, like python -m.")] = False,
     trace: Annotated[
         Optional[Path],
-        typer.Option("-o", "--trace", help="Trace file to write. Default: SCRIPT.stepdbg.jsonl in the current directory."),
+        typer.Option(
+            "-o", "--trace", metavar="PATH",
+            help="Trace file to write; one that a live run writes is an error. Default: SCRIPT.stepdbg.jsonl"
+            " in the current directory, or SCRIPT.1.stepdbg.jsonl... while another run writes it.",
+        ),
     ] = None,
     every: Annotated[
         int,
-        typer.Option(help="Record per-parameter norms and update sizes every N steps (0: never). Global figures are recorded every step.", min=0),
+        typer.Option(
+            metavar="N",
+            help="Record per-parameter norms and update sizes every N steps (0: never). "
+            "Global figures are recorded every step.",
+            min=0,
+        ),
     ] = 50,
     live: Annotated[bool, typer.Option("--live/--no-live", help="Show the live table while the script runs.")] = True,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing from stepdbg except errors.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print nothing from stepdbg except errors and why --strict fails.")
+    ] = False,
     disable: Annotated[
-        Optional[str], typer.Option(help="Comma-separated diagnostic rules to turn off.", show_default=False)
+        Optional[str],
+        typer.Option(metavar="RULE[,RULE]", help="Comma-separated diagnostic rules to turn off.", show_default=False),
     ] = None,
     strict: Annotated[
         bool, typer.Option("--strict", help="Exit 3 when the script succeeded but a warning or error was found.")
     ] = False,
     explode_ratio: Annotated[
-        float, typer.Option(help="exploding-grad: the global norm is this many times its recent average.", min=1.0)
+        float,
+        typer.Option(
+            metavar="X", help="exploding-grad: the global norm is this many times its recent average.", min=1.0
+        ),
     ] = Thresholds.explode_ratio,
     vanish_ratio: Annotated[
-        float, typer.Option(help="vanishing-grad: a parameter's norm below this fraction of the largest.", min=0.0)
+        float,
+        typer.Option(
+            metavar="X", help="vanishing-grad: a parameter's norm below this fraction of the largest.", min=0.0
+        ),
     ] = Thresholds.vanish_ratio,
     patience: Annotated[
-        int, typer.Option(help="Steps a condition must last before unused-param or zero-update fire.", min=1)
+        int,
+        typer.Option(metavar="N", help="Steps a condition must last before unused-param or zero-update fire.", min=1),
     ] = Thresholds.patience,
 ) -> None:
-    """Run a training script under stepdbg, as in: stepdbg run train.py --lr 3e-4
+    """Run a script under stepdbg: stepdbg run train.py --lr 3e-4
 
-    Everything after SCRIPT goes to the script, unchanged. The trace is written as
+    Everything after SCRIPT goes to the script, unchanged (-h included). The trace is written as
     the run goes; stepdbg's own output goes to stderr.
     """
     from .runner import run_script
     from .session import RunOptions, ScriptNotFound
 
+    if script.startswith("-"):  # not the script: an option before it that run does not have
+        raise fail(_no_such_option(ctx, script))
     if trace is not None and str(trace) == "-":
         raise fail("the trace cannot go to stdout (-o -): stdout is the script's; give a file name")
     options = RunOptions(
@@ -135,16 +171,19 @@ def run(
 @app.command()
 def show(
     trace: Annotated[Path, typer.Argument(metavar="TRACE", help="A trace written by stepdbg run.", show_default=False)],
-    steps: Annotated[Optional[str], typer.Option(help="Only steps A:B (Python slice of step numbers, e.g. 100:200).")] = None,
-    optimizer: Annotated[Optional[int], typer.Option(help="Only this optimizer (its index).")] = None,
+    steps: Annotated[
+        Optional[str], typer.Option(metavar="A:B", help="Only steps A:B (Python slice of step numbers, e.g. 100:200).")
+    ] = None,
+    optimizer: Annotated[Optional[int], typer.Option(metavar="N", help="Only this optimizer (its index).")] = None,
     param: Annotated[
-        Optional[str], typer.Option(help="Per-parameter norms over the steps for names matching this glob pattern.")
+        Optional[str],
+        typer.Option(metavar="GLOB", help="Per-parameter norms over the steps for names matching this glob pattern."),
     ] = None,
     anomalies: Annotated[bool, typer.Option("--anomalies", help="Only the anomalies.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print one CSV row per step.")] = False,
 ) -> None:
-    """Summarize a trace: run, optimizers, phase profile, loss and norm sparklines, anomalies."""
+    """Summarize a trace: optimizers, phases, sparklines, anomalies."""
     from .show import ShowOptions, show_trace
 
     if as_json and as_csv:
@@ -162,8 +201,8 @@ def show(
 def diff(
     a: Annotated[Path, typer.Argument(metavar="A", help="The reference trace.", show_default=False)],
     b: Annotated[Path, typer.Argument(metavar="B", help="The trace to compare with it.", show_default=False)],
-    rtol: Annotated[float, typer.Option(help="Relative tolerance for numbers.")] = 1e-5,
-    atol: Annotated[float, typer.Option(help="Absolute tolerance for numbers.")] = 1e-8,
+    rtol: Annotated[float, typer.Option(metavar="X", help="Relative tolerance for numbers.")] = 1e-5,
+    atol: Annotated[float, typer.Option(metavar="X", help="Absolute tolerance for numbers.")] = 1e-8,
     as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as one JSON object.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing; only the exit code tells.")] = False,
     ignore: Annotated[
@@ -203,14 +242,17 @@ def plot(
     out: Annotated[
         Path | None,
         typer.Option(
-            "-o", "--out", help="The figure: .png, .svg or .pdf. Default: beside the (first) trace, .png.",
-            show_default=False,
+            "-o", "--out", metavar="PATH", show_default=False,
+            help="The figure: .png, .svg or .pdf. Default: beside the (first) trace, .png.",
         ),
     ] = None,
-    steps: Annotated[str | None, typer.Option(help="Only steps A:B (as in show).")] = None,
-    optimizer: Annotated[int | None, typer.Option(help="Only this optimizer (its index).")] = None,
+    steps: Annotated[str | None, typer.Option(metavar="A:B", help="Only steps A:B (as in show).")] = None,
+    optimizer: Annotated[int | None, typer.Option(metavar="N", help="Only this optimizer (its index).")] = None,
     param: Annotated[
-        str | None, typer.Option(help="The heat map shows the parameters matching this glob (default: every layer).")
+        str | None,
+        typer.Option(
+            metavar="GLOB", help="The heat map shows the parameters matching this glob (default: every layer)."
+        ),
     ] = None,
 ) -> None:
     """Draw a run's dashboard: loss, grad norms, lr, update sizes, time per phase, per-layer heat map, anomalies."""
@@ -249,13 +291,15 @@ def export(
     out: Annotated[
         Path | None,
         typer.Option(
-            "-o", "--out", show_default=False,
+            "-o", "--out", metavar="PATH", show_default=False,
             help="The file (perfetto, csv) or log directory (tensorboard). Default: beside the trace; csv to stdout.",
         ),
     ] = None,
-    steps: Annotated[str | None, typer.Option(help="Only steps A:B (as in show).")] = None,
-    optimizer: Annotated[int | None, typer.Option(help="Only this optimizer (its index).")] = None,
-    param: Annotated[str | None, typer.Option(help="Only parameters matching this glob (tensorboard, csv).")] = None,
+    steps: Annotated[str | None, typer.Option(metavar="A:B", help="Only steps A:B (as in show).")] = None,
+    optimizer: Annotated[int | None, typer.Option(metavar="N", help="Only this optimizer (its index).")] = None,
+    param: Annotated[
+        str | None, typer.Option(metavar="GLOB", help="Only parameters matching this glob (tensorboard, csv).")
+    ] = None,
 ) -> None:
     """Export traces for other tools: Perfetto / chrome://tracing, TensorBoard, CSV."""
     from .export import ExportOptions, export_traces

@@ -4,7 +4,8 @@ The ordering rules (missing-zero-grad, zero-grad-before-step,
 step-without-backward, scheduler-before-step) are decided by the collector from
 gradient *state* and report here; the numeric rules are judged here from each
 finished step record, reusing the norms already computed. Each problem is
-reported once per rule and optimizer, then only counted.
+reported once per rule and optimizer, then only counted, and where it fired is
+written as stretches of steps (`AnomalySteps`), not a record per repeat.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .schema import Anomaly, StepRecord
+from .schema import Anomaly, AnomalySteps, StepRecord
 
 
 @dataclass(frozen=True)
@@ -67,11 +68,6 @@ class Thresholds:
     """unused-param, zero-update: consecutive steps the condition must hold."""
 
 
-def has_problems(counts: dict[str, int]) -> bool:
-    """Whether anomaly counts (an end record's) include a warning or an error (for --strict)."""
-    return any(rule in RULES and RULES[rule].severity != "info" for rule in counts)
-
-
 @dataclass
 class _OptimizerHistory:
     norm_average: float | None = None
@@ -86,14 +82,74 @@ class _OptimizerHistory:
     vanish_streak: int = 0
 
 
-class Diagnostics:
-    """Reports anomalies once per (rule, optimizer) and counts their repeats."""
+STRETCH_SECONDS = 1.0
+"""A stretch of steps a rule keeps firing at is written at least this often (run time), so
+that a killed run keeps where its rules fired."""
 
-    def __init__(self, thresholds: Thresholds, disabled: frozenset[str], emit: Callable[[Anomaly], None]) -> None:
+
+@dataclass
+class _Stretch:
+    first_step: int
+    last_step: int
+    count: int
+    started: float
+
+
+class Stretches:
+    """Where each rule fired, repeats included, as stretches of consecutive steps: one record
+    for a rule firing at every step, where a record per repeat would double the trace.
+
+    A stretch ends at the first step of its optimizer the rule did not fire at (`passed`),
+    and is cut at a new step once it has lasted `STRETCH_SECONDS`."""
+
+    def __init__(self, write: Callable[[AnomalySteps], None]) -> None:
+        self._write = write
+        self._open: dict[tuple[str, int | None], _Stretch] = {}
+
+    def add(self, rule: str, optimizer: int | None, step: int, t: float) -> None:
+        key = (rule, optimizer)
+        stretch = self._open.get(key)
+        if stretch is not None:
+            if stretch.first_step <= step <= stretch.last_step:
+                stretch.count += 1
+                return
+            if step == stretch.last_step + 1 and t - stretch.started < STRETCH_SECONDS:
+                stretch.last_step, stretch.count = step, stretch.count + 1
+                return
+            self._close(key)
+        self._open[key] = _Stretch(step, step, 1, t)
+
+    def passed(self, optimizer: int | None, step: int) -> None:
+        """``optimizer``'s step ``step`` is judged: the stretches that did not reach it are over."""
+        if self._open:  # nothing to do in a healthy run
+            for key in [key for key, stretch in self._open.items() if key[1] == optimizer and stretch.last_step < step]:
+                self._close(key)
+
+    def close(self) -> None:
+        """The run is over: write every stretch still going."""
+        for key in list(self._open):
+            self._close(key)
+
+    def _close(self, key: tuple[str, int | None]) -> None:
+        stretch = self._open.pop(key)
+        self._write(AnomalySteps(key[0], key[1], stretch.first_step, stretch.last_step, stretch.count))
+
+
+class Diagnostics:
+    """Reports anomalies once per (rule, optimizer), counts their repeats, and writes where they were."""
+
+    def __init__(
+        self,
+        thresholds: Thresholds,
+        disabled: frozenset[str],
+        emit: Callable[[Anomaly], None],
+        write_steps: Callable[[AnomalySteps], None] = lambda steps: None,
+    ) -> None:
         self.thresholds = thresholds
         self.disabled = disabled
         self._emit = emit
         self.counts: dict[str, int] = {}
+        self._stretches = Stretches(write_steps)
         self._reported: set[tuple[str, int | None]] = set()
         self._history: dict[int | None, _OptimizerHistory] = {}
 
@@ -101,20 +157,20 @@ class Diagnostics:
         if rule in self.disabled:
             return
         self.counts[rule] = self.counts.get(rule, 0) + 1
+        self._stretches.add(rule, optimizer, step, t)
         if not self._first_report(rule, optimizer):
             return
         self._reported.add((rule, optimizer))
         spec = RULES[rule]
         self._emit(Anomaly(rule, spec.severity, step, optimizer, param, message, spec.hint, t))
 
+    def close(self) -> None:
+        """The run is over: write where the rules still firing fired."""
+        self._stretches.close()
+
     def _first_report(self, rule: str, optimizer: int | None) -> bool:
         """Whether reporting ``rule`` for ``optimizer`` now would print it (not disabled, not yet reported)."""
         return rule not in self.disabled and (rule, optimizer) not in self._reported
-
-    @property
-    def found_problems(self) -> bool:
-        """Whether a warning or an error was reported (for --strict)."""
-        return has_problems(self.counts)
 
     def check_step(
         self,
@@ -125,7 +181,8 @@ class Diagnostics:
         culprit: Callable[[], str | None] = lambda: None,
         backward_ran: bool = True,
     ) -> None:
-        """Judge a finished step with the numbers already computed for it.
+        """Judge a finished step with the numbers already computed for it; then the stretches
+        of the rules that did not fire at it are over.
 
         ``param_norms`` (aligned with ``names``) is given on detail steps;
         ``missing`` lists the positions of trainable parameters that had no
@@ -134,17 +191,17 @@ class Diagnostics:
         ``backward_ran``: backward passes ran since the optimizer's previous step (whether or
         not they reached it: an optimizer on a model the loop no longer uses gets none of them).
         """
-        if record.skipped:
-            return
-        history = self._history.get(record.optimizer)
-        if history is None:
-            history = self._history[record.optimizer] = _OptimizerHistory()
-        self._check_nonfinite(record, culprit)
-        self._check_exploding(record, history)
-        self._check_unused(record, names, missing, history, backward_ran)
-        self._check_zero_update(record, history)
-        if param_norms is not None:
-            self._check_vanishing(record, names, param_norms, history)
+        if not record.skipped:
+            history = self._history.get(record.optimizer)
+            if history is None:
+                history = self._history[record.optimizer] = _OptimizerHistory()
+            self._check_nonfinite(record, culprit)
+            self._check_exploding(record, history)
+            self._check_unused(record, names, missing, history, backward_ran)
+            self._check_zero_update(record, history)
+            if param_norms is not None:
+                self._check_vanishing(record, names, param_norms, history)
+        self._stretches.passed(record.optimizer, record.step)
 
     def _check_nonfinite(self, record: StepRecord, culprit: Callable[[], str | None]) -> None:
         """A NaN/Inf gradient is an error. A NaN/Inf loss whose gradients are all finite, or

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .schema import PHASES, Anomaly, OptimizerInfo, StepRecord
-from .summary import RunInfo, floats, listing, median, optimizer_label, step_label
+from .summary import RunInfo, floats, is_finite, listing, median, optimizer_label, step_label
 from .trace import Trace
 
 PENDING_LIMIT = 1000
@@ -365,13 +365,14 @@ class Comparison:
         return all(agreed for _, agreed in self.last.values())
 
     def timing(self) -> dict[str, dict[str, float | None]]:
-        """Per phase: median seconds per step in A and B, and B/A."""
+        """Per phase: median seconds per step in A and B, and B/A (None where A's is 0: a
+        phase A never spends time in, such as zero_grad in a loop that never calls it)."""
         result = {}
         for index, phase in enumerate(TIMED):
             ma = median(self.times_a[index :: len(TIMED)])
             mb = median(self.times_b[index :: len(TIMED)])
             ratio = mb / ma if ma and mb is not None else None
-            result[phase] = {"a": ma, "b": mb, "ratio": ratio}
+            result[phase] = {"a": ma, "b": mb, "ratio": ratio if is_finite(ratio) else None}
         return result
 
 

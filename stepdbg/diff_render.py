@@ -45,7 +45,7 @@ def render_runs(result: DiffResult) -> RenderableType:
     grid.add_column(style="bold")
     grid.add_column(overflow="fold")
     for name, run in (("A", result.run_a), ("B", result.run_b)):
-        grid.add_row(name, f"{run.path} · {run.outcome} · {run.steps} steps · {run.command}")
+        grid.add_row(name, Text(f"{run.path} · {run.outcome} · {run.steps} steps · {run.command}"))
     return grid
 
 
@@ -64,7 +64,7 @@ def render_first(result: DiffResult) -> RenderableType | None:
             rel = "order only" if sorted(diff.a) == sorted(diff.b) else rel
         else:
             a, b = _pair(diff.a, diff.b)
-        table.add_row(diff.field, a, b, rel)
+        table.add_row(diff.field, Text(a), Text(b), rel)  # values as text, never markup: [none, 0.1] is no tag
     return section(f"The runs part at {result.where(first.optimizer, first.step)}", table)
 
 
@@ -78,7 +78,7 @@ def render_params(result: DiffResult) -> RenderableType | None:
     title = f"Largest grad-norm differences at {where}" if same else f"Per-parameter grad norms first differ at {where}"
     table = data_table("param", "A", "B", "rel. diff", right=("rel. diff",))
     for diff in found.params():
-        table.add_row(diff.param or "", *_pair(diff.a, diff.b), _rel_text(diff.rel))
+        table.add_row(Text(diff.param or ""), *map(Text, _pair(diff.a, diff.b)), _rel_text(diff.rel))
     return section(title, table)
 
 
@@ -107,12 +107,21 @@ def _bullets(title: str, items: list[str], style: str = "") -> RenderableType | 
     grid.add_column()
     grid.add_column(style=style)
     for item in items:
-        grid.add_row(" •", item)
+        grid.add_row(" •", Text(item))
     return section(title, grid)
 
 
-def _ratio_text(ratio: float | None) -> str:
-    if ratio is None:
+def _ratio_text(figures: dict[str, float | None]) -> str:
+    """B against A in words. A phase one run never spends time in (a loop that never
+    calls zero_grad) has no ratio: it is said as such."""
+    a, b, ratio = figures["a"], figures["b"], figures["ratio"]
+    if a is None or b is None or math.isnan(a) or math.isnan(b):
+        return "–"
+    if a == b:
+        return "same"
+    if not a or not b:
+        return f"none in {'A' if not a else 'B'}"
+    if ratio is None or ratio <= 0:
         return "–"
     if abs(ratio - 1) < 0.005:
         return "same"
@@ -124,7 +133,7 @@ def render_timing(result: DiffResult) -> RenderableType | None:
         return None
     table = data_table("phase", "A", "B", "B/A", right=("A", "B"))
     for phase, figures in result.comparison.timing().items():
-        table.add_row(phase, fmt_seconds(figures["a"]), fmt_seconds(figures["b"]), _ratio_text(figures["ratio"]))
+        table.add_row(phase, fmt_seconds(figures["a"]), fmt_seconds(figures["b"]), _ratio_text(figures))
     return section("Time per step, B against A (medians; never counted as a difference)", table)
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 import torch
@@ -230,3 +231,16 @@ class Instrumentation:
 
             torch._dynamo.trace_rules.add(__package__)
             self._compiler_kept_out = True
+
+
+_GUARD = Instrumentation._guard.__code__
+
+
+def collecting(frame: FrameType | None) -> bool:
+    """Whether collector code runs at ``frame`` or below it: a hook, the trace writer and the
+    view it feeds (for a signal handler, which runs wherever the main thread was)."""
+    while frame is not None:
+        if frame.f_code is _GUARD:
+            return True
+        frame = frame.f_back
+    return False

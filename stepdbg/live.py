@@ -13,10 +13,12 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from typing import TextIO
 
 from rich import box
+from rich.cells import cell_len
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -29,6 +31,14 @@ SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "error": "bold red"}
 REFRESH_INTERVAL = 0.25
 TABLE_PHASES = ("fwd", "bwd", "step", "zero")
 """Column headers for `PHASES`, short enough for an 80-column terminal."""
+LEADING_COLUMNS = ("opt", "step", "loss", "grad norm", "lr")
+"""The table's columns before the phase times."""
+KEPT_FIRST = ("step", "loss", "grad norm", "opt", "lr")
+"""Where the terminal is too narrow for the whole table, the columns it keeps, in this order,
+then the phase times in theirs: whole columns go, so that no value is ever cut short."""
+COLUMN_GAP = 3
+"""Screen columns between two table columns: a cell's padding either side of the box's divider."""
+TABLE_TITLE = "stepdbg · phase times in ms, mean since the last refresh"
 SAVE_CURSOR, RESTORE_CURSOR = "\x1b7", "\x1b8"
 RELEASE = f"{SAVE_CURSOR}\x1b[r{RESTORE_CURSOR}\x1b[J"
 """The scroll region back to the whole screen, then everything below the cursor cleared:
@@ -39,6 +49,8 @@ MIN_SCROLL_ROWS = 4
 TABLE_ROWS = 8
 """The table shows the optimizers stepped last, this many at most (a loop may build one
 per iteration, or one per parameter)."""
+STRICT_NAMED = 5
+"""Problems the --strict line names; it counts the rest."""
 
 
 class LiveRegion:
@@ -244,6 +256,11 @@ class View:
         self._window.pop(stale, None)
         self._shown.pop(stale, None)
 
+    def note(self, text: str) -> None:
+        """A line about the run itself (where its trace goes), unless quiet."""
+        if not self.quiet:
+            self._line(f"{self.prefix} {text}")
+
     def on_anomaly(self, anomaly: Anomaly) -> None:
         self.anomaly_count += 1
         if not self.quiet:
@@ -251,8 +268,10 @@ class View:
 
     def _line(self, line: str | Text) -> None:
         """One line as it is: never read as rich markup or emoji codes (a rank label, a path with
-        brackets or colons)."""
-        self.console.print(line, markup=False, emoji=False, highlight=False, soft_wrap=True)
+        brackets or colons). On a terminal, wrapped at word boundaries to its width, for a
+        reader; to a pipe or a file, whole, one message a line: grep and CI log viewers (which
+        wrap lines themselves) find each message on one line, whatever the width it was run at."""
+        self.console.print(line, markup=False, emoji=False, highlight=False, soft_wrap=not self.console.is_terminal)
 
     def _plain_line(self, record: StepRecord) -> str:
         who = f"optimizer {record.optimizer}" if record.optimizer is not None else "no optimizer"
@@ -271,29 +290,35 @@ class View:
 
     def table(self) -> RenderableType:
         """One row per optimizer (phase times in ms, averaged since the last refresh), then
-        each optimizer's calls and the anomaly count: fits an 80-column terminal."""
-        table = Table(
-            title="stepdbg · phase times in ms, mean since the last refresh",
-            title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, show_edge=False,
-        )
-        for column in ("opt", "step", "loss", "grad norm", "lr", *TABLE_PHASES):
-            table.add_column(column, justify="right", no_wrap=True)
-        calls = []
+        each optimizer's calls and the anomaly count: fits an 80-column terminal, and a
+        narrower one with fewer columns (`KEPT_FIRST`)."""
+        rows, calls = [], []
         for optimizer, record in sorted(list(self.latest.items()), key=lambda item: -1 if item[0] is None else item[0]):
             who = "-" if optimizer is None else str(optimizer)
-            table.add_row(
+            rows.append([
                 who,
                 str(record.step),
                 fmt(record.loss),
                 fmt(record.grad_norm),
                 fmt(record.lr[0]) if record.lr else "-",
                 *(fmt(mean * 1e3, ".2f") for mean in self._phase_means(optimizer)),
-            )
+            ])
             calls.append(f"calls ({'no optimizer' if optimizer is None else f'opt {who}'}): {' '.join(record.calls)}")
         if not calls:  # before the first step: a row of its own, so that the table need not grow for it
-            table.add_row(*["-"] * len(table.columns))
+            rows.append(["-"] * (len(LEADING_COLUMNS) + len(TABLE_PHASES)))
             calls.append("calls: none yet")
-        footer = Text(f"anomalies: {self.anomaly_count}", style="yellow" if self.anomaly_count else "green")
+        table = Table(
+            title=Text(TABLE_TITLE, no_wrap=True, overflow="ellipsis"),
+            title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, show_edge=False,
+        )
+        headers = (*LEADING_COLUMNS, *TABLE_PHASES)
+        shown = columns_that_fit([list(headers), *rows], self.console.width)
+        for index in shown:
+            table.add_column(headers[index], justify="right", no_wrap=True)
+        for row in rows:
+            table.add_row(*(row[index] for index in shown))
+        count = self.anomaly_count
+        footer = Text(f"anomalies: {count}", style="yellow" if count else "green", no_wrap=True, overflow="ellipsis")
         return Group(table, Text("\n".join(calls), no_wrap=True, overflow="ellipsis"), footer)
 
     def summary(
@@ -304,25 +329,16 @@ class View:
         stopped: str | None = None,
     ) -> None:
         """A few lines after the run: steps, where the time went, anomalies, the trace;
-        then a line for each rank started with torch.multiprocessing (`children`).
-        ``stopped``: the internal error that stopped tracing, if one did."""
+        then a line for each rank started with torch.multiprocessing (`children`). A process
+        that only started ranks summarises them, not itself. ``stopped``: the internal error
+        that stopped tracing, if one did."""
         if self.quiet:
             return
-        if end.steps:
-            total = sum(end.time.get(phase, 0.0) for phase in (*PHASES, "overhead")) or 1.0
-            shares = " · ".join(
-                f"{phase} {end.time.get(phase, 0.0) / total:.0%}" for phase in (*PHASES, "overhead") if phase in end.time
-            ).replace("overhead", "stepdbg")
-            self._line(f"{self.prefix} {end.steps} steps in {end.duration:.2f} s ({shares})")
-        elif stopped is None:
-            self._line(f"{self.prefix} no optimizer step or backward pass in this process ({end.duration:.2f} s)")
-        if stopped is not None:
-            self._line(Text(f"{self.prefix} tracing stopped early by an internal error ({stopped})", style="red"))
-        if end.anomalies:
-            self._line(Text(f"{self.prefix} anomalies: {_counts(end.anomalies)}", style="yellow"))
-        elif end.steps:
-            self._line(Text(f"{self.prefix} no anomalies", style="green"))
-        self._line(f"{self.prefix} trace written to {trace}")
+        if ranks and not end.steps and not end.anomalies and stopped is None:
+            self._line(f"{self.prefix} {len(ranks)} ranks started with torch.multiprocessing, in {end.duration:.2f} s")
+            self._terminated(end)
+        else:
+            self._own_summary(end, trace, stopped)
         for rank, (rank_trace, rank_end) in (ranks or {}).items():
             if rank_end is None:
                 said = "no end record (killed, or still running)"
@@ -332,6 +348,59 @@ class View:
                     f"anomalies: {_counts(rank_end.anomalies)}" if rank_end.anomalies else "no anomalies"
                 )
             self._line(f"stepdbg: rank {rank}: {said}, trace {rank_trace}")
+
+    def _own_summary(self, end: EndRecord, trace: str, stopped: str | None) -> None:
+        if end.steps:
+            total = sum(end.time.get(phase, 0.0) for phase in (*PHASES, "overhead")) or 1.0
+            shares = " · ".join(
+                f"{phase} {end.time.get(phase, 0.0) / total:.0%}" for phase in (*PHASES, "overhead") if phase in end.time
+            ).replace("overhead", "stepdbg")
+            self._line(f"{self.prefix} {end.steps} steps in {end.duration:.2f} s ({shares})")
+        elif stopped is None:
+            self._line(f"{self.prefix} no optimizer step or backward pass in this process ({end.duration:.2f} s)")
+        self._terminated(end)
+        if stopped is not None:
+            self._line(Text(f"{self.prefix} tracing stopped early by an internal error ({stopped})", style="red"))
+        if end.anomalies:
+            self._line(Text(f"{self.prefix} anomalies: {_counts(end.anomalies)}", style="yellow"))
+        elif end.steps:
+            self._line(Text(f"{self.prefix} no anomalies", style="green"))
+        self._line(f"{self.prefix} trace written to {trace}")
+
+    def _terminated(self, end: EndRecord) -> None:
+        if end.signal is not None:
+            self._line(Text(f"{self.prefix} terminated by {end.signal}", style="red"))
+
+    def strict_failure(self, problems: Sequence[tuple[str, str]]) -> None:
+        """The line that says why ``--strict`` fails the run, ``(severity, what and where)`` for
+        each problem: printed even when quiet (in CI, a red build needs its reason)."""
+        counts = Counter(severity for severity, _ in problems)
+        tally = ", ".join(
+            f"{count} {severity}{'s' if count > 1 else ''}"
+            for severity in ("error", "warning")
+            if (count := counts[severity])
+        )
+        named = [where for _, where in problems[:STRICT_NAMED]]
+        if len(problems) > STRICT_NAMED:
+            named.append(f"{len(problems) - STRICT_NAMED} more")
+        self._line(Text(f"{self.prefix} --strict: {tally} ({', '.join(named)})", style="red"))
+
+
+def columns_that_fit(lines: list[list[str]], width: int) -> list[int]:
+    """Which of the table's columns to show, in its order, given its ``lines`` (headers, then
+    rows): as many as ``width`` holds, taken in the order `KEPT_FIRST` then the phase times
+    (never fewer than one)."""
+    widths = [max(cell_len(line[index]) for line in lines) for index in range(len(lines[0]))]
+    order = [LEADING_COLUMNS.index(name) for name in KEPT_FIRST]
+    order += range(len(LEADING_COLUMNS), len(widths))
+    shown: list[int] = []
+    used = -COLUMN_GAP
+    for index in order:
+        used += COLUMN_GAP + widths[index]
+        if used > width and shown:
+            break
+        shown.append(index)
+    return sorted(shown)
 
 
 def _counts(anomalies: Mapping[str, int]) -> str:

@@ -4,7 +4,7 @@ Like pyinstrument: ``__name__ == "__main__"`` (a script file in a fresh
 ``__main__`` module, ``-m`` and directories through ``runpy``), ``__file__``,
 ``sys.argv`` and ``sys.path[0]`` set as Python sets them and restored afterwards,
 the script's exit code passed through. Unlike it, the trace's end record is written on
-every path (normal end, ``sys.exit``, an exception, Ctrl-C), and the user's
+every path (normal end, ``sys.exit``, an exception, Ctrl-C, SIGTERM), and the user's
 traceback is shown without stepdbg's frames.
 """
 
@@ -23,12 +23,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .session import RunOptions, ScriptNotFound, print_exit_message
-from .tracing import TracedRun, trace_path_for
+from .tracing import TracedRun, ranked, trace_paths_for
 
 
-def default_trace_path(options: RunOptions) -> Path:
-    """``train.py`` -> ``./train.stepdbg.jsonl``; one file per rank in a distributed run."""
-    return trace_path_for(options.target.rsplit(".", 1)[-1] if options.module else Path(options.target).stem)
+def trace_paths(options: RunOptions) -> Iterator[Path]:
+    """Where the trace may go: ``-o PATH`` alone (the rank's own file under a launcher, as
+    every rank is given the same options), or ``train.py``'s default names (`trace_paths_for`)."""
+    if options.trace is not None:
+        return ranked([options.trace])
+    return trace_paths_for(options.target.rsplit(".", 1)[-1] if options.module else Path(options.target).stem)
 
 
 def _resolve(options: RunOptions) -> tuple[str, list[str]]:
@@ -45,8 +48,6 @@ def _resolve(options: RunOptions) -> tuple[str, list[str]]:
         if spec is None:
             raise ScriptNotFound(f"no module named {options.target!r}")
         return options.target, [spec.origin or options.target, *options.args]
-    if options.target.startswith("-"):
-        raise ScriptNotFound(f"no such option: {options.target} (options go before the script)")
     path = Path(options.target)
     if not path.exists():
         raise ScriptNotFound(f"no such file: {options.target}")
@@ -94,9 +95,8 @@ def _run_file(path: str) -> None:
 def run_script(options: RunOptions) -> int:
     """Run the script under instrumentation; return the exit code stepdbg should exit with."""
     target, argv = _resolve(options)
-    trace_path = options.trace or default_trace_path(options)
     command = shlex.join(options.command or ["stepdbg", "run", target, *options.args])
-    run = TracedRun(options, argv, command, trace_path)
+    run = TracedRun(options, argv, command, trace_paths(options), strict_line=True)
     run.start()
 
     saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None

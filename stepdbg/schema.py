@@ -200,15 +200,16 @@ class StepRecord:
         loss, grad_norm, update_ratio = get("loss"), get("grad_norm"), get("update_ratio")
         group_grad_norms, lr, time = get("group_grad_norms") or [], get("lr") or [], get("time") or {}
         param_grad_norms, param_update_ratios = get("param_grad_norms"), get("param_update_ratios")
-        calls, skipped = get("calls") or [], get("skipped", False)
+        calls, skipped, nonfinite = get("calls") or [], get("skipped", False), get("nonfinite")
         if (  # one pass over the types, in C: a long trace holds millions of records
             type(group_grad_norms) is not list or type(lr) is not list or type(time) is not dict
             or type(calls) is not list or type(skipped) is not bool
             or not _NUMBER.issuperset(map(type, (loss, grad_norm, update_ratio, get("optimizer"), *group_grad_norms, *lr)))
-            or not _SECONDS.issuperset(map(type, time.values()))
+            or not _NUMBER.issuperset(map(type, time.values()))
             or not _STRING.issuperset(map(type, calls))
             or (param_grad_norms is not None and not _number_dict(param_grad_norms))
             or (param_update_ratios is not None and not _number_dict(param_update_ratios))
+            or (nonfinite is not None and type(nonfinite) is not dict)
         ):
             raise TypeError(f"a field of the wrong type: {_first_mistyped(data)}")
         record = cls(
@@ -226,11 +227,13 @@ class StepRecord:
             param_grad_norms,
             update_ratio,
             param_update_ratios,
-            get("nonfinite"),
+            nonfinite,
             get("spans"),
         )
-        if record.nonfinite:
-            restore_nonfinite(record, record.nonfinite)
+        if nonfinite:
+            restore_nonfinite(record, nonfinite)
+        if None in time.values():  # a time no one knows (unflagged null) is a time not recorded
+            record.time = {phase: seconds for phase, seconds in time.items() if seconds is not None}
         return record
 
     @property
@@ -260,7 +263,7 @@ def _first_mistyped(data: dict[str, Any]) -> str:
         "optimizer": lambda v: _numbers((v,)), "loss": lambda v: _numbers((v,)),
         "grad_norm": lambda v: _numbers((v,)), "update_ratio": lambda v: _numbers((v,)),
         "group_grad_norms": lambda v: type(v) is list and _numbers(v), "lr": lambda v: type(v) is list and _numbers(v),
-        "time": lambda v: type(v) is dict and _SECONDS.issuperset(map(type, v.values())),
+        "time": _number_dict, "nonfinite": lambda v: v is None or type(v) is dict,
         "param_grad_norms": _number_dict, "param_update_ratios": _number_dict,
         "calls": _strings, "skipped": lambda v: type(v) is bool,
     }
@@ -304,6 +307,36 @@ class Anomaly:
 
 
 @dataclass
+class AnomalySteps:
+    """Where a rule fired, repeats included: at each step from ``first_step`` to ``last_step``
+    of one optimizer, ``count`` times in all. A rule firing at every step of a long run is
+    one record, or one every second or so while it goes on (so that a killed run keeps
+    them), not one per step; the records of a rule sum to its count in the end record."""
+
+    rule: str
+    optimizer: int | None
+    first_step: int
+    last_step: int
+    count: int
+    type: str = "anomaly_steps"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AnomalySteps:
+        if type(data.get("rule")) is not str or not _numbers((data.get("optimizer"),)):
+            raise TypeError("a field of the wrong type")
+        return cls(
+            rule=data["rule"],
+            optimizer=data.get("optimizer"),
+            first_step=int(data["first_step"]),
+            last_step=int(data["last_step"]),
+            count=int(data["count"]),
+        )
+
+
+@dataclass
 class EndRecord:
     """Last line: how the run ended and its totals."""
 
@@ -313,13 +346,21 @@ class EndRecord:
     steps: int
     anomalies: dict[str, int] = field(default_factory=dict)
     time: dict[str, float] = field(default_factory=dict)
+    signal: str | None = None
+    """The signal that terminated the run (``"SIGTERM"``), only written with status ``"terminated"``."""
     type: str = "end"
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.signal is None:
+            del data["signal"]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EndRecord:
+        signal = data.get("signal")
+        if signal is not None and type(signal) is not str:
+            raise TypeError("signal is not a name")
         return cls(
             status=data.get("status", "?"),
             exit_code=int(data.get("exit_code", 0)),
@@ -327,6 +368,7 @@ class EndRecord:
             steps=int(data.get("steps", 0)),
             anomalies=_counts(data.get("anomalies", {})),
             time=_times(data.get("time", {})),
+            signal=signal,
         )
 
 
@@ -337,9 +379,10 @@ def _counts(value: Any) -> dict[str, int]:
 
 
 def _times(value: Any) -> dict[str, float]:
-    if type(value) is not dict or not _SECONDS.issuperset(map(type, value.values())):
+    """Seconds by phase; a null (a non-finite total, as the writer writes it) is left out."""
+    if not _number_dict(value):
         raise TypeError("time is not seconds by phase")
-    return value
+    return {phase: seconds for phase, seconds in value.items() if seconds is not None}
 
 
 def nonfinite_name(value: float) -> str:
@@ -370,19 +413,28 @@ def sanitize_nonfinite(data: dict[str, Any]) -> dict[str, Any]:
 
 
 _NONFINITE_VALUES = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+_NUMBER_FIELDS = frozenset(("loss", "grad_norm", "update_ratio"))
+_NUMBER_CONTAINERS = frozenset(("group_grad_norms", "lr", "time", "param_grad_norms", "param_update_ratios"))
 
 
-def restore_nonfinite(record: StepRecord, nonfinite: dict[str, str]) -> None:
-    """Undo `sanitize_nonfinite` on a read record so readers see real NaN/Inf."""
+def restore_nonfinite(record: StepRecord, nonfinite: dict[str, Any]) -> None:
+    """Undo `sanitize_nonfinite` on a read record so readers see real NaN/Inf.
+
+    Only a number written as null is restored: a path naming any other field (``calls``,
+    ``step``) or a value that is not null is no non-finite number, and is ignored.
+    """
     for path, name in nonfinite.items():
-        value = _NONFINITE_VALUES.get(name, math.nan)
-        head, _, rest = path.partition(".")
-        if not rest:
-            if hasattr(record, head):
+        value = _NONFINITE_VALUES.get(name, math.nan) if type(name) is str else math.nan
+        head, dot, rest = path.partition(".")
+        if not dot:
+            if head in _NUMBER_FIELDS and getattr(record, head) is None:
                 setattr(record, head, value)
             continue
-        container = getattr(record, head, None)
-        if isinstance(container, dict) and rest in container:
+        container = getattr(record, head) if head in _NUMBER_CONTAINERS else None
+        if isinstance(container, dict) and rest in container and container[rest] is None:
             container[rest] = value
-        elif isinstance(container, list) and rest.isdigit() and int(rest) < len(container):
+        elif (
+            isinstance(container, list) and rest.isdecimal()
+            and int(rest) < len(container) and container[int(rest)] is None
+        ):
             container[int(rest)] = value

@@ -13,9 +13,10 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
@@ -23,11 +24,12 @@ from typing import NoReturn
 from . import __version__
 from .diagnostics import Diagnostics, Thresholds
 from .live import View
-from .schema import Anomaly, EndRecord, Header, OptimizerInfo, StepRecord
+from .ownership import TraceInUse, tagged_trace_path
+from .schema import Anomaly, AnomalySteps, EndRecord, Header, OptimizerInfo, StepRecord
+from .termination import TerminationHandler, exit_code
 from .trace import TraceWriter
 
 EXIT_INTERRUPTED = 130
-TRACE_SUFFIX = ".stepdbg.jsonl"
 
 
 class ScriptNotFound(Exception):
@@ -71,6 +73,9 @@ class Recorder:
         self.writer.write(anomaly.to_json())
         self.anomalies.append(anomaly)
         self.view.on_anomaly(anomaly)
+
+    def anomaly_steps(self, steps: AnomalySteps) -> None:
+        self.writer.write(steps.to_json())
 
 
 _IN_PROGRESS: list[Callable[[], None]] = []
@@ -123,9 +128,26 @@ def _claim_os_exit() -> None:
 
 def rank_trace_path(trace: Path, rank: int) -> Path:
     """``train.stepdbg.jsonl`` -> ``train.rank1.stepdbg.jsonl``; ``t.jsonl`` -> ``t.rank1.jsonl``."""
-    name = trace.name
-    suffix = TRACE_SUFFIX if name.endswith(TRACE_SUFFIX) else trace.suffix
-    return trace.with_name(f"{name[: len(name) - len(suffix)]}.rank{rank}{suffix}")
+    return tagged_trace_path(trace, f"rank{rank}")
+
+
+def _open_trace(trace_paths: Iterable[Path], view: View) -> TraceWriter:
+    """A writer on the first of ``trace_paths`` that no live run holds (saying so on the view
+    when it is not the first), or ScriptNotFound."""
+    first: TraceInUse | None = None
+    for path in trace_paths:
+        try:
+            writer = TraceWriter(path)
+        except TraceInUse as e:
+            first = first or e
+            continue
+        except OSError as e:
+            raise ScriptNotFound(f"cannot write the trace {path}: {e.strerror}") from None
+        if first is not None:
+            view.note(f"{first.holder} is writing {first.path}: this run's trace is {path}")
+        return writer
+    assert first is not None, "no trace path to try"
+    raise ScriptNotFound(f"cannot write the trace {first.path}: {first}")
 
 
 def _device() -> str:
@@ -143,19 +165,25 @@ class Session:
     """Collects one process's steps into one trace, from `start` to `end`."""
 
     def __init__(
-        self, options: RunOptions, argv: list[str], command: str, trace_path: Path, view: View, rank: int | None
+        self,
+        options: RunOptions,
+        argv: list[str],
+        command: str,
+        trace_paths: Iterable[Path],
+        view: View,
+        rank: int | None,
     ) -> None:
+        """``trace_paths``: where to write the trace, the first that no live run holds; the
+        caller gives one (an explicit path: held, it is an error) or several (free names)."""
+        self.writer = _open_trace(trace_paths, view)  # first: a trace held by another run stops the run at once
+        self.trace_path = self.writer.path
+
         import torch  # the instrumentation needs it; the script will import it anyway
 
         from .collector import Collector
-        from .instrument import Instrumentation
+        from .instrument import Instrumentation, collecting
         from .names import ModuleTree
 
-        try:
-            self.writer = TraceWriter(trace_path)
-        except OSError as e:
-            raise ScriptNotFound(f"cannot write the trace {trace_path}: {e.strerror}") from None
-        self.trace_path = trace_path
         self.view = view
         self.recorder = Recorder(self.writer, view)
         self.started = time.time()
@@ -174,16 +202,20 @@ class Session:
                 rank=rank,
             ).to_json()
         )
-        self.diagnostics = Diagnostics(options.thresholds, options.disabled, self.recorder.anomaly)
+        self.writer.flush()  # the header at once: a run that finds the file held names its pid
+        self.diagnostics = Diagnostics(
+            options.thresholds, options.disabled, self.recorder.anomaly, self.recorder.anomaly_steps
+        )
         self.tree = ModuleTree()
         self.collector = Collector(options.every, self.diagnostics, self.recorder.step, self.recorder.optimizer, self.tree)
         self.instrumentation = Instrumentation(self.collector, view.prefix)
+        self.termination = TerminationHandler(self._terminate, collecting)
         self._after_hard_exit: Callable[[EndRecord, int], int] | None = None
 
     def start(self, after_hard_exit: Callable[[EndRecord, int], int] | None = None) -> None:
-        """Hooks in. If the script calls ``os._exit``, the session ends there and then
-        ``after_hard_exit`` (given the end record and the script's exit code) returns the
-        exit code to use."""
+        """Hooks in. If the script calls ``os._exit``, or SIGTERM or SIGHUP ends the process
+        (see `termination`), the session ends there and then ``after_hard_exit`` (given the
+        end record and the exit code) prints the summary and returns the exit code to use."""
         _IN_PROGRESS.append(self._let_go)
         self._after_hard_exit = after_hard_exit
         _HARD_EXITS.append(self._hard_exit)
@@ -191,15 +223,18 @@ class Session:
         self.tree.install()
         self.instrumentation.install()
         self.view.start()
+        self.termination.install()
 
     def _let_go(self) -> None:
         self.instrumentation.uninstall()
         self.tree.uninstall()
         self.writer.detach()
         self.view.detach()
+        self.termination.detach()
 
     def stop(self) -> None:
         """Hooks out, and every record still waiting on a device emitted."""
+        self.termination.hold()
         if self._let_go in _IN_PROGRESS:
             _IN_PROGRESS.remove(self._let_go)
         if self._hard_exit in _HARD_EXITS:
@@ -216,8 +251,24 @@ class Session:
         end = self.end(*outcome(SystemExit(code)))
         return self._after_hard_exit(end, code) if self._after_hard_exit is not None else code
 
-    def end(self, status: str, code: int) -> EndRecord:
-        """Write the end record and close the trace."""
+    def _terminate(self, signum: int, stuck: bool) -> None:
+        """SIGTERM or SIGHUP: the session ends here, before the signal ends the process.
+        ``stuck``: on the watchdog's thread, while the main thread is blocked in a hook or
+        elsewhere: the hooks stay as they are, and what waits on a device is dropped."""
+        code = exit_code(signum)
+        try:
+            if stuck:
+                self.view.stop()
+            else:
+                self.stop()
+        finally:  # the terminal may be gone (SIGHUP): the trace first
+            end = self.end("terminated", code, signal.Signals(signum).name)
+        if self._after_hard_exit is not None:
+            self._after_hard_exit(end, code)
+
+    def end(self, status: str, code: int, terminated_by: str | None = None) -> EndRecord:
+        """Write where the rules still firing fired, the end record, and close the trace."""
+        self.diagnostics.close()
         end = EndRecord(
             status=status,
             exit_code=code,
@@ -225,9 +276,11 @@ class Session:
             steps=self.recorder.steps,
             anomalies=dict(self.diagnostics.counts),
             time=self.collector.totals,
+            signal=terminated_by,
         )
         self.writer.write(end.to_json())
         self.writer.close()
+        self.termination.uninstall()
         return end
 
 

@@ -19,12 +19,14 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from .schema import PHASES, Anomaly, OptimizerInfo, StepRecord
-from .show_stats import AnomalyGroup, Downsampler, OptimizerStats, ParamTable, TraceSummary
+from .anomaly_view import AnomalyGroup, Firing, has_range
+from .schema import PHASES, OptimizerInfo, StepRecord
+from .show_stats import Downsampler, OptimizerStats, ParamTable, TraceSummary
 from .summary import (
     data_table,
     fmt_num,
     fmt_seconds,
+    is_finite,
     listing,
     median,
     optimizer_label,
@@ -56,13 +58,18 @@ class Sparkline:
 
 
 def sparkline(values: list[float | None]) -> str:
-    """Unicode blocks from lowest to highest; a blank where a stretch had no finite value."""
-    finite = [v for v in values if v is not None]
+    """Unicode blocks from lowest to highest; a blank where a stretch had no finite value
+    (or its mean overflowed)."""
+    finite = [v for v in values if is_finite(v)]
     if not finite:
         return ""
     low, high = min(finite), max(finite)
-    scale = (len(SPARK_CHARS) - 1) / (high - low) if high > low else 0.0
-    return "".join(" " if v is None else SPARK_CHARS[round((v - low) * scale)] for v in values)
+    half_span = high / 2 - low / 2  # halves: the span of two finite floats may overflow, half of it never does
+    top = len(SPARK_CHARS) - 1
+    return "".join(
+        (SPARK_CHARS[round((v / 2 - low / 2) / half_span * top) if half_span else 0] if is_finite(v) else " ")
+        for v in values
+    )
 
 
 def _range_text(low: float | None, high: float | None) -> str:
@@ -70,7 +77,7 @@ def _range_text(low: float | None, high: float | None) -> str:
     return low_text if low_text == high_text else f"{low_text}–{high_text}"
 
 
-def _key_values(title: str | None = None) -> Table:
+def _key_values(title: Text | None = None) -> Table:
     table = Table.grid(padding=(0, 2))
     if title:
         table.title, table.title_justify, table.title_style = title, "left", "bold"
@@ -82,10 +89,10 @@ def _key_values(title: str | None = None) -> Table:
 def render_run(summary: TraceSummary) -> RenderableType:
     run = summary.run
     table = _key_values()
-    table.add_row("trace", run.path)
-    table.add_row("command", run.command)
-    table.add_row("versions", run.versions)
-    table.add_row("started", run.start)
+    table.add_row("trace", Text(run.path))  # text from the trace is never markup: a bracket in it stays a bracket
+    table.add_row("command", Text(run.command))
+    table.add_row("versions", Text(run.versions))
+    table.add_row("started", Text(run.start))
     table.add_row("duration", run.duration_text)
     style = "yellow" if not run.finished else ("green" if run.status == "ok" else "red")
     table.add_row("status", Text(run.outcome, style=style))
@@ -94,10 +101,10 @@ def render_run(summary: TraceSummary) -> RenderableType:
     return table
 
 
-def _title(stats: OptimizerStats) -> str:
+def _title(stats: OptimizerStats) -> Text:
     if stats.index is None:
-        return "no optimizer (a loop of backward passes)"
-    return f"optimizer {stats.index} · {stats.cls}"
+        return Text("no optimizer (a loop of backward passes)")
+    return Text(f"optimizer {stats.index} · {stats.cls}")
 
 
 def render_optimizer(stats: OptimizerStats) -> RenderableType:
@@ -167,24 +174,42 @@ def render_sparklines(summary: TraceSummary) -> RenderableType | None:
 
 
 def render_anomalies(summary: TraceSummary) -> RenderableType:
-    """One short paragraph per rule: what, where first, how often, which parameter, the likely fix."""
+    """One short paragraph per rule in view: what, where first, how often, where in the range,
+    which parameter, the likely fix."""
     if not summary.anomalies:
-        return Text("No anomalies.", style="green")
+        view = summary.filter.description
+        return Text(f"No anomalies in {view}." if view else "No anomalies.", style="green")
     several = len(summary.optimizers) > 1
     groups = sorted(summary.anomalies.values(), key=lambda g: g.first_step)
-    return section("anomalies", spaced(_anomaly(group, several) for group in groups))
+    return section("anomalies", spaced(_anomaly(group, several, summary.filter) for group in groups))
 
 
-def _anomaly(group: AnomalyGroup, several: bool) -> RenderableType:
-    times = "once" if group.total == 1 else f"{group.total} times"
+def _anomaly(group: AnomalyGroup, several: bool, step_filter: StepFilter) -> RenderableType:
+    ranged = has_range(step_filter)
+    times = "once" if group.count == 1 else f"{group.count} times"
     head = Text(group.rule, style=f"bold {SEVERITY_STYLES.get(group.severity, '')}")
     head.append(f" ({group.severity}) first at {step_label(group.optimizer, group.first_step, several)}, {times}")
+    head.append(" in the run" if ranged else "")
     if group.params:
         head.append(f", param {listing(group.params, PARAMS_IN_ANOMALY)}")
+    if ranged:
+        head.append(_in_range(group, step_filter))
     lines: list[RenderableType] = [head, Padding(Text(group.message), (0, 0, 0, 2))]
     if group.hint:
         lines.append(Padding(Text(f"→ {group.hint}", style="dim"), (0, 0, 0, 2)))
     return Group(*lines)
+
+
+def _in_range(group: AnomalyGroup, step_filter: StepFilter) -> str:
+    """Where in the range the rule fired, as far as the trace says."""
+    seen = group.in_view
+    if seen is not None:
+        if seen.steps == 1:
+            return f"; in this range at step {seen.first_step}"
+        return f"; in this range at {seen.steps} steps, {seen.first_step}–{seen.last_step}"
+    if group.first_step < step_filter.start:
+        return "; whether it fired in this range, the trace does not say (written by an older stepdbg, or cut short)"
+    return ""
 
 
 def render_params(summary: TraceSummary) -> RenderableType:
@@ -201,12 +226,12 @@ def render_params(summary: TraceSummary) -> RenderableType:
         cells: list[RenderableType] = [optimizer_label(stats.optimizer)] if several else []
         if stats.detail_steps:
             cells += [
-                stats.name, str(stats.detail_steps), fmt_num(median(stats.norms)),
+                Text(stats.name), str(stats.detail_steps), fmt_num(median(stats.norms)),
                 fmt_num(max(stats.norms, default=None)), fmt_num(stats.last),
                 fmt_num(median(stats.update_ratios)), Sparkline(stats.line),
             ]
         else:
-            cells += [stats.name, "0", "no gradient", "", "", "", ""]
+            cells += [Text(stats.name), "0", "no gradient", "", "", "", ""]
         table.add_row(*cells)
     return section(f"grad norms of {params.pattern} on the detail steps (every {summary.run.every})", table)
 
@@ -241,7 +266,8 @@ STEP_COLUMNS = [
     "optimizer", "step", "t", "loss", "grad_norm", "lr", *(f"time_{name}" for name in TIMES),
     "backward_calls", "skipped", "calls",
 ]
-ANOMALY_COLUMNS = ["rule", "severity", "step", "optimizer", "param", "message", "hint", "t"]
+ANOMALY_FIELDS = ["rule", "severity", "step", "optimizer", "param", "message", "hint", "t"]
+ANOMALY_COLUMNS = [*ANOMALY_FIELDS, "count", "steps_in_view"]
 PARAM_COLUMNS = ["optimizer", "step", "param", "grad_norm", "update_ratio"]
 
 
@@ -252,6 +278,14 @@ def step_row(record: StepRecord) -> list[Any]:
         record.optimizer, record.step, record.t, record.loss, record.grad_norm, lr, *map(record.time.get, TIMES),
         record.backward_calls, record.skipped, " ".join(record.calls),
     ]
+
+
+def _anomaly_row(firing: Firing) -> list[Any]:
+    """A rule's first report on an optimizer; how often it fired, and at how many steps in view
+    (empty where the trace does not say)."""
+    in_view = firing.in_view.steps if firing.in_view is not None else 0
+    row = [getattr(firing.report, column) for column in ANOMALY_FIELDS]
+    return [*row, firing.count if firing.located else None, in_view if firing.located else None]
 
 
 def _csv_rows(view: TraceView, anomalies_only: bool, params: ParamTable | None) -> Iterator[list[Any]]:
@@ -269,8 +303,8 @@ def _csv_rows(view: TraceView, anomalies_only: bool, params: ParamTable | None) 
                 for name, norm in record.param_grad_norms.items():
                     if params.match(record.optimizer, name) is not None:
                         yield [record.optimizer, record.step, name, norm, ratios.get(name)]
-        elif isinstance(record, Anomaly) and anomalies_only:
-            yield [getattr(record, column) for column in ANOMALY_COLUMNS]
+    if anomalies_only:  # the steps a rule fired at come after its report: the rows wait for the trace's end
+        yield from map(_anomaly_row, view.anomalies.firings(view.trace.end))
 
 
 def write_csv(

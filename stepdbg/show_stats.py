@@ -12,7 +12,8 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
-from .schema import PHASES, Anomaly, OptimizerInfo, StepRecord
+from .anomaly_view import AnomalyGroup
+from .schema import PHASES, OptimizerInfo, StepRecord
 from .summary import RunInfo, floats, is_finite, median
 from .trace import Trace
 from .view import ParamMatcher, StepFilter, TraceView
@@ -186,49 +187,6 @@ class Profile:
 
 
 @dataclass
-class AnomalyGroup:
-    """Every anomaly record of one rule; ``count`` is the end record's, repeats included."""
-
-    rule: str
-    severity: str
-    first_step: int
-    optimizer: int | None
-    message: str
-    hint: str
-    params: list[str] = field(default_factory=list)
-    records: int = 0
-    count: int | None = None
-
-    @classmethod
-    def first_of(cls, anomaly: Anomaly) -> AnomalyGroup:
-        return cls(anomaly.rule, anomaly.severity, anomaly.step, anomaly.optimizer, anomaly.message, anomaly.hint)
-
-    def add(self, anomaly: Anomaly) -> None:
-        self.records += 1
-        if anomaly.param and anomaly.param not in self.params:
-            self.params.append(anomaly.param)
-        if anomaly.step < self.first_step:
-            self.first_step, self.optimizer = anomaly.step, anomaly.optimizer
-            self.message, self.hint = anomaly.message, anomaly.hint
-
-    @property
-    def total(self) -> int:
-        return self.count if self.count is not None else self.records
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "rule": self.rule,
-            "severity": self.severity,
-            "first_step": self.first_step,
-            "optimizer": self.optimizer,
-            "count": self.total,
-            "params": self.params,
-            "message": self.message,
-            "hint": self.hint,
-        }
-
-
-@dataclass
 class ParamStats:
     optimizer: int | None
     name: str
@@ -322,7 +280,6 @@ def collect(trace: Trace, step_filter: StepFilter, param_pattern: str | None = N
     """Read the whole trace once and fold every record in view into the figures of the view."""
     optimizers: dict[int | None, OptimizerStats] = {}
     profile = Profile()
-    anomalies: dict[str, AnomalyGroup] = {}
     params = ParamTable(param_pattern) if param_pattern is not None else None
     view = TraceView(trace, step_filter)
     for record in view:
@@ -338,14 +295,6 @@ def collect(trace: Trace, step_filter: StepFilter, param_pattern: str | None = N
             optimizers.setdefault(record.optimizer, OptimizerStats(record.optimizer)).describe(record)
             if params is not None:
                 params.describe(record)
-        elif isinstance(record, Anomaly):
-            group = anomalies.get(record.rule)
-            if group is None:
-                group = anomalies[record.rule] = AnomalyGroup.first_of(record)
-            group.add(record)
     if params is not None:
         params.check()
-    if trace.end is not None:
-        for rule, group in anomalies.items():
-            group.count = trace.end.anomalies.get(rule)
-    return TraceSummary(view.run_info(), step_filter, optimizers, profile, anomalies, params)
+    return TraceSummary(view.run_info(), step_filter, optimizers, profile, view.anomalies.groups(trace.end), params)

@@ -20,9 +20,11 @@ from typing import IO, Any
 
 import orjson
 
+from .ownership import claim
 from .schema import (
     SCHEMA_VERSION,
     Anomaly,
+    AnomalySteps,
     EndRecord,
     Header,
     OptimizerInfo,
@@ -34,7 +36,7 @@ FLUSH_INTERVAL = 0.5
 MAX_QUEUED = 4096
 """Records queued before the training thread writes them itself (bounds memory on very fast loops)."""
 
-Record = Header | OptimizerInfo | StepRecord | Anomaly | EndRecord
+Record = Header | OptimizerInfo | StepRecord | Anomaly | AnomalySteps | EndRecord
 
 
 class TraceError(Exception):
@@ -85,12 +87,13 @@ class TraceWriter:
     of the training loop. Both threads may drain the queue (the training thread
     when it grows long, or at the end); a lock keeps the lines in order. The file
     is unbuffered (each drain is one write): a forked child holds no copy of
-    unwritten bytes that its exit could write again.
+    unwritten bytes that its exit could write again. The file is this process's alone
+    while it is open (`ownership.claim`: TraceInUse where a live run holds it).
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file: IO[bytes] = open(path, "wb", buffering=0)  # noqa: SIM115 - closed in close()
+        self._file: IO[bytes] = claim(path)
         self._detached = False
         self._queue: deque[StepRecord | dict[str, Any]] = deque()
         self._draining = threading.Lock()
@@ -125,6 +128,10 @@ class TraceWriter:
                 while data:
                     data = data[self._file.write(data) or 0 :]
 
+    def flush(self) -> None:
+        """Write everything queued now, on this thread (the header: the file says at once whose it is)."""
+        self._drain()
+
     def _flush_periodically(self) -> None:
         while not self._closed.wait(FLUSH_INTERVAL):
             try:
@@ -135,9 +142,11 @@ class TraceWriter:
     def detach(self) -> None:
         """In a forked child: the file is the parent's. Never write to it again (the child's
         records would mix with the parent's steps), nor take a lock (the lock, or the
-        event's, may have been held by the parent's flush thread at the fork)."""
+        event's, may have been held by the parent's flush thread at the fork). Its copy of
+        the file is closed, so that a child outliving its parent holds no lock on the trace."""
         self._detached = True
         self._queue.clear()
+        self._file.close()
 
     def close(self) -> None:
         """Write everything still queued; a trace that cannot be written is said in one line."""
@@ -157,6 +166,7 @@ _RECORD_TYPES: dict[str, Any] = {
     "optimizer": OptimizerInfo,
     "step": StepRecord,
     "anomaly": Anomaly,
+    "anomaly_steps": AnomalySteps,
     "end": EndRecord,
 }
 

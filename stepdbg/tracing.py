@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import datetime
 import functools
+import itertools
 import os
 import shlex
 import site
 import sys
 import sysconfig
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -29,9 +30,9 @@ from rich.console import Console
 from .children import SpawnedRanks
 from .diagnostics import RULES, Thresholds
 from .live import View
+from .ownership import TRACE_SUFFIX, tagged_trace_path
 from .schema import Anomaly, EndRecord
 from .session import (
-    TRACE_SUFFIX,
     RunOptions,
     ScriptNotFound,
     Session,
@@ -41,6 +42,8 @@ from .session import (
 )
 
 EXIT_STRICT = 3
+MAX_FREE_NAMES = 1000
+"""Default trace names tried before giving up: each one taken means a run still writing it."""
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -95,11 +98,21 @@ def _rank_label() -> str:
     return f"rank {rank}" if rank is not None and os.environ.get("WORLD_SIZE", "1") != "1" else ""
 
 
-def trace_path_for(stem: str) -> Path:
-    """``train`` -> ``./train.stepdbg.jsonl``; one file per rank in a distributed run."""
-    path = Path.cwd() / f"{stem}{TRACE_SUFFIX}"
+def trace_paths_for(stem: str) -> Iterator[Path]:
+    """Where a run's default trace may go, in order: ``train`` -> ``./train.stepdbg.jsonl``,
+    then, where a live run writes it, free names ``train.1.stepdbg.jsonl``,
+    ``train.2.stepdbg.jsonl``... Under a launcher, one file per rank:
+    ``train.rank1.stepdbg.jsonl``, ``train.1.rank1.stepdbg.jsonl``..., so that the ranks of
+    one run share a number."""
+    default = Path.cwd() / f"{stem}{TRACE_SUFFIX}"
+    free = (tagged_trace_path(default, str(number)) for number in range(1, MAX_FREE_NAMES))
+    return ranked(itertools.chain([default], free))
+
+
+def ranked(paths: Iterable[Path]) -> Iterator[Path]:
+    """``paths``, each the rank's own file under a launcher that gives this process a rank."""
     rank = launcher_rank()
-    return rank_trace_path(path, rank) if rank is not None else path
+    return (rank_trace_path(path, rank) if rank is not None else path for path in paths)
 
 
 class TracedRun:
@@ -110,16 +123,25 @@ class TracedRun:
     problem as first found; `counts` has the repeats) and its trace's path.
     """
 
-    def __init__(self, options: RunOptions, argv: list[str], command: str, path: Path) -> None:
-        self.path = path
-        """The trace file (from `start` on, the one the session writes)."""
+    def __init__(
+        self, options: RunOptions, argv: list[str], command: str, paths: Iterable[Path], strict_line: bool = False
+    ) -> None:
+        """``paths``: where the trace may go, the first that no live run writes (one path: an
+        error where a live run writes it). ``strict_line``: where ``strict`` fails the run,
+        print the line that says why, even when quiet (``stepdbg run``, whose exit code alone
+        would say nothing; `Tracer` raises `StrictError` instead)."""
+        candidates = iter(paths)
+        self.path = next(candidates)
+        """The trace file: the first choice, then, from `start` on, the one the session writes."""
+        self._paths = itertools.chain([self.path], candidates)
         self.end: EndRecord | None = None
         """The end record, once the run has finished."""
         self._options = options
         self._argv, self._command = argv, command
+        self._strict_line = strict_line
         self._session: Session | None = None
         self._ranks: SpawnedRanks | None = None
-        self._rank_problems = False
+        self._rank_problems: list[tuple[str, str]] = []
 
     @property
     def anomalies(self) -> list[Anomaly]:
@@ -142,16 +164,26 @@ class TracedRun:
         return self._session.recorder.steps if self._session is not None else 0
 
     @property
+    def problems(self) -> list[tuple[str, str]]:
+        """Each warning and error found, here or (once finished) in a rank it started, as
+        ``(severity, where)``: ``"missing-zero-grad at step 1"``, ``"nonfinite on rank 1"``."""
+        here = [(a.severity, f"{a.rule} at step {a.step}") for a in self.anomalies if a.severity != "info"]
+        return here + self._rank_problems
+
+    @property
     def found_problems(self) -> bool:
         """Whether a warning or an error was found, here or (once finished) in a rank it started."""
-        return self._session is not None and (self._session.diagnostics.found_problems or self._rank_problems)
+        return bool(self.problems)
 
     @property
     def exit_code(self) -> int:
         """What the process exits with: the traced code's own code (0 for code that returned),
         or `EXIT_STRICT` where ``strict`` fails code that succeeded."""
         code = self.end.exit_code if self.end is not None else 0
-        return EXIT_STRICT if self._options.strict and code == 0 and self.found_problems else code
+        return EXIT_STRICT if self._strict_fails(code) else code
+
+    def _strict_fails(self, code: int) -> bool:
+        return self._options.strict and code == 0 and self.found_problems
 
     def start(self) -> None:
         """Open the trace and put the hooks in; nothing is installed when this raises."""
@@ -164,7 +196,7 @@ class TracedRun:
             Console(stderr=True), live=self._options.live and _draws_the_table(), quiet=self._options.quiet,
             label=_rank_label(),
         )
-        self._session = Session(self._options, self._argv, self._command, self.path, view, launcher_rank())
+        self._session = Session(self._options, self._argv, self._command, self._paths, view, launcher_rank())
         self.path = self._session.trace_path
         self._ranks = SpawnedRanks(self._options, self._argv, self._command, self.path)
         self._session.start(after_hard_exit=self._after_hard_exit)
@@ -209,10 +241,12 @@ class TracedRun:
         assert self._session is not None and self._ranks is not None
         session = self._session
         rank_ends = self._ranks.ends(since=session.started)
-        self._rank_problems = self._ranks.found_problems(rank_ends)
+        self._rank_problems = self._ranks.problems(rank_ends)
         rank_lines = {rank: (str(path), rank_end) for rank, (path, rank_end) in rank_ends.items()}
         with session.view.console:
             session.view.summary(end, str(self.path), rank_lines, stopped=session.instrumentation.failed)
+            if self._strict_line and self._strict_fails(end.exit_code):
+                session.view.strict_failure(self.problems)
 
 
 class Tracer:
@@ -225,7 +259,8 @@ class Tracer:
 
     def __enter__(self) -> TracedRun:
         argv = list(sys.argv)
-        run = TracedRun(self._options, argv, _command(argv), self._path or default_trace_path())
+        paths = [self._path] if self._path is not None else default_trace_paths()
+        run = TracedRun(self._options, argv, _command(argv), paths)
         try:
             run.start()
         except ScriptNotFound as e:  # the trace cannot be written
@@ -282,7 +317,7 @@ def trace(
     """Trace the training steps of a ``with`` block, or of each call of a decorated function,
     as ``stepdbg run`` traces a script: the same hooks, trace, rules and summary.
 
-    ``path``: the trace file (default: see `default_trace_path`). ``every``: per-parameter
+    ``path``: the trace file (default: see `default_trace_paths`). ``every``: per-parameter
     detail every N steps (0: never). ``strict``: raise `StrictError` after code that
     succeeded when a warning or an error was found. ``disable``: rule ids to turn off (a
     list, or one comma-separated string). ``live``: the live table (in a notebook, in the
@@ -313,21 +348,22 @@ def trace(
     return Tracer(Path(path) if path is not None else None, options)
 
 
-def default_trace_path() -> Path:
+def default_trace_paths() -> Iterator[Path]:
     """Where `trace` writes without a path: named after the script this process runs
     (``python train.py``, ``accelerate launch train.py``: ``train.stepdbg.jsonl``), else
     (a notebook, a REPL, a worker whose main module is its launcher's) after the time,
     ``stepdbg-YYYYmmdd-HHMMSS.stepdbg.jsonl``, never an existing file; in the current
-    directory, one file per rank as for ``stepdbg run``."""
+    directory, one file per rank, and a free name where a live run writes it, as for
+    ``stepdbg run`` (`trace_paths_for`)."""
     stem = _script_stem()
     if stem is not None:
-        return trace_path_for(stem)
-    stem = datetime.datetime.now().strftime("stepdbg-%Y%m%d-%H%M%S")
-    path, number = trace_path_for(stem), 1
-    while path.exists():
+        return trace_paths_for(stem)
+    base = stem = datetime.datetime.now().strftime("stepdbg-%Y%m%d-%H%M%S")
+    number = 1
+    while next(trace_paths_for(stem)).exists():
         number += 1
-        path = trace_path_for(f"{stem}-{number}")
-    return path
+        stem = f"{base}-{number}"
+    return trace_paths_for(stem)
 
 
 def _script_stem() -> str | None:

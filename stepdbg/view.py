@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from .schema import Anomaly, OptimizerInfo, StepRecord
+from .anomaly_view import AnomalyLog
+from .schema import Anomaly, AnomalySteps, OptimizerInfo, StepRecord
 from .summary import RunInfo, listing, optimizer_label
 from .trace import Record, Trace
 
@@ -113,13 +114,16 @@ class TraceView:
 
     Optimizer records of the optimizers in view, their step records within the
     range, and the anomalies found at those steps. ``steps`` and ``last_t`` count
-    every step read, in view or not, for the run's own totals.
+    every step read, in view or not, for the run's own totals; ``anomalies`` gathers
+    every anomaly and `AnomalySteps` record, for the rules that fired in the range
+    though first reported before it.
     """
 
     def __init__(self, trace: Trace, step_filter: StepFilter) -> None:
         self.trace = trace
         self.filter = step_filter
         self.known = OptimizerCheck(step_filter.optimizer)
+        self.anomalies = AnomalyLog(step_filter)
         self.steps = 0
         self.last_t = 0.0
 
@@ -138,8 +142,11 @@ class TraceView:
                     yield record
             elif isinstance(record, Anomaly):
                 self.last_t = max(self.last_t, record.t)
+                self.anomalies.add(record)
                 if admits(record.optimizer, record.step):
                     yield record
+            elif isinstance(record, AnomalySteps):
+                self.anomalies.add(record)
         self.known.check(self.trace.path)
 
     def run_info(self) -> RunInfo:

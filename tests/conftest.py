@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -35,7 +36,9 @@ from filelock import FileLock, Timeout
 from torch.optim.lr_scheduler import ChainedScheduler, LRScheduler, ReduceLROnPlateau, SequentialLR
 
 SCRIPTS = Path(__file__).parent / "scripts"
-RUN_TIMEOUT = 180
+RUN_TIMEOUT = 600
+"""Seconds before a script run counts as hung: a safety net, never a speed requirement (on a
+loaded 2-core machine one run can take minutes)."""
 SLOW_SCRIPTS = ("ok_lightning.py", "ok_skorch.py", "ok_ignite.py", "ok_accelerate.py")
 """Started first, so that the slowest runs do not finish last."""
 
@@ -91,6 +94,16 @@ def script_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+PROGRESS_LINE = re.compile(r"stepdbg(\[[^\]]*\])?: (optimizer \d+|no optimizer) step \d+: loss ")
+"""The plain progress line a run without the table prints every few seconds (`stepdbg.live.View`)."""
+
+
+def stepdbg_lines(stderr: str) -> list[str]:
+    """stepdbg's own lines in a run's stderr, but for its periodic progress lines: whether one
+    appears depends on how fast the machine is, so no test may count on one, or on none."""
+    return [line for line in stderr.splitlines() if line.startswith("stepdbg") and not PROGRESS_LINE.match(line)]
+
+
 def read_trace(path: Path) -> list[dict[str, Any]]:
     """Every record of a trace, as dicts (non-finite values stay null)."""
     with open(path, encoding="utf-8") as f:
@@ -125,6 +138,26 @@ def run_python(
         [sys.executable, str(script), *args],
         cwd=tmp_path, env=script_env(env), capture_output=True, text=True, timeout=timeout, check=False,
     )
+
+
+@pytest.fixture
+def stepdbg_cli(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., tuple[int, str, str]]:
+    """``stepdbg ARGS...`` through its console entry point, in this process (no interpreter or
+    torch to start for a command that reads traces or refuses its input), in an 80-column
+    terminal's environment: ``(exit code, stdout, stderr)``."""
+    from stepdbg.cli import main
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setenv("COLUMNS", "80")
+        monkeypatch.setattr(sys, "argv", ["stepdbg", *args])
+        with pytest.raises(SystemExit) as exit:
+            main()
+        out, err = capsys.readouterr()
+        return exit.value.code if isinstance(exit.value.code, int) else 0, out, err
+
+    return invoke
 
 
 # ---- reading records --------------------------------------------------------------------

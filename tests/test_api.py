@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import pickle
 import sys
@@ -16,7 +17,7 @@ from torch import nn
 
 import stepdbg
 from stepdbg.session import RunOptions
-from stepdbg.tracing import TracedRun, default_trace_path
+from stepdbg.tracing import TracedRun, default_trace_paths
 
 
 def make_problem() -> tuple[nn.Module, torch.optim.Optimizer, torch.Tensor, torch.Tensor]:
@@ -121,7 +122,7 @@ def test_nested_or_reentered_is_an_error_that_installs_nothing(in_tmp: Path) -> 
 def test_under_stepdbg_run_a_trace_is_nested(in_tmp: Path) -> None:
     """`stepdbg run` runs the script in a `TracedRun`: a `stepdbg.trace()` in the script is nested."""
     script_run = TracedRun(RunOptions(target="train.py", quiet=True), ["train.py"], "stepdbg run train.py",
-                           in_tmp / "train.stepdbg.jsonl")
+                           [in_tmp / "train.stepdbg.jsonl"])
     script_run.start()
     try:
         with pytest.raises(stepdbg.NestedTraceError), stepdbg.trace("t.stepdbg.jsonl"):
@@ -176,20 +177,25 @@ def test_a_trace_that_cannot_be_written_is_an_oserror(in_tmp: Path) -> None:
 
 
 def test_the_default_path(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """After the script where there is one, else the time, never an existing file; per rank."""
+    """After the script where there is one, else the time, never an existing file; per rank;
+    then, where a live run writes it, free names (numbered before the rank: one number a run)."""
+
+    def default_trace_path(choices: int = 1) -> list[Path]:
+        return list(itertools.islice(default_trace_paths(), choices))
+
     main = types.ModuleType("__main__")
     monkeypatch.setitem(sys.modules, "__main__", main)  # a notebook's: no file
-    first = default_trace_path()
+    [first] = default_trace_path()
     assert first.parent == in_tmp and first.name.startswith("stepdbg-") and first.name.endswith(".stepdbg.jsonl")
     first.touch()
-    second = default_trace_path()
+    [second] = default_trace_path()
     assert second != first and second.name.startswith(first.name.removesuffix(".stepdbg.jsonl"))
     main.__file__ = str(in_tmp / "train.py")  # python train.py, accelerate launch train.py
-    assert default_trace_path() == in_tmp / "train.stepdbg.jsonl"
+    assert default_trace_path(2) == [in_tmp / "train.stepdbg.jsonl", in_tmp / "train.1.stepdbg.jsonl"]
     monkeypatch.setenv("RANK", "1")
-    assert default_trace_path() == in_tmp / "train.rank1.stepdbg.jsonl"
+    assert default_trace_path(2) == [in_tmp / "train.rank1.stepdbg.jsonl", in_tmp / "train.1.rank1.stepdbg.jsonl"]
     main.__file__ = os.path.join(os.path.dirname(os.__file__), "runpy.py")  # a launcher's own main module
-    assert default_trace_path().name.startswith("stepdbg-")
+    assert default_trace_path()[0].name.startswith("stepdbg-")
 
 
 def test_stepdbg_trace_is_the_function() -> None:

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from stepdbg.diagnostics import Diagnostics, Thresholds
-from stepdbg.schema import Anomaly, StepRecord
+from stepdbg.schema import Anomaly, AnomalySteps, StepRecord
 
 
 def record(optimizer: int, step: int, loss: float, grad_norm: float | None = 1.0) -> StepRecord:
@@ -101,3 +101,46 @@ def test_vanishing_is_a_layer_that_neither_gets_gradient_nor_moves(
     updates = None if branch_updates is None else [1e-3, 1e-3, *branch_updates, 1e-3, 1e-3]
     assert vanishing_reports(grads, updates) == expected
     assert vanishing_reports(grads, updates, steps=2) == [], "3 detail steps in a row"
+
+
+def stretches_of(losses: list[float], t_step: float = 0.01) -> tuple[list[tuple[int, int, int]], dict[str, int]]:
+    """(first step, last step, count) of each nonfinite stretch written over steps with these losses."""
+    written: list[AnomalySteps] = []
+    diagnostics = Diagnostics(Thresholds(), frozenset(), lambda anomaly: None, written.append)
+    for step, loss in enumerate(losses):
+        bad = record(0, step, loss, loss)
+        bad.t = step * t_step
+        diagnostics.check_step(bad, ["w"], None, [], lambda: "w")
+    diagnostics.close()
+    assert {a.rule for a in written} <= {"nonfinite"} and {a.optimizer for a in written} <= {0}
+    return [(a.first_step, a.last_step, a.count) for a in written], diagnostics.counts
+
+
+def test_where_a_rule_repeats_is_written_as_stretches_of_steps() -> None:
+    """One record for a rule firing at every step, not one per repeat; a pause ends a stretch."""
+    nan = math.nan
+    assert stretches_of([1.0] + [nan] * 59) == ([(1, 59, 59)], {"nonfinite": 59})
+    assert stretches_of([nan, nan, nan, 1.0, 1.0, nan, nan]) == ([(0, 2, 3), (5, 6, 2)], {"nonfinite": 5})
+    assert stretches_of([1.0, 1.0]) == ([], {})
+
+
+def test_a_long_stretch_is_written_every_second_so_that_a_killed_run_keeps_it() -> None:
+    found, counts = stretches_of([math.nan] * 10, t_step=0.4)  # a new stretch from the step 1 s or more after its start
+    assert found == [(0, 2, 3), (3, 5, 3), (6, 8, 3), (9, 9, 1)] and counts == {"nonfinite": 10}
+
+
+def test_stretches_are_kept_per_rule_and_optimizer() -> None:
+    written: list[AnomalySteps] = []
+    diagnostics = Diagnostics(Thresholds(), frozenset({"exploding-grad"}), lambda anomaly: None, written.append)
+    for step in range(3):
+        for optimizer in (0, 1):
+            diagnostics.report("missing-zero-grad", step, optimizer, "again")
+            diagnostics.report("exploding-grad", step, optimizer, "disabled: neither counted nor written")
+            diagnostics.check_step(record(optimizer, step, 1.0), ["w"], None, [])
+    diagnostics.report("missing-zero-grad", 3, 0, "again")
+    diagnostics.check_step(record(0, 3, 1.0), ["w"], None, [])
+    diagnostics.check_step(record(1, 3, 1.0), ["w"], None, [])  # optimizer 1's stretch is over
+    assert [(a.optimizer, a.first_step, a.last_step, a.count) for a in written] == [(1, 0, 2, 3)]
+    diagnostics.close()
+    assert [(a.optimizer, a.first_step, a.last_step, a.count) for a in written][1:] == [(0, 0, 3, 4)]
+    assert diagnostics.counts == {"missing-zero-grad": 7}

@@ -66,6 +66,22 @@ def test_repeated_runs_agree_whatever_their_timing(tmp_path: Path, a: Path) -> N
     assert "part at" not in text
 
 
+def test_a_phase_one_run_never_spends_time_in_has_no_ratio(tmp_path: Path, a: Path) -> None:
+    """A reference run against one that never calls zero_grad: its zero_grad time is 0."""
+
+    def no_zero_grad(record: StepRecord) -> None:
+        record.calls = ["backward", "step"]
+        record.time["zero_grad"] = 0.0
+
+    b = write_trace(tmp_path / "b.jsonl", tweak=no_zero_grad)
+    code, text = diff(a, b)
+    assert code == 1 and " zero_grad   1 ms   0 µs  none in B " in text
+    assert diff_json(a, b)["timing"]["zero_grad"] == {"a": 0.001, "b": 0.0, "ratio": 0.0}
+    code, text = diff(b, a)
+    assert code == 1 and " zero_grad   0 µs   1 ms  none in A " in text
+    assert diff_json(b, a)["timing"]["zero_grad"] == {"a": 0.0, "b": 0.001, "ratio": None}
+
+
 def test_lr_changed_at_step_5(tmp_path: Path, a: Path) -> None:
     b = write_trace(tmp_path / "b.jsonl", tweak=from_step(5, lr=[0.05]))
     code, text = diff(a, b)
@@ -156,6 +172,14 @@ def test_call_order_change_shows_both_sequences(tmp_path: Path, a: Path) -> None
     assert "The runs part at step 3" in text
     assert "calls  zero_grad backward step  backward zero_grad step  order only" in text
     assert "They re-converge" in text
+
+
+def test_values_with_brackets_are_shown_not_taken_for_markup(tmp_path: Path, a: Path) -> None:
+    """``[none, 0.1]`` looks like a rich style tag: taken for one, the value would show blank."""
+    code, text = diff(a, write_trace(tmp_path / "b.jsonl", tweak=from_step(4, lr=[None, 0.1], calls=["[/x]"])))
+    assert code == 1
+    assert " lr     [0.1]                    [none, 0.1]" in text
+    assert " calls  zero_grad backward step  [/x] " in text
 
 
 def test_backward_calls_and_skipped_are_compared(tmp_path: Path, a: Path) -> None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import RUN_TIMEOUT, script_env
 
-from test_run import ENV, SCRIPTS, run
+SCRIPTS = Path(__file__).parent / "cli_scripts"
+CLI = Callable[..., tuple[int, str, str]]
 
 
 @pytest.fixture(scope="module")
@@ -21,28 +24,28 @@ def traces(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         name: subprocess.Popen(
             [sys.executable, "-m", "stepdbg", "run", "-q", "--every", "1", "-o", str(folder / f"{name}.jsonl"),
              str(SCRIPTS / "seeded.py"), *args],
-            cwd=folder, env=ENV, stdout=subprocess.DEVNULL,
+            cwd=folder, env=script_env(), stdout=subprocess.DEVNULL,
         )
         for name, args in variants.items()
     }
     for process in processes.values():
-        assert process.wait(timeout=180) == 0
+        assert process.wait(timeout=RUN_TIMEOUT) == 0
     return {name: folder / f"{name}.jsonl" for name in variants}
 
 
-def diff_json(a: Path, b: Path) -> tuple[int, dict]:
-    result = run("diff", "--json", str(a), str(b), cwd=a.parent)
-    return result.returncode, json.loads(result.stdout)
+def diff_json(stepdbg_cli: CLI, a: Path, b: Path) -> tuple[int, dict]:
+    code, out, _ = stepdbg_cli("diff", "--json", str(a), str(b))
+    return code, json.loads(out)
 
 
-def test_identical_seeded_runs_agree(traces: dict[str, Path]) -> None:
-    result = run("diff", str(traces["a"]), str(traces["b"]), cwd=traces["a"].parent)
-    assert result.returncode == 0, result.stdout
-    assert run("diff", "--quiet", str(traces["a"]), str(traces["b"]), cwd=traces["a"].parent).stdout == ""
+def test_identical_seeded_runs_agree(traces: dict[str, Path], stepdbg_cli: CLI) -> None:
+    code, out, _ = stepdbg_cli("diff", str(traces["a"]), str(traces["b"]))
+    assert code == 0, out
+    assert stepdbg_cli("diff", "--quiet", str(traces["a"]), str(traces["b"])) == (0, "", "")
 
 
-def test_lr_change_is_found_at_step_5_then_loss_and_grads_at_6(traces: dict[str, Path]) -> None:
-    code, report = diff_json(traces["a"], traces["lr"])
+def test_lr_change_is_found_at_step_5_then_loss_and_grads_at_6(traces: dict[str, Path], stepdbg_cli: CLI) -> None:
+    code, report = diff_json(stepdbg_cli, traces["a"], traces["lr"])
     assert code == 1
     first = report["first"]
     assert (first["optimizer"], first["step"]) == (0, 5)
@@ -53,31 +56,32 @@ def test_lr_change_is_found_at_step_5_then_loss_and_grads_at_6(traces: dict[str,
     assert by_field["lr"] == 5
     assert by_field["loss"] == 6 and by_field["grad_norm"] == 6
     assert report["reconverged"] is False
-    human = run("diff", str(traces["a"]), str(traces["lr"]), cwd=traces["a"].parent).stdout
+    human = stepdbg_cli("diff", str(traces["a"]), str(traces["lr"]))[1]
     assert "step 5" in human and "lr" in human
 
 
-def test_moved_zero_grad_is_a_call_order_change(traces: dict[str, Path]) -> None:
-    code, report = diff_json(traces["a"], traces["late"])
+def test_moved_zero_grad_is_a_call_order_change(traces: dict[str, Path], stepdbg_cli: CLI) -> None:
+    code, report = diff_json(stepdbg_cli, traces["a"], traces["late"])
     assert code == 1
     calls = report["first"]["fields"]
     assert report["first"]["step"] == 0
     assert [c["field"] for c in calls] == ["calls"]
     assert (calls[0]["a"], calls[0]["b"]) == (["zero_grad", "backward", "step"], ["backward", "step"])
-    human = run("diff", str(traces["a"]), str(traces["late"]), cwd=traces["a"].parent).stdout
+    human = stepdbg_cli("diff", str(traces["a"]), str(traces["late"]))[1]
     assert "zero_grad backward step" in human and "backward step" in human
 
 
-def test_diff_on_missing_and_corrupt_traces_is_trouble(traces: dict[str, Path], tmp_path: Path) -> None:
+def test_diff_on_missing_and_corrupt_traces_is_trouble(
+    traces: dict[str, Path], tmp_path: Path, stepdbg_cli: CLI
+) -> None:
     corrupt = tmp_path / "corrupt.jsonl"
     lines = traces["a"].read_text().splitlines()
     lines[3] = lines[3][:20]
     corrupt.write_text("\n".join(lines) + "\n")
-    result = run("diff", str(traces["a"]), str(corrupt), cwd=tmp_path)
-    assert result.returncode == 2
-    assert f"{corrupt}:4" in result.stderr
-    missing = run("diff", str(traces["a"]), str(tmp_path / "nope.jsonl"), cwd=tmp_path)
-    assert missing.returncode == 2 and "no such file" in missing.stderr
+    code, _, err = stepdbg_cli("diff", str(traces["a"]), str(corrupt))
+    assert code == 2 and f"{corrupt}:4" in err
+    code, _, err = stepdbg_cli("diff", str(traces["a"]), str(tmp_path / "nope.jsonl"))
+    assert code == 2 and "no such file" in err
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    assert run("show", str(empty), cwd=tmp_path).returncode == 2
+    assert stepdbg_cli("show", str(empty))[0] == 2

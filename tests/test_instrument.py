@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -16,7 +17,7 @@ from stepdbg import norms
 from stepdbg.collector import Collector
 from stepdbg.device_clock import DeviceClock
 from stepdbg.diagnostics import Diagnostics, Thresholds
-from stepdbg.instrument import Instrumentation
+from stepdbg.instrument import Instrumentation, collecting
 from stepdbg.names import ModuleTree
 from stepdbg.schema import Anomaly, OptimizerInfo, StepRecord
 
@@ -53,6 +54,25 @@ def traced_loop(
         tree.uninstall()
     collector.finish()
     return records, infos, found, losses
+
+
+def test_collecting_tells_the_collectors_code_from_the_scripts() -> None:
+    """What a signal handler asks before it ends a session where the main thread happens to be."""
+    seen: list[bool] = []
+    collector = Collector(
+        0, Diagnostics(Thresholds(), frozenset(), lambda a: None), lambda r: seen.append(collecting(sys._getframe())),
+        lambda i: None, ModuleTree(),
+    )
+    instrumentation = Instrumentation(collector)
+    with instrumentation:
+        model = nn.Linear(2, 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        optimizer.zero_grad()
+        model(torch.ones(1, 2)).sum().backward()
+        optimizer.step()
+        seen.append(collecting(sys._getframe()))
+    instrumentation.finish()
+    assert seen == [True, False]
 
 
 @pytest.mark.parametrize("entry", ["engine", "public-backward"])

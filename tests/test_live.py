@@ -5,17 +5,18 @@ from __future__ import annotations
 import io
 import itertools
 import os
+import re
 import sys
 import threading
 import time
 
 import pytest
 from rich.console import Console
-
-from stepdbg.live import TABLE_ROWS, View
-from stepdbg.schema import EndRecord
 from terminal import set_size, shown_lines
 from trace_factory import PARAMS, make_step
+
+from stepdbg.live import PLAIN_INTERVAL, TABLE_ROWS, View
+from stepdbg.schema import Anomaly, EndRecord
 
 
 def test_the_table_keeps_the_optimizers_stepped_last() -> None:
@@ -43,7 +44,7 @@ def test_a_resized_terminal_keeps_every_line_the_script_wrote(monkeypatch: pytes
     master, slave = os.openpty()
     set_size(slave, 20, 70)
     terminal = os.fdopen(slave, "w", buffering=1, encoding="utf-8")
-    chunks: list[bytes] = []
+    received = bytearray()  # grown by the reader thread alone
 
     def read() -> None:
         while True:
@@ -53,7 +54,7 @@ def test_a_resized_terminal_keeps_every_line_the_script_wrote(monkeypatch: pytes
                 return
             if not chunk:
                 return
-            chunks.append(chunk)
+            received.extend(chunk)
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
@@ -63,11 +64,23 @@ def test_a_resized_terminal_keeps_every_line_the_script_wrote(monkeypatch: pytes
     screen = pyte.HistoryScreen(70, 20, history=1000)
     stream = pyte.ByteStream(screen)
 
-    def settle() -> None:  # everything written so far has reached the screen
+    fed = 0
+    settles = itertools.count()
+
+    def settle() -> None:
+        """Everything written so far reaches the screen: once a marker written last (a window
+        title, shown nowhere) has come through the terminal, all before it has."""
+        nonlocal fed
+        marker = f"\x1b]2;settled {next(settles)}\x07"
+        terminal.write(marker)
         terminal.flush()
-        time.sleep(0.2)
-        stream.feed(b"".join(chunks))
-        chunks.clear()
+        deadline = time.monotonic() + 60
+        while (found := received.find(marker.encode(), fed)) < 0:
+            assert time.monotonic() < deadline, "what was written never came through the terminal"
+            time.sleep(0.01)
+        end = found + len(marker)
+        stream.feed(bytes(received[fed:end]))
+        fed = end
 
     view.start()
     for step in range(24):
@@ -100,3 +113,86 @@ def test_a_summary_after_an_internal_error_does_not_claim_an_empty_run() -> None
         "stepdbg: tracing stopped early by an internal error (RuntimeError: boom)",
         "stepdbg: trace written to t.jsonl",
     ]
+
+
+MISSING_ZERO_GRAD = Anomaly(
+    rule="missing-zero-grad", severity="error", step=1, optimizer=0, param="0.weight",
+    message="step 1 used gradients accumulated on top of those step 0 had already consumed (first: 0.weight)",
+    hint="call optimizer.zero_grad() (or model.zero_grad()) once per step, before backward(); with several "
+    "optimizers or modules, clear each of them",
+)
+END = EndRecord(
+    status="ok", exit_code=0, duration=1.71, steps=60, anomalies={"missing-zero-grad": 59},
+    time={"forward": 0.6, "backward": 0.8, "step": 0.04, "zero_grad": 0.001, "overhead": 0.2},
+)
+
+
+def own_lines(terminal: bool, width: int = 80) -> tuple[list[str], list[str]]:
+    """What a run's view prints for an anomaly and the summary, and the messages it printed."""
+    out = io.StringIO()
+    console = Console(file=out, width=width, force_terminal=terminal, color_system=None)
+    view = View(console, live=False, quiet=False)
+    view.on_anomaly(MISSING_ZERO_GRAD)
+    view.summary(END, "/home/you/experiments/a rather long folder name/missing_zero_grad.stepdbg.jsonl")
+    whole = io.StringIO()
+    unwrapped = View(Console(file=whole, width=10_000, color_system=None), live=False, quiet=False)
+    unwrapped.on_anomaly(MISSING_ZERO_GRAD)
+    unwrapped.summary(END, "/home/you/experiments/a rather long folder name/missing_zero_grad.stepdbg.jsonl")
+    return out.getvalue().splitlines(), whole.getvalue().splitlines()
+
+
+def test_own_lines_wrap_at_word_boundaries_on_a_terminal() -> None:
+    """An anomaly (~300 characters) and the summary at 80 columns: no line wider than the
+    terminal, and every break between two words, so that the lines join back into the message."""
+    lines, messages = own_lines(terminal=True)
+    assert max(map(len, lines)) <= 80 and len(lines) > len(messages), lines
+    joined = " ".join(line.rstrip() for line in lines)
+    for message in messages:
+        assert message in joined, (message, lines)
+    assert sum(len(message) > 80 for message in messages) >= 2, "nothing long enough to wrap"
+
+
+def test_own_lines_are_whole_in_a_pipe() -> None:
+    """A pipe or a file (CI logs, ``2> log``, grep) gets one message a line, however long."""
+    lines, messages = own_lines(terminal=False)
+    assert lines == messages
+
+
+def test_plain_progress_lines_come_every_interval() -> None:
+    """Without the table: a line at the first step `PLAIN_INTERVAL` seconds after the last one."""
+    out = io.StringIO()
+    now = [0.0]
+    view = View(Console(file=out, width=200), live=False, quiet=False, clock=lambda: now[0])
+    printed = []
+    times = [1.0, PLAIN_INTERVAL - 0.1, PLAIN_INTERVAL, PLAIN_INTERVAL + 1, 2 * PLAIN_INTERVAL + 0.5]
+    for step, now[0] in enumerate(times):
+        view.on_step(make_step(0, step=step, every=0, params=PARAMS))
+        printed.append(out.getvalue().count("\n"))
+    assert printed == [0, 0, 1, 1, 2]
+    first = out.getvalue().splitlines()[0]
+    assert first == "stepdbg: optimizer 0 step 2: loss 0.6667, grad norm 1.2, lr 0.1, 36.00 ms/step"
+
+
+def table_at(width: int, optimizers: int = 2) -> list[str]:
+    out = io.StringIO()
+    console = Console(file=out, width=width, color_system=None)
+    view = View(console, live=False, quiet=True)
+    for optimizer in range(optimizers):
+        view.on_step(make_step(optimizer, step=12345 * optimizer, every=0, params=PARAMS))
+    console.print(view.table())
+    return out.getvalue().splitlines()
+
+
+@pytest.mark.parametrize("width", range(20, 81, 4))
+def test_a_narrow_terminal_drops_whole_columns(width: int) -> None:
+    """Never a value cut to ``1.1…``: the columns the terminal cannot hold go, the least needed
+    first (step, loss and grad norm stay longest), and those left keep the table's order."""
+    headers = ["opt", "step", "loss", "grad norm", "lr", "fwd", "bwd", "step", "zero"]
+    kept_first = [1, 2, 3, 0, 4, 5, 6, 7, 8]
+    lines = table_at(width)
+    table = lines[1:5]  # headers, rule, a row per optimizer
+    assert all(len(line) <= width for line in table) and not any("…" in line for line in table), lines
+    shown = re.split(r"\s{2,}", lines[1].strip())
+    assert shown == [headers[index] for index in sorted(kept_first[: len(shown)])], lines
+    assert len(shown) >= 3 or width < 30
+    assert (len(shown) == len(headers)) is (width >= len(table_at(200)[1].rstrip()))

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-from conftest import Spec, anomalies, optimizers, run_python, run_stepdbg, steps
+from conftest import Spec, optimizers
 
 
 
@@ -261,14 +261,19 @@ def test_reptile_meta_gradients_set_by_hand_after_the_clear(runs, spec: Spec) ->
     assert len(inner) == 30 and {r["backward_calls"] for r in inner} == {1}
 
 
-def test_learned_lr_through_a_differentiable_optimizer_adds_no_warning(tmp_path) -> None:
+LEARNED_LR = Spec("ok_learned_lr.py", options=("--quiet",))
+LEARNED_LR_BARE = Spec("ok_learned_lr.py", python=True)
+
+
+@pytest.mark.uses(LEARNED_LR, LEARNED_LR_BARE)
+def test_learned_lr_through_a_differentiable_optimizer_adds_no_warning(runs) -> None:
     """Non-leaf fast weights and a tensor lr that requires grad: stepdbg's reads of them raise
     no warning (the script makes warnings errors), and the lr is recorded."""
-    bare = run_python("ok_learned_lr.py", tmp_path=tmp_path)
-    proc, records = run_stepdbg("ok_learned_lr.py", tmp_path=tmp_path, options=("--quiet",))
+    bare, run = runs.get(LEARNED_LR_BARE).proc, runs.get(LEARNED_LR)
+    proc = run.proc
     assert (proc.returncode, proc.stdout, proc.stderr) == (bare.returncode, bare.stdout, bare.stderr) == (0, bare.stdout, "")
-    assert anomalies(records) == [], "a frozen leaf beside unread fast weights says nothing about the order"
-    assert [r["lr"][0] for r in steps(records)][::2] == pytest.approx([0.1353, 0.2265, 0.3130], rel=1e-3)
+    assert run.anomalies == [], "a frozen leaf beside unread fast weights says nothing about the order"
+    assert [r["lr"][0] for r in run.steps()][::2] == pytest.approx([0.1353, 0.2265, 0.3130], rel=1e-3)
 
 
 @pytest.mark.uses(GSAM)

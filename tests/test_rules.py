@@ -8,13 +8,14 @@ Every buggy script exits 0 by itself and runs with --strict, so stepdbg must exi
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import json
 from dataclasses import dataclass
 
 import pytest
+from conftest import SCRIPTS, Spec
+from typer.testing import CliRunner
 
-from conftest import SCRIPTS, Spec, script_env
+from stepdbg.cli import app
 
 SEVERITY = {  # docs/rules.md
     "missing-zero-grad": "error",
@@ -90,6 +91,7 @@ UNUSED = next(b for b in BUGS if b.spec.script == "bug_unused_param.py")
 DISABLED = strict("bug_missing_zero_grad.py", "--disable", "missing-zero-grad")
 PATIENCE = Spec("bug_unused_param.py", options=("--patience", "5"))  # not --strict
 CORRECT_STRICT = Spec("ok_module_zero_grad.py", options=("--strict",))  # shared with test_loops
+QUIET_STRICT = Spec("bug_missing_zero_grad.py", options=("--quiet", "--strict"))
 
 
 @pytest.mark.parametrize("bug", BUGS, ids=[b.id for b in BUGS])
@@ -121,6 +123,23 @@ def test_repeated_rule_reported_once_and_counted(runs) -> None:
     assert run.end["anomalies"] == {"missing-zero-grad": 29}
     assert run.end["steps"] == len(run.steps(0)) == 30
     assert "missing-zero-grad" in run.proc.stderr  # the summary names it
+
+
+@pytest.mark.uses(MISSING_ZERO_GRAD.spec)
+def test_where_a_repeated_rule_fired_is_in_the_trace_and_show_says_it_in_a_range(runs, tmp_path) -> None:
+    """The repeats are written as stretches of steps (1 to 29, in one record or a few in a row
+    on a slow machine), and `show --steps 10:20` names the rule first reported at step 1."""
+    run = runs.get(MISSING_ZERO_GRAD.spec)
+    stretches = [r for r in run.records if r["type"] == "anomaly_steps"]
+    assert [(r["rule"], r["optimizer"]) for r in stretches] == [("missing-zero-grad", 0)] * len(stretches)
+    assert [r["first_step"] for r in stretches] == [1] + [r["last_step"] + 1 for r in stretches[:-1]]
+    assert stretches[-1]["last_step"] == 29 and sum(r["count"] for r in stretches) == 29
+    trace = tmp_path / "run.stepdbg.jsonl"
+    trace.write_text("".join(json.dumps(record) + "\n" for record in run.records))
+    result = CliRunner().invoke(app, ["show", str(trace), "--steps", "10:20", "--anomalies"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "missing-zero-grad (error) first at step 1, 29 times in the run, param 0.weight; " in result.stdout
+    assert "in this range at 10 steps, 10–19" in result.stdout
 
 
 @pytest.mark.uses(ACCUMULATING.spec)
@@ -158,12 +177,20 @@ def test_disable_silences_the_rule(runs) -> None:
 def test_strict_exit_codes(runs) -> None:
     buggy = runs.get(MISSING_ZERO_GRAD.spec)
     assert buggy.proc.returncode == 3 and buggy.end["exit_code"] == 0, buggy.describe()
+    assert buggy.proc.stderr.endswith("\nstepdbg: --strict: 1 error (missing-zero-grad at step 1)\n"), buggy.describe()
     correct = runs.get(CORRECT_STRICT)
     assert correct.proc.returncode == 0, correct.describe()
     assert correct.anomalies == []
     unstrict = runs.get(PATIENCE)
     assert unstrict.anomalies, unstrict.describe()
     assert unstrict.proc.returncode == 0, "without --strict, a run with warnings exits with the script's code"
+
+
+@pytest.mark.uses(QUIET_STRICT)
+def test_quiet_strict_still_says_why_it_fails(runs) -> None:
+    """In CI, exit 3 is a red build: its reason is the one line --quiet keeps."""
+    run = runs.get(QUIET_STRICT)
+    assert (run.proc.returncode, run.proc.stderr) == (3, "stepdbg: --strict: 1 error (missing-zero-grad at step 1)\n")
 
 
 @pytest.mark.uses(PATIENCE)
@@ -175,17 +202,15 @@ def test_patience_moves_unused_param(runs) -> None:
 
 
 @pytest.mark.parametrize("value", ["bogus", "missing-zero-grad,bogus", "nonfinite, bogus"])
-def test_disable_unknown_rule_is_a_usage_error(tmp_path, value: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "stepdbg", "run", "--no-live", "--disable", value, str(SCRIPTS / "ok_module_zero_grad.py")],
-        cwd=tmp_path, env=script_env(), capture_output=True, text=True, timeout=60, check=False,
-    )
-    assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
+def test_disable_unknown_rule_is_a_usage_error(monkeypatch, tmp_path, stepdbg_cli, value: str) -> None:
+    """Through the console entry point in this process: the run must stop before it starts."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = stepdbg_cli("run", "--no-live", "--disable", value, str(SCRIPTS / "ok_module_zero_grad.py"))
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
     assert "bogus" in lines[0]
     for rule in SEVERITY:
         assert rule in lines[0], f"{rule} missing from: {lines[0]}"
-    assert proc.stdout == ""
+    assert out == ""
     assert not list(tmp_path.glob("*.stepdbg.jsonl")), "no trace for a run that never started"

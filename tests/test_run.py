@@ -10,18 +10,20 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import RUN_TIMEOUT
 from terminal import set_size, shown_lines
 
 SCRIPTS = Path(__file__).parent / "cli_scripts"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
 
 
-def run(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "stepdbg", *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "stepdbg", *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=RUN_TIMEOUT
     )
 
 
@@ -113,10 +115,29 @@ def test_the_scripts_main_module_outlives_its_body(tmp_path: Path) -> None:
     assert (traced.returncode, traced.stdout, traced.stderr) == (0, "pickled True\n", "")
 
 
-def test_default_trace_path_is_named_after_the_script(tmp_path: Path) -> None:
-    result = run("run", str(SCRIPTS / "exits.py"), "ok", cwd=tmp_path)
+Ending = Callable[[str], tuple[subprocess.CompletedProcess[str], Path]]
+
+
+@pytest.fixture(scope="module")
+def ending(tmp_path_factory: pytest.TempPathFactory) -> Ending:
+    """``stepdbg run --every 1 exits.py HOW``, each HOW run once and read by every test that asks
+    for it: in a folder whose name rich would read as markup, with the default trace path."""
+    done: dict[str, tuple[subprocess.CompletedProcess[str], Path]] = {}
+
+    def get(how: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+        if how not in done:
+            folder = tmp_path_factory.mktemp(how) / "[run b]"
+            folder.mkdir()
+            result = run("run", "--every", "1", str(SCRIPTS / "exits.py"), how, cwd=folder)
+            done[how] = result, folder / "exits.stepdbg.jsonl"
+        return done[how]
+
+    return get
+
+
+def test_default_trace_path_is_named_after_the_script(ending: Ending) -> None:
+    result, trace = ending("ok")
     assert result.returncode == 0
-    trace = tmp_path / "exits.stepdbg.jsonl"
     assert trace.exists()
     assert str(trace) in result.stderr
 
@@ -126,9 +147,8 @@ def test_default_trace_path_is_named_after_the_script(tmp_path: Path) -> None:
     [("ok", 0, "ok"), ("exit3", 3, "ok"), ("exit-message", 1, "ok"), ("raise", 1, "error"), ("interrupt", 130, "interrupted"),
      ("os-exit", 4, "ok")],
 )
-def test_exit_codes_and_end_record(tmp_path: Path, how: str, code: int, status: str) -> None:
-    trace = tmp_path / "t.jsonl"
-    result = run("run", "--no-live", "-o", str(trace), str(SCRIPTS / "exits.py"), how, cwd=tmp_path)
+def test_exit_codes_and_end_record(ending: Ending, how: str, code: int, status: str) -> None:
+    result, trace = ending(how)
     assert result.returncode == code, result.stderr
     assert result.stdout == "trained\n"
     lines = records(trace)
@@ -139,8 +159,8 @@ def test_exit_codes_and_end_record(tmp_path: Path, how: str, code: int, status: 
     assert (end["status"], end["exit_code"], end["steps"]) == (status, code, 2)
 
 
-def test_user_traceback_without_stepdbg_frames(tmp_path: Path) -> None:
-    result = run("run", "-o", str(tmp_path / "t.jsonl"), str(SCRIPTS / "exits.py"), "raise", cwd=tmp_path)
+def test_user_traceback_without_stepdbg_frames(ending: Ending) -> None:
+    result, _ = ending("raise")
     assert result.returncode == 1
     assert "Traceback (most recent call last):" in result.stderr
     assert "ValueError: boom from the user's script" in result.stderr
@@ -150,8 +170,8 @@ def test_user_traceback_without_stepdbg_frames(tmp_path: Path) -> None:
     assert "runpy" not in traceback
 
 
-def test_sys_exit_message_goes_to_stderr(tmp_path: Path) -> None:
-    result = run("run", "-o", str(tmp_path / "t.jsonl"), str(SCRIPTS / "exits.py"), "exit-message", cwd=tmp_path)
+def test_sys_exit_message_goes_to_stderr(ending: Ending) -> None:
+    result, _ = ending("exit-message")
     assert result.returncode == 1
     assert "goodbye" in result.stderr
 
@@ -169,15 +189,19 @@ def test_sys_exit_message_goes_to_stderr(tmp_path: Path) -> None:
         (["run", "-o", "-", "x.py"], "the trace cannot go to stdout (-o -)"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
-    result = run(*args, cwd=tmp_path)
-    assert result.returncode == 2
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
+def test_bad_input_is_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, stepdbg_cli: Callable[..., tuple[int, str, str]], args: list[str],
+    message: str,
+) -> None:
+    """Through the console entry point in this process: an exception it let through would fail the test."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = stepdbg_cli(*args)
+    assert (code, out) == (2, "")
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
     assert lines[0].startswith("stepdbg: error:")
     assert message in lines[0]
-    assert "Traceback" not in result.stderr
+    assert not list(tmp_path.iterdir()), "no trace for a run that never started"
 
 
 def test_quiet_prints_nothing_of_its_own(tmp_path: Path) -> None:
@@ -187,13 +211,50 @@ def test_quiet_prints_nothing_of_its_own(tmp_path: Path) -> None:
     assert result.stderr == ""
 
 
-def test_summary_names_the_trace(tmp_path: Path) -> None:
-    trace = tmp_path / "[run b]" / "t.jsonl"  # brackets, which rich would read as markup
-    trace.parent.mkdir()
-    result = run("run", "-o", str(trace), str(SCRIPTS / "exits.py"), "ok", cwd=tmp_path)
+def test_summary_names_the_trace(ending: Ending) -> None:
+    result, trace = ending("ok")  # its path has brackets, which rich would read as markup
     assert "stepdbg: 2 steps" in result.stderr
     assert "no anomalies" in result.stderr
     assert f"trace written to {trace}" in result.stderr
+
+
+def test_runs_side_by_side_in_one_folder_each_own_their_trace(tmp_path: Path) -> None:
+    """A sweep (``for lr in ...; do stepdbg run train.py --lr $lr & done``): each run writes
+    a trace of its own, whole, the first under the default name and the others under free
+    names that they say; a run told to write a trace that a live run writes stops before
+    its script starts."""
+    script = str(SCRIPTS / "waits.py")
+    command = [sys.executable, "-m", "stepdbg", "run", "--no-live", script]
+    sweep = [
+        subprocess.Popen(
+            [*command, f"run{i}"], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for i in range(3)
+    ]
+    try:
+        for i, process in enumerate(sweep):
+            assert process.stdout is not None and process.stdout.readline() == f"run{i} waits\n"
+        held = run("run", "-o", "waits.stepdbg.jsonl", script, "late", cwd=tmp_path)  # all three are writing now
+    finally:
+        (tmp_path / "go").touch()
+        ended = [process.communicate(timeout=120) for process in sweep]
+    assert (held.returncode, held.stdout) == (2, ""), held.stderr
+    [line] = held.stderr.splitlines()
+    assert line.startswith("stepdbg: error: cannot write the trace waits.stepdbg.jsonl: another run (pid ")
+    assert line.endswith(") is writing it")
+    default = tmp_path / "waits.stepdbg.jsonl"
+    written = {}
+    for i, (process, (_, stderr)) in enumerate(zip(sweep, ended)):
+        assert process.returncode == 0, stderr
+        trace = Path(stderr.split("trace written to ")[1].split()[0])
+        written[trace.name] = i
+        lines = records(trace)  # every line whole and valid
+        assert (lines[0]["pid"], lines[0]["argv"]) == (process.pid, [script, f"run{i}"]), "the run's own trace"
+        assert [r["step"] for r in lines if r["type"] == "step"] == [0, 1, 2, 3]
+        assert [r["type"] for r in lines].count("end") == 1 and lines[-1]["status"] == "ok"
+        if trace != default:
+            assert f"is writing {default}: this run's trace is {trace}" in stderr.splitlines()[0]
+    assert sorted(written) == ["waits.1.stepdbg.jsonl", "waits.2.stepdbg.jsonl", "waits.stepdbg.jsonl"]
 
 
 def test_killed_run_keeps_completed_steps(tmp_path: Path) -> None:
@@ -208,7 +269,9 @@ def test_killed_run_keeps_completed_steps(tmp_path: Path) -> None:
     while printed < 30 and time.monotonic() < deadline:
         if process.stdout.readline().startswith("step"):
             printed += 1
-    time.sleep(1.2)  # the writer flushes at least once a second
+    while not trace.exists() or trace.read_text().count('"type":"step"') < printed:  # flushed as the run goes on
+        assert time.monotonic() < deadline + 60, "the steps printed never reached the trace"
+        time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     text = trace.read_text()
@@ -222,9 +285,57 @@ def test_killed_run_keeps_completed_steps(tmp_path: Path) -> None:
     assert "not finished (no end record" in shown.stdout
 
 
-def test_trace_is_standard_json_lines(tmp_path: Path) -> None:
+def end_record(trace: Path) -> dict:
+    """The trace's last record, every record before it whole and valid, checked to be its only end record."""
+    lines = records(trace)
+    assert [r["type"] for r in lines].count("end") == 1 and lines[-1]["type"] == "end", lines[-3:]
+    return lines[-1]
+
+
+def test_sigterm_ends_the_run_and_then_the_process(tmp_path: Path) -> None:
+    """As launchers stop jobs: every step before the signal in the trace (none of them waits
+    for the writer), an end record, the terminal's scroll region given back, the summary,
+    then the process ended by the signal, as without stepdbg. (SIGHUP: test_termination.py.)"""
     trace = tmp_path / "t.jsonl"
-    result = run("run", "--every", "1", "-o", str(trace), str(SCRIPTS / "exits.py"), "ok", cwd=tmp_path)
+    command = [sys.executable, "-m", "stepdbg", "run", "-o", str(trace), str(SCRIPTS / "signals.py"), "SIGTERM"]
+    code, output = run_in_terminal(*command, cwd=tmp_path, env=ENV)
+    assert code == -signal.SIGTERM, output[-2000:]
+    shown = terminal_lines(output)  # the region was given back
+    assert "trained 5 steps" in shown and "not terminated" not in shown
+    summary = "".join(shown[shown.index("trained 5 steps") + 1 :]).replace(" ", "")  # lines wrapped at the width
+    assert summary.startswith("stepdbg:5stepsin") and summary.endswith(f"tracewrittento{trace}"), summary
+    assert "stepdbg:terminatedbySIGTERM" in summary
+    lines = records(trace)
+    assert [r["step"] for r in lines if r["type"] == "step"] == [0, 1, 2, 3, 4]
+    end = end_record(trace)
+    assert (end["status"], end["signal"], end["exit_code"], end["steps"]) == ("terminated", "SIGTERM", 143, 5)
+
+
+def test_a_scripts_own_sigterm_handler_keeps_the_signal(tmp_path: Path) -> None:
+    """A handler the script installs (Lightning's, for Slurm's requeue) wins, also when it calls
+    the one it replaced: the script stops when it decides to, and the run ends as it ends."""
+    trace = tmp_path / "t.jsonl"
+    result = run("run", "--no-live", "-o", str(trace), str(SCRIPTS / "signals.py"), "own-handler", cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (0, "stopped cleanly after 4 steps\n"), result.stderr
+    assert "terminated" not in result.stderr
+    end = end_record(trace)
+    assert (end["status"], end["steps"], "signal" in end) == ("ok", 4, False)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="the script reads its main thread's state in /proc")
+def test_sigterm_ends_a_run_whose_main_thread_never_gets_to_the_handler(tmp_path: Path) -> None:
+    """A rank blocked in a collective for a rank that died runs no Python signal handler:
+    stepdbg's watchdog ends the run, and exits with the signal's exit code."""
+    trace = tmp_path / "t.jsonl"
+    result = run("run", "--no-live", "-o", str(trace), str(SCRIPTS / "signals.py"), "stuck", cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (128 + signal.SIGTERM, ""), result.stderr
+    assert "stepdbg: terminated by SIGTERM" in result.stderr
+    end = end_record(trace)
+    assert (end["status"], end["signal"], end["steps"]) == ("terminated", "SIGTERM", 3)
+
+
+def test_trace_is_standard_json_lines(ending: Ending) -> None:
+    result, trace = ending("ok")  # --every 1: per-parameter figures in every step
     assert result.returncode == 0
     text = trace.read_text()
     assert "NaN" not in text and "Infinity" not in text
@@ -283,7 +394,7 @@ def test_live_table_leaves_the_scripts_output_intact(tmp_path: Path, color: bool
     code, output = run_in_terminal(sys.executable, "-m", "stepdbg", "run", "-o", str(trace), script, cwd=tmp_path, env=env)
     assert bare_code == code == 0, output[-2000:]
     text = output.decode()
-    assert text.count("phase times in ms") > 5, "the live table was not drawn as the script ran"
+    assert text.count("phase times in ms") >= 3, "the live table was not drawn as the script ran"
     assert "calls (opt 0): zero_grad backward step" in text
     assert ("\x1b[32m" in text) is color  # the green "anomalies: 0": colour only without NO_COLOR
     shown, alone = terminal_lines(output), terminal_lines(bare)

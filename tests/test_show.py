@@ -18,7 +18,7 @@ from trace_factory import cut_last_line, replace_line, write_trace
 from typer.testing import CliRunner
 
 from stepdbg.cli import app
-from stepdbg.schema import Anomaly, EndRecord, StepRecord
+from stepdbg.schema import Anomaly, AnomalySteps, EndRecord, StepRecord
 from stepdbg.show import ShowOptions, show_trace
 from stepdbg.show_render import sparkline
 from stepdbg.show_stats import Downsampler
@@ -210,10 +210,79 @@ def test_steps_slice_limits_every_section(tmp_path: Path) -> None:
     path = write_trace(tmp_path / "run.jsonl", anomalies=[anomaly("late", 8)])
     text = render(path, steps="2:5")
     assert "showing steps 2:5" in text and "3 (2–4)" in text
-    assert "No anomalies." in text  # the one at step 8 is outside
+    assert "No anomalies in steps 2:5." in text  # the one at step 8 is outside
     rows = list(csv.DictReader(io.StringIO(data(path, steps="2:5", csv=True))))
     assert [int(row["step"]) for row in rows] == [2, 3, 4]
     assert json.loads(data(path, steps="7:", json=True))["optimizers"][0]["first_step"] == 7
+
+
+def firing(rule: str, first: int, last: int, optimizer: int = 0) -> AnomalySteps:
+    """A rule that fired at every step from ``first`` to ``last``."""
+    return AnomalySteps(rule, optimizer, first, last, last - first + 1)
+
+
+@pytest.fixture
+def repeating(tmp_path: Path) -> Path:
+    """missing-zero-grad from step 1 to the end; exploding-grad at steps 2 and 3 only."""
+    end = EndRecord("ok", 0, 1.0, 10, anomalies={"missing-zero-grad": 9, "exploding-grad": 2})
+    return write_trace(
+        tmp_path / "run.jsonl", anomalies=[anomaly("missing-zero-grad", 1), anomaly("exploding-grad", 2)],
+        anomaly_steps=[
+            firing("missing-zero-grad", 1, 4), firing("exploding-grad", 2, 3), firing("missing-zero-grad", 5, 9)
+        ],
+        end=end,
+    )
+
+
+def test_a_range_shows_the_rules_that_fired_in_it_first_reported_before_it(repeating: Path) -> None:
+    text = render(repeating, steps="4:7")
+    assert "missing-zero-grad (warning) first at step 1, 9 times in the run; in this range at 3 steps, 4–6" in text
+    assert "exploding-grad" not in text  # it stopped at step 3
+    assert "in this range at step 3" in render(repeating, steps="3:4")
+    assert "No anomalies in steps 10:." in render(repeating, steps="10:")
+    [group] = json.loads(data(repeating, steps="4:7", json=True))["anomalies"]
+    assert (group["rule"], group["first_step"], group["count"]) == ("missing-zero-grad", 1, 9)
+    assert group["in_view"] == {"steps": 3, "first_step": 4, "last_step": 6}
+    [row] = csv.DictReader(io.StringIO(data(repeating, steps="4:7", anomalies_only=True, csv=True)))
+    assert (row["rule"], row["step"], row["count"], row["steps_in_view"]) == ("missing-zero-grad", "1", "9", "3")
+
+
+def test_the_whole_run_reads_as_before_with_every_step_a_rule_fired_at(repeating: Path) -> None:
+    text = render(repeating)
+    assert "missing-zero-grad (warning) first at step 1, 9 times\n" in text
+    assert "exploding-grad (warning) first at step 2, 2 times\n" in text
+    groups = json.loads(data(repeating, json=True))["anomalies"]
+    assert [(g["rule"], g["in_view"]) for g in groups] == [
+        ("missing-zero-grad", {"steps": 9, "first_step": 1, "last_step": 9}),
+        ("exploding-grad", {"steps": 2, "first_step": 2, "last_step": 3}),
+    ]
+
+
+def test_counts_are_the_optimizers_in_view_where_the_trace_says_where_rules_fired(tmp_path: Path) -> None:
+    path = write_trace(
+        tmp_path / "run.jsonl", optimizers=2, anomalies=[anomaly("nonfinite", 2), anomaly("nonfinite", 5, optimizer=1)],
+        anomaly_steps=[firing("nonfinite", 2, 9), firing("nonfinite", 5, 6, optimizer=1)],
+        end=EndRecord("ok", 0, 1.0, 20, anomalies={"nonfinite": 10}),
+    )
+    assert "first at step 5, 2 times\n" in render(path, optimizer=1)
+    assert "first at optimizer 0 step 2, 10 times\n" in render(path)
+    ranged = render(path, steps="5:9", optimizer=1)
+    assert "first at step 5, 2 times in the run; in this range at 2 steps, 5–6" in ranged
+
+
+def test_a_trace_that_does_not_say_where_rules_repeated_says_so_in_a_range(tmp_path: Path) -> None:
+    """Written by an older stepdbg: only the first report, and the count in the end record."""
+    end = EndRecord("ok", 0, 1.0, 10, anomalies={"missing-zero-grad": 9, "exploding-grad": 1})
+    path = write_trace(
+        tmp_path / "run.jsonl", anomalies=[anomaly("missing-zero-grad", 1), anomaly("exploding-grad", 2)], end=end
+    )
+    text = render(path, steps="4:7")
+    assert "missing-zero-grad (warning) first at step 1, 9 times in the run; whether it fired in this range" in text
+    assert "exploding-grad" not in text  # counted once: it never repeated
+    [group] = json.loads(data(path, steps="4:7", json=True))["anomalies"]
+    assert (group["rule"], group["count"], group["in_view"]) == ("missing-zero-grad", 9, None)
+    [row] = csv.DictReader(io.StringIO(data(path, steps="4:7", anomalies_only=True, csv=True)))
+    assert (row["rule"], row["count"], row["steps_in_view"]) == ("missing-zero-grad", "", "")
 
 
 @pytest.mark.parametrize("text", ["5", "a:b", "1:2:3", "-3:", "5:2", "4:4"])
@@ -251,6 +320,26 @@ def test_param_pattern_that_matches_nothing_lists_real_names(tmp_path: Path) -> 
         render(path, param="encoder.*")
     result = runner.invoke(app, ["show", str(path), "--param", "encoder.*"])
     assert result.exit_code == 2 and "fc2.bias" in result.stderr
+
+
+def test_text_from_the_trace_is_shown_as_written_never_as_markup(tmp_path: Path) -> None:
+    """A command line, class or parameter name with brackets in it: rich would fail on
+    ``[/x]`` and swallow ``[bold]`` if it took them for markup."""
+    names = ("enc[/x].weight", "enc[bold].bias")
+    path = write_trace(tmp_path / "run.jsonl", params=names, command="stepdbg run train.py --tags [/x] [bold]")
+    for options in ([], ["--param", "enc*"]):
+        result = runner.invoke(app, ["show", str(path), *options])
+        assert result.exit_code == 0, result.output
+        assert "stepdbg run train.py --tags [/x] [bold]" in result.stdout
+        assert not options or all(name in result.stdout for name in names)
+
+
+def test_an_error_quoting_a_name_with_a_line_break_is_still_one_line(tmp_path: Path) -> None:
+    path = write_trace(tmp_path / "run.jsonl", params=("enc\nweight",))
+    result = runner.invoke(app, ["show", str(path), "--param", "dec*"])
+    assert (result.exit_code, result.stderr) == (
+        2, "stepdbg: error: no parameter matches 'dec*'; the trace has enc\\nweight\n"
+    )
 
 
 def test_optimizer_option(tmp_path: Path) -> None:
@@ -295,6 +384,12 @@ def test_downsampler_short_runs_and_gaps() -> None:
     assert line.means() == [1.0, None, None, 3.0]
     assert sparkline(line.means()) == "▁  █"
     assert sparkline([2.0, 2.0]) == "▁▁"
+
+
+def test_sparkline_of_values_near_the_float_limits() -> None:
+    """Their span overflows, and so may a stretch's mean: the line is drawn all the same."""
+    assert sparkline([1e308, -1e308, 0.0]) == "█▁▅"
+    assert sparkline([math.inf, 1.0, 2.0]) == " ▁█"
 
 
 def test_cli_show_prints_the_view_on_stdout(trace: Path) -> None:

@@ -1,15 +1,20 @@
-"""The trace writer in-process: the fast step encoding and the queue behind it."""
+"""The trace writer in-process: the fast step encoding, the queue behind it, and the
+file it owns while it writes."""
 
 from __future__ import annotations
 
 import importlib
 import json
 import math
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
+from stepdbg.ownership import TraceInUse
 from stepdbg.schema import StepRecord
 from stepdbg.trace import MAX_QUEUED, Trace, TraceWriter, encode_line, encode_step
 
@@ -81,3 +86,66 @@ def test_a_record_that_cannot_be_encoded_costs_one_line_at_close_not_a_traceback
     writer.close()
     err = capsys.readouterr().err
     assert err.startswith("stepdbg: cannot write the trace ") and err.count("\n") == 1
+
+
+def test_a_trace_has_one_writer_and_a_killed_one_holds_nothing(tmp_path: Path) -> None:
+    """Another process writing the file makes it unavailable, not emptied; once that process
+    is killed (no close, no exit handler), the file is free again."""
+    path = tmp_path / "t.stepdbg.jsonl"
+    holds = (
+        "import sys, time\nfrom pathlib import Path\nfrom stepdbg.trace import TraceWriter\n"
+        "writer = TraceWriter(Path(sys.argv[1]))\nwriter.write({'type': 'header', 'pid': 4242})\nwriter.flush()\n"
+        "print('held', flush=True)\ntime.sleep(600)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    holder = subprocess.Popen([sys.executable, "-c", holds, str(path)], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with pytest.raises(TraceInUse, match=r"^another run \(pid 4242\) is writing it$"):
+            TraceWriter(path)
+        assert json.loads(path.read_text()) == {"type": "header", "pid": 4242}, "the holder's trace is left alone"
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
+    writer = TraceWriter(path)
+    writer.close()
+    assert path.read_text() == ""
+
+
+def test_a_closed_writer_lets_go_and_a_device_is_never_held(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    first = TraceWriter(path)
+    with pytest.raises(TraceInUse, match=r"^another run is writing it$"):  # no header written yet: no pid to name
+        TraceWriter(path)
+    first.close()
+    TraceWriter(path).close()
+    discarded = [TraceWriter(Path(os.devnull)) for _ in range(2)]  # -o /dev/null, in two runs at once
+    for writer in discarded:
+        writer.close()
+
+
+def test_what_the_writer_writes_for_non_finite_numbers_reads_back_as_they_were() -> None:
+    """Every number field, times and a parameter named "" (its path ends in a dot) included."""
+    record = _record(7, loss=math.nan)
+    record.time["step"] = math.inf
+    record.param_grad_norms, record.param_update_ratios = {"": -math.inf, "w": 1.0}, {"": math.nan, "w": None}
+    read = StepRecord.from_json(json.loads(encode_line(record.to_json())))
+    assert math.isnan(read.loss) and read.time["step"] == math.inf  # type: ignore[arg-type]
+    assert read.param_grad_norms == {"": -math.inf, "w": 1.0} and read.param_update_ratios is not None
+    assert math.isnan(read.param_update_ratios[""]) and read.param_update_ratios["w"] is None  # type: ignore[arg-type]
+
+
+def test_a_nonfinite_flag_restores_only_a_number_written_as_null() -> None:
+    """Naming another field, or a value that is there, it changes nothing: no NaN among the calls."""
+    data = _record(7).to_json()
+    data["nonfinite"] = {"calls": "nan", "step": "inf", "grad_norm": "nan", "lr.0": "inf", "time.forward": "nan"}
+    read = StepRecord.from_json(data)
+    assert (read.calls, read.step, read.grad_norm, read.lr, read.time["forward"]) == (
+        ["zero_grad", "backward×2", "step"], 7, 1.5, [1e-3, None], 3e-4
+    )
+
+
+def test_a_time_written_as_null_without_a_flag_is_a_time_not_recorded() -> None:
+    data = _record(7).to_json()
+    data["time"]["step"] = None
+    assert "step" not in StepRecord.from_json(data).time

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from stepdbg.schema import Anomaly, EndRecord, Header, OptimizerInfo, ParamGroupInfo, StepRecord
+from stepdbg.schema import Anomaly, AnomalySteps, EndRecord, Header, OptimizerInfo, ParamGroupInfo, StepRecord
 from stepdbg.trace import TraceWriter
 
 PARAMS = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
@@ -51,6 +51,7 @@ def write_trace(
     params: Sequence[str] = PARAMS,
     tweak: Callable[[StepRecord], None] | None = None,
     anomalies: Sequence[Anomaly] = (),
+    anomaly_steps: Sequence[AnomalySteps] = (),
     end: EndRecord | None | bool = True,
     slow: float = 1.0,
     command: str = "stepdbg run train.py",
@@ -58,7 +59,8 @@ def write_trace(
     rank: int | None = None,
     start: str = "2025-01-01T00:00:00+00:00",
 ) -> Path:
-    """A trace of ``steps`` iterations, each stepping every optimizer once, in order."""
+    """A trace of ``steps`` iterations, each stepping every optimizer once, in order; the
+    ``anomaly_steps`` records come after the last step, as a run writes those still going."""
     writer = TraceWriter(path)
     writer.write(
         Header(
@@ -78,6 +80,8 @@ def write_trace(
             for anomaly in anomalies:
                 if (anomaly.optimizer, anomaly.step) == (optimizer, step):
                     writer.write(anomaly.to_json())
+    for stretch in anomaly_steps:
+        writer.write(stretch.to_json())
     if end is True:
         end = EndRecord(status="ok", exit_code=0, duration=0.05 * steps * slow + 0.5, steps=steps * optimizers)
     if end:
