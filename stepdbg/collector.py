@@ -5,13 +5,13 @@ loop (which gradients a step consumed, which backward filled them, what was
 cleared since) and turns each optimizer step into a `StepRecord`.
 
 Gradient state, not call patterns, decides the ordering rules: at a step the
-consumed gradient tensors are remembered weakly with their ``_version``; any
+consumed gradient tensors are remembered weakly with their ``_version``. Any
 clearing (``set_to_none``, ``p.grad = None``, ``zero_()``) changes one of the
-two, but for a write through ``.data``, which only the values show, and a
-backward that bumps the version of a still-consumed gradient has accumulated
-into stale gradients. That snapshot is only taken for optimizers that were not
-cleared by an explicit ``zero_grad`` call in their last iteration, so a correct
-loop pays nothing for it. See ../docs/gradient-state.md.
+two, but for a write through ``.data``, which moves no version and shows only in
+the values. A backward that bumps the version of a still-consumed gradient has
+accumulated into stale gradients. That snapshot is only taken for optimizers
+that were not cleared by an explicit ``zero_grad`` call in their last
+iteration, so a correct loop pays nothing for it. See docs/gradient-state.md.
 
 On CUDA, values are copied to the host asynchronously and read once an event
 says they are ready (usually at the next step); nothing here syncs the device.

@@ -249,7 +249,7 @@ def _nonzero_now(tensors: Sequence[torch.Tensor]) -> list[bool]:
 
 def _largest_magnitudes(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """Each dense tensor's largest absolute value, 0-d (NaN where it holds one). Not a 2-norm:
-    its squares vanish below 1e-19 in float32, and a tensor of such values would pass for zeros.
+    its squares vanish below about 1e-20 in float32, and a tensor of such values would pass for zeros.
     (Nor ``any()``, which takes several times as long on floats.)"""
     return list(torch._foreach_norm(list(tensors), math.inf)) if tensors else []
 
