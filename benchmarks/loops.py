@@ -1,8 +1,9 @@
 """The benchmark's training loops; prints the loop's seconds per step as JSON.
 
-    python benchmarks/loops.py tiny|wide|layerwise|medium [--steps N] [--profiler] [--device cuda]
+    python benchmarks/loops.py tiny|loader|wide|layerwise|medium [--steps N] [--profiler] [--device cuda]
 
 tiny: MLP width 32, 2 layers, batch 16, AdamW + cosine scheduler (~0.5 ms/step).
+loader: tiny, its batches from a DataLoader with 2 worker processes (persistent).
 wide: 48 Linear layers of width 64 (~100 parameter tensors).
 layerwise: wide with a param group per layer, lr decaying with depth (as fine-tuning recipes do).
 medium: 8 Linear layers of width 1024 (~8M parameters).
@@ -21,9 +22,13 @@ import time
 import torch
 from torch import nn
 
-SHAPES = {"tiny": (2, 32, 16), "wide": (48, 64, 16), "layerwise": (48, 64, 16), "medium": (8, 1024, 64)}
-STEPS = {"tiny": 3000, "wide": 300, "layerwise": 300, "medium": 40}
-WARMUP = {"tiny": 50, "wide": 10, "layerwise": 10, "medium": 3}
+SHAPES = {
+    "tiny": (2, 32, 16), "loader": (2, 32, 16), "wide": (48, 64, 16), "layerwise": (48, 64, 16),
+    "medium": (8, 1024, 64),
+}
+STEPS = {"tiny": 3000, "loader": 3000, "wide": 300, "layerwise": 300, "medium": 40}
+WARMUP = {"tiny": 50, "loader": 50, "wide": 10, "layerwise": 10, "medium": 3}
+LOADER_WORKERS = 2
 LAYERWISE_DECAY = 0.9
 CUDA_STEPS = 1000
 """On a GPU even medium's step takes well under a millisecond: time enough of them."""
@@ -53,10 +58,18 @@ def main() -> None:
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps + warmup)
     x, y = torch.randn(batch, width, device=device), torch.randn(batch, width, device=device)
     sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+    batches = None
+    if args.kind == "loader":
+        samples = (steps + warmup) * batch
+        data = torch.utils.data.TensorDataset(torch.randn(samples, width), torch.randn(samples, width))
+        batches = iter(
+            torch.utils.data.DataLoader(data, batch_size=batch, num_workers=LOADER_WORKERS, persistent_workers=True)
+        )
 
     def step() -> None:
+        xb, yb = (x, y) if batches is None else (t.to(device, non_blocking=True) for t in next(batches))
         optimizer.zero_grad()
-        loss = nn.functional.mse_loss(model(x), y)
+        loss = nn.functional.mse_loss(model(xb), yb)
         loss.backward()
         optimizer.step()
         scheduler.step()

@@ -1,6 +1,6 @@
 """stepdbg's overhead on real training loops: bare vs `stepdbg run` (default options).
 
-    python benchmarks/overhead.py [--repeats 5] [--kinds tiny wide layerwise medium] [--device cuda]
+    python benchmarks/overhead.py [--repeats 5] [--kinds tiny loader wide layerwise medium] [--device cuda]
 
 Bare, stepdbg and torch.profiler runs alternate, each a fresh process, so that
 the machine's drift hits all of them alike; the loop times itself after a
@@ -9,6 +9,10 @@ fastest runs (the least noisy estimate on a busy machine) and of the medians,
 and stepdbg's own time inside its hooks, read from the traces (``time.overhead``,
 median over the timed steps): on a machine whose speed drifts by tens of percent
 from run to run, that direct measurement is the steadier figure.
+
+Then, in this process, what the data and memory instrumentation costs by itself:
+the hook around each DataLoader fetch (on a fetch that does nothing, so that only
+the hook is timed) and each step's memory read, in microseconds a call.
 
 glibc's malloc is pinned (no trimming, no mmap for large blocks) for every run,
 bare ones included: by default it hands freed multi-MB blocks back to the OS and
@@ -26,12 +30,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from loops import WARMUP
 
 LOOPS = Path(__file__).with_name("loops.py")
-BUDGET = {"tiny": 1.05, "wide": 1.05, "layerwise": 1.05, "medium": 1.02}
+BUDGET = {"tiny": 1.05, "loader": 1.05, "wide": 1.05, "layerwise": 1.05, "medium": 1.02}
+CALLS = 200_000
 PINNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 32)}
 
 
@@ -64,6 +71,39 @@ def measure(kind: str, repeats: int, trace_dir: Path, env: dict[str, str], devic
     return times
 
 
+def microseconds_a_call(call: object, arg: object = None) -> float:
+    """The fastest of 5 timings of ``CALLS`` calls, in microseconds a call."""
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(CALLS):
+            call(arg)  # type: ignore[operator]
+        best = min(best, time.perf_counter() - start)
+    return best / CALLS * 1e6
+
+
+def data_and_memory_costs() -> dict[str, float]:
+    """Microseconds stepdbg adds to each DataLoader fetch, and takes to read each step's memory."""
+    from stepdbg.collector import Collector
+    from stepdbg.diagnostics import Diagnostics, Thresholds
+    from stepdbg.instrument import Instrumentation
+    from stepdbg.names import ModuleTree
+
+    collector = Collector(0, Diagnostics(Thresholds(), frozenset(), print), print, print, ModuleTree())
+    instrumentation = Instrumentation(collector)
+    fetch = instrumentation._wrap_fetch(lambda iterator: None)
+    iterator = SimpleNamespace(_num_yielded=1)  # mid-epoch, as nearly every fetch is
+    collector.memory.open()
+    try:
+        costs = {
+            "fetch hook": microseconds_a_call(fetch, iterator) - microseconds_a_call(lambda iterator: None, iterator),
+            "memory read": microseconds_a_call(lambda _: collector.memory.read()),
+        }
+    finally:
+        collector.memory.close()
+    return costs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
@@ -89,6 +129,9 @@ def main() -> None:
                 f" {hooks * 1e3:8.3f} ({hooks / bare_median:4.0%}) {profiler:14.2f}×",
                 flush=True,
             )
+    costs = data_and_memory_costs()
+    fetch, read = costs["fetch hook"], costs["memory read"]
+    print(f"data and memory, in this process: {fetch:.2f} µs a fetch, {read:.2f} µs a step")
 
 
 if __name__ == "__main__":

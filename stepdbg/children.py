@@ -128,13 +128,17 @@ class SpawnedRanks:
 
     @staticmethod
     def problems(ends: dict[int, tuple[Path, EndRecord | None]]) -> list[tuple[str, str]]:
-        """Each rule that found a warning or an error on a rank, as ``(severity, "rule on rank N")``."""
-        return [
-            (RULES[rule].severity, f"{rule} on rank {rank}")
-            for rank, (_, end) in ends.items()
-            for rule in (end.anomalies if end is not None else {})
-            if rule in RULES and RULES[rule].severity != "info"
-        ]
+        """Each rule that found a warning or an error on a rank, as ``(severity, "rule on rank N")``:
+        at the gravest severity the rank reported it (see `EndRecord.severities`)."""
+        found = []
+        for rank, (_, end) in ends.items():
+            if end is None:
+                continue
+            for rule in end.anomalies:
+                severity = end.severities.get(rule) or (RULES[rule].severity if rule in RULES else "info")
+                if severity != "info":
+                    found.append((severity, f"{rule} on rank {rank}"))
+        return found
 
 
 def _written_since(path: Path, since: float) -> bool:

@@ -170,7 +170,14 @@ def run(
 
 @app.command()
 def show(
-    trace: Annotated[Path, typer.Argument(metavar="TRACE", help="A trace written by stepdbg run.", show_default=False)],
+    traces: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="TRACE",
+            help="A trace written by stepdbg run; several: the ranks of one distributed run, side by side.",
+            show_default=False,
+        ),
+    ],
     steps: Annotated[
         Optional[str], typer.Option(metavar="A:B", help="Only steps A:B (Python slice of step numbers, e.g. 100:200).")
     ] = None,
@@ -183,16 +190,19 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print one CSV row per step.")] = False,
 ) -> None:
-    """Summarize a trace: optimizers, phases, sparklines, anomalies."""
-    from .show import ShowOptions, show_trace
+    """Summarize a trace: optimizers, phases, memory, sparklines, anomalies; several: ranks side by side."""
+    from .show import ShowOptions, show_ranks, show_trace
 
     if as_json and as_csv:
         raise fail("--json and --csv cannot be used together")
+    options = ShowOptions(
+        steps=steps, optimizer=optimizer, param=param, anomalies_only=anomalies, json=as_json, csv=as_csv
+    )
     try:
-        show_trace(
-            trace,
-            ShowOptions(steps=steps, optimizer=optimizer, param=param, anomalies_only=anomalies, json=as_json, csv=as_csv),
-        )
+        if len(traces) == 1:
+            show_trace(traces[0], options)
+        else:
+            show_ranks(traces, options)
     except (TraceError, ValueError) as e:
         raise fail(str(e)) from None
 

@@ -24,6 +24,7 @@ import math
 import operator
 import os
 import sys
+import threading
 import time
 import types
 import weakref
@@ -36,8 +37,10 @@ import torch
 from torch.utils.weak import WeakIdKeyDictionary
 
 from . import norms
+from .data_wait import DataWaits
 from .device_clock import DeviceClock, DevicePhases, capturing, record_on
 from .diagnostics import Diagnostics
+from .memory import MemoryGauge
 from .names import ModuleTree
 from .schema import (
     CALL_BACKWARD,
@@ -279,6 +282,7 @@ class OptimizerTrack:
     intervals_at_start: int = 0
     backward_time_at_start: float = 0.0
     zero_grad_time_at_start: float = 0.0
+    data_time_at_start: float = 0.0
     closure: bool = False
     pending: _StepInProgress | None = None
     stepping_id: int = 0
@@ -313,6 +317,8 @@ class _StepInProgress:
     """Some value is still on a device (CUDA): read back later, without a sync (see `waits_on_device`)."""
     device_phases: DevicePhases | None = None
     """On CUDA: the iteration's events, for phase times from the device's clock."""
+    data_startup: bool = False
+    """Its data wait includes a loader's first workers starting (see `DataWaits.startup`)."""
     ordering: list[tuple[str, str, str | None]] | None = None
     dirty_pending: list[tuple[int, torch.Tensor]] = _EMPTY  # type: ignore[assignment]
     """See `OptimizerTrack.dirty_pending`: read back with the step's values, judged in `Collector._complete`."""
@@ -426,6 +432,7 @@ class Collector:
         tree: ModuleTree,
         clock: Callable[[], float] = time.perf_counter,
         make_event: Callable[[], Any] | None = None,
+        memory: MemoryGauge | None = None,
     ) -> None:
         self.every = every
         self.diagnostics = diagnostics
@@ -491,9 +498,13 @@ class Collector:
         """The record of a backward made with no optimizer, and its end, until `_finish_unowned`."""
         self.device = DeviceClock(make_event)
         """Phase boundaries as CUDA events, once the loop is seen on CUDA (``make_event``: tests' stand-in)."""
+        self.data = DataWaits(clock)
+        self.memory = memory if memory is not None else MemoryGauge()
+        """Read at each step's end (`Instrumentation` opens and closes it)."""
         self._zero_grad_event: Any = None
         self._backward_event: Any = None
         self._scaler_event: Any = None
+        self._fetch_event: Any = None
 
     def _span(self, phase: str, start: float, end: float) -> None:
         """Place a call in its iteration: its start from the iteration's, and its length, to the
@@ -514,6 +525,37 @@ class Collector:
         if self._last_end is None:
             self._last_end = now
         return now
+
+    def _on_cuda(self, index: int | None) -> None:
+        """The loop's values are on CUDA device ``index``: time it with events, and read that
+        device's allocator for the step's memory."""
+        self.device.start_timing(index)
+        self.memory.watch_cuda(index)
+
+    # ---- DataLoader fetches ---------------------------------------------------------------
+
+    def on_fetch_start(self, iterator: Any) -> float | None:
+        """A DataLoader iterator's ``__next__`` begins: when (None: inside another fetch). A
+        loop's first fetch starts its first iteration's clock, as any instrumented call does."""
+        if self._unowned is not None and threading.get_ident() == self.data.thread:
+            self._finish_unowned()  # the loop's next iteration begins with this fetch
+        started = self.data.start(iterator)
+        if started is None:
+            return None
+        if self._last_end is None:
+            self._last_end = started
+        if self.device.on:
+            self._fetch_event = self.device.mark()
+        return started
+
+    def on_fetch_end(self, started: float, fetched: bool) -> None:
+        event, self._fetch_event = self._fetch_event, None
+        ended = self.data.end(started, fetched)
+        if ended is None:
+            return
+        self._span("data", started, ended)
+        if event is not None:
+            self.device.close("data", event)
 
     # ---- optimizers -------------------------------------------------------------------
 
@@ -684,7 +726,7 @@ class Collector:
             loss = _loss_value(outputs)
             if isinstance(loss, torch.Tensor):
                 self._device_losses = True
-                self.device.start_timing(loss.device.index)
+                self._on_cuda(loss.device.index)
             if self._watched:
                 self._check_cleared_since_step()
             if len(self._tracks) > 1:  # which optimizers it reaches, where there is a choice (a few us)
@@ -977,6 +1019,7 @@ class Collector:
             self._consume(progress, optimizer)
         track.backward_time_at_start = self._backward_seconds
         track.zero_grad_time_at_start = self._zero_grad_seconds
+        track.data_time_at_start = self.data.seconds
         now = self.clock()
         self._overhead += now - entered
         self._span("overhead", entered, now)
@@ -997,8 +1040,10 @@ class Collector:
         if track.pending is None:
             return
         end = self.clock()
-        inner = (self._backward_seconds - track.backward_time_at_start) + (
-            self._zero_grad_seconds - track.zero_grad_time_at_start
+        inner = (
+            (self._backward_seconds - track.backward_time_at_start)
+            + (self._zero_grad_seconds - track.zero_grad_time_at_start)
+            + (self.data.seconds - track.data_time_at_start)
         )
         self._step_seconds += end - track.step_start - inner
         self._span(CALL_STEP, track.step_start, end)
@@ -1092,7 +1137,8 @@ class Collector:
         self.active_scaler = None
 
     def _announce(self, track: OptimizerTrack, optimizer: torch.optim.Optimizer) -> None:
-        names = self.tree.names(params_of(optimizer))
+        held = params_of(optimizer)
+        names = self.tree.names(held)
         groups = []
         position = 0
         for group in optimizer.param_groups:
@@ -1104,7 +1150,8 @@ class Collector:
         inner = getattr(optimizer, "optimizer", None) or getattr(optimizer, "_optimizer", None)
         cls = type(inner if isinstance(inner, torch.optim.Optimizer) else optimizer).__name__
         track.names = names
-        track.info = OptimizerInfo(optimizer=track.index, cls=cls, groups=groups)
+        ddp = bool(held) and self.tree.wrapped_in(held[0], torch.nn.parallel.DistributedDataParallel)
+        track.info = OptimizerInfo(optimizer=track.index, cls=cls, groups=groups, ddp=ddp)
         self._emit_optimizer(track.info)
 
     def _begin_record(self, track: OptimizerTrack, optimizer: Any, skipped: bool = False) -> _StepInProgress:
@@ -1455,14 +1502,17 @@ class Collector:
         record.spans = spans if len(spans) <= 3 * HELD_SPANS else None
         total = end - (self._last_end if self._last_end is not None else end)
         self._last_end = end
-        record.time = self._phase_times(total)
+        data, progress.data_startup = self.data.take()
+        record.time = self._phase_times(total, data)
+        if record.memory is None:  # read already where the record was made before it is finished
+            record.memory = self.memory.read()
         if progress.before is not None:
             progress.update_pieces = norms.update_pieces(progress.before, norms.local_shards(progress.params))
             progress.before = None
         progress.on_device = progress.waits_on_device(self._device_losses)
         values = progress.device_values()
         if progress.on_device:
-            self.device.start_timing(next(v.device.index for v in values if v.is_cuda))
+            self._on_cuda(next(v.device.index for v in values if v.is_cuda))
         if self.device.on:
             progress.device_phases = self.device.finish()
         if self._waiting or progress.on_device or progress.device_phases is not None:
@@ -1483,21 +1533,23 @@ class Collector:
             compressed = self._calls_cache[key] = compress_calls(key)
         return list(compressed)
 
-    def _phase_times(self, total: float) -> dict[str, float]:
-        """The ``time`` of the record that ends now; the phase clocks start again."""
+    def _phase_times(self, total: float, data: float) -> dict[str, float]:
+        """The ``time`` of the record that ends now (``data``: its DataLoader waits); the phase
+        clocks start again."""
         backward, step, zero_grad, overhead = (
             self._backward_seconds, self._step_seconds, self._zero_grad_seconds, self._overhead
         )
-        forward = max(0.0, total - backward - step - zero_grad - overhead)
+        forward = max(0.0, total - backward - step - zero_grad - overhead - data)
         self._backward_seconds = self._step_seconds = self._zero_grad_seconds = self._overhead = 0.0
         totals = self.totals
+        totals["data"] += data
         totals["forward"] += forward
         totals["backward"] += backward
         totals["step"] += step
         totals["zero_grad"] += zero_grad
         totals["overhead"] += overhead
         return {
-            "backward": backward, "step": step, "zero_grad": zero_grad,
+            "backward": backward, "step": step, "zero_grad": zero_grad, "data": data,
             "forward": forward, "overhead": overhead, "total": total,
         }
 
@@ -1576,6 +1628,7 @@ class Collector:
             record, names, param_norms, progress.missing, lambda: self._first_nonfinite_grad(progress, names),
             backward_ran=progress.backward_ran,
         )
+        self.diagnostics.check_run(record, data_startup=progress.data_startup, loader=self.data.loader)
 
     @staticmethod
     def _first_nonfinite_grad(progress: _StepInProgress, names: list[str]) -> str | None:
@@ -1596,13 +1649,15 @@ class Collector:
 
     def _no_optimizer_step(self) -> None:
         """A loop with no optimizer: each backward pass is one iteration. Its norms are taken
-        now; its record is finished at the next instrumented call (`_loop_started`), unless an
-        optimizer is built before then, which owns the backward (`on_optimizer_created`)."""
+        now; its record is finished at the next instrumented call (`_loop_started`, or a
+        DataLoader fetch), unless an optimizer is built before then, which owns the backward
+        (`on_optimizer_created`)."""
         end = self.clock()
         record = StepRecord(
             optimizer=None, step=0, t=0.0, calls=[], backward_calls=1,
             skipped=False, loss=None, grad_norm=None, group_grad_norms=[], lr=[], time={},
         )
+        record.memory = self.memory.read()
         progress = _StepInProgress(record=record, track=self._manual, detail=False)
         grads = [grad for ref in self._manual_leaves if (leaf := ref()) is not None and (grad := leaf.grad) is not None]
         if capturing():  # see `_StepInProgress.captured`
@@ -1614,8 +1669,9 @@ class Collector:
 
     def _finish_unowned(self) -> None:
         """The record of the last backward made with no optimizer, none having been built since:
-        no instrumented call ran since either, so its calls and host times are as they were
-        when it ended (on CUDA, its device times end at this call's event)."""
+        no instrumented call (nor DataLoader fetch) ran since either, so its calls, host times
+        and memory are as they were when it ended (on CUDA, its device times end at this
+        call's event)."""
         progress, end = self._unowned  # type: ignore[misc]
         self._unowned = None
         progress.record.step = self.no_optimizer_steps

@@ -3,18 +3,23 @@
 The ordering rules (missing-zero-grad, zero-grad-before-step,
 step-without-backward, scheduler-before-step) are decided by the collector from
 gradient *state* and report here; the numeric rules are judged here from each
-finished step record, reusing the norms already computed. Each problem is
-reported once per rule and optimizer, then only counted, and where it fired is
-written as stretches of steps (`AnomalySteps`), not a record per repeat.
+finished step record, reusing the norms already computed; input-bound and
+memory-growth judge the run's steps together, whatever optimizer made them.
+Each problem is reported once per rule and optimizer (once per run for those
+two), then only counted, and where it fired is written as stretches of steps
+(`AnomalySteps`), not a record per repeat.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .schema import Anomaly, AnomalySteps, StepRecord
+from .data_wait import LoaderSettings
+from .memory import MEASURES, fmt_bytes, step_memory
+from .schema import SEVERITIES, Anomaly, AnomalySteps, StepRecord
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,21 @@ RULES: dict[str, Rule] = {
         "check the learning rate and the parameter groups: the parameters are not moving"
         " (held at lr 0 on purpose? freeze them with requires_grad_(False), or pass --disable zero-update)",
     ),
+    "input-bound": Rule(
+        "info",
+        "raise the DataLoader's num_workers (persistent_workers=True keeps them across epochs, prefetch_factor"
+        " sets how many batches each loads ahead); on a GPU, pin_memory=True with .to(device, non_blocking=True);"
+        " or make the dataset's __getitem__ and the collate function cheaper",
+    ),
+    "memory-growth": Rule(
+        "warning",
+        "something keeps every step's tensors alive: keep loss.item() (a float), not loss, in lists"
+        " and logs, and .detach() what you store; a cache or replay buffer filling on purpose grows"
+        " like this until it is full (--disable memory-growth)",
+    ),
 }
+RUN_RULES = frozenset(("input-bound", "memory-growth"))
+"""Rules about the run as a whole: reported once, whatever optimizer's step showed it."""
 
 
 @dataclass
@@ -66,6 +85,25 @@ class Thresholds:
     """vanishing-grad: consecutive detail steps the condition must hold."""
     patience: int = 20
     """unused-param, zero-update: consecutive steps the condition must hold."""
+    input_window: int = 50
+    """input-bound: steps judged together (the run's first step and worker start-ups left out)."""
+    input_share: float = 0.3
+    """input-bound: information when DataLoader waits take more than this share of those steps' time."""
+    input_share_warning: float = 0.6
+    """input-bound: a warning past this share."""
+    memory_warmup: int = 10
+    """memory-growth: first steps left out (optimizer state, caches and lazy imports fill them)."""
+    memory_stretches: int = 8
+    """memory-growth: stretches of steps, each of whose lowest memory must be above the previous one's."""
+    memory_stretch: int = 25
+    """memory-growth: steps in a stretch at first; stretches double in length as the run grows, so that
+    the window always spans at least the later half of the run."""
+    memory_growth_bytes: int = 16 << 20
+    """memory-growth: the least rise, from the first stretch's lowest to the last's, worth a warning."""
+
+
+def _scope(rule: str, optimizer: int | None) -> tuple[str, int | None]:
+    return (rule, None) if rule in RUN_RULES else (rule, optimizer)
 
 
 @dataclass
@@ -80,6 +118,55 @@ class _OptimizerHistory:
     """The parameter names these count for: another list means the groups changed."""
     zero_lr_streak: int = 0
     vanish_streak: int = 0
+
+
+@dataclass
+class _InputWindow:
+    """DataLoader waits and step time over the steps of the window being filled."""
+
+    steps: int = 0
+    data: float = 0.0
+    total: float = 0.0
+    first_step: int = 0
+    records: int = 0
+    """Step records seen (the run's first is left out)."""
+
+
+@dataclass
+class _MemoryTrend:
+    """The lowest step-end memory of each stretch of steps since the warm-up: stretches of
+    doubling length, so that a run of any length keeps a few dozen numbers."""
+
+    stretch: int
+    kind: str = ""
+    """What is measured (RSS, or CUDA's allocated bytes): another kind starts a new trend."""
+    floors: list[tuple[int, int, int]] = field(default_factory=list)
+    """(lowest bytes, first step, last step) of each finished stretch."""
+    low: int | None = None
+    first_step: int = 0
+    seen: int = 0
+    """Steps in the stretch being filled."""
+    records: int = 0
+
+    def add(self, value: int, step: int) -> bool:
+        """Count a step's memory; whether a stretch just finished."""
+        if self.seen == 0:
+            self.low, self.first_step = value, step
+        elif value < self.low:  # type: ignore[operator]
+            self.low = value
+        self.seen += 1
+        if self.seen < self.stretch:
+            return False
+        self.floors.append((self.low, self.first_step, step))  # type: ignore[arg-type]
+        self.seen = 0
+        return True
+
+    def merge(self) -> None:
+        """Pairs of stretches become one, twice as long."""
+        pairs = zip(self.floors[::2], self.floors[1::2])
+        self.floors = [(min(a[0], b[0]), a[1], b[2]) for a, b in pairs]
+        self.stretch *= 2
+
 
 
 STRETCH_SECONDS = 1.0
@@ -149,28 +236,47 @@ class Diagnostics:
         self.disabled = disabled
         self._emit = emit
         self.counts: dict[str, int] = {}
+        self.severities: dict[str, str] = {}
+        """The gravest severity each rule was reported at (for the end record)."""
         self._stretches = Stretches(write_steps)
-        self._reported: set[tuple[str, int | None]] = set()
+        self._reported: dict[tuple[str, int | None], int] = {}
+        """The gravest severity (its place in `SEVERITIES`) reported per rule and optimizer
+        (per rule alone for `RUN_RULES`)."""
         self._history: dict[int | None, _OptimizerHistory] = {}
+        self._input = _InputWindow()
+        self._memory = _MemoryTrend(thresholds.memory_stretch)
 
-    def report(self, rule: str, step: int, optimizer: int | None, message: str, param: str | None = None, t: float = 0.0) -> None:
+    def report(
+        self, rule: str, step: int, optimizer: int | None, message: str, param: str | None = None, t: float = 0.0,
+        severity: str | None = None,
+    ) -> None:
+        """Count the problem, and report it the first time (``severity``, where a rule has two:
+        reported again, once, when it grows graver)."""
         if rule in self.disabled:
             return
         self.counts[rule] = self.counts.get(rule, 0) + 1
         self._stretches.add(rule, optimizer, step, t)
-        if not self._first_report(rule, optimizer):
-            return
-        self._reported.add((rule, optimizer))
         spec = RULES[rule]
-        self._emit(Anomaly(rule, spec.severity, step, optimizer, param, message, spec.hint, t))
+        severity = severity or spec.severity
+        if not self._first_report(rule, optimizer, severity):
+            return
+        self._reported[_scope(rule, optimizer)] = SEVERITIES.index(severity)
+        previous = self.severities.get(rule)
+        if previous is None or SEVERITIES.index(severity) > SEVERITIES.index(previous):
+            self.severities[rule] = severity
+        self._emit(Anomaly(rule, severity, step, optimizer, param, message, spec.hint, t))
 
     def close(self) -> None:
         """The run is over: write where the rules still firing fired."""
         self._stretches.close()
 
-    def _first_report(self, rule: str, optimizer: int | None) -> bool:
-        """Whether reporting ``rule`` for ``optimizer`` now would print it (not disabled, not yet reported)."""
-        return rule not in self.disabled and (rule, optimizer) not in self._reported
+    def _first_report(self, rule: str, optimizer: int | None, severity: str | None = None) -> bool:
+        """Whether reporting ``rule`` for ``optimizer`` now would print it (not disabled, and not
+        yet reported at this severity or a graver one)."""
+        if rule in self.disabled:
+            return False
+        reported = self._reported.get(_scope(rule, optimizer))
+        return reported is None or SEVERITIES.index(severity or RULES[rule].severity) > reported
 
     def check_step(
         self,
@@ -202,6 +308,87 @@ class Diagnostics:
             if param_norms is not None:
                 self._check_vanishing(record, names, param_norms, history)
         self._stretches.passed(record.optimizer, record.step)
+
+    def check_run(self, record: StepRecord, data_startup: bool = False, loader: LoaderSettings | None = None) -> None:
+        """Judge a finished step with the run's other steps, whichever optimizer made them: the
+        share of their time spent waiting for batches, and whether memory keeps rising.
+        ``data_startup``: its wait includes a loader's first workers starting; ``loader``: the
+        settings of the last DataLoader fetched from."""
+        if "input-bound" not in self.disabled:
+            self._check_input_bound(record, data_startup, loader)
+        if record.memory is not None and "memory-growth" not in self.disabled:
+            self._check_memory_growth(record)
+
+    def _check_input_bound(self, record: StepRecord, data_startup: bool, loader: LoaderSettings | None) -> None:
+        """DataLoader waits over a share of the time of `Thresholds.input_window` steps. Left
+        out: the run's first step (set-up, and whatever the script fetched before its first
+        backward) and a step whose wait includes a loader's first worker processes starting;
+        later epochs' new workers count, since they cost every epoch (persistent_workers)."""
+        window = self._input
+        window.records += 1
+        if window.records == 1 or data_startup:
+            return
+        if not window.steps:
+            window.first_step = record.step
+        window.steps += 1
+        window.data += record.time.get("data", 0.0)
+        window.total += record.time.get("total", 0.0)
+        limits = self.thresholds
+        if window.steps < limits.input_window:
+            return
+        self._input = _InputWindow(records=window.records)
+        share = window.data / window.total if window.total > 0 else 0.0
+        if share <= limits.input_share:
+            return
+        steps = window.steps
+        message = (
+            f"waiting for DataLoader batches took {share:.0%} of the time of steps {window.first_step}–{record.step}"
+            f" ({window.data / steps * 1e3:.3g} ms of {window.total / steps * 1e3:.3g} ms a step)"
+            + (f"; the loader has {loader.describe()}" if loader is not None else "")
+        )
+        severity = "warning" if share > limits.input_share_warning else "info"
+        self.report("input-bound", record.step, record.optimizer, message, None, record.t, severity)
+
+    def _check_memory_growth(self, record: StepRecord) -> None:
+        """Step-end memory whose lowest value rose from each stretch of steps to the next, over
+        `Thresholds.memory_stretches` stretches, by `Thresholds.memory_growth_bytes` at least.
+
+        The lowest value of a stretch, not its last: memory freed late (a cache emptied, an
+        evaluation's tensors) swings it up and down, a leak raises its floor. Stretches
+        double in length as the run grows (the window spans the later half of the run at
+        least), so that a slow leak shows over a long run, and one that begins after N steps
+        shows by about 2.5 N.
+        """
+        reading = step_memory(record.memory)
+        if reading is None:
+            return
+        kind, value = reading
+        limits = self.thresholds
+        trend = self._memory
+        if kind != trend.kind:
+            trend = self._memory = _MemoryTrend(limits.memory_stretch, kind)
+        trend.records += 1
+        if trend.records <= limits.memory_warmup or not trend.add(value, record.step):
+            return
+        floors = trend.floors[-limits.memory_stretches :]
+        rise = floors[-1][0] - floors[0][0]
+        if (
+            len(floors) == limits.memory_stretches
+            and rise >= limits.memory_growth_bytes
+            and all(a[0] < b[0] for a, b in itertools.pairwise(floors))
+        ):
+            (low, first, _), (high, _, last) = floors[0], floors[-1]
+            per_step = rise / (trend.stretch * (len(floors) - 1))
+            self.report(
+                "memory-growth", record.step, record.optimizer,
+                f"{MEASURES[kind]} at the steps' ends rose through each of {len(floors)} stretches"
+                f" of {trend.stretch} steps,"
+                f" from {fmt_bytes(low)} at least in the first to {fmt_bytes(high)} in the last"
+                f" (steps {first}–{last}: about {fmt_bytes(per_step)} a step)",
+                None, record.t,
+            )
+        if len(trend.floors) == 2 * limits.memory_stretches:
+            trend.merge()
 
     def _check_nonfinite(self, record: StepRecord, culprit: Callable[[], str | None]) -> None:
         """A NaN/Inf gradient is an error. A NaN/Inf loss whose gradients are all finite, or

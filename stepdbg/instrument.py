@@ -9,6 +9,8 @@ What is patched, and why there (docs/instrumentation.md says what users see of i
 - the autograd engine entry ``_engine_run_backward``, which ``Tensor.backward``,
   ``torch.autograd.backward`` and ``torch.autograd.grad`` all go through;
 - ``GradScaler.step``, to tell a skipped step from a missing one;
+- ``_BaseDataLoaderIter.__next__``, which both DataLoader iterators inherit: the time a loop
+  waits for its batches (see `data_wait`);
 - ``torch.compile``, only to keep Dynamo out of stepdbg's own code once a script
   compiles something (see `keep_compiler_out`);
 - lr schedulers only where they are built (``LRScheduler._initial_step``,
@@ -18,6 +20,7 @@ What is patched, and why there (docs/instrumentation.md says what users see of i
   stands between the user's code and ``scheduler.step()`` (PyTorch's own scheduler
   warnings keep pointing at the user's line).
 
+The collector's memory gauge is opened with the hooks and closed with them.
 Everything is restored on `uninstall`, even after an error. A failure inside
 stepdbg never reaches the user's script: instrumentation reports it once and
 goes quiet.
@@ -33,6 +36,7 @@ from typing import Any
 
 import torch
 import torch.autograd.graph
+import torch.utils.data.dataloader
 from torch.optim.lr_scheduler import ChainedScheduler, LRScheduler, ReduceLROnPlateau, SequentialLR
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
@@ -93,6 +97,8 @@ class Instrumentation:
         self._patch(ChainedScheduler, "__init__", self._wrap_scheduler_creation)
         self._patch(torch.amp.GradScaler, "step", self._wrap_scaler_step)
         self._patch(torch, "compile", self._wrap_compile)
+        self._patch(torch.utils.data.dataloader._BaseDataLoaderIter, "__next__", self._wrap_fetch)
+        self.collector.memory.open()
 
     def _install_backward(self) -> None:
         engine = getattr(torch.autograd.graph, "_engine_run_backward", None)
@@ -113,6 +119,7 @@ class Instrumentation:
         for owner, name, original in reversed(self._patches):
             setattr(owner, name, original)
         self._patches = []
+        self.collector.memory.close()
 
     def __enter__(self) -> Instrumentation:
         self.install()
@@ -204,6 +211,27 @@ class Instrumentation:
                     self._guard(self.collector.on_scaler_step_end, optimizer, steps_before, started)
 
         return step
+
+    # ---- DataLoader ---------------------------------------------------------------------
+
+    def _wrap_fetch(self, original: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """A batch fetched from a DataLoader iterator: one clock read before, one after."""
+        collector = self.collector
+
+        @functools.wraps(original)
+        def __next__(iterator: Any) -> Any:
+            started = self._guard(collector.on_fetch_start, iterator)
+            if started is None:
+                return original(iterator)
+            fetched = False
+            try:
+                batch = original(iterator)
+                fetched = True
+                return batch
+            finally:
+                self._guard(collector.on_fetch_end, started, fetched)
+
+        return __next__
 
     # ---- torch.compile ------------------------------------------------------------------
 

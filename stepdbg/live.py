@@ -29,7 +29,7 @@ from .schema import PHASES, Anomaly, EndRecord, StepRecord
 PLAIN_INTERVAL = 5.0
 SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "error": "bold red"}
 REFRESH_INTERVAL = 0.25
-TABLE_PHASES = ("fwd", "bwd", "step", "zero")
+TABLE_PHASES = ("data", "fwd", "bwd", "step", "zero")
 """Column headers for `PHASES`, short enough for an 80-column terminal."""
 LEADING_COLUMNS = ("opt", "step", "loss", "grad norm", "lr")
 """The table's columns before the phase times."""

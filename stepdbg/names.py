@@ -171,6 +171,11 @@ class ModuleTree:
             module = parent
         return module
 
+    def wrapped_in(self, param: torch.Tensor, wrapper: type) -> bool:
+        """Whether a module of class ``wrapper`` holds ``param``'s module (DistributedDataParallel)."""
+        module = self.owner(param)
+        return module is not None and any(isinstance(parent, wrapper) for parent, _ in self._ancestry(module))
+
     def name(self, param: torch.Tensor) -> str | None:
         holder = self._holder(param)
         if holder is None:

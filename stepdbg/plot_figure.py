@@ -45,7 +45,8 @@ RUN_DASHES = ("-", (0, (5, 3)), (0, (1, 2)), (0, (6, 2, 1, 2)))
 RUN_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 GROUP_COLORS = ("#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
 PHASE_COLORS = {
-    "forward": "#4c72b0", "backward": "#dd8452", "step": "#55a868", "zero_grad": "#c44e52", "overhead": "#8172b3",
+    "data": "#937860", "forward": "#4c72b0", "backward": "#dd8452", "step": "#55a868", "zero_grad": "#c44e52",
+    "overhead": "#8172b3",
 }
 PHASE_NAMES = {"overhead": "stepdbg"}
 LABEL_BOX = {"facecolor": "white", "alpha": 0.75, "edgecolor": "none", "pad": 1.0}

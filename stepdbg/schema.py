@@ -15,8 +15,9 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 
-PHASES = ("forward", "backward", "step", "zero_grad")
-"""The timed phases of an iteration; ``time`` also has ``total``."""
+PHASES = ("data", "forward", "backward", "step", "zero_grad")
+"""The timed phases of an iteration, in the order a loop runs them; ``time`` also has ``total``
+(and ``overhead``). Traces written before ``data`` existed lack it (their ``forward`` holds it)."""
 
 # The names that appear in a step's ``calls``.
 CALL_ZERO_GRAD = "zero_grad"
@@ -44,6 +45,10 @@ def _numbers(values: Any) -> bool:
 
 def _number_dict(value: Any) -> bool:
     return value is None or (type(value) is dict and _numbers(value.values()))
+
+
+def _byte_counts(value: Any) -> bool:
+    return value is None or (type(value) is dict and all(type(v) is int for v in value.values()))
 
 
 def _strings(values: Any) -> bool:
@@ -120,15 +125,21 @@ class OptimizerInfo:
     optimizer: int
     cls: str
     groups: list[ParamGroupInfo]
+    ddp: bool = False
+    """Its parameters belong to a model wrapped in DistributedDataParallel: after each synced
+    backward every rank holds the same gradients (written only when true)."""
     type: str = "optimizer"
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "type": self.type,
             "optimizer": self.optimizer,
             "class": self.cls,
             "groups": [asdict(g) for g in self.groups],
         }
+        if self.ddp:
+            data["ddp"] = True
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> OptimizerInfo:
@@ -136,6 +147,7 @@ class OptimizerInfo:
             optimizer=int(data["optimizer"]),
             cls=data.get("class", "?"),
             groups=[ParamGroupInfo.from_json(g) for g in data.get("groups", [])],
+            ddp=data.get("ddp") is True,
         )
 
     @property
@@ -164,6 +176,9 @@ class StepRecord:
     nonfinite: dict[str, str] | None = None
     spans: list[str | float] | None = None
     """Where each call lay in the iteration: (phase, start, duration) triples, flattened (see `placed_calls`)."""
+    memory: dict[str, int] | None = None
+    """Bytes at the step's end: ``rss`` on the CPU, or CUDA's ``allocated`` and ``peak`` (see
+    `memory`); None where none was read."""
     type: str = "step"
 
     def to_json(self) -> dict[str, Any]:
@@ -187,6 +202,8 @@ class StepRecord:
             data["param_update_ratios"] = self.param_update_ratios
         if self.spans is not None:
             data["spans"] = self.spans
+        if self.memory is not None:
+            data["memory"] = self.memory
         return data
 
     @classmethod
@@ -201,6 +218,7 @@ class StepRecord:
         group_grad_norms, lr, time = get("group_grad_norms") or [], get("lr") or [], get("time") or {}
         param_grad_norms, param_update_ratios = get("param_grad_norms"), get("param_update_ratios")
         calls, skipped, nonfinite = get("calls") or [], get("skipped", False), get("nonfinite")
+        memory = get("memory")
         if (  # one pass over the types, in C: a long trace holds millions of records
             type(group_grad_norms) is not list or type(lr) is not list or type(time) is not dict
             or type(calls) is not list or type(skipped) is not bool
@@ -210,6 +228,7 @@ class StepRecord:
             or (param_grad_norms is not None and not _number_dict(param_grad_norms))
             or (param_update_ratios is not None and not _number_dict(param_update_ratios))
             or (nonfinite is not None and type(nonfinite) is not dict)
+            or (memory is not None and not _byte_counts(memory))
         ):
             raise TypeError(f"a field of the wrong type: {_first_mistyped(data)}")
         record = cls(
@@ -229,6 +248,7 @@ class StepRecord:
             param_update_ratios,
             nonfinite,
             get("spans"),
+            memory,
         )
         if nonfinite:
             restore_nonfinite(record, nonfinite)
@@ -265,7 +285,7 @@ def _first_mistyped(data: dict[str, Any]) -> str:
         "group_grad_norms": lambda v: type(v) is list and _numbers(v), "lr": lambda v: type(v) is list and _numbers(v),
         "time": _number_dict, "nonfinite": lambda v: v is None or type(v) is dict,
         "param_grad_norms": _number_dict, "param_update_ratios": _number_dict,
-        "calls": _strings, "skipped": lambda v: type(v) is bool,
+        "calls": _strings, "skipped": lambda v: type(v) is bool, "memory": _byte_counts,
     }
     return next((name for name, ok in checks.items() if name in data and not ok(data[name])), "?")
 
@@ -346,6 +366,9 @@ class EndRecord:
     steps: int
     anomalies: dict[str, int] = field(default_factory=dict)
     time: dict[str, float] = field(default_factory=dict)
+    severities: dict[str, str] = field(default_factory=dict)
+    """The gravest severity each rule was reported at (``input-bound`` is information below its
+    warning threshold, a warning past it); rules absent here have their one severity."""
     signal: str | None = None
     """The signal that terminated the run (``"SIGTERM"``), only written with status ``"terminated"``."""
     type: str = "end"
@@ -368,6 +391,7 @@ class EndRecord:
             steps=int(data.get("steps", 0)),
             anomalies=_counts(data.get("anomalies", {})),
             time=_times(data.get("time", {})),
+            severities=_severities(data.get("severities", {})),
             signal=signal,
         )
 
@@ -375,6 +399,12 @@ class EndRecord:
 def _counts(value: Any) -> dict[str, int]:
     if type(value) is not dict or not all(type(n) is int for n in value.values()):
         raise TypeError("anomalies are not counts by rule")
+    return value
+
+
+def _severities(value: Any) -> dict[str, str]:
+    if type(value) is not dict or not all(v in SEVERITIES for v in value.values()):
+        raise TypeError("severities are not severities by rule")
     return value
 
 

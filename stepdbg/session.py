@@ -276,6 +276,7 @@ class Session:
             steps=self.recorder.steps,
             anomalies=dict(self.diagnostics.counts),
             time=self.collector.totals,
+            severities=dict(self.diagnostics.severities),
             signal=terminated_by,
         )
         self.writer.write(end.to_json())

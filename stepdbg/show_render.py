@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .anomaly_view import AnomalyGroup, Firing, has_range
+from .memory import fmt_bytes, step_memory
 from .schema import PHASES, OptimizerInfo, StepRecord
 from .show_stats import Downsampler, OptimizerStats, ParamTable, TraceSummary
 from .summary import (
@@ -142,14 +143,33 @@ def render_profile(summary: TraceSummary) -> RenderableType | None:
     several = len(summary.optimizers) > 1
     table = data_table("phase", "total", "mean/step", "share", "slowest", right=("total", "mean/step", "share"))
     for phase, stats in profile.phases.items():
-        share = profile.share(phase)
         at = stats.slowest_at
-        slowest = f"{fmt_seconds(stats.slowest)} at {step_label(*at, several)}" if at else "–"
+        if at is None:
+            continue  # a phase the trace does not record
+        share = profile.share(phase)
+        slowest = f"{fmt_seconds(stats.slowest)} at {step_label(*at, several)}"
         table.add_row(
             phase, fmt_seconds(stats.total), fmt_seconds(stats.total / profile.steps),
             "–" if share is None else f"{share:.0%}", slowest,
         )
     return section(f"time per phase (total {fmt_seconds(profile.total)} over {profile.steps} steps)", table)
+
+
+def render_memory(summary: TraceSummary) -> RenderableType | None:
+    """First, last and peak memory at the steps' ends; on CUDA the peak is the allocator's own."""
+    memory = summary.memory
+    if memory.measure is None:
+        return None
+    growth = memory.growth
+    peak = fmt_bytes(memory.peak)
+    if memory.peak_at is not None:
+        peak += f" at {step_label(*memory.peak_at, len(summary.optimizers) > 1)}"
+    table = _key_values()
+    table.add_row("first", fmt_bytes(memory.first))
+    sign = "+" if growth is not None and growth >= 0 else ""
+    table.add_row("last", f"{fmt_bytes(memory.last)} ({sign}{fmt_bytes(growth)})")
+    table.add_row("allocator's peak" if memory.measure == "allocated" else "peak", peak)
+    return section(f"memory: {memory.description} at the steps' ends", table)
 
 
 def render_sparklines(summary: TraceSummary) -> RenderableType | None:
@@ -170,7 +190,12 @@ def render_sparklines(summary: TraceSummary) -> RenderableType | None:
         if stats.grad_norms or stats.grad_nonfinite:
             grad_max = fmt_num(max(stats.grad_norms, default=None))
             table.add_row(label, "grad norm", Sparkline(stats.grad_line), f"max {grad_max}")
-    return section("loss and grad norm over the steps", table) if table.row_count else None
+    memory = summary.memory
+    if memory.measure is not None:
+        table.add_row("", "memory", Sparkline(memory.line), f"last {fmt_bytes(memory.last)}")
+    title = "loss, grad norm and memory" if memory.measure is not None else "loss and grad norm"
+    title += " over the steps"
+    return section(title, table) if table.row_count else None
 
 
 def render_anomalies(summary: TraceSummary) -> RenderableType:
@@ -242,7 +267,9 @@ def render(summary: TraceSummary, anomalies_only: bool = False) -> RenderableTyp
     if summary.params is not None:
         parts.append(render_params(summary))
     elif not anomalies_only:
-        parts += [render_optimizers(summary), render_profile(summary), render_sparklines(summary)]
+        parts += [
+            render_optimizers(summary), render_profile(summary), render_memory(summary), render_sparklines(summary),
+        ]
     if anomalies_only or summary.params is None:
         parts.append(render_anomalies(summary))
     return spaced(part for part in parts if part is not None)
@@ -256,6 +283,7 @@ def summary_json(summary: TraceSummary, anomalies_only: bool = False) -> dict[st
     elif not anomalies_only:
         data["optimizers"] = [stats.to_json() for stats in summary.optimizers.values()]
         data["time"] = summary.profile.to_json()
+        data["memory"] = summary.memory.to_json()
     if anomalies_only or summary.params is None:
         data["anomalies"] = [group.to_json() for group in summary.anomalies.values()]
     return data
@@ -264,7 +292,7 @@ def summary_json(summary: TraceSummary, anomalies_only: bool = False) -> dict[st
 TIMES = (*PHASES, "total")
 STEP_COLUMNS = [
     "optimizer", "step", "t", "loss", "grad_norm", "lr", *(f"time_{name}" for name in TIMES),
-    "backward_calls", "skipped", "calls",
+    "backward_calls", "skipped", "calls", "memory", "memory_peak",
 ]
 ANOMALY_FIELDS = ["rule", "severity", "step", "optimizer", "param", "message", "hint", "t"]
 ANOMALY_COLUMNS = [*ANOMALY_FIELDS, "count", "steps_in_view"]
@@ -274,9 +302,11 @@ PARAM_COLUMNS = ["optimizer", "step", "param", "grad_norm", "update_ratio"]
 def step_row(record: StepRecord) -> list[Any]:
     """csv writes None as an empty cell and floats exactly (``repr``); NaN as ``nan``, which pandas reads."""
     lr: Any = record.lr[0] if len(record.lr) == 1 else ";".join("" if v is None else repr(v) for v in record.lr)
+    memory = step_memory(record.memory)
     return [
         record.optimizer, record.step, record.t, record.loss, record.grad_norm, lr, *map(record.time.get, TIMES),
         record.backward_calls, record.skipped, " ".join(record.calls),
+        memory[1] if memory else None, (record.memory or {}).get("peak"),
     ]
 
 

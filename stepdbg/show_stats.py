@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .anomaly_view import AnomalyGroup
+from .memory import MEASURES, step_memory
 from .schema import PHASES, OptimizerInfo, StepRecord
 from .summary import RunInfo, floats, is_finite, median
 from .trace import Trace
@@ -163,7 +164,9 @@ class Profile:
         times = record.time
         self.total += times.get("total", 0.0)
         for phase, stats in self.phases.items():
-            seconds = times.get(phase, 0.0)
+            seconds = times.get(phase)
+            if seconds is None:
+                continue  # a phase the trace does not record (data, before it existed)
             stats.total += seconds
             if seconds > stats.slowest:
                 stats.slowest, stats.slowest_at = seconds, (record.optimizer, record.step)
@@ -184,6 +187,51 @@ class Profile:
                 "slowest": {"optimizer": optimizer, "step": step, "time": stats.slowest},
             }
         return {"steps": self.steps, "total": self.total, "phases": phases}
+
+
+@dataclass
+class MemoryStats:
+    """Memory at the steps' ends over the view, and its peak (see `memory`): on CUDA the
+    allocator's own peak, on the CPU the largest RSS a step ended with."""
+
+    measure: str | None = None
+    """The key of what is measured (see `memory.MEASURES`); None: the trace has no memory."""
+    first: int | None = None
+    last: int | None = None
+    peak: int | None = None
+    peak_at: tuple[int | None, int] | None = None
+    """(optimizer, step) of the first step that reached the peak."""
+    line: Downsampler = field(default_factory=lambda: Downsampler(SPARK_WIDTH))
+
+    def add(self, record: StepRecord) -> None:
+        reading = step_memory(record.memory)
+        if reading is None:
+            return
+        self.measure, value = reading
+        if self.first is None:
+            self.first = value
+        self.last = value
+        peak = record.memory.get("peak", value)  # type: ignore[union-attr]
+        if self.peak is None or peak > self.peak:
+            self.peak, self.peak_at = peak, (record.optimizer, record.step)
+        self.line.add(value)
+
+    @property
+    def growth(self) -> int | None:
+        return self.last - self.first if self.last is not None and self.first is not None else None
+
+    @property
+    def description(self) -> str:
+        return MEASURES.get(self.measure or "", "memory")
+
+    def to_json(self) -> dict[str, Any] | None:
+        if self.measure is None:
+            return None
+        optimizer, step = self.peak_at if self.peak_at is not None else (None, None)
+        return {
+            "measure": self.measure, "first": self.first, "last": self.last, "growth": self.growth,
+            "peak": self.peak, "peak_step": step, "peak_optimizer": optimizer,
+        }
 
 
 @dataclass
@@ -274,12 +322,14 @@ class TraceSummary:
     profile: Profile
     anomalies: dict[str, AnomalyGroup]
     params: ParamTable | None
+    memory: MemoryStats = field(default_factory=MemoryStats)
 
 
 def collect(trace: Trace, step_filter: StepFilter, param_pattern: str | None = None) -> TraceSummary:
     """Read the whole trace once and fold every record in view into the figures of the view."""
     optimizers: dict[int | None, OptimizerStats] = {}
     profile = Profile()
+    memory = MemoryStats()
     params = ParamTable(param_pattern) if param_pattern is not None else None
     view = TraceView(trace, step_filter)
     for record in view:
@@ -289,6 +339,7 @@ def collect(trace: Trace, step_filter: StepFilter, param_pattern: str | None = N
                 stats = optimizers[record.optimizer] = OptimizerStats(record.optimizer)
             stats.add(record)
             profile.add(record)
+            memory.add(record)
             if params is not None and record.param_grad_norms is not None:
                 params.add(record)
         elif isinstance(record, OptimizerInfo):
@@ -297,4 +348,6 @@ def collect(trace: Trace, step_filter: StepFilter, param_pattern: str | None = N
                 params.describe(record)
     if params is not None:
         params.check()
-    return TraceSummary(view.run_info(), step_filter, optimizers, profile, view.anomalies.groups(trace.end), params)
+    return TraceSummary(
+        view.run_info(), step_filter, optimizers, profile, view.anomalies.groups(trace.end), params, memory
+    )

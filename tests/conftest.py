@@ -34,6 +34,7 @@ import torch.nn.modules.module as module_module
 import torch.optim.optimizer as optimizer_module  # not an attribute of torch.optim until imported this way
 from filelock import FileLock, Timeout
 from torch.optim.lr_scheduler import ChainedScheduler, LRScheduler, ReduceLROnPlateau, SequentialLR
+from torch.utils.data.dataloader import _BaseDataLoaderIter
 
 SCRIPTS = Path(__file__).parent / "scripts"
 RUN_TIMEOUT = 600
@@ -58,6 +59,7 @@ _WATCHED: dict[str, Callable[[], Any]] = {
     "ChainedScheduler.__init__": lambda: ChainedScheduler.__dict__["__init__"],
     "torch.amp.GradScaler.step": lambda: torch.amp.GradScaler.__dict__["step"],
     "torch.multiprocessing.spawn._wrap": lambda: sys.modules["torch.multiprocessing.spawn"]._wrap,
+    "_BaseDataLoaderIter.__next__": lambda: _BaseDataLoaderIter.__dict__["__next__"],
 }
 _PRISTINE = {name: get() for name, get in _WATCHED.items()}
 _GLOBAL_HOOKS = {
@@ -187,6 +189,20 @@ def end(records: list[dict[str, Any]]) -> dict[str, Any]:
     assert len(ends) == 1, f"expected one end record, got {len(ends)}"
     assert records[-1] is ends[0], "the end record is not last"
     return ends[0]
+
+
+# ---- in-process loops ---------------------------------------------------------------------
+
+
+def sgd_steps(model: torch.nn.Module, batches: Iterable[torch.Tensor], epochs: int = 1) -> None:
+    """Train ``model`` with SGD on ``batches`` (iterated ``epochs`` times): zero_grad, backward of
+    the output's sum, step, once per batch: the calls a test's in-process hooks see."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(epochs):
+        for batch in batches:
+            optimizer.zero_grad()
+            model(batch).sum().backward()
+            optimizer.step()
 
 
 # ---- the shared, parallel, cached runs -----------------------------------------------------

@@ -46,6 +46,8 @@ def test_cuda_loop_is_traced_without_a_sync_and_unchanged(mode: str, tmp_path: P
         else:
             assert record["grad_norm"] == pytest.approx(norm, rel=1e-4), f"step {record['step']}"
         assert record["time"]["total"] > 0
+        memory = record["memory"]  # the allocator's counters, read without a sync
+        assert set(memory) == {"allocated", "peak"} and 0 < memory["allocated"] <= memory["peak"], memory
     if mode == "plain":  # from the second iteration on, phases are the device's time, as the script's own events say
         for record, seconds in list(zip(records_by_step, traced["backward_seconds"]))[1:]:
             assert record["time"]["backward"] == pytest.approx(seconds, rel=0.5, abs=2e-4), f"step {record['step']}"
@@ -61,6 +63,7 @@ CASES = {
     "zero_grad_before_step": [("zero-grad-before-step", 0)],
     "nonfinite": [("nonfinite", 5)],
     "ddp_bucket_view": [("missing-zero-grad", 2)],  # a step late on a device (docs/gpu.md)
+    "dataloader": [],
 }
 """`cuda_cases.py`'s modes, and the (rule, step) each reports first: correct loops none."""
 
@@ -76,6 +79,8 @@ def test_cuda_cases_are_judged_right_without_a_sync(mode: str, tmp_path: Path) -
     assert steps(records), "no step recorded"
     if mode == "graphs":  # three warm-up steps and the captured one, whose values do not exist yet
         assert [r["loss"] is None for r in steps(records)] == [False, False, False, True]
+    if mode == "dataloader":  # each fetch timed between events on the device, from the second step on
+        assert all(r["time"]["data"] >= 0 for r in steps(records)) and len(steps(records)) == 12
     found = [(a["rule"], a["step"]) for a in anomalies(records) if a["severity"] != "info"]
     assert found == CASES[mode], proc.stderr
     assert proc.returncode == (3 if CASES[mode] else 0), proc.stderr

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
+from stepdbg.children import SpawnedRanks
 from stepdbg.diagnostics import Diagnostics, Thresholds
-from stepdbg.schema import Anomaly, AnomalySteps, StepRecord
+from stepdbg.schema import Anomaly, AnomalySteps, EndRecord, StepRecord
 
 
 def record(optimizer: int, step: int, loss: float, grad_norm: float | None = 1.0) -> StepRecord:
@@ -144,3 +146,110 @@ def test_stretches_are_kept_per_rule_and_optimizer() -> None:
     diagnostics.close()
     assert [(a.optimizer, a.first_step, a.last_step, a.count) for a in written][1:] == [(0, 0, 3, 4)]
     assert diagnostics.counts == {"missing-zero-grad": 7}
+
+
+# ---- the run's steps together: input-bound and memory-growth -------------------------------
+
+MiB = 1 << 20
+
+
+def timed(step: int, data: float, total: float = 1.0, memory: dict[str, int] | None = None) -> StepRecord:
+    """A step of ``total`` seconds, ``data`` of them waiting for batches."""
+    step_record = record(0, step, 1.0)
+    step_record.time = {"data": data, "forward": total - data, "total": total}
+    step_record.memory = memory
+    return step_record
+
+
+def judged(
+    records: list[StepRecord], startups: frozenset[int] = frozenset(), disabled: frozenset[str] = frozenset()
+) -> tuple[Diagnostics, list[Anomaly]]:
+    found: list[Anomaly] = []
+    diagnostics = Diagnostics(Thresholds(), disabled, found.append)
+    for step_record in records:
+        diagnostics.check_run(step_record, data_startup=step_record.step in startups)
+    return diagnostics, found
+
+
+@pytest.mark.parametrize(
+    ("share", "expected"), [(0.2, []), (0.29, []), (0.45, [("info", 50)]), (0.75, [("warning", 50)])]
+)
+def test_input_bound_judges_windows_of_fifty_steps_after_the_first(
+    share: float, expected: list[tuple[str, int]]
+) -> None:
+    """The run's first step (set-up, batches fetched before the loop) is left out: a slow one
+    changes nothing."""
+    records = [timed(0, 30.0, 31.0)] + [timed(step, share) for step in range(1, 120)]
+    diagnostics, found = judged(records)
+    assert [(a.severity, a.step) for a in found] == expected
+    if expected:
+        assert found[0].rule == "input-bound" and f"{share:.0%}" in found[0].message, found[0].message
+        assert diagnostics.counts == {"input-bound": 2}, "two windows of 50 steps were over"
+
+
+def test_a_loaders_first_workers_starting_are_no_steady_state() -> None:
+    """The step that waited for a loader's first worker processes is left out of the window."""
+    records = [timed(0, 0.1), timed(1, 50.0, 51.0)] + [timed(step, 0.1) for step in range(2, 60)]
+    assert judged(records, startups=frozenset({1}))[1] == []
+    assert [a.step for a in judged(records)[1]] == [50], "without the start-up flag, that wait counts"
+
+
+def test_input_bound_grows_graver_once() -> None:
+    records = [timed(0, 0.0)] + [timed(step, 0.4 if step <= 50 else 0.8) for step in range(1, 200)]
+    diagnostics, found = judged(records)
+    assert [(a.severity, a.step) for a in found] == [("info", 50), ("warning", 100)]
+    assert diagnostics.severities == {"input-bound": "warning"}, "for the end record"
+    assert judged(records[:60])[0].severities == {"input-bound": "info"}
+    assert judged(records, disabled=frozenset({"input-bound"}))[0].counts == {}
+
+
+def test_a_ranks_problems_are_its_rules_at_the_severity_it_reported() -> None:
+    """--strict in the main process reads each rank's end record: an input-bound a rank
+    reported as a warning is a problem, as information it is not."""
+    counts = [{"input-bound": 2}, {"input-bound": 1}, {"unused-param": 1, "input-bound": 1}]
+    severities = [{"input-bound": "warning"}, {"input-bound": "info"}, {}]
+    ends: dict[int, tuple[Path, EndRecord | None]] = {
+        rank: (Path(f"t.rank{rank}.jsonl"), EndRecord("ok", 0, 1.0, 9, count, severities=severity))
+        for rank, (count, severity) in enumerate(zip(counts, severities))
+    }
+    ends[3] = (Path("t.rank3.jsonl"), None)  # killed: no end record
+    assert SpawnedRanks.problems(ends) == [("warning", "input-bound on rank 0"), ("warning", "unused-param on rank 2")]
+
+
+def memory_run(values: list[float], key: str = "rss") -> list[Anomaly]:
+    return judged([timed(step, 0.0, memory={key: int(value)}) for step, value in enumerate(values)])[1]
+
+
+def test_memory_growth_is_a_floor_rising_through_eight_stretches() -> None:
+    """10 warm-up steps, then 8 stretches of 25: fires at step 209 when each stretch's lowest
+    value is above the previous one's, by 16 MiB in all."""
+    leak = [400 * MiB + 100 * MiB * (step > 5) + step * 100 * 1024 for step in range(300)]
+    found = memory_run(leak)
+    assert [(a.rule, a.severity, a.step) for a in found] == [("memory-growth", "warning", 209)]
+    assert "resident memory (RSS)" in found[0].message and "100 KiB a step" in found[0].message, found[0].message
+    assert [a.step for a in memory_run(leak, key="allocated")] == [209]
+
+
+@pytest.mark.parametrize(
+    "shape",
+    ["flat", "sawtooth", "small leak", "one jump", "filled then flat"],
+)
+def test_memory_that_does_not_keep_rising_is_no_growth(shape: str) -> None:
+    base = 400 * MiB
+    values = {
+        "flat": [base] * 400,
+        "sawtooth": [base + (step % 40) * MiB for step in range(400)],  # freed every 40 steps
+        "small leak": [base + step * 10 * 1024 for step in range(400)],  # 10 KiB a step: 4 MiB in 400 steps
+        "one jump": [base + 64 * MiB * (step > 100) for step in range(400)],
+        "filled then flat": [base + min(step, 150) * MiB for step in range(400)],  # a cache filled by step 150
+    }[shape]
+    assert memory_run(values) == []
+
+
+def test_a_leak_that_begins_late_is_seen_as_the_stretches_double() -> None:
+    """Flat for 1,000 steps, then 200 KiB a step: the window (the last 8 stretches, which
+    double as the run goes) spans at least the later half of the run, so the leak shows
+    before the run is 2.5 times as long."""
+    values = [300 * MiB + max(0, step - 1000) * 200 * 1024 for step in range(3000)]
+    [found] = memory_run(values)
+    assert 1000 < found.step <= 2500, found

@@ -393,6 +393,25 @@ def test_on_a_device_phase_times_come_from_its_events_once_they_are_done() -> No
     assert collector.totals["backward"] == pytest.approx(3.0 + first["backward"])
 
 
+def test_on_a_device_the_data_phase_is_the_time_between_a_fetchs_events() -> None:
+    """A fetch is bracketed by events too: the device's data time is how long it went without
+    work for want of a batch (here, one second of the stand-in device's)."""
+    collector, _, records = _collecting()
+    collector.device = DeviceClock(_DeviceEvent)
+    with Instrumentation(collector):
+        model = nn.Linear(3, 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        for x in torch.utils.data.DataLoader(torch.ones(6, 3), batch_size=2):
+            optimizer.zero_grad()
+            model(x).sum().backward()
+            optimizer.step()
+    collector.finish()
+    for time in [r.time for r in records][1:]:
+        phases = (time["data"], time["zero_grad"], time["backward"], time["step"], time["total"])
+        assert phases == (1.0, 1.0, 1.0, 1.0, 9.0)
+        assert time["forward"] == pytest.approx(5.0 - time["overhead"])
+
+
 def test_an_iteration_that_cannot_record_an_event_keeps_the_hosts_times() -> None:
     """While the stream is captured into a CUDA graph no event can be recorded: that
     iteration is timed by the host, the next ones by the device again."""

@@ -187,8 +187,8 @@ def table_at(width: int, optimizers: int = 2) -> list[str]:
 def test_a_narrow_terminal_drops_whole_columns(width: int) -> None:
     """Never a value cut to ``1.1…``: the columns the terminal cannot hold go, the least needed
     first (step, loss and grad norm stay longest), and those left keep the table's order."""
-    headers = ["opt", "step", "loss", "grad norm", "lr", "fwd", "bwd", "step", "zero"]
-    kept_first = [1, 2, 3, 0, 4, 5, 6, 7, 8]
+    headers = ["opt", "step", "loss", "grad norm", "lr", "data", "fwd", "bwd", "step", "zero"]
+    kept_first = [1, 2, 3, 0, 4, 5, 6, 7, 8, 9]
     lines = table_at(width)
     table = lines[1:5]  # headers, rule, a row per optimizer
     assert all(len(line) <= width for line in table) and not any("…" in line for line in table), lines

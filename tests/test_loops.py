@@ -113,6 +113,8 @@ LOOPS = [
     Loop(ok("ok_gradient_surgery.py"), (("SGD", 30, 1),)),
     Loop(ok("ok_accumulation_epoch_scheduler.py", "clear"), (("SGD", 8, 4),)),
     Loop(ok("ok_adversarial_training.py"), (("SGD", 30, 1),), ("backward×3", "zero_grad", "backward", "step")),
+    # long enough for memory-growth to judge it, and flat: the floats kept are no leak
+    Loop(ok("bug_loss_tensors_kept.py", "item"), (("SGD", 230, 1),), ("zero_grad", "backward", "step")),
     Loop(ok("ok_grad_data_zero.py"), (("SGD", 10, 1),), ("zero_grad", "backward", "step")),
     Loop(GSAM, (("GSAM", 8, 1),), ("scheduler", "step", "zero_grad", "backward", "zero_grad", "backward")),
     Loop(PYRO, (("Adam", 6, 1),) * 6),

@@ -6,8 +6,8 @@ two set-up commands, each making a fresh virtual environment: CI runs the second
 verbatim (.ci/run), and here the stepdbg command that ends the first one runs. Every
 ```console block is the tour: each ``$ `` line is a stepdbg command, followed by what
 it printed at 80 columns. The commands run in one folder holding a copy of
-examples/, and every line the README shows must come out again, numbers, times and
-paths aside (they change from machine to machine and run to run), or be part of a
+examples/, and every line the README shows must come out again, numbers, times, sizes
+and paths aside (they change from machine to machine and run to run), or be part of a
 line that does (a terminal wraps a long line that a pipe gets whole). A line ``…``
 stands for lines the README leaves out; lines stepdbg prints only sometimes (a
 progress line every few seconds when stderr is not a terminal) may come in between.
@@ -95,10 +95,10 @@ def tour() -> list[Command]:
 
 
 def normalized(line: str) -> str:
-    """A printed line without what changes from run to run: numbers, times, paths, sparklines, widths."""
+    """A printed line without what changes from run to run: numbers, times, sizes, paths, sparklines, widths."""
     line = re.sub(r"/\S*\.stepdbg\.jsonl", "PATH", line)
     line = re.sub(r"\d+(?:\.\d+)*(?:e[-+]?\d+)?(?:\+\w+)?", "#", line)
-    line = re.sub(r"#\s?(?:µs|ms|s|min|h)\b", "#", line)
+    line = re.sub(r"#\s?(?:µs|ms|s|min|h|B|KiB|MiB|GiB|TiB)\b", "#", line)
     line = re.sub(r"(?:#× (?:slower|faster)|same)$", "RATIO", line.rstrip())
     line = re.sub(r"[▁▂▃▄▅▆▇█]+", "▁", line)
     line = re.sub(r"─+", "─", line)

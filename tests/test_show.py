@@ -425,3 +425,46 @@ def test_output_that_cannot_be_written_is_one_line_and_exit_2(tmp_path: Path, co
     with open("/dev/full", "w") as full:
         proc = subprocess.run([sys.executable, "-m", "stepdbg", *command, *traces], stdout=full, stderr=subprocess.PIPE, text=True)
     assert (proc.returncode, proc.stderr) == (2, "stepdbg: error: cannot write the output (No space left on device)\n")
+
+
+def _waits_and_memory(record: StepRecord) -> None:
+    """A newer trace's step: 6 ms of the 36 waiting for data, RSS growing 1 MiB a step."""
+    record.time = {**record.time, "data": 0.006, "forward": 0.004}
+    record.memory = {"rss": (100 + record.step) << 20}
+
+
+def test_the_data_phase_and_memory_are_shown_where_the_trace_has_them(tmp_path: Path) -> None:
+    path = write_trace(tmp_path / "data.jsonl", tweak=_waits_and_memory)
+    text = "\n".join(line.rstrip() for line in render(path).splitlines())
+    assert " data " in text and "17%" in text  # 6 of 36 ms
+    assert (
+        "memory: resident memory (RSS) at the steps' ends\n"
+        "first  100 MiB\nlast   109 MiB (+9 MiB)\npeak   109 MiB at step 9\n"
+    ) in text
+    summary = json.loads(data(path, json=True))
+    assert summary["time"]["phases"]["data"]["share"] == pytest.approx(6 / 36)
+    assert summary["memory"] == {
+        "measure": "rss", "first": 100 << 20, "last": 109 << 20, "growth": 9 << 20,
+        "peak": 109 << 20, "peak_step": 9, "peak_optimizer": 0,
+    }
+    rows = list(csv.DictReader(io.StringIO(data(path, csv=True))))
+    assert [(row["time_data"], row["memory"], row["memory_peak"]) for row in rows[:2]] == [
+        ("0.006", str(100 << 20), ""), ("0.006", str(101 << 20), ""),
+    ]
+
+
+def test_a_trace_from_before_the_data_phase_shows_none(trace: Path) -> None:
+    """Its forward holds the data waits: a data row of zeros would say there were none."""
+    assert " data " not in render(trace)
+    summary = json.loads(data(trace, json=True))
+    assert "data" not in summary["time"]["phases"] and summary["memory"] is None
+
+
+def test_on_cuda_the_peak_is_the_allocators_and_its_step(tmp_path: Path) -> None:
+    def allocator(record: StepRecord) -> None:
+        record.memory = {"allocated": 10 << 20, "peak": (50 if record.step < 4 else 80) << 20}
+
+    shown = render(write_trace(tmp_path / "cuda.jsonl", tweak=allocator))
+    text = "\n".join(line.rstrip() for line in shown.splitlines())
+    assert "memory: CUDA memory allocated at the steps' ends\n" in text
+    assert "last              10 MiB (+0 B)\nallocator's peak  80 MiB at step 4\n" in text

@@ -58,9 +58,11 @@ def write_trace(
     spans: bool = False,
     rank: int | None = None,
     start: str = "2025-01-01T00:00:00+00:00",
+    ddp: bool = False,
 ) -> Path:
-    """A trace of ``steps`` iterations, each stepping every optimizer once, in order; the
-    ``anomaly_steps`` records come after the last step, as a run writes those still going."""
+    """A trace of ``steps`` iterations, each stepping every optimizer once, in order (of rank
+    ``rank`` of a distributed run, where one is given); the ``anomaly_steps`` records come
+    after the last step, as a run writes those still going."""
     writer = TraceWriter(path)
     writer.write(
         Header(
@@ -72,7 +74,7 @@ def write_trace(
         for optimizer in range(optimizers):
             if step == 0:
                 groups = [ParamGroupInfo(params=param_names(optimizer, params), numel=100)]
-                writer.write(OptimizerInfo(optimizer=optimizer, cls="SGD", groups=groups).to_json())
+                writer.write(OptimizerInfo(optimizer=optimizer, cls="SGD", groups=groups, ddp=ddp).to_json())
             record = make_step(optimizer, step, every, params, slow, spans)
             if tweak is not None:
                 tweak(record)

@@ -9,6 +9,8 @@ Correct loops:
   graphs        the whole step captured in a CUDA graph, then replayed (stepdbg
                 sees the warm-up and capture iterations only: a replay runs no Python)
   ddp           DistributedDataParallel over NCCL, one rank
+  dataloader    batches from a DataLoader over tensors on the device (its fetches timed
+                with events)
 Bugs (expected: rule at step):
   missing_zero_grad      missing-zero-grad at 1
   zero_grad_before_step  zero-grad-before-step at 0 (set_to_none=False, then clipping)
@@ -74,6 +76,17 @@ def accumulate() -> torch.Tensor:
         if s % 4 == 3:
             optimizer.step()
             optimizer.zero_grad()
+    return loss
+
+
+def dataloader() -> torch.Tensor:
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
+    data = torch.utils.data.TensorDataset(x[: STEPS * 32], y[: STEPS * 32])  # indexed and stacked on the device
+    for xb, yb in torch.utils.data.DataLoader(data, batch_size=32):
+        optimizer.zero_grad()
+        loss = mse(xb, yb)
+        loss.backward()
+        optimizer.step()
     return loss
 
 
@@ -172,6 +185,7 @@ LOOPS = {
     "zero_grad_before_step": zero_grad_before_step,
     "nonfinite": nonfinite,
     "ddp_bucket_view": lambda: ddp(bucket_view=True),
+    "dataloader": dataloader,
 }
 checks_syncs = MODE not in ("compile", "graphs", "ddp", "ddp_bucket_view")
 torch.cuda.synchronize()
