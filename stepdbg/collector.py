@@ -5,12 +5,13 @@ loop (which gradients a step consumed, which backward filled them, what was
 cleared since) and turns each optimizer step into a `StepRecord`.
 
 Gradient state, not call patterns, decides the ordering rules: at a step the
-consumed gradient tensors are remembered weakly with their ``_version``; any
+consumed gradient tensors are remembered weakly with their ``_version``. Any
 clearing (``set_to_none``, ``p.grad = None``, ``zero_()``) changes one of the
-two, and a backward that bumps the version of a still-consumed gradient has
+two, but for a write through ``.data``, which moves no version and shows only in
+the values. A backward that bumps the version of a still-consumed gradient has
 accumulated into stale gradients. That snapshot is only taken for optimizers
 that were not cleared by an explicit ``zero_grad`` call in their last
-iteration, so a correct loop pays nothing for it.
+iteration, so a correct loop pays nothing for it. See docs/gradient-state.md.
 
 On CUDA, values are copied to the host asynchronously and read once an event
 says they are ready (usually at the next step); nothing here syncs the device.
@@ -23,13 +24,14 @@ import math
 import operator
 import os
 import sys
+import threading
 import time
 import types
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.utils.weak import WeakIdKeyDictionary
@@ -79,6 +81,10 @@ LOSS_PRUNE_EVERY = 64
 DISCARD_STREAK = 3
 """Steps in a row that each find backward passes of theirs cleared unused before a fresh one
 (zero_grad inside a gradient-accumulation loop): one such step is a skipped batch, not a bug."""
+
+ConsumedGradient = tuple[weakref.ref, weakref.ref, int, int]
+"""A gradient a step consumed, as a snapshot keeps it: (parameter, gradient, the gradient's
+version then, the parameter's position in the optimizer), both tensors held weakly."""
 
 
 def compress_calls(calls: Sequence[str]) -> list[str]:
@@ -244,8 +250,16 @@ class OptimizerTrack:
     cleared_grad: weakref.ref | None = None
     """The sentinel's gradient right after the last clear (None: it had none): see
     `Collector._set_since_clear`."""
-    snapshot: list[tuple[weakref.ref, weakref.ref, int, int]] | None = None
+    snapshot: list[ConsumedGradient] | None = None
+    """The gradients its previous step consumed, while a backward may still add to them (see the
+    module docstring)."""
     dirty_param: int | None = None
+    """The first position where a backward added to gradients its previous step consumed."""
+    dirty_pending: dict[int, torch.Tensor] | None = None
+    """Positions where a backward added to a consumed gradient that looked untouched, by
+    position: its largest magnitude as that backward began, still on a CUDA device. Non-zero:
+    it held the consumed values (missing-zero-grad); zero: it had been cleared through ``.data``.
+    The step decides once they are read back with its values (`_StepInProgress.dirty_pending`)."""
     consumed: tuple[int, weakref.ref, int] | None = None
     """One gradient its previous step consumed: (position, the tensor held weakly, its version).
     A step with no backward since compares it with what it finds: the same tensor, unchanged,
@@ -306,6 +320,12 @@ class _StepInProgress:
     data_startup: bool = False
     """Its data wait includes a loader's first workers starting (see `DataWaits.startup`)."""
     ordering: list[tuple[str, str, str | None]] | None = None
+    dirty_pending: list[tuple[int, torch.Tensor]] = _EMPTY  # type: ignore[assignment]
+    """See `OptimizerTrack.dirty_pending`: read back with the step's values, judged in `Collector._complete`."""
+    inside: bool = False
+    """A step without a closure argument ran backward passes itself (see `Collector._end_step_with_backward_inside`)."""
+    filled_inside: weakref.ref | None = None
+    """The optimizer's first trainable gradient as the last of those passes left it."""
 
     def add_ordering(self, rule: str, message: str, param: str | None = None) -> None:
         if self.ordering is None:
@@ -319,36 +339,63 @@ class _StepInProgress:
             return True
         if isinstance(self.loss_scale, torch.Tensor) or isinstance(self.grad_scale, torch.Tensor):
             return True
+        if self.dirty_pending and any(value.is_cuda for _, value in self.dirty_pending):
+            return True
         return device_losses and any(isinstance(v, torch.Tensor) for v in self.losses)
 
     def device_values(self) -> list[torch.Tensor]:
         """Every tensor to read back, in the order `split` expects."""
         values = self.grad_pieces + self.update_pieces if self.update_pieces else self.grad_pieces
+        if self.dirty_pending:
+            values = [*values, *(value for _, value in self.dirty_pending)]
         if not self.on_device:
             return values  # losses and scales are floats already
         scales = [s.reshape(()) for s in (self.loss_scale, self.grad_scale) if isinstance(s, torch.Tensor)]
         losses = [v for v in self.losses if isinstance(v, torch.Tensor)]
         return [*values, *losses, *scales]
 
-    def split(self, values: list[float]) -> tuple[list[float], list[float], list[float], list[float]]:
-        """Grad pieces, update pieces, loss values and scales, from `device_values` read back."""
+    def split(self, values: list[float]) -> tuple[list[float], list[float], list[float], list[float], list[float]]:
+        """Grad pieces, update pieces, `dirty_pending`'s values, loss values and scales, from
+        `device_values` read back."""
         a = len(self.grad_pieces)
         b = a + len(self.update_pieces)
+        c = b + len(self.dirty_pending)
         if not self.on_device:
-            return values[:a], values[a:b], [], []
-        c = b + sum(1 for v in self.losses if isinstance(v, torch.Tensor))
-        return values[:a], values[a:b], values[b:c], values[c:]
+            return values[:a], values[a:b], values[b:c], [], []
+        d = c + sum(1 for v in self.losses if isinstance(v, torch.Tensor))
+        return values[:a], values[a:b], values[b:c], values[c:d], values[d:]
+
+
+@dataclass(slots=True)
+class _Unheld:
+    """A parameter that had gradients, and no optimizer, at an optimizer's detail step."""
+
+    optimizer: int
+    step: int
+    param: weakref.ref
+    name: str
+    message: str
 
 
 class _Resolved:
     """Values of a step waiting on the device: a pinned host copy and an event (and the
-    iteration's timing events, done once their last one is)."""
+    iteration's timing events, done once their last one is). The copy is queued at once,
+    or, where the values were made before a CUDA graph capture that runs now (the record of
+    a backward made with no optimizer, finished at the next iteration's first call), once
+    the capture is over: queued during it, it would become part of the user's graph."""
 
-    def __init__(self, values: torch.Tensor | None, phases: DevicePhases | None = None) -> None:
-        self.values = values
+    def __init__(self, pieces: list[torch.Tensor], phases: DevicePhases | None = None) -> None:
         self.phases = phases
+        self.values: torch.Tensor | None = None
         self.host: torch.Tensor | None = None
         self.event: Any = None
+        self._pieces: list[torch.Tensor] | None = pieces
+        if not (pieces and capturing()):
+            self._copy()
+
+    def _copy(self) -> None:
+        pieces, self._pieces = self._pieces, None
+        values = self.values = norms.stack(pieces or [])
         if values is not None and values.is_cuda:
             self.host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
             self.host.copy_(values, non_blocking=True)
@@ -356,9 +403,13 @@ class _Resolved:
             record_on(self.event, values.device.index)  # the copy runs on the values' device
 
     def ready(self) -> bool:
+        if self._pieces is not None:
+            self._copy()  # never called while a capture runs (see `Collector._finish_record`)
         return (self.event is None or bool(self.event.query())) and (self.phases is None or self.phases.ready())
 
     def floats(self) -> list[float]:
+        if self._pieces is not None:
+            self._copy()
         if self.phases is not None:
             self.phases.end.synchronize()  # only waits when the run ends (see `ready`)
         if self.values is None:
@@ -398,9 +449,13 @@ class Collector:
         """By ``id`` of the optimizer object, while it lives (wrappers are found by their parameters)."""
         self._frozen_seen = WeakIdKeyDictionary()
         """Parameters seen not requiring grad at a detail step (see `_check_not_in_optimizer`)."""
+        self._unheld: list[_Unheld] = []
+        """Parameters with gradients and no optimizer at a detail step, until `_report_unheld`."""
         self._announced = 0
         self._watched: list[OptimizerTrack] = []
-        self._stale: list[tuple[OptimizerTrack, list[tuple[weakref.ref, weakref.ref, int, int]], int]] = []
+        self._stale: list[tuple[OptimizerTrack, list[ConsumedGradient], int, bool | torch.Tensor]] = []
+        """Consumed gradients the running backward may add to: the track, its snapshot, the
+        index in it, and whether the gradient held values (see `_values_held`)."""
         self._waiting: deque[tuple[_StepInProgress, _Resolved]] = deque()
         # the iteration in progress (since the previous step record)
         self.calls: list[str] = []
@@ -439,6 +494,8 @@ class Collector:
         """Stands for the missing optimizer in a loop without one."""
         self._manual_leaves: list[weakref.ref] = []
         """A loop without optimizer: the leaf tensors its backward reaches (found from the graph)."""
+        self._unowned: tuple[_StepInProgress, float] | None = None
+        """The record of a backward made with no optimizer, and its end, until `_finish_unowned`."""
         self.device = DeviceClock(make_event)
         """Phase boundaries as CUDA events, once the loop is seen on CUDA (``make_event``: tests' stand-in)."""
         self.data = DataWaits(clock)
@@ -460,6 +517,8 @@ class Collector:
 
     def _loop_started(self) -> float:
         """Now; the first call also starts the first iteration's clock (set-up is not a step)."""
+        if self._unowned is not None:
+            self._finish_unowned()
         if self._schedulers:
             self._poll_schedulers()
         now = self.clock()
@@ -478,6 +537,8 @@ class Collector:
     def on_fetch_start(self, iterator: Any) -> float | None:
         """A DataLoader iterator's ``__next__`` begins: when (None: inside another fetch). A
         loop's first fetch starts its first iteration's clock, as any instrumented call does."""
+        if self._unowned is not None and threading.get_ident() == self.data.thread:
+            self._finish_unowned()  # the loop's next iteration begins with this fetch
         started = self.data.start(iterator)
         if started is None:
             return None
@@ -499,6 +560,7 @@ class Collector:
     # ---- optimizers -------------------------------------------------------------------
 
     def on_optimizer_created(self, optimizer: torch.optim.Optimizer) -> None:
+        self._unowned = None  # built during the iteration of a backward made with none: it owns that backward
         track = OptimizerTrack(index=self.optimizers_created)
         self.optimizers_created += 1
         self._tracks.append(track)
@@ -618,6 +680,7 @@ class Collector:
         track.mark = self.backward_count
         track.snapshot = None
         track.dirty_param = None
+        track.dirty_pending = None
         grad = sentinel.grad if sentinel is not None else None
         track.cleared_grad = weakref.ref(grad) if grad is not None else None
         if track.consumed is not None and (grad := track.consumed[1]()) is not None:
@@ -656,6 +719,10 @@ class Collector:
         else:
             if self._stepping is not None and not self._stepping.closure:
                 self._abandon_steps_that_raised()
+                if self._stepping is not None:
+                    self._backward_inside_step(self._stepping)
+            if self._unheld and self._stepping is None:
+                self._report_unheld()
             loss = _loss_value(outputs)
             if isinstance(loss, torch.Tensor):
                 self._device_losses = True
@@ -714,6 +781,8 @@ class Collector:
         if accumulate:
             if self._stale:
                 self._check_accumulated_into_stale()
+            if self._stepping is not None and self._stepping.pending is not None and self._stepping.pending.inside:
+                self._filled_inside(self._stepping.pending)
             several = len(self._tracks) > 1
             for track in self._tracks:
                 sentinel = track.sentinel_param()
@@ -747,14 +816,15 @@ class Collector:
         ``gradient_as_bucket_view`` moves the consumed gradients into new buckets at its
         second forward, and the view carries them on, watched in their place. Values are
         read on the CPU only (a read on a device would be a host sync): there, such a view
-        counts as a clear, and the missing clear is reported a step later.
+        counts as a clear, and the missing clear is reported a step later. The same tensor
+        at the same version may still have been zeroed through ``.data`` (`_values_held`).
         """
         still_watched = []
         inferred_clear = False
         for track in self._watched:
             if track.snapshot is None:
                 continue
-            kept: list[tuple[weakref.ref, weakref.ref, int, int]] = []
+            untouched: list[ConsumedGradient] = []
             moved: list[tuple[Any, torch.Tensor, int]] = []
             for entry in track.snapshot:
                 param_ref, grad_ref, version, position = entry
@@ -763,16 +833,20 @@ class Collector:
                 if grad is None:
                     continue
                 if grad._version == version and grad_ref() is grad:
-                    self._stale.append((track, kept, len(kept)))
-                    kept.append(entry)
+                    untouched.append(entry)
                 elif grad_ref() is not grad and grad._is_view() and _distributed():
                     moved.append((param_ref, grad, position))
+            kept: list[ConsumedGradient] = []
+            for entry, held in zip(untouched, self._values_held(track, untouched)):
+                if held is not False:  # False: zeroed through .data, a clear like any other
+                    self._stale.append((track, kept, len(kept), held))
+                    kept.append(entry)
             if moved:
-                held = norms.holding_values([grad for _, grad, _ in moved])
-                for (param_ref, grad, position), holds in zip(moved, held):
+                held_values = norms.holding_values([grad for _, grad, _ in moved])
+                for (param_ref, view, position), holds in zip(moved, held_values):
                     if holds:
-                        self._stale.append((track, kept, len(kept)))
-                        kept.append((param_ref, weakref.ref(grad), grad._version, position))
+                        self._stale.append((track, kept, len(kept), True))
+                        kept.append((param_ref, weakref.ref(view), view._version, position))
             if len(kept) < len(track.snapshot):
                 if not track.cleared_since_step:  # cleared without a call we saw: p.grad = None, zero_()
                     inferred_clear = True
@@ -785,17 +859,41 @@ class Collector:
         if inferred_clear:
             self.calls.append(CALL_ZERO_GRAD)
 
+    def _values_held(self, track: OptimizerTrack, entries: list[ConsumedGradient]) -> list[bool | torch.Tensor]:
+        """Whether consumed gradients that look untouched (the same tensors, at the same
+        versions) still hold values: a write through ``.data`` (``p.grad.data.zero_()``, an
+        idiom of old tutorials; under ``torch.no_grad()`` too) moves no version, so only the
+        values tell such a clear from gradients left to accumulate into.
+
+        Read at once on the CPU. On CUDA, each one's largest magnitude is queued instead and read
+        back with the step's values, which then decides (`OptimizerTrack.dirty_pending`). Nothing is
+        read where the step already has a backward added to consumed gradients (the bug is
+        found: one read a step, not one per backward), for gradients already pending, nor
+        during a CUDA graph capture (the norms would become part of the user's graph)."""
+        if not entries or track.dirty_param is not None or capturing():
+            return [True] * len(entries)
+        pending = track.dirty_pending or {}
+        # alive: their parameters hold them, looked at just before
+        unknown = [cast(torch.Tensor, entry[1]()) for entry in entries if entry[3] not in pending]
+        held = iter(norms.values_held(unknown))
+        return [pending[entry[3]] if entry[3] in pending else next(held) for entry in entries]
+
     def _check_accumulated_into_stale(self) -> None:
         """After a backward: did it add to gradients a step had already consumed?
 
         Such a gradient stays watched at its new version: the next backward's check then
         sees a clear only if one happens (a version moved by this backward is no clear)."""
-        for track, snapshot, index in self._stale:
+        for track, snapshot, index, held in self._stale:
             param_ref, grad_ref, version, position = snapshot[index]
             grad = grad_ref()
             if grad is not None and grad._version != version:
-                if track.dirty_param is None:
-                    track.dirty_param = position
+                if not isinstance(held, torch.Tensor):
+                    if track.dirty_param is None:
+                        track.dirty_param = position
+                elif track.dirty_pending is None:
+                    track.dirty_pending = {position: held}
+                else:
+                    track.dirty_pending.setdefault(position, held)
                 if track.snapshot is snapshot:  # not replaced by a step inside the backward
                     snapshot[index] = (param_ref, grad_ref, grad._version, position)
         self._stale = []
@@ -956,9 +1054,60 @@ class Collector:
         track.param_version = sentinel._version if sentinel is not None else None
         track.backward_at_step_end = self.backward_count
         if track.closure:
+            self._check_accumulated(progress)
             self._consume(progress, optimizer)
+        elif progress.inside:
+            self._end_step_with_backward_inside(progress, optimizer)
         self._finish_record(progress, end)
         self._overhead_after_record(end)
+
+    def _backward_inside_step(self, track: OptimizerTrack) -> None:
+        """A backward starts inside ``track``'s running step, which has no closure argument
+        (GSAM's ``step()`` runs two forward and backward passes itself; a curvature estimate
+        backpropagates once more). The gradients its start read are not consumed yet: its own
+        passes may add to them, and the step decides at its end what it stepped on."""
+        progress = track.pending
+        if progress is None or progress.inside:
+            return
+        progress.inside = True
+        track.snapshot = None
+
+    @staticmethod
+    def _filled_inside(progress: _StepInProgress) -> None:
+        """A backward inside the step ended: the gradient it left (weakly: see `_grad_state`)."""
+        sentinel = progress.track.sentinel_param()
+        grad = sentinel.grad if sentinel is not None else None
+        progress.filled_inside = weakref.ref(grad) if grad is not None else None
+
+    def _end_step_with_backward_inside(self, progress: _StepInProgress, optimizer: Any) -> None:
+        """The end of a step that ran backward passes of its own, without a closure argument.
+
+        Where it ends on the gradient tensors they left, it is read again now, as a step with
+        a closure is: their count, their loss and the gradients' norms are its own (what its
+        start judged and read was about gradients it did not step on, but for backward passes
+        accumulated into stale gradients that nothing cleared inside). Where it ends on others
+        (a curvature estimate that puts back the gradients it started with), its start's
+        reading stands. Either way its passes are no one else's: what follows accumulates anew.
+        """
+        track = progress.track
+        layout = self._layout(track, optimizer)
+        filled = progress.filled_inside() if progress.filled_inside is not None else None
+        sentinel = track.sentinel_param()
+        if filled is None or sentinel is None or sentinel.grad is not filled:
+            self._mark_consumed(track, layout.params)
+            return
+        cleared_inside = track.cleared_since_step
+        if progress.ordering is not None:
+            kept = [o for o in progress.ordering if o[0] == "missing-zero-grad" and not cleared_inside]
+            progress.ordering = kept or None
+        if progress.record.step == 0:
+            track.step_before_backward = False  # its first step found no gradient, and made them
+        losses, backward_calls = ([], 0) if cleared_inside else (progress.losses, progress.record.backward_calls)
+        self._forget_unheld(track.index, progress.record.step)
+        track.closure = True
+        self._consume(progress, optimizer)
+        progress.losses = [*losses, *progress.losses]
+        progress.record.backward_calls += backward_calls
 
     def on_scaler_step_start(self, scaler: Any, optimizer: Any) -> int:
         """Before GradScaler.step: returns the optimizer's step count, to see if it stepped."""
@@ -1090,15 +1239,30 @@ class Collector:
                 self._cleared_before_step(progress)
         if track.discarded or track.discard_streak:
             self._check_discarded(progress, no_backward)
+        if not track.closure:
+            self._check_accumulated(progress)
+
+    def _check_accumulated(self, progress: _StepInProgress) -> None:
+        """missing-zero-grad: a backward added to gradients a previous step had consumed. Judged
+        as the step starts, or as it ends where a closure runs backward passes inside it (LBFGS
+        evaluating a closure that never clears); where only values still on a device can tell,
+        once they are read back (`_complete`)."""
+        track = progress.track
         if track.dirty_param is not None:
-            names = track.names
-            name = names[track.dirty_param] if track.dirty_param < len(names) else None
-            progress.add_ordering(
-                "missing-zero-grad",
-                f"step {step} used gradients accumulated on top of those step {step - 1} had already consumed"
-                + (f" (first: {name})" if name else ""),
-                name,
-            )
+            self._missing_zero_grad(progress, track.dirty_param)
+        elif track.dirty_pending:
+            progress.dirty_pending = list(track.dirty_pending.items())
+
+    @staticmethod
+    def _missing_zero_grad(progress: _StepInProgress, position: int) -> None:
+        names, step = progress.track.names, progress.record.step
+        name = names[position] if position < len(names) else None
+        progress.add_ordering(
+            "missing-zero-grad",
+            f"step {step} used gradients accumulated on top of those step {step - 1} had already consumed"
+            + (f" (first: {name})" if name else ""),
+            name,
+        )
 
     def _check_discarded(self, progress: _StepInProgress, no_backward: bool) -> None:
         """zero_grad inside a gradient-accumulation loop: the step uses only the backward
@@ -1265,10 +1429,30 @@ class Collector:
                             message += f", and optimizer {progress.track.index} holds only frozen parameters"
                         elif not replaced:
                             continue  # neither its siblings nor a stale copy of it are optimized
-                self.diagnostics.report(
-                    "not-in-optimizer", progress.record.step, progress.track.index, message, name, self.clock() - self.start,
-                )
-                return
+                found = _Unheld(progress.track.index, progress.record.step, weakref.ref(param), name, message)
+                self._unheld.append(found)
+
+    def _report_unheld(self) -> None:
+        """The first parameter each detail step found with gradients and no optimizer, that
+        none holds yet: an optimizer built in the same iteration, after that step, owns the
+        iteration's backward and its parameters (Pyro builds one per parameter, the first
+        time it steps, in a set's order). Called at the next backward and at the run's end."""
+        unheld, self._unheld = self._unheld, []
+        reported: set[tuple[int, int]] = set()
+        for entry in unheld:
+            param = entry.param()
+            key = (entry.optimizer, entry.step)
+            if param is None or key in reported or id(param) in self._tracks_by_param:
+                continue
+            reported.add(key)
+            self.diagnostics.report(
+                "not-in-optimizer", entry.step, entry.optimizer, entry.message, entry.name, self.clock() - self.start
+            )
+
+    def _forget_unheld(self, optimizer: int, step: int) -> None:
+        """What a step found before it ran backward passes of its own, and reads again at its end."""
+        if self._unheld:
+            self._unheld = [e for e in self._unheld if (e.optimizer, e.step) != (optimizer, step)]
 
     def _roots(self, layout: _Layout) -> list[torch.nn.Module]:
         """The models the optimizer's parameters belong to (a model wrapped later is still
@@ -1290,6 +1474,7 @@ class Collector:
         track.mark = self.backward_count
         track.clear_after_backward = False
         track.dirty_param = None
+        track.dirty_pending = None
         track.cleared_since_step = False
         if params is None:
             track.snapshot = None
@@ -1319,7 +1504,8 @@ class Collector:
         self._last_end = end
         data, progress.data_startup = self.data.take()
         record.time = self._phase_times(total, data)
-        record.memory = self.memory.read()
+        if record.memory is None:  # read already where the record was made before it is finished
+            record.memory = self.memory.read()
         if progress.before is not None:
             progress.update_pieces = norms.update_pieces(progress.before, norms.local_shards(progress.params))
             progress.before = None
@@ -1330,8 +1516,8 @@ class Collector:
         if self.device.on:
             progress.device_phases = self.device.finish()
         if self._waiting or progress.on_device or progress.device_phases is not None:
-            self._waiting.append((progress, _Resolved(norms.stack(values), progress.device_phases)))
-            if not progress.captured:  # no event may be queried while a capture runs
+            self._waiting.append((progress, _Resolved(values, progress.device_phases)))
+            if not capturing():  # no event may be queried while a capture runs
                 self.flush_ready()
         else:
             self._complete(progress, norms.read_floats(values))
@@ -1399,7 +1585,11 @@ class Collector:
         record, track = progress.record, progress.track
         if progress.device_phases is not None:
             self._retime(record, progress.device_phases)
-        grad_values, update_values, loss_values, scales = progress.split(values)
+        grad_values, update_values, dirty_values, loss_values, scales = progress.split(values)
+        if progress.dirty_pending:
+            held = (position for (position, _), value in zip(progress.dirty_pending, dirty_values) if value != 0)
+            if (position := next(held, None)) is not None:
+                self._missing_zero_grad(progress, position)
         loss_scale = scales.pop(0) if isinstance(progress.loss_scale, torch.Tensor) else progress.loss_scale
         grad_scale = scales.pop(0) if isinstance(progress.grad_scale, torch.Tensor) else progress.grad_scale
         grad_divisor = grad_scale or 1.0
@@ -1458,27 +1648,45 @@ class Collector:
         return None
 
     def _no_optimizer_step(self) -> None:
-        """A loop with no optimizer: each backward pass is one iteration."""
+        """A loop with no optimizer: each backward pass is one iteration. Its norms are taken
+        now; its record is finished at the next instrumented call (`_loop_started`, or a
+        DataLoader fetch), unless an optimizer is built before then, which owns the backward
+        (`on_optimizer_created`)."""
         end = self.clock()
         record = StepRecord(
-            optimizer=None, step=self.no_optimizer_steps, t=0.0, calls=[], backward_calls=1,
+            optimizer=None, step=0, t=0.0, calls=[], backward_calls=1,
             skipped=False, loss=None, grad_norm=None, group_grad_norms=[], lr=[], time={},
         )
-        self.no_optimizer_steps += 1
+        record.memory = self.memory.read()
         progress = _StepInProgress(record=record, track=self._manual, detail=False)
-        progress.losses = [value for _, value in self._losses]
-        self._losses = []
         grads = [grad for ref in self._manual_leaves if (leaf := ref()) is not None and (grad := leaf.grad) is not None]
         if capturing():  # see `_StepInProgress.captured`
             progress.captured = True
-            progress.losses = []
         elif grads:
             with torch.no_grad():
                 progress.grad_pieces, progress.piece_counts = norms.group_norm_pieces([grads])
+        self._unowned = (progress, end)
+
+    def _finish_unowned(self) -> None:
+        """The record of the last backward made with no optimizer, none having been built since:
+        no instrumented call (nor DataLoader fetch) ran since either, so its calls, host times
+        and memory are as they were when it ended (on CUDA, its device times end at this
+        call's event)."""
+        progress, end = self._unowned  # type: ignore[misc]
+        self._unowned = None
+        progress.record.step = self.no_optimizer_steps
+        self.no_optimizer_steps += 1
+        progress.losses = [] if progress.captured else [value for _, value in self._losses]
+        self._losses = []
         self._finish_record(progress, end)
 
     def finish(self) -> None:
-        """The run is over: emit every record still waiting on the device."""
+        """The run is over: emit every record still waiting (on the device, or for an optimizer
+        to be built) and every parameter found outside all optimizers."""
+        if self._unowned is not None:
+            self._finish_unowned()
+        if self._unheld:
+            self._report_unheld()
         self.flush_ready(wait=True)
 
 

@@ -63,6 +63,7 @@ BUGS = [
     Bug(Spec("bug_missing_zero_grad.py", ("accumulate",), options=("--strict",)), "missing-zero-grad", 1, param="0.weight", count=29),
     Bug(strict("bug_partial_zero_grad.py"), "missing-zero-grad", 1, param="head.weight", count=29),
     Bug(strict("bug_gan_d_not_cleared.py"), "missing-zero-grad", 1, param="net.0.weight", count=29),
+    Bug(strict("bug_lbfgs_no_zero_grad.py"), "missing-zero-grad", 1, param="0.weight", count=5),
     Bug(strict("bug_missing_zero_grad_ddp.py"), "missing-zero-grad", 1, param="module.0.weight", count=9),
     Bug(strict("bug_zero_grad_before_step.py"), "zero-grad-before-step", 0, count=30),
     Bug(Spec("bug_zero_grad_before_step.py", ("clip",), options=("--strict",)), "zero-grad-before-step", 0, count=30),
