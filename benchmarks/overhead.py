@@ -87,7 +87,7 @@ def data_and_memory_costs() -> dict[str, float]:
     from stepdbg.collector import Collector
     from stepdbg.diagnostics import Diagnostics
     from stepdbg.instrument import Instrumentation
-    from stepdbg.names import ModuleTree
+    from stepdbg.module_tree import ModuleTree
     from stepdbg.rules import Thresholds
 
     collector = Collector(0, Diagnostics(Thresholds(), frozenset(), print), print, print, ModuleTree())

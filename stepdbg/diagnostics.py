@@ -63,16 +63,22 @@ class Diagnostics:
         """Whether an enabled rule judges facts of ``kind`` (none: the collector need not look for them)."""
         return kind in self._judges
 
-    def judge(self, fact: object, t: float) -> bool:
-        """Hand ``fact`` (with ``optimizer`` and ``step``) to its rules, and report what they find
-        at ``t``. Whether they found a problem."""
-        found = False
+    def find(self, fact: object) -> list[tuple[FactRule, Finding]]:
+        """What the rules that judge ``fact`` find in it, not reported yet (see `report`)."""
+        found = []
         for rule in self._judges.get(type(fact), ()):
             finding = rule.check(fact)
             if finding is not None:
-                self.report(rule, finding, fact.step, fact.optimizer, t)  # type: ignore[attr-defined]
-                found = True
+                found.append((rule, finding))
         return found
+
+    def judge(self, fact: object, t: float) -> bool:
+        """Hand ``fact`` (with ``optimizer`` and ``step``) to its rules, and report what they find
+        at ``t``. Whether they found a problem."""
+        found = self.find(fact)
+        for rule, finding in found:
+            self.report(rule, finding, fact.step, fact.optimizer, t)  # type: ignore[attr-defined]
+        return bool(found)
 
     def check_step(self, step: StepFinished) -> None:
         """Judge a finished step: with its optimizer's step rules (each on the steps it needs;

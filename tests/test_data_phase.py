@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import Spec, sgd_steps
+from helpers import Spec, sgd_steps
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -19,7 +19,7 @@ from stepdbg.collector import Collector
 from stepdbg.data_wait import DataWaits, LoaderSettings
 from stepdbg.diagnostics import Diagnostics
 from stepdbg.instrument import Instrumentation
-from stepdbg.names import ModuleTree
+from stepdbg.module_tree import ModuleTree
 from stepdbg.rules import Thresholds
 from stepdbg.schema import StepRecord
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from stepdbg.children import SpawnedRanks
 from stepdbg.diagnostics import Diagnostics
 from stepdbg.facts import AccumulatedOnConsumed, ConsumedAgain, StepFinished
 from stepdbg.rules import Thresholds
 from stepdbg.schema import Anomaly, AnomalySteps, EndRecord, StepRecord
+from stepdbg.spawned_ranks import SpawnedRanks
 
 
 def record(optimizer: int, step: int, loss: float, grad_norm: float | None = 1.0) -> StepRecord:

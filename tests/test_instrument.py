@@ -13,19 +13,25 @@ import torch.autograd.graph
 from torch import nn
 
 import stepdbg.collector.losses
-import stepdbg.collector.no_optimizer
 import stepdbg.collector.phases
-import stepdbg.collector.records
+from stepdbg import device_clock, norms
 from stepdbg.collector import Collector
 from stepdbg.diagnostics import Diagnostics
 from stepdbg.instrument import Instrumentation, collecting
-from stepdbg.names import ModuleTree
+from stepdbg.module_tree import ModuleTree
 from stepdbg.rules import Thresholds
 from stepdbg.schema import Anomaly, OptimizerInfo, StepRecord
 
 
-def traced_loop(steps: int = 3) -> tuple[list[StepRecord], list[OptimizerInfo], list[Anomaly], list[float]]:
-    """A small SGD loop under stepdbg's hooks: its records, and the losses the loop itself saw."""
+def _zero_grad(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    optimizer.zero_grad()
+
+
+def traced_loop(
+    steps: int = 3, clear: Callable[[nn.Module, torch.optim.Optimizer], None] = _zero_grad
+) -> tuple[list[StepRecord], list[OptimizerInfo], list[Anomaly], list[float]]:
+    """A small SGD loop under stepdbg's hooks, clearing its gradients with ``clear``: its
+    records, and the losses the loop itself saw."""
     records: list[StepRecord] = []
     infos: list[OptimizerInfo] = []
     found: list[Anomaly] = []
@@ -40,7 +46,7 @@ def traced_loop(steps: int = 3) -> tuple[list[StepRecord], list[OptimizerInfo], 
             optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
             x, y = torch.randn(8, 3), torch.randn(8, 1)
             for _ in range(steps):
-                optimizer.zero_grad()
+                clear(model, optimizer)
                 loss = nn.functional.mse_loss(model(x), y)
                 torch.autograd.backward([loss])  # a list, as the public call allows
                 optimizer.step()
@@ -198,6 +204,27 @@ def test_gradients_that_no_longer_flatten_fall_back_to_separate_norms() -> None:
 
     records, expected = _traced_linear_loop(after_backward=sparse_bias_grad)
     assert [r.grad_norm for r in records] == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("read", ["now", "with the step"])
+@pytest.mark.parametrize("cleared", ["all", "all but the head"])
+def test_gradients_zeroed_through_data_are_cleared(monkeypatch: pytest.MonkeyPatch, read: str, cleared: str) -> None:
+    """``p.grad.data.zero_()`` moves no version: the values tell such a clear from gradients
+    left to accumulate into. On the CPU they are read as the backward begins; on CUDA (stood
+    in for by 0-d norms) they are read back with the step's values, which then decide: the
+    same verdict at the same step, naming the same parameter."""
+    if read == "with the step":
+        monkeypatch.setattr(norms, "values_held", norms.per_tensor_norms)
+
+    def clear_through_data(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        for p in (model if cleared == "all" else model[0]).parameters():
+            if p.grad is not None:
+                p.grad.data.zero_()
+
+    records, _, found, _ = traced_loop(clear=clear_through_data)
+    expected = [] if cleared == "all" else [("missing-zero-grad", 1, "2.weight")]
+    assert [(a.rule, a.step, a.param) for a in found] == expected
+    assert [r.backward_calls for r in records] == [1, 1, 1]
 
 
 def test_a_finished_optimizer_and_its_model_are_not_kept_alive() -> None:
@@ -418,8 +445,7 @@ def test_an_iteration_captured_into_a_cuda_graph_reads_and_queries_nothing(loop:
     """While ``torch.cuda.graph`` captures, nothing has run: stepdbg queues no norm (it would
     become part of the user's graph), reads no loss, and queries no event (CUDA forbids it
     during a capture, and the user's capture would fail); the replays run no hook at all."""
-    for module in (stepdbg.collector.records, stepdbg.collector.no_optimizer):
-        monkeypatch.setattr(module, "capturing", lambda: _CapturedEvent.capturing)
+    monkeypatch.setattr(device_clock, "capturing", lambda: _CapturedEvent.capturing)
     monkeypatch.setattr(_CapturedEvent, "queried_while_capturing", 0)
     collector, _, records = _collecting(
         every=1, make_event=lambda: None if _CapturedEvent.capturing else _CapturedEvent()

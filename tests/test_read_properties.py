@@ -25,7 +25,7 @@ from stepdbg.diff_compare import FIELDS
 from stepdbg.facts import AccumulatedOnConsumed, StepFinished
 from stepdbg.rules import Thresholds
 from stepdbg.schema import Anomaly, AnomalySteps, EndRecord, StepRecord
-from stepdbg.trace import Trace, TraceError
+from stepdbg.tracefile import Trace, TraceError
 
 EXAMPLES = int(os.environ.get("STEPDBG_HYPOTHESIS_EXAMPLES", "0"))
 FEW = settings(

@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from conftest import RUN_TIMEOUT, script_env
+from helpers import RUN_TIMEOUT, script_env
 
 from stepdbg.rules import RULES
 

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 
 import pytest
-from conftest import SCRIPTS, Spec
+from helpers import SCRIPTS, Spec
 from typer.testing import CliRunner
 
 from stepdbg.cli import app
@@ -48,6 +48,7 @@ BUGS = [
     Bug(Spec("bug_missing_zero_grad.py", ("accumulate",), options=("--strict",)), "missing-zero-grad", 1, param="0.weight", count=29),
     Bug(strict("bug_partial_zero_grad.py"), "missing-zero-grad", 1, param="head.weight", count=29),
     Bug(strict("bug_gan_d_not_cleared.py"), "missing-zero-grad", 1, param="net.0.weight", count=29),
+    Bug(strict("bug_lbfgs_no_zero_grad.py"), "missing-zero-grad", 1, param="0.weight", count=5),
     Bug(strict("bug_missing_zero_grad_ddp.py"), "missing-zero-grad", 1, param="module.0.weight", count=9),
     Bug(strict("bug_zero_grad_before_step.py"), "zero-grad-before-step", 0, count=30),
     Bug(Spec("bug_zero_grad_before_step.py", ("clip",), options=("--strict",)), "zero-grad-before-step", 0, count=30),
@@ -118,7 +119,7 @@ def test_repeated_rule_reported_once_and_counted(runs) -> None:
     assert [a["rule"] for a in run.anomalies] == ["missing-zero-grad"]
     assert run.end["anomalies"] == {"missing-zero-grad": 29}
     assert run.end["steps"] == len(run.steps(0)) == 30
-    assert "missing-zero-grad" in run.proc.stderr  # the summary names it
+    assert "missing-zero-grad" in run.proc.stderr  # the end-of-run report names it
 
 
 @pytest.mark.uses(MISSING_ZERO_GRAD.spec)

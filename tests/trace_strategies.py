@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from stepdbg.rules import IDS as RULE_IDS
 from stepdbg.schema import PHASES, SEVERITIES
-from stepdbg.trace import dumps
+from stepdbg.tracefile import dumps
 
 TEXT = st.one_of(
     st.text(st.characters(exclude_categories=["Cs"]), max_size=8),

@@ -2,31 +2,35 @@
 filled, what was cleared since, and when.
 
 State, not calls: at a step the consumed gradient tensors are remembered weakly with
-their ``_version``; any clearing (``set_to_none``, ``p.grad = None``, ``zero_()``)
-changes one of the two, and a backward that bumps the version of a still-consumed
+their ``_version``. Any clearing (``set_to_none``, ``p.grad = None``, ``zero_()``)
+changes one of the two, but for a write through ``.data``, which moves no version and
+shows only in the values. A backward that bumps the version of a still-consumed
 gradient has accumulated into stale gradients. That snapshot is only taken for
 optimizers that were not cleared by an explicit ``zero_grad`` call in their last
 iteration, so a correct loop pays nothing for it. What a step makes of this state
-(the facts the ordering rules judge) is `step_order`'s.
+(the facts the ordering rules judge) is `step_order`'s. See docs/gradient-state.md.
 """
 
 from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
-from .. import norms
+from .. import device_clock, norms
 from .losses import note_missed
 
 if TYPE_CHECKING:
     from .optimizers import OptimizerRegistry, OptimizerTrack
 
-Snapshot = list[tuple[weakref.ref, weakref.ref, int, int]]
-"""Consumed gradients still watched: (the parameter, its gradient, the gradient's version, its
-position), all held weakly (a held gradient would make the next backward add out of place)."""
+ConsumedGradient = tuple[weakref.ref, weakref.ref, int, int]
+"""A gradient a step consumed, as a snapshot keeps it: (parameter, gradient, the gradient's
+version then, the parameter's position in the optimizer), both tensors held weakly (a held
+gradient would make the next backward add out of place)."""
+
+Snapshot = list[ConsumedGradient]
 
 
 @dataclass(eq=False)
@@ -71,8 +75,14 @@ class GradientState:
     """The sentinel's gradient right after the last clear (None: it had none): see
     `StepOrder.set_since_clear`."""
     snapshot: Snapshot | None = None
+    """The gradients its previous step consumed, while a backward may still add to them."""
     dirty_param: int | None = None
-    """Position of the first consumed gradient a backward added to since."""
+    """The first position where a backward added to gradients its previous step consumed."""
+    dirty_pending: dict[int, torch.Tensor] | None = None
+    """Positions where a backward added to a consumed gradient that looked untouched, by
+    position: its largest magnitude as that backward began, still on a CUDA device. Non-zero:
+    it held the consumed values (missing-zero-grad); zero: it had been cleared through ``.data``.
+    The step decides once they are read back with its values (`StepInProgress.dirty_pending`)."""
     consumed: tuple[int, weakref.ref, int] | None = None
     """One gradient its previous step consumed: (position, the tensor held weakly, its version).
     A step with no backward since compares it with what it finds: the same tensor, unchanged,
@@ -89,8 +99,9 @@ class GradientWatch:
         """Backward passes that accumulate, counted as each starts: the clock of gradient state."""
         self._watched: list[OptimizerTrack] = []
         """Optimizers whose snapshot of consumed gradients is watched."""
-        self._stale: list[tuple[OptimizerTrack, Snapshot, int]] = []
-        """Consumed gradients still there as the current backward began: (track, snapshot, index)."""
+        self._stale: list[tuple[OptimizerTrack, Snapshot, int, bool | torch.Tensor]] = []
+        """Consumed gradients the running backward may add to: the track, its snapshot, the
+        index in it, and whether the gradient held values (see `_values_held`)."""
 
     def optimizer_added(self, track: OptimizerTrack) -> None:
         """Its gradients start from here (a model trained per fold, an inner loop's fresh
@@ -122,6 +133,7 @@ class GradientWatch:
         state.mark = self.backward_count
         state.snapshot = None
         state.dirty_param = None
+        state.dirty_pending = None
         grad = sentinel.grad if sentinel is not None else None
         state.cleared_grad = weakref.ref(grad) if grad is not None else None
         if state.consumed is not None and (grad := state.consumed[1]()) is not None:
@@ -191,7 +203,8 @@ class GradientWatch:
         ``gradient_as_bucket_view`` moves the consumed gradients into new buckets at its
         second forward, and the view carries them on, watched in their place. Values are
         read on the CPU only (a read on a device would be a host sync): there, such a view
-        counts as a clear, and the missing clear is reported a step later.
+        counts as a clear, and the missing clear is reported a step later. The same tensor
+        at the same version may still have been zeroed through ``.data`` (`_values_held`).
         """
         still_watched = []
         inferred_clear = False
@@ -199,7 +212,7 @@ class GradientWatch:
             state = track.state
             if state.snapshot is None:
                 continue
-            kept: Snapshot = []
+            untouched: Snapshot = []
             moved: list[tuple[Any, torch.Tensor, int]] = []
             for entry in state.snapshot:
                 param_ref, grad_ref, version, position = entry
@@ -208,16 +221,20 @@ class GradientWatch:
                 if grad is None:
                     continue
                 if grad._version == version and grad_ref() is grad:
-                    self._stale.append((track, kept, len(kept)))
-                    kept.append(entry)
+                    untouched.append(entry)
                 elif grad_ref() is not grad and grad._is_view() and _distributed():
                     moved.append((param_ref, grad, position))
+            kept: Snapshot = []
+            for entry, held in zip(untouched, _values_held(state, untouched)):
+                if held is not False:  # False: zeroed through .data, a clear like any other
+                    self._stale.append((track, kept, len(kept), held))
+                    kept.append(entry)
             if moved:
-                held = norms.holding_values([grad for _, grad, _ in moved])
-                for (param_ref, grad, position), holds in zip(moved, held):
+                held_values = norms.holding_values([grad for _, grad, _ in moved])
+                for (param_ref, view, position), holds in zip(moved, held_values):
                     if holds:
-                        self._stale.append((track, kept, len(kept)))
-                        kept.append((param_ref, weakref.ref(grad), grad._version, position))
+                        self._stale.append((track, kept, len(kept), True))
+                        kept.append((param_ref, weakref.ref(view), view._version, position))
             if len(kept) < len(state.snapshot) and not state.cleared_since_step:
                 inferred_clear = True
                 if not kept:
@@ -233,13 +250,18 @@ class GradientWatch:
 
         Such a gradient stays watched at its new version: the next backward's check then
         sees a clear only if one happens (a version moved by this backward is no clear)."""
-        for track, snapshot, index in self._stale:
+        for track, snapshot, index, held in self._stale:
             param_ref, grad_ref, version, position = snapshot[index]
             grad = grad_ref()
             if grad is not None and grad._version != version:
                 state = track.state
-                if state.dirty_param is None:
-                    state.dirty_param = position
+                if not isinstance(held, torch.Tensor):
+                    if state.dirty_param is None:
+                        state.dirty_param = position
+                elif state.dirty_pending is None:
+                    state.dirty_pending = {position: held}
+                else:
+                    state.dirty_pending.setdefault(position, held)
                 if state.snapshot is snapshot:  # not replaced by a step inside the backward
                     snapshot[index] = (param_ref, grad_ref, grad._version, position)
         self._stale = []
@@ -254,6 +276,7 @@ class GradientWatch:
         state.mark = self.backward_count
         state.clear_after_backward = False
         state.dirty_param = None
+        state.dirty_pending = None
         state.cleared_since_step = False
         if params is None:
             state.snapshot = None
@@ -266,6 +289,26 @@ class GradientWatch:
         state.snapshot = entries
         if entries and track not in self._watched:
             self._watched.append(track)
+
+
+def _values_held(state: GradientState, entries: Snapshot) -> list[bool | torch.Tensor]:
+    """Whether consumed gradients that look untouched (the same tensors, at the same
+    versions) still hold values: a write through ``.data`` (``p.grad.data.zero_()``, an
+    idiom of old tutorials; under ``torch.no_grad()`` too) moves no version, so only the
+    values tell such a clear from gradients left to accumulate into.
+
+    Read at once on the CPU. On CUDA, each one's largest magnitude is queued instead and read
+    back with the step's values, which then decides (`GradientState.dirty_pending`). Nothing is
+    read where the step already has a backward added to consumed gradients (the bug is
+    found: one read a step, not one per backward), for gradients already pending, nor
+    during a CUDA graph capture (the norms would become part of the user's graph)."""
+    if not entries or state.dirty_param is not None or device_clock.capturing():
+        return [True] * len(entries)
+    pending = state.dirty_pending or {}
+    # alive: their parameters hold them, looked at just before
+    unknown = [cast(torch.Tensor, entry[1]()) for entry in entries if entry[3] not in pending]
+    held = iter(norms.values_held(unknown))
+    return [pending[entry[3]] if entry[3] in pending else next(held) for entry in entries]
 
 
 def _grad_state(param_ref: weakref.ref | None) -> tuple[int, int, int] | None:

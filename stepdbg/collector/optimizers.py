@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..names import ModuleTree
+from ..module_tree import ModuleTree
 from ..schema import OptimizerInfo, ParamGroupInfo
 from .gradients import GradientState
 from .layout import ParamLayout, gradient_holders, params_of

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,12 @@ class StepInProgress:
     """Its data wait includes a loader's first workers starting (see `DataWaits.startup`)."""
     facts: list[object] | None = None
     """What it found of the gradient state, for the ordering rules (judged as its record completes)."""
+    dirty_pending: list[tuple[int, torch.Tensor]] = _EMPTY  # type: ignore[assignment]
+    """See `GradientState.dirty_pending`: read back with the step's values, judged as it completes."""
+    inside: bool = False
+    """A step without a closure argument ran backward passes itself (see `Stepping.end`)."""
+    filled_inside: weakref.ref | None = None
+    """The optimizer's first trainable gradient as the last of those passes left it."""
 
     def add_fact(self, fact: object) -> None:
         if self.facts is None:
@@ -59,22 +66,28 @@ class StepInProgress:
             return True
         if isinstance(self.loss_scale, torch.Tensor) or isinstance(self.grad_scale, torch.Tensor):
             return True
+        if self.dirty_pending and any(value.is_cuda for _, value in self.dirty_pending):
+            return True
         return device_losses and any(isinstance(v, torch.Tensor) for v in self.losses)
 
     def device_values(self) -> list[torch.Tensor]:
         """Every tensor to read back, in the order `split` expects."""
         values = self.grad_pieces + self.update_pieces if self.update_pieces else self.grad_pieces
+        if self.dirty_pending:
+            values = [*values, *(value for _, value in self.dirty_pending)]
         if not self.on_device:
             return values  # losses and scales are floats already
         scales = [s.reshape(()) for s in (self.loss_scale, self.grad_scale) if isinstance(s, torch.Tensor)]
         losses = [v for v in self.losses if isinstance(v, torch.Tensor)]
         return [*values, *losses, *scales]
 
-    def split(self, values: list[float]) -> tuple[list[float], list[float], list[float], list[float]]:
-        """Grad pieces, update pieces, loss values and scales, from `device_values` read back."""
+    def split(self, values: list[float]) -> tuple[list[float], list[float], list[float], list[float], list[float]]:
+        """Grad pieces, update pieces, `dirty_pending`'s values, loss values and scales, from
+        `device_values` read back."""
         a = len(self.grad_pieces)
         b = a + len(self.update_pieces)
+        c = b + len(self.dirty_pending)
         if not self.on_device:
-            return values[:a], values[a:b], [], []
-        c = b + sum(1 for v in self.losses if isinstance(v, torch.Tensor))
-        return values[:a], values[a:b], values[b:c], values[c:]
+            return values[:a], values[a:b], values[b:c], [], []
+        d = c + sum(1 for v in self.losses if isinstance(v, torch.Tensor))
+        return values[:a], values[a:b], values[b:c], values[c:d], values[d:]

@@ -10,8 +10,7 @@ from typing import Any
 
 import torch
 
-from .. import norms
-from ..device_clock import capturing
+from .. import device_clock, norms
 from ..diagnostics import Diagnostics
 from ..facts import StepFinished, UnoptimizedGradient
 from ..memory import MemoryGauge
@@ -23,7 +22,7 @@ from .optimizers import OptimizerRegistry, OptimizerTrack
 from .phases import CallLog, PhaseClock
 from .progress import StepInProgress
 from .readback import ReadBack
-from .step_order import StepOrder
+from .step_order import StepOrder, accumulated_on_device
 from .unoptimized import UnoptimizedParams
 
 SNAPSHOT_MAX_NUMEL = 1 << 28
@@ -86,7 +85,7 @@ class StepRecords:
         )
         detail = bool(self.every) and step % self.every == 0 and not skipped
         progress = StepInProgress(record=record, track=track, detail=detail)
-        if capturing():  # cheap where CUDA was never initialized
+        if device_clock.capturing():  # cheap where CUDA was never initialized
             progress.captured = True
             progress.detail = False  # no snapshot, no per-parameter norms: nothing has run yet
         if scaler is not None and not progress.captured:
@@ -138,7 +137,8 @@ class StepRecords:
         record.t = end - self._start
         record.calls = self._log.take()
         progress.data_startup = self._phases.record_ended(record, end)
-        record.memory = self._memory.read()
+        if record.memory is None:  # read already where the record was made before it is finished
+            record.memory = self._memory.read()
         if progress.before is not None:
             progress.update_pieces = norms.update_pieces(progress.before, norms.local_shards(progress.params))
             progress.before = None
@@ -159,7 +159,9 @@ class StepRecords:
         record, track = progress.record, progress.track
         if progress.device_phases is not None:
             self._phases.retime(record, progress.device_phases)
-        grad_values, update_values, loss_values, scales = progress.split(values)
+        grad_values, update_values, dirty_values, loss_values, scales = progress.split(values)
+        if progress.dirty_pending:
+            accumulated_on_device(progress, dirty_values)
         loss_scale = scales.pop(0) if isinstance(progress.loss_scale, torch.Tensor) else progress.loss_scale
         grad_scale = scales.pop(0) if isinstance(progress.grad_scale, torch.Tensor) else progress.grad_scale
         grad_divisor = grad_scale or 1.0

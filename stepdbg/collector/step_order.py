@@ -54,10 +54,8 @@ class StepOrder:
             progress.add_fact(ClearedBeforeStep(track.index, step, state.step_before_backward))
         if state.discarded or state.discard_streak:
             self._check_discarded(progress, no_backward)
-        if state.dirty_param is not None:
-            names = track.names
-            name = names[state.dirty_param] if state.dirty_param < len(names) else None
-            progress.add_fact(AccumulatedOnConsumed(track.index, step, name))
+        if not track.closure:
+            check_accumulated(progress)
 
     def found_no_gradients(self, progress: StepInProgress) -> None:
         """The step (without a closure) finds no gradient at all. If a backward reached these
@@ -126,6 +124,32 @@ class StepOrder:
         grad = sentinel.grad if sentinel is not None else None
         cleared = track.state.cleared_grad
         return grad is not None and (cleared is None or cleared() is not grad)
+
+
+def check_accumulated(progress: StepInProgress) -> None:
+    """A backward added to gradients a previous step had consumed. Looked at as the step
+    starts, or as it ends where a closure runs backward passes inside it (LBFGS evaluating a
+    closure that never clears); where only values still on a device can tell, once they are
+    read back (`accumulated_on_device`)."""
+    state = progress.track.state
+    if state.dirty_param is not None:
+        accumulated_on_consumed(progress, state.dirty_param)
+    elif state.dirty_pending:
+        progress.dirty_pending = list(state.dirty_pending.items())
+
+
+def accumulated_on_device(progress: StepInProgress, values: list[float]) -> None:
+    """The largest magnitudes of `StepInProgress.dirty_pending`, read back: the first gradient
+    that still held values when a backward added to it was accumulated on, not cleared."""
+    held = (position for (position, _), value in zip(progress.dirty_pending, values) if value != 0)
+    if (position := next(held, None)) is not None:
+        accumulated_on_consumed(progress, position)
+
+
+def accumulated_on_consumed(progress: StepInProgress, position: int) -> None:
+    names = progress.track.names
+    name = names[position] if position < len(names) else None
+    progress.add_fact(AccumulatedOnConsumed(progress.track.index, progress.record.step, name))
 
 
 def _grads_set_by_hand(track: OptimizerTrack, params: list[torch.Tensor]) -> bool:

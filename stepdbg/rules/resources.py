@@ -10,7 +10,8 @@ import itertools
 from dataclasses import dataclass, field
 
 from ..facts import StepFinished
-from ..memory import MEASURES, fmt_bytes, step_memory
+from ..memory import MEASURES, step_memory
+from ..style import fmt_bytes
 from .base import INFO, WARNING, Finding, RunRule, Thresholds
 
 
