@@ -183,9 +183,10 @@ def microseconds_a_call(call: object, arg: object = None) -> float:
 def data_and_memory_costs() -> dict[str, float]:
     """Microseconds stepdbg adds to each DataLoader fetch, and takes to read each step's memory."""
     from stepdbg.collector import Collector
-    from stepdbg.diagnostics import Diagnostics, Thresholds
+    from stepdbg.diagnostics import Diagnostics
     from stepdbg.instrument import Instrumentation
-    from stepdbg.names import ModuleTree
+    from stepdbg.module_tree import ModuleTree
+    from stepdbg.rules import Thresholds
 
     collector = Collector(0, Diagnostics(Thresholds(), frozenset(), print), print, print, ModuleTree())
     instrumentation = Instrumentation(collector)

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from stepdbg.schema import Anomaly, EndRecord, Header, OptimizerInfo, ParamGroupInfo, StepRecord  # noqa: E402
-from stepdbg.trace import TraceWriter  # noqa: E402
+from stepdbg.tracefile import TraceWriter  # noqa: E402
 
 EVERY = 10
 OPTIMIZERS = (("Adam", "disc"), ("Adam", "gen"), ("SGD", "aux"))

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-# `trace` is bound after the imports: importing the `stepdbg.trace` module (the trace file's
-# reader and writer) binds the package's attribute of that name to the module.
 from .reader import TraceReader, load
 from .schema import Anomaly, EndRecord, Header, OptimizerInfo, StepRecord
-from .trace import TraceError
+from .tracefile import TraceError
 from .tracing import NestedTraceError, StrictError, TracedRun, Tracer, trace
 
 __all__ = [

@@ -17,9 +17,11 @@ try:  # typer >= 0.20 carries its own click; its usage errors derive from TyperE
 except ImportError:  # pragma: no cover - older typer, on click
     from click.exceptions import ClickException as CommandLineError  # type: ignore[assignment]
 
-from . import __version__
-from .diagnostics import RULES, Thresholds
-from .trace import TraceError
+from . import __version__, exit_codes
+from .renderers import DEFAULT_FORMAT, DIFF_FORMATS, SHOW_FORMATS
+from .rules import IDS as RULE_IDS
+from .rules import Thresholds
+from .tracefile import TraceError
 
 app = typer.Typer(
     name="stepdbg",
@@ -32,10 +34,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-EXIT_USAGE = 2
-
-
-def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+def fail(message: str, code: int = exit_codes.USAGE) -> typer.Exit:
     """Print one ``stepdbg: error:`` line on stderr and return the Exit to raise (a line break
     in a name the message quotes, a file's or a parameter's, is written as ``\\n``)."""
     one_line = message.replace("\r", "\\r").replace("\n", "\\n")
@@ -67,6 +66,27 @@ def _parse_names(value: str | None, valid: Sequence[str], what: str, option: str
     if unknown:
         raise fail(f"unknown {what} {', '.join(unknown)} for {option} (valid: {', '.join(valid)})")
     return frozenset(names)
+
+
+def _format_option(formats: Sequence[str]) -> typer.models.OptionInfo:
+    """``--format NAME``, one of ``formats``: the names of the command's renderers."""
+    return typer.Option(
+        "--format", metavar="FORMAT", show_default=False, autocompletion=lambda: list(formats),
+        help=f"Output format: {', '.join(formats)} (default: {DEFAULT_FORMAT}).",
+    )
+
+
+def _chosen_format(chosen: str | None, aliases: dict[str, str | None], formats: Sequence[str]) -> str:
+    """The format ``--format`` names, or the one alias flag given (``--json``: json), or the
+    default; a format no renderer has, or two that disagree, is a usage error."""
+    if chosen is not None and chosen not in formats:
+        raise fail(f"unknown format {chosen} for --format (valid: {', '.join(formats)})")
+    flags = [flag for flag, name in aliases.items() if name is not None]
+    if len(flags) > 1:
+        raise fail(f"{' and '.join(flags)} cannot be used together")
+    if flags and chosen is not None and chosen != aliases[flags[0]]:
+        raise fail(f"{flags[0]} and --format {chosen} cannot be used together")
+    return chosen or (aliases[flags[0]] if flags else None) or DEFAULT_FORMAT
 
 
 def _no_such_option(ctx: typer.Context, typed: str) -> str:
@@ -141,8 +161,8 @@ def run(
     Everything after SCRIPT goes to the script, unchanged (-h included). The trace is written as
     the run goes; stepdbg's own output goes to stderr.
     """
-    from .runner import run_script
-    from .session import RunOptions, ScriptNotFound
+    from .runner import ScriptNotFound, run_script
+    from .session import RunOptions, TraceNotWritable
 
     if script.startswith("-"):  # not the script: an option before it that run does not have
         raise fail(_no_such_option(ctx, script))
@@ -156,14 +176,14 @@ def run(
         every=every,
         live=live and not quiet,
         quiet=quiet,
-        disabled=_parse_names(disable, list(RULES), "rule", "--disable"),
+        disabled=_parse_names(disable, RULE_IDS, "rule", "--disable"),
         strict=strict,
         thresholds=Thresholds(explode_ratio=explode_ratio, vanish_ratio=vanish_ratio, patience=patience),
         command=["stepdbg", *sys.argv[1:]],
     )
     try:
         code = run_script(options)
-    except ScriptNotFound as e:
+    except (ScriptNotFound, TraceNotWritable) as e:
         raise fail(str(e)) from None
     raise typer.Exit(code)
 
@@ -187,17 +207,18 @@ def show(
         typer.Option(metavar="GLOB", help="Per-parameter norms over the steps for names matching this glob pattern."),
     ] = None,
     anomalies: Annotated[bool, typer.Option("--anomalies", help="Only the anomalies.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
-    as_csv: Annotated[bool, typer.Option("--csv", help="Print one CSV row per step.")] = False,
+    output_format: Annotated[str | None, _format_option(list(SHOW_FORMATS))] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Same as --format csv.")] = False,
 ) -> None:
-    """Summarize a trace: optimizers, phases, memory, sparklines, anomalies; several: ranks side by side."""
+    """Show a trace: the run, its optimizers, time per phase, memory, sparklines, anomalies;
+    several: the ranks of one run side by side."""
     from .show import ShowOptions, show_ranks, show_trace
 
-    if as_json and as_csv:
-        raise fail("--json and --csv cannot be used together")
-    options = ShowOptions(
-        steps=steps, optimizer=optimizer, param=param, anomalies_only=anomalies, json=as_json, csv=as_csv
+    chosen = _chosen_format(
+        output_format, {"--json": "json" if as_json else None, "--csv": "csv" if as_csv else None}, list(SHOW_FORMATS)
     )
+    options = ShowOptions(steps=steps, optimizer=optimizer, param=param, anomalies_only=anomalies, format=chosen)
     try:
         if len(traces) == 1:
             show_trace(traces[0], options)
@@ -213,7 +234,8 @@ def diff(
     b: Annotated[Path, typer.Argument(metavar="B", help="The trace to compare with it.", show_default=False)],
     rtol: Annotated[float, typer.Option(metavar="X", help="Relative tolerance for numbers.")] = 1e-5,
     atol: Annotated[float, typer.Option(metavar="X", help="Absolute tolerance for numbers.")] = 1e-8,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as one JSON object.")] = False,
+    output_format: Annotated[str | None, _format_option(list(DIFF_FORMATS))] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing; only the exit code tells.")] = False,
     ignore: Annotated[
         Optional[list[str]],
@@ -234,8 +256,10 @@ def diff(
     if not (rtol >= 0 and atol >= 0):  # NaN fails both
         raise fail("--rtol and --atol must be numbers >= 0")
     ignored = _parse_names(",".join(ignore or []), FIELDS, "field", "--ignore")
+    chosen = _chosen_format(output_format, {"--json": "json" if as_json else None}, list(DIFF_FORMATS))
+    options = DiffOptions(rtol=rtol, atol=atol, format=chosen, quiet=quiet, ignore=ignored)
     try:
-        code = diff_traces(a, b, DiffOptions(rtol=rtol, atol=atol, json=as_json, quiet=quiet, ignore=ignored))
+        code = diff_traces(a, b, options)
     except (TraceError, ValueError) as e:
         raise fail(str(e)) from None
     raise typer.Exit(code)
@@ -342,11 +366,11 @@ def main() -> None:
             print(e.format_message(), file=sys.stderr)  # bare `stepdbg`: the help
         else:
             print(f"stepdbg: error: {e.format_message()}", file=sys.stderr)
-        code = EXIT_USAGE
+        code = exit_codes.USAGE
     except typer.Abort:
-        code = 130
+        code = exit_codes.INTERRUPTED
     except OSError as e:  # the output could not be written (a full disk; click handles a closed pipe)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
         print(f"stepdbg: error: cannot write the output ({e.strerror or e})", file=sys.stderr)
-        code = EXIT_USAGE
+        code = exit_codes.USAGE
     sys.exit(code if isinstance(code, int) else 0)

@@ -1,8 +1,8 @@
 """`stepdbg diff`: compare two runs step by step and say where they part.
 
 `diff_compare` reads both traces once, side by side (streaming, paired by
-optimizer and step); `diff_render` turns its `DiffResult` into the rich view, and
-``--json`` prints the same as one object.
+optimizer and step); the renderer of the format asked for (`renderers`: ``text``,
+``json``) writes its `DiffResult`.
 
 Numbers agree when ``|a - b| <= atol + rtol * |a|`` (a is the first trace's), NaN
 agrees with NaN, and a missing value never agrees with a number. Compared per
@@ -15,11 +15,11 @@ reported as B/A ratios of per-step medians.
 
 Exit codes, as diff(1):
 
-- 0: every common step agrees and the runs have the same steps, optimizers,
+- 0 (`exit_codes.OK`): every common step agrees and the runs have the same steps, optimizers,
   parameter names and outcome;
-- 1: any of those differ: a value, a step only one trace has (a run that stopped
+- 1 (`exit_codes.DIFFER`): any of those differ: a value, a step only one trace has (a run that stopped
   early), an optimizer only one has, a renamed parameter, a different ending;
-- 2: trouble: a trace is missing, unreadable, corrupt or of a newer schema
+- 2 (`exit_codes.USAGE`): trouble: a trace is missing, unreadable, corrupt or of a newer schema
   (`TraceError`), or neither trace has a single step, so nothing can be compared
   (`ValueError`). The CLI prints those as one error line.
 
@@ -28,7 +28,6 @@ Versions, devices, ``every`` and anomalies are shown as notes, never counted.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -36,15 +35,15 @@ from typing import TextIO
 from rich.console import Console
 
 from .diff_compare import Tolerance, compare_traces
-from .diff_render import render
-from .trace import dumps
+from .renderers import DEFAULT_FORMAT, DIFF_FORMATS, Output
 
 
 @dataclass
 class DiffOptions:
     rtol: float = 1e-5
     atol: float = 1e-8
-    json: bool = False
+    format: str = DEFAULT_FORMAT
+    """A name in `renderers.DIFF_FORMATS`."""
     quiet: bool = False
     ignore: frozenset[str] = frozenset()
 
@@ -52,12 +51,10 @@ class DiffOptions:
 def diff_traces(
     a: str | Path, b: str | Path, options: DiffOptions, console: Console | None = None, out: TextIO | None = None
 ) -> int:
-    """``stepdbg diff A B``: print the comparison (rich on ``console``, JSON on ``out``) and return the exit code."""
+    """``stepdbg diff A B``: print the comparison (text on ``console``, data on ``out``: both stdout)
+    and return the exit code."""
+    render = DIFF_FORMATS[options.format]
     result = compare_traces(a, b, Tolerance(options.rtol, options.atol), options.ignore)
-    if options.quiet:
-        return result.exit_code
-    if options.json:
-        (out if out is not None else sys.stdout).write(dumps(result.to_json()) + "\n")
-    else:
-        (console or Console()).print(render(result))
+    if not options.quiet:
+        render(result, Output(console, out))
     return result.exit_code

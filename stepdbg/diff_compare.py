@@ -18,9 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import exit_codes
+from .numeric import floats, is_finite, median
+from .run_info import RunInfo
 from .schema import PHASES, Anomaly, OptimizerInfo, StepRecord
-from .summary import RunInfo, floats, is_finite, listing, median, optimizer_label, step_label
-from .trace import Trace
+from .style import listing, optimizer_label, step_label
+from .tracefile import Trace
+from .view import StepFilter, TraceView
 
 PENDING_LIMIT = 1000
 TOP_PARAMS = 5
@@ -163,14 +167,13 @@ def _differing_params(
 
 
 class Side:
-    """One trace being read: its step records one at a time, and what else it said on the way."""
+    """One trace being read, through its whole view: its step records one at a time, and what
+    else it said on the way."""
 
     def __init__(self, trace: Trace) -> None:
-        self.trace = trace
-        self._records = iter(trace)
+        self.view = TraceView(trace, StepFilter())
+        self._records = iter(self.view)
         self.done = False
-        self.read_steps = 0
-        self.last_t = 0.0
         self.optimizers: dict[int | None, OptimizerInfo] = {}
         self.steps: dict[int | None, int] = {}
         self.last_step: dict[int | None, int] = {}
@@ -183,8 +186,6 @@ class Side:
         """The next step record, or None at the end (then ``done``)."""
         for record in self._records:
             if isinstance(record, StepRecord):
-                self.read_steps += 1
-                self.last_t = record.t
                 count = self.steps.get(record.optimizer)
                 if count is None:
                     self.new_optimizer, count = True, 0
@@ -203,8 +204,12 @@ class Side:
         counted = self.lone.setdefault(record.optimizer, [0, record.step])
         counted[0] += 1
 
+    @property
+    def read_steps(self) -> int:
+        return self.view.steps
+
     def run_info(self) -> RunInfo:
-        return RunInfo.from_trace(self.trace, self.read_steps, self.last_t)
+        return self.view.run_info()
 
 
 class Lockstep:
@@ -471,34 +476,10 @@ class DiffResult:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.comparison.differing or self.structure else 0
+        return exit_codes.DIFFER if self.comparison.differing or self.structure else exit_codes.OK
 
     def where(self, optimizer: int | None, step: int) -> str:
         return step_label(optimizer, step, self.several)
-
-    def to_json(self) -> dict[str, Any]:
-        comparison = self.comparison
-        return {
-            "a": self.run_a.to_json(),
-            "b": self.run_b.to_json(),
-            "rtol": self.tol.rtol,
-            "atol": self.tol.atol,
-            "ignored": comparison.ignored,
-            "exit_code": self.exit_code,
-            "agree": self.exit_code == 0,
-            "steps_compared": comparison.compared,
-            "steps_differing": comparison.differing,
-            "first": comparison.first.to_json() if comparison.first else None,
-            "first_param_difference": comparison.first_params.to_json() if comparison.first_params else None,
-            "fields": {
-                name: {"optimizer": counted.first[0], "first_step": counted.first[1], "steps": counted.steps}
-                for name, counted in sorted(comparison.fields.items(), key=lambda item: FIELDS.index(item[0]))
-            },
-            "reconverged": comparison.reconverged,
-            "structure": self.structure,
-            "notes": self.notes,
-            "timing": comparison.timing(),
-        }
 
 
 def compare_traces(

@@ -22,7 +22,7 @@ from torch.optim.lr_scheduler import ChainedScheduler, LRScheduler
 
 from .collector import Collector
 from .instrument import Instrumentation
-from .names import ModuleTree
+from .module_tree import ModuleTree
 
 _SCHEDULERS = (LRScheduler, ChainedScheduler)
 

@@ -304,7 +304,7 @@ _COLLECTOR_ENTRIES = frozenset(
 
 def collecting(frame: FrameType | None) -> bool:
     """Whether collector code runs at ``frame`` or below it: a hook, the trace writer and the
-    view it feeds (for a signal handler, which runs wherever the main thread was)."""
+    run output it feeds (for a signal handler, which runs wherever the main thread was)."""
     while frame is not None:
         if frame.f_code in _COLLECTOR_ENTRIES:
             return True

@@ -1,11 +1,10 @@
-"""What `stepdbg run` shows on stderr while the script runs, and the summary after.
+"""The live table: a run's last steps, one row per optimizer, redrawn while the script runs.
 
-On a terminal: a table kept in the bottom lines of the screen, redrawn at most
-4 times a second (see `LiveRegion`; a thread of its own renders it), with the
-script's own output scrolling above it unchanged. In a Jupyter notebook: the same
-table as one output of the cell, updated in place (see `notebook`). Elsewhere
-(stderr not a terminal): one plain line every few seconds. Anomalies are printed
-as they happen, in every mode.
+On a terminal, kept in the bottom lines of the screen and redrawn at most 4 times a
+second (see `LiveRegion`; a thread of its own renders it), with the script's own
+output scrolling above it unchanged; in a Jupyter notebook, one output of the cell,
+updated in place (see `notebook`). Where neither can be redrawn, a run prints
+progress lines instead (`progress`); `run_output` decides which.
 """
 
 from __future__ import annotations
@@ -13,9 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import time
-from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import TextIO
 
 from rich import box
@@ -25,10 +22,9 @@ from rich.table import Table
 from rich.text import Text
 
 from .notebook import NotebookTable
-from .schema import PHASES, Anomaly, EndRecord, StepRecord
+from .schema import PHASES, StepRecord
+from .style import CAUTION, GOOD, MISSING, RUN_DIGITS, fmt_ms, fmt_num
 
-PLAIN_INTERVAL = 5.0
-SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "error": "bold red"}
 REFRESH_INTERVAL = 0.25
 TABLE_PHASES = ("data", "fwd", "bwd", "step", "zero")
 """Column headers for `PHASES`, short enough for an 80-column terminal."""
@@ -50,8 +46,6 @@ MIN_SCROLL_ROWS = 4
 TABLE_ROWS = 8
 """The table shows the optimizers stepped last, this many at most (a loop may build one
 per iteration, or one per parameter)."""
-STRICT_NAMED = 5
-"""Problems the --strict line names; it counts the rest."""
 
 
 class LiveRegion:
@@ -199,11 +193,11 @@ class LiveRegion:
         self._terminal.flush()
 
 
-def _live_view(
+def redrawn_where(
     console: Console, render: Callable[[], RenderableType], clock: Callable[[], float]
 ) -> LiveRegion | NotebookTable | None:
-    """The table where it can be redrawn: a terminal's bottom lines, or a notebook cell's output.
-    A dumb terminal (TERM=dumb: Emacs' shell) cannot move the cursor: plain lines there."""
+    """Where the table can be redrawn: a terminal's bottom lines, or a notebook cell's output;
+    None elsewhere. A dumb terminal (TERM=dumb: Emacs' shell) cannot move the cursor."""
     if console.is_jupyter:
         return NotebookTable(render, clock, REFRESH_INTERVAL)
     if console.is_terminal and not console.is_dumb_terminal:
@@ -211,83 +205,53 @@ def _live_view(
     return None
 
 
-def fmt(value: float | None, spec: str = ".4g") -> str:
-    return "-" if value is None else format(value, spec)
+class LiveTable:
+    """The table of a run's last steps, drawn where it can be redrawn (`redrawn_where`) when
+    ``redraw`` asks for it. Fed every step record (`add`) and told of every anomaly."""
 
-
-def fmt_ms(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds * 1e3:.2f} ms"
-
-
-def anomaly_text(anomaly: Anomaly, prefix: str = "stepdbg:") -> Text:
-    """One line per anomaly: severity, rule, where, what, and the fix (for information, a note)."""
-    where = f"step {anomaly.step}" + (f", optimizer {anomaly.optimizer}" if anomaly.optimizer is not None else "")
-    text = Text(f"{prefix} ")
-    text.append(f"{anomaly.severity} {anomaly.rule}", style=SEVERITY_STYLE.get(anomaly.severity, ""))
-    lead = "Note" if anomaly.severity == "info" else "Fix"
-    text.append(f" ({where}): {anomaly.message}. {lead}: {anomaly.hint}")
-    return text
-
-
-class View:
-    """The terminal side of a run: live table or plain lines, anomalies, summary."""
-
-    def __init__(
-        self, console: Console, live: bool, quiet: bool, clock: Callable[[], float] = time.monotonic, label: str = ""
-    ) -> None:
+    def __init__(self, console: Console, clock: Callable[[], float], redraw: bool) -> None:
         self.console = console
-        self.quiet = quiet
-        self.prefix = f"stepdbg[{label}]:" if label else "stepdbg:"
-        """Begins each line: a rank started by torch.multiprocessing says which it is."""
-        self.clock = clock
+        self.region = redrawn_where(console, self.render, clock) if redraw else None
+        """Where the table is drawn; None: nowhere (it is still kept: a test may render it)."""
         self.latest: dict[int | None, StepRecord] = {}
         """The last record of each optimizer in the table (`TABLE_ROWS` at most)."""
         self._window: dict[int | None, list[float]] = {}
         """Per optimizer: [steps, then seconds per phase] since the last refresh."""
         self._shown: dict[int | None, list[float]] = {}
         self._window_lock = threading.Lock()
-        """The training thread adds to `_window`, the live table's drawing thread takes it (and
+        """The training thread adds to `_window`, the table's rendering thread takes it (and
         sets `_shown`, which the training thread trims)."""
         self.anomaly_count = 0
-        self._region = _live_view(console, self.table, clock) if live and not quiet else None
-        self._last_plain = clock()
 
     def start(self) -> None:
-        if self._region is not None:
-            self._region.start()
+        if self.region is not None:
+            self.region.start()
 
     def stop(self) -> None:
-        if self._region is not None:
-            self._region.stop()
+        if self.region is not None:
+            self.region.stop()
 
     def detach(self) -> None:
-        """In a forked child: the terminal is the parent's run's; draw and print nothing more."""
-        if self._region is not None:
-            self._region.detach()
-            self._region = None
-        self.quiet = True
+        """In a forked child: the terminal or cell is the parent's run's; draw nothing more."""
+        if self.region is not None:
+            self.region.detach()
+            self.region = None
 
-    def on_step(self, record: StepRecord) -> None:
+    def add(self, record: StepRecord) -> None:
         latest = self.latest
         latest[record.optimizer] = record
         if len(latest) > TABLE_ROWS:
             self._forget_least_recent()
-        if self._region is not None:
-            with self._window_lock:
-                window = self._window.get(record.optimizer)
-                if window is None:
-                    window = self._window[record.optimizer] = [0.0] * (1 + len(PHASES))
-                window[0] += 1
-                for index, phase in enumerate(PHASES, 1):
-                    window[index] += record.time.get(phase, 0.0)
-            self._region.refresh()
+        if self.region is None:
             return
-        if self.quiet:
-            return
-        now = self.clock()
-        if now - self._last_plain >= PLAIN_INTERVAL:
-            self._last_plain = now
-            self._line(self._plain_line(record))
+        with self._window_lock:
+            window = self._window.get(record.optimizer)
+            if window is None:
+                window = self._window[record.optimizer] = [0.0] * (1 + len(PHASES))
+            window[0] += 1
+            for index, phase in enumerate(PHASES, 1):
+                window[index] += record.time.get(phase, 0.0)
+        self.region.refresh()
 
     def _forget_least_recent(self) -> None:
         """Keep the table to the `TABLE_ROWS` optimizers that stepped last."""
@@ -297,31 +261,6 @@ class View:
             self._window.pop(stale, None)
             self._shown.pop(stale, None)
 
-    def note(self, text: str) -> None:
-        """A line about the run itself (where its trace goes), unless quiet."""
-        if not self.quiet:
-            self._line(f"{self.prefix} {text}")
-
-    def on_anomaly(self, anomaly: Anomaly) -> None:
-        self.anomaly_count += 1
-        if not self.quiet:
-            self._line(anomaly_text(anomaly, self.prefix))
-
-    def _line(self, line: str | Text) -> None:
-        """One line as it is: never read as rich markup or emoji codes (a rank label, a path with
-        brackets or colons). On a terminal, wrapped at word boundaries to its width, for a
-        reader; to a pipe or a file, whole, one message a line: grep and CI log viewers (which
-        wrap lines themselves) find each message on one line, whatever the width it was run at."""
-        self.console.print(line, markup=False, emoji=False, highlight=False, soft_wrap=not self.console.is_terminal)
-
-    def _plain_line(self, record: StepRecord) -> str:
-        who = f"optimizer {record.optimizer}" if record.optimizer is not None else "no optimizer"
-        lr = fmt(record.lr[0]) if record.lr else "-"
-        return (
-            f"{self.prefix} {who} step {record.step}: loss {fmt(record.loss)}, grad norm {fmt(record.grad_norm)}, "
-            f"lr {lr}, {fmt_ms(record.time.get('total'))}/step"
-        )
-
     def _phase_means(self, optimizer: int | None) -> list[float]:
         """Mean seconds per phase over the steps since the last refresh (the last shown if none)."""
         with self._window_lock:
@@ -330,24 +269,24 @@ class View:
                 self._shown[optimizer] = [total / window[0] for total in window[1:]]
             return self._shown.get(optimizer, [0.0] * len(PHASES))
 
-    def table(self) -> RenderableType:
+    def render(self) -> RenderableType:
         """One row per optimizer (phase times in ms, averaged since the last refresh), then
         each optimizer's calls and the anomaly count: fits an 80-column terminal, and a
         narrower one with fewer columns (`KEPT_FIRST`)."""
         rows, calls = [], []
         for optimizer, record in sorted(list(self.latest.items()), key=lambda item: -1 if item[0] is None else item[0]):
-            who = "-" if optimizer is None else str(optimizer)
+            who = MISSING if optimizer is None else str(optimizer)
             rows.append([
                 who,
                 str(record.step),
-                fmt(record.loss),
-                fmt(record.grad_norm),
-                fmt(record.lr[0]) if record.lr else "-",
-                *(fmt(mean * 1e3, ".2f") for mean in self._phase_means(optimizer)),
+                fmt_num(record.loss, RUN_DIGITS),
+                fmt_num(record.grad_norm, RUN_DIGITS),
+                fmt_num(record.lr[0] if record.lr else None, RUN_DIGITS),
+                *(fmt_ms(mean, unit=False) for mean in self._phase_means(optimizer)),
             ])
             calls.append(f"calls ({'no optimizer' if optimizer is None else f'opt {who}'}): {' '.join(record.calls)}")
         if not calls:  # before the first step: a row of its own, so that the table need not grow for it
-            rows.append(["-"] * (len(LEADING_COLUMNS) + len(TABLE_PHASES)))
+            rows.append([MISSING] * (len(LEADING_COLUMNS) + len(TABLE_PHASES)))
             calls.append("calls: none yet")
         table = Table(
             title=Text(TABLE_TITLE, no_wrap=True, overflow="ellipsis"),
@@ -360,72 +299,8 @@ class View:
         for row in rows:
             table.add_row(*(row[index] for index in shown))
         count = self.anomaly_count
-        footer = Text(f"anomalies: {count}", style="yellow" if count else "green", no_wrap=True, overflow="ellipsis")
+        footer = Text(f"anomalies: {count}", style=CAUTION if count else GOOD, no_wrap=True, overflow="ellipsis")
         return Group(table, Text("\n".join(calls), no_wrap=True, overflow="ellipsis"), footer)
-
-    def summary(
-        self,
-        end: EndRecord,
-        trace: str,
-        ranks: Mapping[int, tuple[str, EndRecord | None]] | None = None,
-        stopped: str | None = None,
-    ) -> None:
-        """A few lines after the run: steps, where the time went, anomalies, the trace;
-        then a line for each rank started with torch.multiprocessing (`children`). A process
-        that only started ranks summarises them, not itself. ``stopped``: the internal error
-        that stopped tracing, if one did."""
-        if self.quiet:
-            return
-        if ranks and not end.steps and not end.anomalies and stopped is None:
-            self._line(f"{self.prefix} {len(ranks)} ranks started with torch.multiprocessing, in {end.duration:.2f} s")
-            self._terminated(end)
-        else:
-            self._own_summary(end, trace, stopped)
-        for rank, (rank_trace, rank_end) in (ranks or {}).items():
-            if rank_end is None:
-                said = "no end record (killed, or still running)"
-            else:
-                status = "" if rank_end.status == "ok" else f" ({rank_end.status}, exit {rank_end.exit_code})"
-                said = f"{rank_end.steps} steps{status}, " + (
-                    f"anomalies: {_counts(rank_end.anomalies)}" if rank_end.anomalies else "no anomalies"
-                )
-            self._line(f"stepdbg: rank {rank}: {said}, trace {rank_trace}")
-
-    def _own_summary(self, end: EndRecord, trace: str, stopped: str | None) -> None:
-        if end.steps:
-            total = sum(end.time.get(phase, 0.0) for phase in (*PHASES, "overhead")) or 1.0
-            shares = " · ".join(
-                f"{phase} {end.time.get(phase, 0.0) / total:.0%}" for phase in (*PHASES, "overhead") if phase in end.time
-            ).replace("overhead", "stepdbg")
-            self._line(f"{self.prefix} {end.steps} steps in {end.duration:.2f} s ({shares})")
-        elif stopped is None:
-            self._line(f"{self.prefix} no optimizer step or backward pass in this process ({end.duration:.2f} s)")
-        self._terminated(end)
-        if stopped is not None:
-            self._line(Text(f"{self.prefix} tracing stopped early by an internal error ({stopped})", style="red"))
-        if end.anomalies:
-            self._line(Text(f"{self.prefix} anomalies: {_counts(end.anomalies)}", style="yellow"))
-        elif end.steps:
-            self._line(Text(f"{self.prefix} no anomalies", style="green"))
-        self._line(f"{self.prefix} trace written to {trace}")
-
-    def _terminated(self, end: EndRecord) -> None:
-        if end.signal is not None:
-            self._line(Text(f"{self.prefix} terminated by {end.signal}", style="red"))
-
-    def strict_failure(self, problems: Sequence[tuple[str, str]]) -> None:
-        """The line that says why ``--strict`` fails the run, ``(severity, what and where)`` for
-        each problem: printed even when quiet (in CI, a red build needs its reason)."""
-        counts = Counter(severity for severity, _ in problems)
-        tally = ", ".join(
-            f"{count} {severity}{'s' if count > 1 else ''}"
-            for severity in ("error", "warning")
-            if (count := counts[severity])
-        )
-        named = [where for _, where in problems[:STRICT_NAMED]]
-        if len(problems) > STRICT_NAMED:
-            named.append(f"{len(problems) - STRICT_NAMED} more")
-        self._line(Text(f"{self.prefix} --strict: {tally} ({', '.join(named)})", style="red"))
 
 
 def columns_that_fit(lines: list[list[str]], width: int) -> list[int]:
@@ -443,7 +318,3 @@ def columns_that_fit(lines: list[list[str]], width: int) -> list[int]:
             break
         shown.append(index)
     return sorted(shown)
-
-
-def _counts(anomalies: Mapping[str, int]) -> str:
-    return ", ".join(f"{rule} ×{count}" for rule, count in anomalies.items())

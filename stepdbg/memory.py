@@ -86,15 +86,3 @@ def step_memory(memory: dict[str, int] | None) -> tuple[str, int] | None:
             if key in memory:
                 return key, memory[key]
     return None
-
-
-def fmt_bytes(count: float | None) -> str:
-    """``512 B``, ``3.2 MiB``, ``1.5 GiB``; ``–`` for none."""
-    if count is None:
-        return "–"
-    sign, size, unit = ("-" if count < 0 else ""), float(abs(count)), "B"
-    for larger in ("KiB", "MiB", "GiB", "TiB"):
-        if size < 1024:
-            break
-        size, unit = size / 1024, larger
-    return f"{sign}{size:.0f} {unit}" if unit == "B" else f"{sign}{size:.3g} {unit}"

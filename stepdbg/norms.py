@@ -206,14 +206,52 @@ def total(norms: Sequence[float | None]) -> float | None:
     return math.sqrt(math.fsum(n * n for n in present))
 
 
+def _readable_now(tensor: torch.Tensor) -> bool:
+    """A dense CPU tensor, not a DTensor: its values can be read without a host sync or a collective."""
+    return tensor.is_cpu and not tensor.is_sparse and not is_sharded(tensor)
+
+
 def holding_values(tensors: Sequence[torch.Tensor]) -> list[bool]:
     """Which tensors hold a non-zero (or NaN) value. Read on the CPU only: on an accelerator
     reading values would be a host sync, and a DTensor's a collective; those count as
     holding none."""
-    readable = [t.device.type == "cpu" and not t.is_sparse and not is_sharded(t) for t in tensors]
+    readable = [_readable_now(t) for t in tensors]
     with torch.no_grad():
-        found = iter(read_floats(per_tensor_norms([t for t, ok in zip(tensors, readable) if ok])))
-    return [ok and next(found) != 0 for ok in readable]
+        found = iter(_nonzero_now([t for t, ok in zip(tensors, readable) if ok]))
+    return [ok and next(found) for ok in readable]
+
+
+def values_held(tensors: Sequence[torch.Tensor]) -> list[bool | torch.Tensor]:
+    """Whether each tensor (this rank's shard of a DTensor) holds a non-zero (or NaN) value,
+    where not knowing must not pass for zeros: a bool for a CPU tensor, read now; for a
+    dense CUDA tensor its largest magnitude (0-d), to be read later with other values
+    (reading it now would be a host sync); True for the rest (sparse, other devices)."""
+    plain = all(type(t) is torch.Tensor for t in tensors)  # no DTensor: skip asking each one
+    local = tensors if plain else local_shards(tensors)
+    readable = [t.is_cpu and not t.is_sparse for t in local]
+    later = [t.is_cuda and not t.is_sparse for t in local]
+    with torch.no_grad():
+        read = iter(_nonzero_now([t for t, ok in zip(local, readable) if ok]))
+        queued = iter(_largest_magnitudes([t for t, ok in zip(local, later) if ok]))
+    return [next(read) if now else next(queued) if on_device else True for now, on_device in zip(readable, later)]
+
+
+def _nonzero_now(tensors: Sequence[torch.Tensor]) -> list[bool]:
+    """Which dense CPU tensors hold a non-zero (or NaN) value. Small ones are first looked at
+    all at once, in one flat copy: where all were cleared (the common answer) that is the
+    only pass."""
+    if len(tensors) > 1 and flattenable(tensors):
+        flat = torch._C._nn.flatten_dense_tensors(list(tensors))
+        if torch.linalg.vector_norm(flat, math.inf).item() == 0:
+            return [False] * len(tensors)
+    return [value != 0 for value in read_floats(_largest_magnitudes(tensors))]
+
+
+def _largest_magnitudes(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Each dense tensor's largest absolute value, 0-d (NaN where it holds one). Not a 2-norm:
+    its squares vanish below about 1e-20 in float32, and a tensor of such values would pass for zeros.
+    (Nor ``any()``, which takes several times as long on floats.)"""
+    return list(torch._foreach_norm(list(tensors), math.inf)) if tensors else []
 
 
 def snapshot(params: Sequence[torch.Tensor]) -> list[torch.Tensor]:

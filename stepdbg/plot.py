@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .extras import require
-from .summary import ranks_of_one_run, trace_labels
-from .trace import Trace
+from .run_info import ranks_of_one_run, trace_labels
+from .tracefile import Trace
 from .view import StepFilter
 
 if TYPE_CHECKING:

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from .diff_compare import Tolerance, compare_traces
+from .run_info import RunInfo
 from .schema import PHASES, Anomaly, OptimizerInfo, StepRecord
-from .summary import RunInfo
-from .trace import Trace
+from .tracefile import Trace
 from .view import ParamMatcher, StepFilter, TraceView
 
 LINE_POINTS = 600

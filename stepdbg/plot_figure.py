@@ -38,7 +38,7 @@ from .plot_data import (
     OptimizerLines,
     RunLines,
 )
-from .summary import fmt_seconds, optimizer_label
+from .style import SEVERITY_FIGURE_COLORS, fmt_num, fmt_seconds, optimizer_label
 from .view import StepFilter
 
 RUN_DASHES = ("-", (0, (5, 3)), (0, (1, 2)), (0, (6, 2, 1, 2)))
@@ -50,7 +50,6 @@ PHASE_COLORS = {
 }
 PHASE_NAMES = {"overhead": "stepdbg"}
 LABEL_BOX = {"facecolor": "white", "alpha": 0.75, "edgecolor": "none", "pad": 1.0}
-SEVERITY_COLORS = {"error": "#d62728", "warning": "#ff7f0e", "info": "#1f77b4"}
 ROWS = ("loss", "grad norm", "lr", "update", "time", "heat")
 ROW_HEIGHTS = {"loss": 2.2, "grad norm": 2.2, "lr": 1.5, "update": 1.7, "time": 1.9}
 COLUMN_WIDTH = 11.0
@@ -295,7 +294,7 @@ class Dashboard:
         ax.set_ylim(len(names) - 0.5, -0.5)  # the first layer on top, as in the model
         bar = fig.colorbar(mesh, ax=ax, location="bottom", fraction=0.05, pad=0.02, aspect=60, label="grad norm")
         bar.ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0), numticks=12))
-        bar.ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.3g}"))
+        bar.ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: fmt_num(value)))
         bar.ax.xaxis.set_minor_locator(NullLocator())
 
     # ---- marks ------------------------------------------------------------------------------
@@ -308,7 +307,7 @@ class Dashboard:
             for anomaly in run.anomalies:
                 if anomaly.optimizer != column:
                     continue
-                color = SEVERITY_COLORS.get(anomaly.severity, "0.3")
+                color = SEVERITY_FIGURE_COLORS.get(anomaly.severity, "0.3")
                 for ax in axes.values():
                     ax.axvline(anomaly.step, color=color, lw=0.9, ls=":", alpha=0.9, zorder=1)
                 key = (anomaly.rule, anomaly.step)

@@ -30,10 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .numeric import floats, median
+from .run_info import RunInfo
 from .schema import PHASES, OptimizerInfo, StepRecord
 from .show_stats import MemoryStats
-from .summary import RunInfo, floats, median, optimizer_label
-from .trace import Trace
+from .style import optimizer_label
+from .tracefile import Trace
 from .view import StepFilter, TraceView
 
 STRAGGLER_MARGIN = 0.1

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .renderers.show_csv import STEP_COLUMNS, step_rows
 from .schema import Anomaly, EndRecord, Header, OptimizerInfo, StepRecord
-from .show_render import STEP_COLUMNS, step_row
-from .trace import Record, Trace
+from .tracefile import Record, Trace
+from .view import StepFilter, TraceView
 
 if TYPE_CHECKING:
     import pandas
@@ -94,13 +95,15 @@ class TraceReader:
         return self._scan
 
     def to_pandas(self) -> pandas.DataFrame:
-        """One row per step record, with the columns of ``stepdbg show --csv`` (see
-        docs/api.md); NaN and infinities as they were, a missing value as NaN or None."""
+        """One row per step record, the table of ``stepdbg show --format csv`` (by its renderer,
+        on the same view; see docs/api.md); NaN and infinities as they were, a missing value
+        as NaN or None."""
         try:
             import pandas
         except ImportError:
             raise ImportError("stepdbg: to_pandas() needs pandas (pip install pandas)") from None
-        return pandas.DataFrame.from_records((step_row(record) for record in self.steps()), columns=STEP_COLUMNS)
+        rows = step_rows(TraceView(self._trace, StepFilter()))
+        return pandas.DataFrame.from_records(rows, columns=STEP_COLUMNS)
 
 
 def load(path: str | os.PathLike[str]) -> TraceReader:

@@ -22,8 +22,12 @@ import types
 from collections.abc import Iterator
 from pathlib import Path
 
-from .session import RunOptions, ScriptNotFound, print_exit_message
+from .session import RunOptions, print_exit_message
 from .tracing import TracedRun, ranked, trace_paths_for
+
+
+class ScriptNotFound(Exception):
+    """The script or module to run does not exist: the message is the one line the user sees."""
 
 
 def trace_paths(options: RunOptions) -> Iterator[Path]:

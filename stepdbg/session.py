@@ -1,7 +1,7 @@
-"""One traced process: its trace, its terminal view, its hooks, and its end record.
+"""One traced process: its trace, what it prints, its hooks, and its end record.
 
 `stepdbg run` makes one for the script's process (`runner`), and one in each
-process that ``torch.multiprocessing`` starts during the run (`children`).
+process that ``torch.multiprocessing`` starts during the run (`spawned_ranks`).
 A process forked while a session is in progress inherits it, and must leave
 it to its parent (see `_let_go_in_forked_child`). A script that ends with
 ``os._exit`` skips every ``finally`` and ``atexit``: the session ends first
@@ -21,19 +21,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
-from . import __version__
-from .diagnostics import Diagnostics, Thresholds
-from .live import View
+from . import __version__, exit_codes
+from .diagnostics import Diagnostics
 from .ownership import TraceInUse, tagged_trace_path
+from .rules import Thresholds
+from .run_output import RunOutput
 from .schema import Anomaly, AnomalySteps, EndRecord, Header, OptimizerInfo, StepRecord
-from .termination import TerminationHandler, exit_code
-from .trace import TraceWriter
-
-EXIT_INTERRUPTED = 130
+from .termination import TerminationHandler
+from .tracefile import TraceWriter
 
 
-class ScriptNotFound(Exception):
-    """The script or module to run does not exist, or the trace cannot be written."""
+class TraceNotWritable(OSError):
+    """The trace file cannot be opened for writing (held by a live run, a folder that does not
+    exist...): the message is the one line the user sees."""
 
 
 @dataclass
@@ -52,11 +52,11 @@ class RunOptions:
 
 
 class Recorder:
-    """Where the collector's output goes: the trace file, the view, the totals."""
+    """Where the collector's output goes: the trace file, the run's output, the totals."""
 
-    def __init__(self, writer: TraceWriter, view: View) -> None:
+    def __init__(self, writer: TraceWriter, output: RunOutput) -> None:
         self.writer = writer
-        self.view = view
+        self.output = output
         self.steps = 0
         self.anomalies: list[Anomaly] = []
         """Each problem as first reported (repeats are only counted, by `Diagnostics`)."""
@@ -67,12 +67,12 @@ class Recorder:
     def step(self, record: StepRecord) -> None:
         self.writer.write_step(record)
         self.steps += 1
-        self.view.on_step(record)
+        self.output.on_step(record)
 
     def anomaly(self, anomaly: Anomaly) -> None:
         self.writer.write(anomaly.to_json())
         self.anomalies.append(anomaly)
-        self.view.on_anomaly(anomaly)
+        self.output.on_anomaly(anomaly)
 
     def anomaly_steps(self, steps: AnomalySteps) -> None:
         self.writer.write(steps.to_json())
@@ -89,7 +89,7 @@ def session_in_progress() -> bool:
 
 def _let_go_in_forked_child() -> None:
     """A process forked during a session (a multiprocessing or DataLoader worker, ``os.fork``)
-    inherits it: its hooks, its open trace, its terminal view. They are the parent's: the
+    inherits it: its hooks, its open trace, its live table. They are the parent's: the
     child turns its hooks off and never writes to the trace or the terminal (its steps would
     mix with the parent's, its end record end the parent's trace)."""
     for let_go in _IN_PROGRESS:
@@ -131,9 +131,9 @@ def rank_trace_path(trace: Path, rank: int) -> Path:
     return tagged_trace_path(trace, f"rank{rank}")
 
 
-def _open_trace(trace_paths: Iterable[Path], view: View) -> TraceWriter:
-    """A writer on the first of ``trace_paths`` that no live run holds (saying so on the view
-    when it is not the first), or ScriptNotFound."""
+def _open_trace(trace_paths: Iterable[Path], output: RunOutput) -> TraceWriter:
+    """A writer on the first of ``trace_paths`` that no live run holds (saying so on the run's
+    output when it is not the first), or TraceNotWritable."""
     first: TraceInUse | None = None
     for path in trace_paths:
         try:
@@ -142,12 +142,12 @@ def _open_trace(trace_paths: Iterable[Path], view: View) -> TraceWriter:
             first = first or e
             continue
         except OSError as e:
-            raise ScriptNotFound(f"cannot write the trace {path}: {e.strerror}") from None
+            raise TraceNotWritable(f"cannot write the trace {path}: {e.strerror}") from None
         if first is not None:
-            view.note(f"{first.holder} is writing {first.path}: this run's trace is {path}")
+            output.note(f"{first.holder} is writing {first.path}: this run's trace is {path}")
         return writer
     assert first is not None, "no trace path to try"
-    raise ScriptNotFound(f"cannot write the trace {first.path}: {first}")
+    raise TraceNotWritable(f"cannot write the trace {first.path}: {first}")
 
 
 def _device() -> str:
@@ -170,22 +170,22 @@ class Session:
         argv: list[str],
         command: str,
         trace_paths: Iterable[Path],
-        view: View,
+        output: RunOutput,
         rank: int | None,
     ) -> None:
         """``trace_paths``: where to write the trace, the first that no live run holds; the
         caller gives one (an explicit path: held, it is an error) or several (free names)."""
-        self.writer = _open_trace(trace_paths, view)  # first: a trace held by another run stops the run at once
+        self.writer = _open_trace(trace_paths, output)  # first: a trace held by another run stops the run at once
         self.trace_path = self.writer.path
 
         import torch  # the instrumentation needs it; the script will import it anyway
 
         from .collector import Collector
         from .instrument import Instrumentation, collecting
-        from .names import ModuleTree
+        from .module_tree import ModuleTree
 
-        self.view = view
-        self.recorder = Recorder(self.writer, view)
+        self.output = output
+        self.recorder = Recorder(self.writer, output)
         self.started = time.time()
         self.writer.write(
             Header(
@@ -208,28 +208,28 @@ class Session:
         )
         self.tree = ModuleTree()
         self.collector = Collector(options.every, self.diagnostics, self.recorder.step, self.recorder.optimizer, self.tree)
-        self.instrumentation = Instrumentation(self.collector, view.prefix)
+        self.instrumentation = Instrumentation(self.collector, output.prefix)
         self.termination = TerminationHandler(self._terminate, collecting)
         self._after_hard_exit: Callable[[EndRecord, int], int] | None = None
 
     def start(self, after_hard_exit: Callable[[EndRecord, int], int] | None = None) -> None:
         """Hooks in. If the script calls ``os._exit``, or SIGTERM or SIGHUP ends the process
         (see `termination`), the session ends there and then ``after_hard_exit`` (given the
-        end record and the exit code) prints the summary and returns the exit code to use."""
+        end record and the exit code) prints the end-of-run report and returns the exit code to use."""
         _IN_PROGRESS.append(self._let_go)
         self._after_hard_exit = after_hard_exit
         _HARD_EXITS.append(self._hard_exit)
         _claim_os_exit()
         self.tree.install()
         self.instrumentation.install()
-        self.view.start()
+        self.output.start()
         self.termination.install()
 
     def _let_go(self) -> None:
         self.instrumentation.uninstall()
         self.tree.uninstall()
         self.writer.detach()
-        self.view.detach()
+        self.output.detach()
         self.termination.detach()
 
     def stop(self) -> None:
@@ -243,7 +243,7 @@ class Session:
         self.instrumentation.uninstall()
         self.tree.uninstall()
         self.instrumentation.finish()
-        self.view.stop()
+        self.output.stop()
 
     def _hard_exit(self, code: int) -> int:
         """The script called ``os._exit(code)``: Python ends no further, so the session ends here."""
@@ -255,10 +255,10 @@ class Session:
         """SIGTERM or SIGHUP: the session ends here, before the signal ends the process.
         ``stuck``: on the watchdog's thread, while the main thread is blocked in a hook or
         elsewhere: the hooks stay as they are, and what waits on a device is dropped."""
-        code = exit_code(signum)
+        code = exit_codes.killed_by(signum)
         try:
             if stuck:
-                self.view.stop()
+                self.output.stop()
             else:
                 self.stop()
         finally:  # the terminal may be gone (SIGHUP): the trace first
@@ -275,7 +275,7 @@ class Session:
             duration=time.time() - self.started,
             steps=self.recorder.steps,
             anomalies=dict(self.diagnostics.counts),
-            time=self.collector.totals,
+            time=self.collector.phases.totals,
             severities=dict(self.diagnostics.severities),
             signal=terminated_by,
         )
@@ -289,13 +289,13 @@ def outcome(error: BaseException | None) -> tuple[str, int]:
     """The end record's status and exit code for code that raised ``error`` (None: it returned).
     ``sys.exit(code)`` is an ending like any other, with Python's exit code for it."""
     if error is None:
-        return "ok", 0
+        return "ok", exit_codes.OK
     if isinstance(error, SystemExit):
         code = error.code
-        return "ok", 0 if code is None else code if isinstance(code, int) else 1
+        return "ok", exit_codes.OK if code is None else code if isinstance(code, int) else 1  # sys.exit("message")
     if isinstance(error, KeyboardInterrupt):
-        return "interrupted", EXIT_INTERRUPTED
-    return "error", 1
+        return "interrupted", exit_codes.INTERRUPTED
+    return "error", exit_codes.SCRIPT_RAISED
 
 
 def print_exit_message(exit: SystemExit) -> None:

@@ -1,14 +1,15 @@
-"""`stepdbg show`: summarize a trace in one streaming pass.
+"""`stepdbg show`: a trace's view, in one streaming pass, in the format asked for.
 
-`show_stats` gathers the figures, `show_render` turns them into the rich view or
-JSON; ``--csv`` streams rows straight from the trace. Several traces are the ranks
-of one run, compared by `ranks` and shown by `ranks_render`. Bad options and unreadable
-traces raise `ValueError` / `TraceError` with one line for the CLI to print.
+The view (`view.TraceView`: ``--steps``, ``--optimizer``) is read once by the
+renderer of the format (`renderers`): ``text`` and ``json`` fold it into
+`show_stats.ShowStats` first, ``csv`` streams its rows. Several traces are the ranks
+of one run, compared by `ranks` (each read through its own view) and written by a
+ranks renderer. Bad options and unreadable traces raise `ValueError` / `TraceError`
+with one line for the CLI to print.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +18,9 @@ from typing import TextIO
 from rich.console import Console
 
 from .ranks import compare_ranks
-from .ranks_render import render_ranks
-from .show_render import render, summary_json, write_csv
-from .show_stats import collect
-from .trace import Trace, dumps
-from .view import StepFilter
+from .renderers import DEFAULT_FORMAT, RANKS_FORMATS, SHOW_FORMATS, Output
+from .tracefile import Trace
+from .view import StepFilter, TraceView
 
 
 @dataclass
@@ -30,35 +29,24 @@ class ShowOptions:
     optimizer: int | None = None
     param: str | None = None
     anomalies_only: bool = False
-    json: bool = False
-    csv: bool = False
+    format: str = DEFAULT_FORMAT
+    """A name in `renderers.SHOW_FORMATS` (with several traces, in `renderers.RANKS_FORMATS`)."""
 
 
 def show_trace(
     path: str | Path, options: ShowOptions, console: Console | None = None, out: TextIO | None = None
 ) -> None:
-    """Print the view of the trace at ``path``: rich on ``console`` (stdout), or JSON/CSV on ``out`` (stdout)."""
-    step_filter = StepFilter.from_options(options.steps, options.optimizer)
-    trace = Trace(path)
-    out = out if out is not None else sys.stdout
-    if options.csv:
-        write_csv(trace, step_filter, out, anomalies_only=options.anomalies_only, param=options.param)
-        return
-    summary = collect(trace, step_filter, options.param)
-    if options.json:
-        out.write(dumps(summary_json(summary, options.anomalies_only)) + "\n")
-    else:
-        (console or Console()).print(render(summary, options.anomalies_only))
+    """Print the view of the trace at ``path``: text on ``console``, data (JSON, CSV) on ``out`` (both stdout)."""
+    render = SHOW_FORMATS[options.format]
+    view = TraceView(Trace(path), StepFilter.from_options(options.steps, options.optimizer))
+    render(view, options, Output(console, out))
 
 
 def show_ranks(
     paths: Sequence[str | Path], options: ShowOptions, console: Console | None = None, out: TextIO | None = None
 ) -> None:
     """Print several traces side by side, as the ranks of one run (see `ranks`)."""
-    if options.csv or options.param is not None or options.anomalies_only:
+    render = RANKS_FORMATS.get(options.format)
+    if render is None or options.param is not None or options.anomalies_only:
         raise ValueError("several traces are compared as ranks: --csv, --param and --anomalies take one trace")
-    comparison = compare_ranks(paths, StepFilter.from_options(options.steps, options.optimizer))
-    if options.json:
-        (out if out is not None else sys.stdout).write(dumps(comparison.to_json()) + "\n")
-    else:
-        (console or Console()).print(render_ranks(comparison))
+    render(compare_ranks(paths, StepFilter.from_options(options.steps, options.optimizer)), Output(console, out))

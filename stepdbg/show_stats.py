@@ -1,4 +1,5 @@
-"""What `stepdbg show` reports, gathered in one pass over a trace.
+"""What `stepdbg show` reports, gathered in one pass over a trace's view (`ShowStats`), for
+the text and JSON renderers.
 
 Memory does not grow with the run beyond what the view needs: a float per step
 and optimizer for the medians, fixed-size buckets for the sparklines, one group
@@ -14,9 +15,10 @@ from typing import Any
 
 from .anomaly_view import AnomalyGroup
 from .memory import MEASURES, step_memory
+from .numeric import floats, is_finite, median
+from .run_info import RunInfo
 from .schema import PHASES, OptimizerInfo, StepRecord
-from .summary import RunInfo, floats, is_finite, median
-from .trace import Trace
+from .style import MISSING
 from .view import ParamMatcher, StepFilter, TraceView
 
 SPARK_WIDTH = 60
@@ -73,7 +75,7 @@ class OptimizerStats:
     """One optimizer's steps in the view, folded into the figures of its table row."""
 
     index: int | None
-    cls: str = "–"
+    cls: str = MISSING
     params: int = 0
     steps: int = 0
     skipped: int = 0
@@ -315,7 +317,10 @@ class ParamTable:
 
 
 @dataclass
-class TraceSummary:
+class ShowStats:
+    """Everything `show` says about a view of a trace: the run, each optimizer's figures, the
+    time per phase, the rules that fired, and with ``--param`` the parameters' norms."""
+
     run: RunInfo
     filter: StepFilter
     optimizers: dict[int | None, OptimizerStats]
@@ -325,13 +330,12 @@ class TraceSummary:
     memory: MemoryStats = field(default_factory=MemoryStats)
 
 
-def collect(trace: Trace, step_filter: StepFilter, param_pattern: str | None = None) -> TraceSummary:
-    """Read the whole trace once and fold every record in view into the figures of the view."""
+def collect(view: TraceView, param_pattern: str | None = None) -> ShowStats:
+    """Read the view once and fold every record in it into its figures."""
     optimizers: dict[int | None, OptimizerStats] = {}
     profile = Profile()
     memory = MemoryStats()
     params = ParamTable(param_pattern) if param_pattern is not None else None
-    view = TraceView(trace, step_filter)
     for record in view:
         if isinstance(record, StepRecord):
             stats = optimizers.get(record.optimizer)
@@ -348,6 +352,5 @@ def collect(trace: Trace, step_filter: StepFilter, param_pattern: str | None = N
                 params.describe(record)
     if params is not None:
         params.check()
-    return TraceSummary(
-        view.run_info(), step_filter, optimizers, profile, view.anomalies.groups(trace.end), params, memory
-    )
+    anomalies = view.anomalies.groups(view.trace.end)
+    return ShowStats(view.run_info(), view.filter, optimizers, profile, anomalies, params, memory)

@@ -6,8 +6,9 @@ SIGHUP. Their default action ends the process on the spot: no end record, the st
 still queued for the trace writer lost, the terminal's scroll region left set. While
 a session runs, each of them that still has its default action gets a handler that
 ends the session (every completed step written, an end record with status
-``"terminated"``, the terminal given back, the summary) and then lets the signal's
-default action end the process, which the launcher sees die of it as it would have.
+``"terminated"``, the terminal given back, the end-of-run report) and then lets the
+signal's default action end the process, which the launcher sees die of it as it
+would have.
 
 - The script's own handler wins. One that it installs replaces stepdbg's; if it calls
   the handler it replaced, as Lightning's does (for Slurm's requeue), stepdbg's does
@@ -33,6 +34,8 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 
+from .exit_codes import killed_by
+
 SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 GRACE = 2.0
 """Seconds the watchdog gives the main thread to run the handler before ending the session itself."""
@@ -40,11 +43,6 @@ RETRY = 0.01
 """Seconds before a signal that found the main thread in collector code is sent to it again."""
 
 _os_exit = os._exit  # Python's own: a session in progress replaces os._exit (see `session`)
-
-
-def exit_code(signum: int) -> int:
-    """What a shell reports for a process that a signal's default action ended: 128 + its number."""
-    return 128 + signum
 
 
 class TerminationHandler:
@@ -131,7 +129,7 @@ class TerminationHandler:
         finally:
             signal.signal(signum, signal.SIG_DFL)
             signal.raise_signal(signum)
-            _os_exit(exit_code(signum))  # only where the script blocked the signal on this thread
+            _os_exit(killed_by(signum))  # only where the script blocked the signal on this thread
 
     def _send_again(self, signum: int) -> None:
         if signal.getsignal(signum) is self._handler and not self._ending_begun.is_set():
@@ -170,4 +168,4 @@ class TerminationHandler:
         try:
             self._end(signum, True)
         finally:
-            _os_exit(exit_code(signum))
+            _os_exit(killed_by(signum))

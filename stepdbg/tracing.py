@@ -1,8 +1,8 @@
 """Tracing a stretch of a process: `stepdbg.trace()`, and the run that `stepdbg run` is built on.
 
 `TracedRun` is one traced stretch: a `Session` (trace, hooks, end record) with its
-view, the ranks it starts with ``torch.multiprocessing`` traced beside it, the
-summary at the end and what ``strict`` makes of it. ``stepdbg run`` runs a script
+output, the ranks it starts with ``torch.multiprocessing`` traced beside it, the
+end-of-run report and what ``strict`` makes of it. ``stepdbg run`` runs a script
 in one (`runner`); ``stepdbg.trace()`` runs the code of a ``with`` block or of a
 decorated function in one, and yields it, so that the code can read its
 anomalies while it runs and after. The hooks are process-wide: one run at a time
@@ -27,21 +27,21 @@ from typing import Any, TypeVar
 from rich import get_console
 from rich.console import Console
 
-from .children import SpawnedRanks
-from .diagnostics import RULES, Thresholds
-from .live import View
+from . import exit_codes
 from .ownership import TRACE_SUFFIX, tagged_trace_path
+from .rules import IDS as RULE_IDS
+from .rules import Thresholds
+from .run_output import RunOutput
 from .schema import Anomaly, EndRecord
 from .session import (
     RunOptions,
-    ScriptNotFound,
     Session,
     outcome,
     rank_trace_path,
     session_in_progress,
 )
+from .spawned_ranks import SpawnedRanks
 
-EXIT_STRICT = 3
 MAX_FREE_NAMES = 1000
 """Default trace names tried before giving up: each one taken means a run still writing it."""
 
@@ -119,8 +119,8 @@ class TracedRun:
     """One traced stretch of this process, into one trace file.
 
     `start` puts the hooks in, `stop` takes them out, `finish` writes the end record and
-    prints the summary. While it runs and after, it tells the run's anomalies (each
-    problem as first found; `counts` has the repeats) and its trace's path.
+    prints the end-of-run report. While it runs and after, it tells the run's anomalies
+    (each problem as first found; `counts` has the repeats) and its trace's path.
     """
 
     def __init__(
@@ -178,12 +178,12 @@ class TracedRun:
     @property
     def exit_code(self) -> int:
         """What the process exits with: the traced code's own code (0 for code that returned),
-        or `EXIT_STRICT` where ``strict`` fails code that succeeded."""
-        code = self.end.exit_code if self.end is not None else 0
-        return EXIT_STRICT if self._strict_fails(code) else code
+        or `exit_codes.STRICT` where ``strict`` fails code that succeeded."""
+        code = self.end.exit_code if self.end is not None else exit_codes.OK
+        return exit_codes.STRICT if self._strict_fails(code) else code
 
     def _strict_fails(self, code: int) -> bool:
-        return self._options.strict and code == 0 and self.found_problems
+        return self._options.strict and code == exit_codes.OK and self.found_problems
 
     def start(self) -> None:
         """Open the trace and put the hooks in; nothing is installed when this raises."""
@@ -192,11 +192,11 @@ class TracedRun:
                 "stepdbg is already tracing this process (stepdbg run, or a stepdbg.trace() not yet exited): "
                 "stepdbg.trace() cannot be nested or re-entered; keep the outermost one"
             )
-        view = View(
+        output = RunOutput(
             Console(stderr=True), live=self._options.live and _draws_the_table(), quiet=self._options.quiet,
             label=_rank_label(),
         )
-        self._session = Session(self._options, self._argv, self._command, self._paths, view, launcher_rank())
+        self._session = Session(self._options, self._argv, self._command, self._paths, output, launcher_rank())
         self.path = self._session.trace_path
         self._ranks = SpawnedRanks(self._options, self._argv, self._command, self.path)
         self._session.start(after_hard_exit=self._after_hard_exit)
@@ -213,40 +213,40 @@ class TracedRun:
         try:
             adopt_existing(session.tree, session.collector, session.instrumentation)
         except Exception as error:  # tracing goes on, with what it sees from now on
-            print(f"{session.view.prefix} internal error looking for the models built before tracing: "
+            print(f"{session.output.prefix} internal error looking for the models built before tracing: "
                   f"{type(error).__name__}: {error}", file=sys.stderr)
 
     def stop(self) -> None:
-        """Hooks out, and the view given back (before the code's traceback is shown)."""
+        """Hooks out, and the terminal given back (before the code's traceback is shown)."""
         assert self._session is not None and self._ranks is not None
         self._ranks.uninstall()
         self._session.stop()
 
     def finish(self, error: BaseException | None) -> EndRecord:
-        """The end record for code that raised ``error`` (None: it returned), and the summary."""
+        """The end record for code that raised ``error`` (None: it returned), and the report."""
         assert self._session is not None
         self.end = self._session.end(*outcome(error))
-        self._summarize(self.end)
+        self._report_end(self.end)
         return self.end
 
     def _after_hard_exit(self, end: EndRecord, code: int) -> int:
-        """The code called ``os._exit(code)``: the summary, and the code to exit with."""
+        """The code called ``os._exit(code)``: the end-of-run report, and the code to exit with."""
         self.end = end
-        self._summarize(end)
+        self._report_end(end)
         return self.exit_code
 
-    def _summarize(self, end: EndRecord) -> None:
-        """The summary, with a line per rank started with ``torch.multiprocessing``: one write
-        (in a notebook, one output)."""
+    def _report_end(self, end: EndRecord) -> None:
+        """The end-of-run report, with a line per rank started with ``torch.multiprocessing``
+        (and why ``--strict`` fails the run): one write (in a notebook, one output)."""
         assert self._session is not None and self._ranks is not None
         session = self._session
         rank_ends = self._ranks.ends(since=session.started)
         self._rank_problems = self._ranks.problems(rank_ends)
         rank_lines = {rank: (str(path), rank_end) for rank, (path, rank_end) in rank_ends.items()}
-        with session.view.console:
-            session.view.summary(end, str(self.path), rank_lines, stopped=session.instrumentation.failed)
+        with session.output.console:
+            session.output.report_end(end, str(self.path), rank_lines, stopped=session.instrumentation.failed)
             if self._strict_line and self._strict_fails(end.exit_code):
-                session.view.strict_failure(self.problems)
+                session.output.report_strict_failure(self.problems)
 
 
 class Tracer:
@@ -261,10 +261,7 @@ class Tracer:
         argv = list(sys.argv)
         paths = [self._path] if self._path is not None else default_trace_paths()
         run = TracedRun(self._options, argv, _command(argv), paths)
-        try:
-            run.start()
-        except ScriptNotFound as e:  # the trace cannot be written
-            raise OSError(str(e)) from None
+        run.start()  # a trace that cannot be written: `TraceNotWritable`, an OSError
         try:
             run.adopt_existing()
         except BaseException as error:  # Ctrl-C as the block begins: no __exit__ will take the hooks out
@@ -315,7 +312,7 @@ def trace(
     patience: int = Thresholds.patience,
 ) -> Tracer:
     """Trace the training steps of a ``with`` block, or of each call of a decorated function,
-    as ``stepdbg run`` traces a script: the same hooks, trace, rules and summary.
+    as ``stepdbg run`` traces a script: the same hooks, trace, rules and end-of-run report.
 
     ``path``: the trace file (default: see `default_trace_paths`). ``every``: per-parameter
     detail every N steps (0: never). ``strict``: raise `StrictError` after code that
@@ -327,9 +324,9 @@ def trace(
     if callable(path):  # @stepdbg.trace on a function: the function came as the path
         raise TypeError("stepdbg.trace is called to make a decorator: @stepdbg.trace(), not @stepdbg.trace")
     names = {name.strip() for name in disable.split(",")} - {""} if isinstance(disable, str) else set(disable)
-    unknown = sorted(names - RULES.keys())
+    unknown = sorted(names - set(RULE_IDS))
     if unknown:
-        raise ValueError(f"unknown rule {', '.join(unknown)} for disable (valid: {', '.join(RULES)})")
+        raise ValueError(f"unknown rule {', '.join(unknown)} for disable (valid: {', '.join(RULE_IDS)})")
     for name, value, low in (
         ("every", every, 0), ("explode_ratio", explode_ratio, 1.0), ("vanish_ratio", vanish_ratio, 0.0),
         ("patience", patience, 1),

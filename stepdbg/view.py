@@ -1,4 +1,5 @@
-"""Which records a view of a trace covers: the one filtered pass that `show`, `plot` and `export` read.
+"""Which records a view of a trace covers: the one filtered pass that every view reads
+(`show` in each format, `diff`'s two sides, `plot`, `export`, ``stepdbg.load().to_pandas()``).
 
 ``--steps A:B`` and ``--optimizer N`` choose steps (`StepFilter`), ``--param GLOB``
 chooses parameters (`ParamMatcher`). `TraceView` streams a trace's records through
@@ -15,9 +16,10 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from .anomaly_view import AnomalyLog
+from .run_info import RunInfo
 from .schema import Anomaly, AnomalySteps, OptimizerInfo, StepRecord
-from .summary import RunInfo, listing, optimizer_label
-from .trace import Record, Trace
+from .style import listing, optimizer_label
+from .tracefile import Record, Trace
 
 NAMES_IN_ERROR = 8
 

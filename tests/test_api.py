@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import anomalies, assert_pristine, end, read_trace, steps
+from helpers import anomalies, assert_pristine, end, read_trace, steps
 from torch import nn
 
 import stepdbg
@@ -199,7 +199,8 @@ def test_the_default_path(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_stepdbg_trace_is_the_function() -> None:
-    """The package's `trace` module (the trace file's reader and writer) does not shadow it."""
+    """No module of the package shadows it (the trace file's reader and writer is `tracefile`)."""
     import stepdbg.cli  # every module, imported as the CLI imports them
 
     assert stepdbg.trace.__module__ == "stepdbg.tracing" and callable(stepdbg.trace)
+    assert "stepdbg.trace" not in sys.modules  # no module of that name to bind over it

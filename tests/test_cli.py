@@ -31,7 +31,7 @@ def test_run_help_gives_each_option_its_line(stepdbg_cli: CLI) -> None:
     _, out, _ = stepdbg_cli("run", "-h")
     lines = out.splitlines()
     for option, description in [
-        ("-o, --trace PATH", "Trace file to write."),
+        ("-o, --trace PATH", "Trace file to write"),
         ("--every N", "Record per-parameter norms"),
         ("--disable RULE[,RULE]", "Comma-separated diagnostic rules"),
         ("--explode-ratio X", "exploding-grad:"),
@@ -67,11 +67,11 @@ def test_a_mistyped_option_gets_its_close_match(stepdbg_cli: CLI, args: list[str
 
 
 def test_shell_completion(monkeypatch: pytest.MonkeyPatch, stepdbg_cli: CLI) -> None:
-    """``--install-completion`` installs what the shell calls back: stepdbg's options and commands."""
+    """``--install-completion`` installs what the shell calls back: stepdbg's options, commands and formats."""
     _, out, _ = stepdbg_cli("-h")
     assert "--install-completion" in out and "--show-completion" in out
     monkeypatch.setenv("_STEPDBG_COMPLETE", "complete_bash")
-    for typed, expected in [("stepdbg run --ev", "--every"), ("stepdbg sh", "show")]:
+    for typed, expected in [("stepdbg run --ev", "--every"), ("stepdbg sh", "show"), ("stepdbg show t --format j", "json")]:
         monkeypatch.setenv("COMP_WORDS", typed)
         monkeypatch.setenv("COMP_CWORD", str(len(typed.split()) - 1))
         assert stepdbg_cli()[:2] == (0, f"{expected}\n")

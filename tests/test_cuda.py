@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from conftest import anomalies, end, run_python, run_stepdbg, steps
+from helpers import anomalies, end, run_python, run_stepdbg, steps
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

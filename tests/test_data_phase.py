@@ -11,15 +11,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import Spec, sgd_steps
+from helpers import Spec, sgd_steps
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from stepdbg.collector import Collector
 from stepdbg.data_wait import DataWaits, LoaderSettings
-from stepdbg.diagnostics import Diagnostics, Thresholds
+from stepdbg.diagnostics import Diagnostics
 from stepdbg.instrument import Instrumentation
-from stepdbg.names import ModuleTree
+from stepdbg.module_tree import ModuleTree
+from stepdbg.rules import Thresholds
 from stepdbg.schema import StepRecord
 
 
@@ -101,7 +102,7 @@ def test_a_fetch_is_the_data_phase_of_the_step_it_feeds_and_the_end_of_an_epoch_
     collector.finish()
     times = [(r.time["data"], r.time["forward"], r.time["total"]) for r in records]
     assert times == [(2.0, 10.0, 12.0)] * 3 + [(2.0, 110.0, 112.0)] + [(2.0, 10.0, 12.0)] * 2
-    assert collector.totals["data"] == 12.0
+    assert collector.phases.totals["data"] == 12.0
     assert [r.calls for r in records] == [["zero_grad", "backward", "step"]] * 6
     placed = [(name, start, duration) for name, start, duration in records[3].placed_calls() if name == "data"]
     assert placed == [("data", 100.0, 2.0)], "a timeline places the wait after the epoch's end"

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from stepdbg.children import SpawnedRanks
-from stepdbg.diagnostics import Diagnostics, Thresholds
+from stepdbg.diagnostics import Diagnostics
+from stepdbg.facts import AccumulatedOnConsumed, ConsumedAgain, StepFinished
+from stepdbg.rules import Thresholds
 from stepdbg.schema import Anomaly, AnomalySteps, EndRecord, StepRecord
+from stepdbg.spawned_ranks import SpawnedRanks
 
 
 def record(optimizer: int, step: int, loss: float, grad_norm: float | None = 1.0) -> StepRecord:
@@ -17,6 +20,17 @@ def record(optimizer: int, step: int, loss: float, grad_norm: float | None = 1.0
         optimizer=optimizer, step=step, t=0.0, calls=["zero_grad", "backward", "step"], backward_calls=1,
         skipped=False, loss=loss, grad_norm=grad_norm, group_grad_norms=[grad_norm], lr=[0.1], time={},
     )
+
+
+def finished(
+    record: StepRecord,
+    names: list[str],
+    param_norms: list[float | None] | None = None,
+    culprit: Callable[[], str | None] = lambda: None,
+    data_startup: bool = False,
+) -> StepFinished:
+    """A finished step whose trainable parameters all had a gradient, after a backward."""
+    return StepFinished(record, names, param_norms, [], culprit, True, data_startup)
 
 
 def test_nonfinite_names_a_culprit_once_per_optimizer() -> None:
@@ -30,7 +44,8 @@ def test_nonfinite_names_a_culprit_once_per_optimizer() -> None:
 
     for step in range(3):
         for optimizer in (0, 1):
-            diagnostics.check_step(record(optimizer, step, math.nan, math.nan), ["w"], None, [], lambda o=optimizer: culprit_of(o))
+            culprit = lambda o=optimizer: culprit_of(o)  # noqa: E731
+            diagnostics.check_step(finished(record(optimizer, step, math.nan, math.nan), ["w"], None, culprit))
     assert [(a.rule, a.optimizer, a.step, a.param) for a in found] == [
         ("nonfinite", 0, 0, "net0.weight"),
         ("nonfinite", 1, 0, "net1.weight"),
@@ -44,7 +59,7 @@ def test_disabled_nonfinite_never_searches() -> None:
         raise AssertionError("searched for the culprit of a disabled rule")
 
     diagnostics = Diagnostics(Thresholds(), frozenset({"nonfinite"}), lambda anomaly: None)
-    diagnostics.check_step(record(0, 0, math.inf, math.inf), ["w"], None, [], never)
+    diagnostics.check_step(finished(record(0, 0, math.inf, math.inf), ["w"], None, never))
     assert diagnostics.counts == {}
 
 
@@ -53,10 +68,10 @@ def test_a_nonfinite_loss_with_finite_gradients_is_information() -> None:
     reached none of the step's parameters. A NaN gradient later is still the error."""
     found: list[Anomaly] = []
     diagnostics = Diagnostics(Thresholds(), frozenset(), found.append)
-    diagnostics.check_step(record(0, 0, math.nan, 0.0), ["w"], None, [])
-    diagnostics.check_step(record(0, 1, math.nan, 0.0), ["w"], None, [])
-    diagnostics.check_step(record(0, 2, 1.0, math.nan), ["w"], None, [], lambda: "w")
-    diagnostics.check_step(record(1, 0, math.nan, None), ["v"], None, [])
+    diagnostics.check_step(finished(record(0, 0, math.nan, 0.0), ["w"]))
+    diagnostics.check_step(finished(record(0, 1, math.nan, 0.0), ["w"]))
+    diagnostics.check_step(finished(record(0, 2, 1.0, math.nan), ["w"], None, lambda: "w"))
+    diagnostics.check_step(finished(record(1, 0, math.nan, None), ["v"]))
     assert [(a.rule, a.severity, a.optimizer, a.step, a.param) for a in found] == [
         ("nonfinite-loss", "info", 0, 0, None),
         ("nonfinite", "error", 0, 2, "w"),
@@ -79,7 +94,7 @@ def vanishing_reports(grads: list[float], updates: list[float | None] | None, st
         detail.param_grad_norms = dict(zip(NAMES, grads))
         if updates is not None:
             detail.param_update_ratios = dict(zip(NAMES, updates))
-        diagnostics.check_step(detail, NAMES, list(grads), [])
+        diagnostics.check_step(finished(detail, NAMES, list(grads)))
     return [(a.step, a.param) for a in found if a.rule == "vanishing-grad"]
 
 
@@ -112,7 +127,7 @@ def stretches_of(losses: list[float], t_step: float = 0.01) -> tuple[list[tuple[
     for step, loss in enumerate(losses):
         bad = record(0, step, loss, loss)
         bad.t = step * t_step
-        diagnostics.check_step(bad, ["w"], None, [], lambda: "w")
+        diagnostics.check_step(finished(bad, ["w"], None, lambda: "w"))
     diagnostics.close()
     assert {a.rule for a in written} <= {"nonfinite"} and {a.optimizer for a in written} <= {0}
     return [(a.first_step, a.last_step, a.count) for a in written], diagnostics.counts
@@ -133,15 +148,15 @@ def test_a_long_stretch_is_written_every_second_so_that_a_killed_run_keeps_it() 
 
 def test_stretches_are_kept_per_rule_and_optimizer() -> None:
     written: list[AnomalySteps] = []
-    diagnostics = Diagnostics(Thresholds(), frozenset({"exploding-grad"}), lambda anomaly: None, written.append)
+    diagnostics = Diagnostics(Thresholds(), frozenset({"step-without-backward"}), lambda anomaly: None, written.append)
     for step in range(3):
         for optimizer in (0, 1):
-            diagnostics.report("missing-zero-grad", step, optimizer, "again")
-            diagnostics.report("exploding-grad", step, optimizer, "disabled: neither counted nor written")
-            diagnostics.check_step(record(optimizer, step, 1.0), ["w"], None, [])
-    diagnostics.report("missing-zero-grad", 3, 0, "again")
-    diagnostics.check_step(record(0, 3, 1.0), ["w"], None, [])
-    diagnostics.check_step(record(1, 3, 1.0), ["w"], None, [])  # optimizer 1's stretch is over
+            assert diagnostics.judge(AccumulatedOnConsumed(optimizer, step, None), 0.0)
+            assert not diagnostics.judge(ConsumedAgain(optimizer, step), 0.0), "disabled: neither counted nor written"
+            diagnostics.check_step(finished(record(optimizer, step, 1.0), ["w"]))
+    diagnostics.judge(AccumulatedOnConsumed(0, 3, None), 0.0)
+    diagnostics.check_step(finished(record(0, 3, 1.0), ["w"]))
+    diagnostics.check_step(finished(record(1, 3, 1.0), ["w"]))  # optimizer 1's stretch is over
     assert [(a.optimizer, a.first_step, a.last_step, a.count) for a in written] == [(1, 0, 2, 3)]
     diagnostics.close()
     assert [(a.optimizer, a.first_step, a.last_step, a.count) for a in written][1:] == [(0, 0, 3, 4)]
@@ -167,7 +182,7 @@ def judged(
     found: list[Anomaly] = []
     diagnostics = Diagnostics(Thresholds(), disabled, found.append)
     for step_record in records:
-        diagnostics.check_run(step_record, data_startup=step_record.step in startups)
+        diagnostics.check_step(finished(step_record, ["w"], data_startup=step_record.step in startups))
     return diagnostics, found
 
 

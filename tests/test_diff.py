@@ -17,7 +17,7 @@ from stepdbg.cli import app
 from stepdbg.diff import DiffOptions, diff_traces
 from stepdbg.diff_compare import Tolerance
 from stepdbg.schema import EndRecord, StepRecord
-from stepdbg.trace import TraceError
+from stepdbg.tracefile import TraceError
 
 runner = CliRunner()
 
@@ -30,7 +30,7 @@ def diff(a: Path, b: Path, **options: Any) -> tuple[int, str]:
 
 def diff_json(a: Path, b: Path, **options: Any) -> dict[str, Any]:
     out = io.StringIO()
-    code = diff_traces(a, b, DiffOptions(json=True, **options), out=out)
+    code = diff_traces(a, b, DiffOptions(format="json", **options), out=out)
     result = json.loads(out.getvalue(), parse_constant=lambda token: pytest.fail(f"non-standard JSON token {token}"))
     assert result["exit_code"] == code
     return result
@@ -315,6 +315,9 @@ def test_cli_diff_outputs(tmp_path: Path, a: Path) -> None:
     assert "The runs part at step 5" in result.stdout and result.stderr == ""
     result = runner.invoke(app, ["diff", str(a), str(b), "--json"])
     assert result.exit_code == 1 and json.loads(result.stdout)["first"]["fields"][0]["field"] == "lr"
+    assert runner.invoke(app, ["diff", str(a), str(b), "--format", "json"]).stdout == result.stdout
+    result = runner.invoke(app, ["diff", str(a), str(b), "--format", "csv"])
+    assert (result.exit_code, result.stderr) == (2, "stepdbg: error: unknown format csv for --format (valid: text, json)\n")
     result = runner.invoke(app, ["diff", str(a), str(b), "--quiet"])
     assert result.exit_code == 1 and result.stdout == ""
     assert runner.invoke(app, ["diff", str(a), str(a)]).exit_code == 0

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import RUN_TIMEOUT, script_env
+from helpers import RUN_TIMEOUT, script_env
 
 SCRIPTS = Path(__file__).parent / "cli_scripts"
 CLI = Callable[..., tuple[int, str, str]]

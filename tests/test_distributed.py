@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import RUN_TIMEOUT, SCRIPTS, anomalies, read_trace, script_env, stepdbg_lines, steps
+from helpers import RUN_TIMEOUT, SCRIPTS, anomalies, read_trace, script_env, stepdbg_lines, steps
 
 
 def launch(command: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:

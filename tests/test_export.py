@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Runs, Spec
+from helpers import Runs, Spec
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from trace_factory import make_step, replace_line, write_trace
 from typer.testing import CliRunner

@@ -12,17 +12,26 @@ import torch
 import torch.autograd.graph
 from torch import nn
 
-import stepdbg.collector as collector_module
+import stepdbg.collector.losses
+import stepdbg.collector.phases
+from stepdbg import device_clock, norms
 from stepdbg.collector import Collector
-from stepdbg.device_clock import DeviceClock
-from stepdbg.diagnostics import Diagnostics, Thresholds
+from stepdbg.diagnostics import Diagnostics
 from stepdbg.instrument import Instrumentation, collecting
-from stepdbg.names import ModuleTree
+from stepdbg.module_tree import ModuleTree
+from stepdbg.rules import Thresholds
 from stepdbg.schema import Anomaly, OptimizerInfo, StepRecord
 
 
-def traced_loop(steps: int = 3) -> tuple[list[StepRecord], list[OptimizerInfo], list[Anomaly], list[float]]:
-    """A small SGD loop under stepdbg's hooks: its records, and the losses the loop itself saw."""
+def _zero_grad(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    optimizer.zero_grad()
+
+
+def traced_loop(
+    steps: int = 3, clear: Callable[[nn.Module, torch.optim.Optimizer], None] = _zero_grad
+) -> tuple[list[StepRecord], list[OptimizerInfo], list[Anomaly], list[float]]:
+    """A small SGD loop under stepdbg's hooks, clearing its gradients with ``clear``: its
+    records, and the losses the loop itself saw."""
     records: list[StepRecord] = []
     infos: list[OptimizerInfo] = []
     found: list[Anomaly] = []
@@ -37,7 +46,7 @@ def traced_loop(steps: int = 3) -> tuple[list[StepRecord], list[OptimizerInfo], 
             optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
             x, y = torch.randn(8, 3), torch.randn(8, 1)
             for _ in range(steps):
-                optimizer.zero_grad()
+                clear(model, optimizer)
                 loss = nn.functional.mse_loss(model(x), y)
                 torch.autograd.backward([loss])  # a list, as the public call allows
                 optimizer.step()
@@ -82,10 +91,14 @@ def test_every_call_is_recorded_once(monkeypatch: pytest.MonkeyPatch, entry: str
     assert found == []
 
 
-def _collecting(every: int = 0) -> tuple[Collector, ModuleTree, list[StepRecord]]:
+def _collecting(
+    every: int = 0, make_event: Callable[[], object] | None = None
+) -> tuple[Collector, ModuleTree, list[StepRecord]]:
+    """A collector (``make_event``: stand-in CUDA events), its module tree and its records."""
     records: list[StepRecord] = []
     tree = ModuleTree()
-    collector = Collector(every, Diagnostics(Thresholds(), frozenset(), lambda a: None), records.append, lambda i: None, tree)
+    diagnostics = Diagnostics(Thresholds(), frozenset(), lambda a: None)
+    collector = Collector(every, diagnostics, records.append, lambda i: None, tree, make_event=make_event)
     return collector, tree, records
 
 
@@ -193,6 +206,27 @@ def test_gradients_that_no_longer_flatten_fall_back_to_separate_norms() -> None:
     assert [r.grad_norm for r in records] == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.parametrize("read", ["now", "with the step"])
+@pytest.mark.parametrize("cleared", ["all", "all but the head"])
+def test_gradients_zeroed_through_data_are_cleared(monkeypatch: pytest.MonkeyPatch, read: str, cleared: str) -> None:
+    """``p.grad.data.zero_()`` moves no version: the values tell such a clear from gradients
+    left to accumulate into. On the CPU they are read as the backward begins; on CUDA (stood
+    in for by 0-d norms) they are read back with the step's values, which then decide: the
+    same verdict at the same step, naming the same parameter."""
+    if read == "with the step":
+        monkeypatch.setattr(norms, "values_held", norms.per_tensor_norms)
+
+    def clear_through_data(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        for p in (model if cleared == "all" else model[0]).parameters():
+            if p.grad is not None:
+                p.grad.data.zero_()
+
+    records, _, found, _ = traced_loop(clear=clear_through_data)
+    expected = [] if cleared == "all" else [("missing-zero-grad", 1, "2.weight")]
+    assert [(a.rule, a.step, a.param) for a in found] == expected
+    assert [r.backward_calls for r in records] == [1, 1, 1]
+
+
 def test_a_finished_optimizer_and_its_model_are_not_kept_alive() -> None:
     import gc
     import weakref
@@ -219,8 +253,8 @@ def test_an_idle_optimizer_does_not_keep_every_loss_for_its_first_step(monkeypat
     """An optimizer built at the start for a later phase, whose head the loss reaches all along:
     the losses of the steps meanwhile are not all kept for it (they were: memory and time grew
     with every step); one whose parameters the loss never reached takes only its own."""
-    monkeypatch.setattr(collector_module, "HELD_LOSSES", 128)
-    monkeypatch.setattr(collector_module, "HELD_CALLS", 64)
+    monkeypatch.setattr(stepdbg.collector.losses, "HELD_LOSSES", 128)
+    monkeypatch.setattr(stepdbg.collector.phases, "HELD_CALLS", 64)
     collector, _, records = _collecting()
     held = []
     with Instrumentation(collector):
@@ -234,8 +268,8 @@ def test_an_idle_optimizer_does_not_keep_every_loss_for_its_first_step(monkeypat
             optimizer.zero_grad()
             (model(x).sum() + head(x).sum()).backward()
             optimizer.step()
-            held.append(len(collector._losses))
-        idle_runs = len(collector._tracks[1].missed)  # 500 backward passes that did not reach it: one run
+            held.append(len(collector.losses.held))
+        idle_runs = len(collector.optimizers.tracks[1].state.missed)  # 500 backward passes that did not reach it: one run
         own = idle(x).sum()
         own.backward()
         unreached.step()
@@ -258,8 +292,8 @@ def test_a_loop_that_never_steps_its_optimizer_holds_a_bounded_number_of_losses_
     """Updates made by hand beside an optimizer that is built but never stepped: no step
     record takes the losses and calls, so each backward must prune them."""
 
-    monkeypatch.setattr(collector_module, "HELD_LOSSES", 128)
-    monkeypatch.setattr(collector_module, "HELD_CALLS", 64)
+    monkeypatch.setattr(stepdbg.collector.losses, "HELD_LOSSES", 128)
+    monkeypatch.setattr(stepdbg.collector.phases, "HELD_CALLS", 64)
     collector, _, records = _collecting()
     held = []
     with Instrumentation(collector):
@@ -271,7 +305,7 @@ def test_a_loop_that_never_steps_its_optimizer_holds_a_bounded_number_of_losses_
             with torch.no_grad():
                 weight -= 0.1 * weight.grad
             weight.grad = None
-            held.append(len(collector._losses))
+            held.append(len(collector.losses.held))
         del unused
         optimizer = torch.optim.SGD([weight], lr=0.1)  # then a phase that steps one
         (x @ weight).sum().backward()
@@ -294,7 +328,7 @@ def test_optimizers_built_each_iteration_are_forgotten_with_them() -> None:
             optimizer.zero_grad()
             model(x).sum().backward()
             optimizer.step()
-            tracked.append(len(collector._tracks))
+            tracked.append(len(collector.optimizers.tracks))
     collector.finish()
     assert max(tracked) <= 2
     assert [(r.optimizer, r.step, r.backward_calls) for r in records] == [(i, 0, 1) for i in range(50)]
@@ -329,8 +363,7 @@ def _device_timed_loop(
 ) -> tuple[Collector, list[StepRecord], list[int]]:
     """An SGD loop timed with stand-in events (``make_event(iteration)``): the collector, its
     records, and how many records there were after each iteration."""
-    collector, _, records = _collecting()
-    collector.device = DeviceClock(lambda: make_event(iteration))
+    collector, _, records = _collecting(make_event=lambda: make_event(iteration))
     emitted = []
     with Instrumentation(collector):
         model = nn.Linear(3, 1)
@@ -362,14 +395,13 @@ def test_on_a_device_phase_times_come_from_its_events_once_they_are_done() -> No
     for time in later:
         assert (time["zero_grad"], time["backward"], time["step"], time["total"]) == (1.0, 1.0, 1.0, 6.0)
         assert time["forward"] == pytest.approx(3.0 - time["overhead"])
-    assert collector.totals["backward"] == pytest.approx(3.0 + first["backward"])
+    assert collector.phases.totals["backward"] == pytest.approx(3.0 + first["backward"])
 
 
 def test_on_a_device_the_data_phase_is_the_time_between_a_fetchs_events() -> None:
     """A fetch is bracketed by events too: the device's data time is how long it went without
     work for want of a batch (here, one second of the stand-in device's)."""
-    collector, _, records = _collecting()
-    collector.device = DeviceClock(_DeviceEvent)
+    collector, _, records = _collecting(make_event=_DeviceEvent)
     with Instrumentation(collector):
         model = nn.Linear(3, 1)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -414,10 +446,11 @@ def test_an_iteration_captured_into_a_cuda_graph_reads_and_queries_nothing(loop:
     """While ``torch.cuda.graph`` captures, nothing has run: stepdbg queues no norm (it would
     become part of the user's graph), reads no loss, and queries no event (CUDA forbids it
     during a capture, and the user's capture would fail); the replays run no hook at all."""
-    monkeypatch.setattr(collector_module, "capturing", lambda: _CapturedEvent.capturing)
+    monkeypatch.setattr(device_clock, "capturing", lambda: _CapturedEvent.capturing)
     monkeypatch.setattr(_CapturedEvent, "queried_while_capturing", 0)
-    collector, _, records = _collecting(every=1)
-    collector.device = DeviceClock(lambda: None if _CapturedEvent.capturing else _CapturedEvent())
+    collector, _, records = _collecting(
+        every=1, make_event=lambda: None if _CapturedEvent.capturing else _CapturedEvent()
+    )
     with Instrumentation(collector):
         model = nn.Linear(3, 1)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1) if loop == "optimizer" else None

@@ -1,4 +1,4 @@
-"""The live view in-process: what it keeps for the table."""
+"""A run's output in-process: the live table, progress lines, anomaly lines, the end-of-run report."""
 
 from __future__ import annotations
 
@@ -11,29 +11,31 @@ import threading
 import time
 
 import pytest
+from helpers import PseudoTerminal, set_size, shown_lines
 from rich.console import Console
 from rich.text import Text
-from terminal import PseudoTerminal, set_size, shown_lines
 from trace_factory import PARAMS, make_step
 
-from stepdbg.live import PLAIN_INTERVAL, TABLE_ROWS, LiveRegion, View
+from stepdbg.live import TABLE_ROWS, LiveRegion
+from stepdbg.progress import PLAIN_INTERVAL
+from stepdbg.run_output import RunOutput
 from stepdbg.schema import Anomaly, EndRecord
 
 
 def test_the_table_keeps_the_optimizers_stepped_last() -> None:
     """A loop that builds an optimizer per iteration: the table does not grow a row for each."""
-    view = View(Console(file=io.StringIO()), live=False, quiet=True)
+    view = RunOutput(Console(file=io.StringIO()), live=False, quiet=True)
     for optimizer in range(3 * TABLE_ROWS):
         view.on_step(make_step(optimizer, step=optimizer, every=0, params=PARAMS))
-    assert sorted(view.latest) == list(range(2 * TABLE_ROWS, 3 * TABLE_ROWS))
+    assert sorted(view.table.latest) == list(range(2 * TABLE_ROWS, 3 * TABLE_ROWS))
 
 
 def test_a_dumb_terminal_gets_plain_lines() -> None:
     """TERM=dumb (Emacs' shell) cannot move the cursor: no live table, however it is asked for."""
     dumb = Console(file=io.StringIO(), force_terminal=True, _environ={"TERM": "dumb"})
     smart = Console(file=io.StringIO(), force_terminal=True, _environ={"TERM": "xterm-256color"})
-    assert View(dumb, live=True, quiet=False)._region is None
-    assert View(smart, live=True, quiet=False)._region is not None
+    assert RunOutput(dumb, live=True, quiet=False).table.region is None
+    assert RunOutput(smart, live=True, quiet=False).table.region is not None
 
 
 @pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
@@ -46,7 +48,8 @@ def test_a_resized_terminal_keeps_every_line_the_script_wrote(monkeypatch: pytes
     terminal, received, slave = pseudo.file, pseudo.received, pseudo.slave
     monkeypatch.setattr(sys, "stderr", terminal)
     ticks = itertools.count()
-    view = View(Console(file=terminal, force_terminal=True, width=70), live=True, quiet=False, clock=lambda: next(ticks))
+    console = Console(file=terminal, force_terminal=True, width=70)
+    view = RunOutput(console, live=True, quiet=False, clock=lambda: next(ticks))
     screen = pyte.HistoryScreen(70, 20, history=1000)
     stream = pyte.ByteStream(screen)
 
@@ -118,11 +121,11 @@ def test_the_table_is_rendered_on_a_thread_of_its_own(monkeypatch: pytest.Monkey
     assert not any(thread.name == "stepdbg-live" for thread in threading.enumerate())
 
 
-def test_a_summary_after_an_internal_error_does_not_claim_an_empty_run() -> None:
+def test_an_end_report_after_an_internal_error_does_not_claim_an_empty_run() -> None:
     out = io.StringIO()
-    view = View(Console(file=out, width=200), live=False, quiet=False)
+    view = RunOutput(Console(file=out, width=200), live=False, quiet=False)
     end = EndRecord(status="ok", exit_code=0, duration=1.0, steps=0, anomalies={}, time={})
-    view.summary(end, "t.jsonl", stopped="RuntimeError: boom")
+    view.report_end(end, "t.jsonl", stopped="RuntimeError: boom")
     assert out.getvalue().splitlines() == [
         "stepdbg: tracing stopped early by an internal error (RuntimeError: boom)",
         "stepdbg: trace written to t.jsonl",
@@ -142,21 +145,21 @@ END = EndRecord(
 
 
 def own_lines(terminal: bool, width: int = 80) -> tuple[list[str], list[str]]:
-    """What a run's view prints for an anomaly and the summary, and the messages it printed."""
+    """What a run's output prints for an anomaly and the end-of-run report, and the messages it printed."""
     out = io.StringIO()
     console = Console(file=out, width=width, force_terminal=terminal, color_system=None)
-    view = View(console, live=False, quiet=False)
+    view = RunOutput(console, live=False, quiet=False)
     view.on_anomaly(MISSING_ZERO_GRAD)
-    view.summary(END, "/home/you/experiments/a rather long folder name/missing_zero_grad.stepdbg.jsonl")
+    view.report_end(END, "/home/you/experiments/a rather long folder name/missing_zero_grad.stepdbg.jsonl")
     whole = io.StringIO()
-    unwrapped = View(Console(file=whole, width=10_000, color_system=None), live=False, quiet=False)
+    unwrapped = RunOutput(Console(file=whole, width=10_000, color_system=None), live=False, quiet=False)
     unwrapped.on_anomaly(MISSING_ZERO_GRAD)
-    unwrapped.summary(END, "/home/you/experiments/a rather long folder name/missing_zero_grad.stepdbg.jsonl")
+    unwrapped.report_end(END, "/home/you/experiments/a rather long folder name/missing_zero_grad.stepdbg.jsonl")
     return out.getvalue().splitlines(), whole.getvalue().splitlines()
 
 
 def test_own_lines_wrap_at_word_boundaries_on_a_terminal() -> None:
-    """An anomaly (~300 characters) and the summary at 80 columns: no line wider than the
+    """An anomaly (~300 characters) and the end-of-run report at 80 columns: no line wider than the
     terminal, and every break between two words, so that the lines join back into the message."""
     lines, messages = own_lines(terminal=True)
     assert max(map(len, lines)) <= 80 and len(lines) > len(messages), lines
@@ -176,7 +179,7 @@ def test_plain_progress_lines_come_every_interval() -> None:
     """Without the table: a line at the first step `PLAIN_INTERVAL` seconds after the last one."""
     out = io.StringIO()
     now = [0.0]
-    view = View(Console(file=out, width=200), live=False, quiet=False, clock=lambda: now[0])
+    view = RunOutput(Console(file=out, width=200), live=False, quiet=False, clock=lambda: now[0])
     printed = []
     times = [1.0, PLAIN_INTERVAL - 0.1, PLAIN_INTERVAL, PLAIN_INTERVAL + 1, 2 * PLAIN_INTERVAL + 0.5]
     for step, now[0] in enumerate(times):
@@ -190,10 +193,10 @@ def test_plain_progress_lines_come_every_interval() -> None:
 def table_at(width: int, optimizers: int = 2) -> list[str]:
     out = io.StringIO()
     console = Console(file=out, width=width, color_system=None)
-    view = View(console, live=False, quiet=True)
+    view = RunOutput(console, live=False, quiet=True)
     for optimizer in range(optimizers):
         view.on_step(make_step(optimizer, step=12345 * optimizer, every=0, params=PARAMS))
-    console.print(view.table())
+    console.print(view.table.render())
     return out.getvalue().splitlines()
 
 

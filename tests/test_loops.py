@@ -14,9 +14,7 @@ from typing import Any
 
 import pytest
 import torch
-
-from conftest import Spec, optimizers
-
+from helpers import Spec, optimizers
 
 
 def ok(script: str, *args: str, save_state: bool = False) -> Spec:
@@ -43,6 +41,8 @@ SAM = [ok("ok_sam.py", mode, save_state=True) for mode in ("two-steps", "closure
 REPTILE = [ok("ok_reptile.py", mode) for mode in ("all", "head")]
 ACTOR_CRITIC = ok("ok_actor_critic.py", save_state=True)
 EPOCH_SCHEDULER_CARRY = ok("ok_accumulation_epoch_scheduler.py", "carry")
+GSAM = ok("ok_gsam.py", save_state=True)
+PYRO = ok("ok_pyro_svi.py", save_state=True)
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,9 @@ LOOPS = [
     Loop(ok("ok_adversarial_training.py"), (("SGD", 30, 1),), ("backward×3", "zero_grad", "backward", "step")),
     # long enough for memory-growth to judge it, and flat: the floats kept are no leak
     Loop(ok("bug_loss_tensors_kept.py", "item"), (("SGD", 230, 1),), ("zero_grad", "backward", "step")),
+    Loop(ok("ok_grad_data_zero.py"), (("SGD", 10, 1),), ("zero_grad", "backward", "step")),
+    Loop(GSAM, (("GSAM", 8, 1),), ("scheduler", "step", "zero_grad", "backward", "zero_grad", "backward")),
+    Loop(PYRO, (("Adam", 6, 1),) * 6),
 ]
 LOOP_IDS = [loop.spec.script.removesuffix(".py") + "".join(f"-{a}" for a in loop.spec.args) for loop in LOOPS]
 FAITHFUL = [ADAMW, DCGAN, LBFGS, AMP, ACCUM, MULTITASK, UNFREEZE, *COMPILED, IN_BACKWARD, BY_HAND[0], SAM[0]]
@@ -271,6 +274,27 @@ def test_learned_lr_through_a_differentiable_optimizer_adds_no_warning(runs) -> 
     assert (proc.returncode, proc.stdout, proc.stderr) == (bare.returncode, bare.stdout, bare.stderr) == (0, bare.stdout, "")
     assert run.anomalies == [], "a frozen leaf beside unread fast weights says nothing about the order"
     assert [r["lr"][0] for r in run.steps()][::2] == pytest.approx([0.1353, 0.2265, 0.3130], rel=1e-3)
+
+
+@pytest.mark.uses(GSAM)
+def test_backward_passes_inside_a_step_without_closure_are_its_own(runs) -> None:
+    """GSAM's ``step()`` backpropagates twice itself: each record has its own last loss and
+    the norm of the gradients the base optimizer stepped on, none the previous iteration's."""
+    run = runs.get(GSAM)
+    state = run.state()
+    assert [r["loss"] for r in run.steps(1)] == pytest.approx(state["losses"], rel=1e-6)
+    assert [r["grad_norm"] for r in run.steps(1)] == pytest.approx(state["grad_norms"], rel=1e-5)
+
+
+@pytest.mark.uses(PYRO)
+def test_optimizers_built_after_a_backward_own_it(runs) -> None:
+    """Pyro builds an optimizer per parameter after the first backward: each one's step 0
+    has that backward and its loss, like every later step of every optimizer."""
+    run = runs.get(PYRO)
+    expected = run.state()["losses"]
+    for info in optimizers(run.records):
+        assert [r["loss"] for r in run.steps(info["optimizer"])] == pytest.approx(expected, rel=1e-6)
+    assert run.steps()[0]["calls"] == ["backward", "step"]
 
 
 @pytest.mark.uses(IN_BACKWARD)

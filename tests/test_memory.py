@@ -7,15 +7,17 @@ import sys
 
 import pytest
 import torch
-from conftest import sgd_steps
+from helpers import sgd_steps
 from torch import nn
 
 from stepdbg.collector import Collector
-from stepdbg.diagnostics import Diagnostics, Thresholds
+from stepdbg.diagnostics import Diagnostics
 from stepdbg.instrument import Instrumentation
-from stepdbg.memory import MemoryGauge, cuda_allocator, fmt_bytes
-from stepdbg.names import ModuleTree
+from stepdbg.memory import MemoryGauge, cuda_allocator
+from stepdbg.module_tree import ModuleTree
+from stepdbg.rules import Thresholds
 from stepdbg.schema import StepRecord
+from stepdbg.style import fmt_bytes
 
 
 def _loop(gauge: MemoryGauge, steps: int = 3, on_cuda: bool = False) -> list[StepRecord]:

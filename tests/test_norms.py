@@ -134,3 +134,15 @@ def test_holding_values_reads_cpu_dense_tensors_only() -> None:
     ]
     assert norms.holding_values(tensors) == [False, True, True, True, False]
     assert norms.holding_values([]) == []
+
+
+def test_values_held_reads_cpu_tensors_and_takes_unreadable_ones_for_held() -> None:
+    """Zeros are no values; NaN is one, and so are values whose squares vanish in float32;
+    a tensor it cannot read (sparse) counts as holding values, so that gradients it cannot
+    look at are never taken for cleared ones."""
+    tiny = torch.tensor([1e-30, 0.0])
+    tensors = [torch.zeros(3), tiny, torch.tensor([float("nan")]), torch.zeros(2).to_sparse(), torch.zeros(2)]
+    assert norms.values_held(tensors) == [False, True, True, True, False]
+    assert norms.values_held([torch.zeros(3), torch.zeros(2, dtype=torch.bfloat16)]) == [False, False]
+    assert norms.holding_values([tiny]) == [True]
+    assert norms.values_held([]) == []

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import anomalies, end, read_trace
+from helpers import anomalies, end, read_trace
 
 NOTEBOOK = Path(__file__).parent.parent / "examples" / "notebook.ipynb"
 TABLE_TITLE = "stepdbg · phase times in ms"
@@ -38,7 +38,7 @@ def test_the_example_notebook_in_a_kernel(tmp_path: Path) -> None:
         tables = [text for text in texts if TABLE_TITLE in text]
         assert len(tables) == 1, texts
         assert re.search(r"^\s+0\s+19\s", tables[0], re.MULTILINE), tables[0]  # opt 0, step 19: the final state
-        assert len(cell.outputs) <= 4, texts  # the table, an anomaly, the summary, the cell's value
+        assert len(cell.outputs) <= 4, texts  # the table, an anomaly, the end-of-run report, the cell's value
 
     correct, buggy = ("\n".join(shown(output) for output in cell.outputs) for cell in traced)
     assert "stepdbg: 20 steps in" in correct and "stepdbg: no anomalies" in correct

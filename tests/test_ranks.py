@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import SCRIPTS, read_trace, script_env
+from helpers import SCRIPTS, read_trace, script_env
 from trace_factory import write_trace
 from typer.testing import CliRunner
 
@@ -134,7 +134,9 @@ def test_cli_shows_ranks_side_by_side_and_names_the_straggler(tmp_path: Path) ->
         "rank 1 is the straggler: its forward takes 50 ms a step more than the other ranks',"
         " and they wait for it in backward (50 ms a step)."
     ) in " ".join(lines)
-    data = json.loads(runner.invoke(app, ["show", "--json", *paths]).output)
+    shown = runner.invoke(app, ["show", "--json", *paths]).output
+    assert runner.invoke(app, ["show", "--format", "json", *paths]).output == shown
+    data = json.loads(shown)
     assert [r["rank"] for r in data["ranks"]] == [0, 1]
     assert data["straggler"] == {
         "rank": "rank 1", "phase": "forward", "excess": pytest.approx(0.05), "waited_in": "backward",
@@ -152,7 +154,7 @@ def test_traces_that_are_not_the_ranks_of_one_run_are_compared_but_name_no_strag
     assert "No straggler is named: these traces are not the ranks of one run" in result.output
 
 
-@pytest.mark.parametrize("option", ["--csv", "--anomalies", "--param=fc*"])
+@pytest.mark.parametrize("option", ["--csv", "--format=csv", "--anomalies", "--param=fc*"])
 def test_one_trace_options_are_a_usage_error_with_several(tmp_path: Path, option: str) -> None:
     paths = [str(p) for p in ranks_of(tmp_path, [FAST, FAST])]
     result = runner.invoke(app, ["show", option, *paths])

@@ -20,10 +20,12 @@ from trace_strategies import TraceFile, corrupt, retimed, traces
 from typer.testing import CliRunner, Result
 
 from stepdbg.cli import app
-from stepdbg.diagnostics import Diagnostics, Thresholds
+from stepdbg.diagnostics import Diagnostics
 from stepdbg.diff_compare import FIELDS
+from stepdbg.facts import AccumulatedOnConsumed, StepFinished
+from stepdbg.rules import Thresholds
 from stepdbg.schema import Anomaly, AnomalySteps, EndRecord, StepRecord
-from stepdbg.trace import Trace, TraceError
+from stepdbg.tracefile import Trace, TraceError
 
 EXAMPLES = int(os.environ.get("STEPDBG_HYPOTHESIS_EXAMPLES", "0"))
 FEW = settings(
@@ -134,8 +136,9 @@ def written_by_diagnostics(fired: set[int], steps: int, seconds: float) -> tuple
     for step in range(steps):
         t = step * seconds
         if step in fired:
-            diagnostics.report("missing-zero-grad", step, 0, "gradients piled up", t=t)
-        diagnostics.check_step(make_step(0, step, every=0, params=PARAMS), list(PARAMS), None, [])
+            diagnostics.judge(AccumulatedOnConsumed(0, step, None), t)
+        step_record = make_step(0, step, every=0, params=PARAMS)
+        diagnostics.check_step(StepFinished(step_record, list(PARAMS), None, [], lambda: None, True))
     diagnostics.close()
     return reports, stretches
 

@@ -11,8 +11,8 @@ import pytest
 from trace_factory import cut_last_line, replace_line, write_trace
 
 import stepdbg
+from stepdbg.renderers.show_csv import STEP_COLUMNS
 from stepdbg.schema import Anomaly, StepRecord
-from stepdbg.show_render import STEP_COLUMNS
 
 MISSING_ZERO_GRAD = Anomaly("missing-zero-grad", "error", 1, 0, "fc1.weight", "accumulated", "call zero_grad")
 

@@ -23,9 +23,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from conftest import RUN_TIMEOUT, script_env
+from helpers import RUN_TIMEOUT, script_env
 
-from stepdbg.diagnostics import RULES
+from stepdbg.rules import RULES
 
 ROOT = Path(__file__).parent.parent
 README = ROOT / "README.md"
@@ -155,10 +155,27 @@ def test_readme_commands_run_and_print_what_the_readme_shows(tmp_path: Path) -> 
 
 def test_rule_table_lists_every_rule_in_one_line() -> None:
     rows = re.findall(r"^\| `([a-z-]+)` \| (\w+) \| (.+) \|$", README.read_text(), re.MULTILINE)
-    assert [(rule, severity) for rule, severity, _ in rows] == [(rule, spec.severity) for rule, spec in RULES.items()]
-    assert all(len(condition.split()) <= 25 for _, _, condition in rows), "the full condition goes to docs/rules.md"
-    rules_doc = (ROOT / "docs" / "rules.md").read_text()
-    assert [rule for rule in RULES if f"## `{rule}`" not in rules_doc] == []
+    assert rows == [(rule.id, rule.severity, rule.summary) for rule in RULES]
+    assert all(len(summary.split()) <= 25 for _, _, summary in rows), "the full condition goes to docs/rules.md"
+
+
+def test_rules_doc_has_each_rule_as_the_registry_has_it() -> None:
+    """docs/rules.md's table lists the rules; each rule's section opens with its severity (and
+    a graver one it may grow to) and condition, and gives its hint (code in backticks there,
+    plain in the terminal)."""
+    text = (ROOT / "docs" / "rules.md").read_text()
+    rows = re.findall(r"^\| \[`([a-z-]+)`\]\(#\1\) \| ([\w, ]+) \|$", text, re.MULTILINE)
+    assert rows == [(rule.id, rule.severity + (f", or {rule.graver[0]}" if rule.graver else "")) for rule in RULES]
+    sections = {
+        heading: " ".join(body.split())
+        for heading, body in re.findall(r"^## `([a-z-]+)`\n(.*?)(?=^## )", text, re.MULTILINE | re.DOTALL)
+    }
+    for rule in RULES:
+        severity = rule.severity + (f", or {rule.graver[0]} {rule.graver[1]}" if rule.graver else "")
+        opening = " ".join(f"**{severity}.** {rule.condition}".split())
+        section = sections.get(rule.id, "")
+        assert section.startswith(opening), f"{rule.id}: docs/rules.md does not open with the rule's condition"
+        assert f"Hint: {rule.hint}." in section.replace("`", ""), f"{rule.id}: docs/rules.md gives another hint"
 
 
 def test_readme_is_a_front_door() -> None:

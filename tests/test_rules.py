@@ -12,26 +12,11 @@ import json
 from dataclasses import dataclass
 
 import pytest
-from conftest import SCRIPTS, Spec
+from helpers import SCRIPTS, Spec
 from typer.testing import CliRunner
 
 from stepdbg.cli import app
-
-SEVERITY = {  # docs/rules.md
-    "missing-zero-grad": "error",
-    "zero-grad-before-step": "error",
-    "step-without-backward": "error",
-    "scheduler-before-step": "warning",
-    "nonfinite": "error",
-    "nonfinite-loss": "info",
-    "exploding-grad": "warning",
-    "vanishing-grad": "warning",
-    "unused-param": "warning",
-    "not-in-optimizer": "warning",
-    "zero-update": "warning",
-    "input-bound": "info",  # a warning past its second threshold
-    "memory-growth": "warning",
-}
+from stepdbg.rules import BY_ID, IDS, INFO
 
 
 @dataclass(frozen=True)
@@ -63,6 +48,7 @@ BUGS = [
     Bug(Spec("bug_missing_zero_grad.py", ("accumulate",), options=("--strict",)), "missing-zero-grad", 1, param="0.weight", count=29),
     Bug(strict("bug_partial_zero_grad.py"), "missing-zero-grad", 1, param="head.weight", count=29),
     Bug(strict("bug_gan_d_not_cleared.py"), "missing-zero-grad", 1, param="net.0.weight", count=29),
+    Bug(strict("bug_lbfgs_no_zero_grad.py"), "missing-zero-grad", 1, param="0.weight", count=5),
     Bug(strict("bug_missing_zero_grad_ddp.py"), "missing-zero-grad", 1, param="module.0.weight", count=9),
     Bug(strict("bug_zero_grad_before_step.py"), "zero-grad-before-step", 0, count=30),
     Bug(Spec("bug_zero_grad_before_step.py", ("clip",), options=("--strict",)), "zero-grad-before-step", 0, count=30),
@@ -96,13 +82,22 @@ CORRECT_STRICT = Spec("ok_module_zero_grad.py", options=("--strict",))  # shared
 QUIET_STRICT = Spec("bug_missing_zero_grad.py", options=("--quiet", "--strict"))
 
 
+FIRED_ELSEWHERE = {"input-bound": "tests/test_data_phase.py"}
+"""Rules whose run is checked in another file (a loader slow enough to wait for)."""
+
+
+def test_every_rule_has_a_buggy_script() -> None:
+    assert sorted({bug.rule for bug in BUGS} | FIRED_ELSEWHERE.keys()) == sorted(IDS)
+
+
 @pytest.mark.parametrize("bug", BUGS, ids=[b.id for b in BUGS])
 def test_rule_fires_alone(runs, bug: Bug) -> None:
     run = runs.get(bug.spec)
     found = [(a["rule"], a["step"], a["optimizer"], a["param"]) for a in run.anomalies]
     assert found == [(bug.rule, bug.step, bug.optimizer, bug.param)], run.describe()
     [anomaly] = run.anomalies
-    assert anomaly["severity"] == SEVERITY[bug.rule]
+    severity = BY_ID[bug.rule].severity
+    assert anomaly["severity"] == severity
     assert anomaly["message"] and anomaly["hint"], anomaly
     assert isinstance(anomaly["t"], float) and anomaly["t"] >= 0
     end = run.end
@@ -110,10 +105,10 @@ def test_rule_fires_alone(runs, bug: Bug) -> None:
     assert set(end["anomalies"]) == {bug.rule}, end["anomalies"]
     if bug.count is not None:
         assert end["anomalies"][bug.rule] == bug.count, end["anomalies"]
-    if SEVERITY[bug.rule] == "info":
+    if severity == INFO:
         assert run.proc.returncode == 0, f"--strict ignores information{run.describe()}"
     else:
-        assert run.proc.returncode == 3, f"--strict with a {SEVERITY[bug.rule]} found must exit 3{run.describe()}"
+        assert run.proc.returncode == 3, f"--strict with a {severity} found must exit 3{run.describe()}"
     assert "internal error" not in run.proc.stderr
 
 
@@ -124,7 +119,7 @@ def test_repeated_rule_reported_once_and_counted(runs) -> None:
     assert [a["rule"] for a in run.anomalies] == ["missing-zero-grad"]
     assert run.end["anomalies"] == {"missing-zero-grad": 29}
     assert run.end["steps"] == len(run.steps(0)) == 30
-    assert "missing-zero-grad" in run.proc.stderr  # the summary names it
+    assert "missing-zero-grad" in run.proc.stderr  # the end-of-run report names it
 
 
 @pytest.mark.uses(MISSING_ZERO_GRAD.spec)
@@ -212,7 +207,7 @@ def test_disable_unknown_rule_is_a_usage_error(monkeypatch, tmp_path, stepdbg_cl
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert "bogus" in lines[0]
-    for rule in SEVERITY:
+    for rule in IDS:
         assert rule in lines[0], f"{rule} missing from: {lines[0]}"
     assert out == ""
     assert not list(tmp_path.glob("*.stepdbg.jsonl")), "no trace for a run that never started"

@@ -14,8 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import RUN_TIMEOUT
-from terminal import set_size, shown_lines
+from helpers import RUN_TIMEOUT, set_size, shown_lines
 
 SCRIPTS = Path(__file__).parent / "cli_scripts"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
@@ -187,6 +186,7 @@ def test_sys_exit_message_goes_to_stderr(ending: Ending) -> None:
         (["run", "--bogus", "x.py"], "no such option: --bogus"),
         (["show", "missing.jsonl"], "missing.jsonl: no such file"),
         (["run", "-o", "-", "x.py"], "the trace cannot go to stdout (-o -)"),
+        (["run", "-o", "no/t.jsonl", str(SCRIPTS / "exits.py")], "cannot write the trace no/t.jsonl: "),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
@@ -211,7 +211,7 @@ def test_quiet_prints_nothing_of_its_own(tmp_path: Path) -> None:
     assert result.stderr == ""
 
 
-def test_summary_names_the_trace(ending: Ending) -> None:
+def test_the_end_report_names_the_trace(ending: Ending) -> None:
     result, trace = ending("ok")  # its path has brackets, which rich would read as markup
     assert "stepdbg: 2 steps" in result.stderr
     assert "no anomalies" in result.stderr
@@ -294,7 +294,7 @@ def end_record(trace: Path) -> dict:
 
 def test_sigterm_ends_the_run_and_then_the_process(tmp_path: Path) -> None:
     """As launchers stop jobs: every step before the signal in the trace (none of them waits
-    for the writer), an end record, the terminal's scroll region given back, the summary,
+    for the writer), an end record, the terminal's scroll region given back, the end-of-run report,
     then the process ended by the signal, as without stepdbg. (SIGHUP: test_termination.py.)"""
     trace = tmp_path / "t.jsonl"
     command = [sys.executable, "-m", "stepdbg", "run", "-o", str(trace), str(SCRIPTS / "signals.py"), "SIGTERM"]
@@ -302,9 +302,9 @@ def test_sigterm_ends_the_run_and_then_the_process(tmp_path: Path) -> None:
     assert code == -signal.SIGTERM, output[-2000:]
     shown = terminal_lines(output)  # the region was given back
     assert "trained 5 steps" in shown and "not terminated" not in shown
-    summary = "".join(shown[shown.index("trained 5 steps") + 1 :]).replace(" ", "")  # lines wrapped at the width
-    assert summary.startswith("stepdbg:5stepsin") and summary.endswith(f"tracewrittento{trace}"), summary
-    assert "stepdbg:terminatedbySIGTERM" in summary
+    report = "".join(shown[shown.index("trained 5 steps") + 1 :]).replace(" ", "")  # lines wrapped at the width
+    assert report.startswith("stepdbg:5stepsin") and report.endswith(f"tracewrittento{trace}"), report
+    assert "stepdbg:terminatedbySIGTERM" in report
     lines = records(trace)
     assert [r["step"] for r in lines if r["type"] == "step"] == [0, 1, 2, 3, 4]
     end = end_record(trace)
@@ -386,7 +386,7 @@ def terminal_lines(output: bytes) -> list[str]:
 @pytest.mark.parametrize("color", [True, False], ids=["color", "no-color"])
 def test_live_table_leaves_the_scripts_output_intact(tmp_path: Path, color: bool) -> None:
     """The terminal ends up showing exactly what the script alone shows, then stepdbg's
-    summary: nothing erased, moved or duplicated, also for output written around
+    end-of-run report: nothing erased, moved or duplicated, also for output written around
     sys.stdout (os.write, a subprocess), which a redraw moving up over it would erase."""
     env = {k: v for k, v in ENV.items() if k != "NO_COLOR"} | ({"TERM": "xterm-256color"} if color else {"NO_COLOR": "1"})
     script, trace = str(SCRIPTS / "prints_a_lot.py"), tmp_path / "t.jsonl"
@@ -400,15 +400,15 @@ def test_live_table_leaves_the_scripts_output_intact(tmp_path: Path, color: bool
     shown, alone = terminal_lines(output), terminal_lines(bare)
     assert len(alone) == 54 and {"fd 35", "child 35", "progress 100%", "partial done"} <= set(alone), alone
     assert shown[: len(alone)] == alone, shown
-    summary = "".join(shown[len(alone) :]).replace(" ", "")  # lines wrapped at the terminal's width
-    assert summary.startswith("stepdbg:60steps") and summary.endswith(f"tracewrittento{trace}")
+    report = "".join(shown[len(alone) :]).replace(" ", "")  # lines wrapped at the terminal's width
+    assert report.startswith("stepdbg:60steps") and report.endswith(f"tracewrittento{trace}")
     assert len([r for r in records(trace) if r["type"] == "step"]) == 60
 
 
 @pytest.mark.parametrize("how", ["multiprocessing", "os-fork"])
 def test_forked_children_leave_the_trace_to_the_parent(tmp_path: Path, how: str) -> None:
     """A child forked during the run inherits its hooks and open trace; what it trains
-    must not land in the parent's trace, and its exit must not end it or print a summary."""
+    must not land in the parent's trace, and its exit must not end it or print an end-of-run report."""
     trace = tmp_path / "t.jsonl"
     result = run("run", "--no-live", "-o", str(trace), str(SCRIPTS / "forks.py"), how, cwd=tmp_path)
     assert result.returncode == 0, result.stderr

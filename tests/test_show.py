@@ -18,11 +18,11 @@ from trace_factory import cut_last_line, replace_line, write_trace
 from typer.testing import CliRunner
 
 from stepdbg.cli import app
+from stepdbg.renderers.show_text import sparkline
 from stepdbg.schema import Anomaly, AnomalySteps, EndRecord, StepRecord
 from stepdbg.show import ShowOptions, show_trace
-from stepdbg.show_render import sparkline
 from stepdbg.show_stats import Downsampler
-from stepdbg.trace import TraceError
+from stepdbg.tracefile import TraceError
 from stepdbg.view import parse_steps
 
 runner = CliRunner()
@@ -83,7 +83,7 @@ def test_cut_trace_keeps_every_whole_line_and_says_the_run_did_not_finish(tmp_pa
     text = render(path)
     assert "not finished (no end record: killed, or still running)" in text
     assert "steps     7" in text  # the 8th step record was cut
-    summary = json.loads(data(path, json=True))
+    summary = json.loads(data(path, format="json"))
     assert summary["run"]["finished"] is False and summary["run"]["truncated"] is True
     assert summary["optimizers"][0]["last_step"] == 6
 
@@ -109,7 +109,7 @@ def test_trace_with_no_steps(tmp_path: Path) -> None:
 def test_crashed_script_shows_status_error(tmp_path: Path) -> None:
     path = write_trace(tmp_path / "crash.jsonl", steps=3, end=EndRecord("error", 1, 1.0, 3))
     assert "error, exit 1" in render(path)
-    assert json.loads(data(path, json=True))["run"]["status"] == "error"
+    assert json.loads(data(path, format="json"))["run"]["status"] == "error"
 
 
 def test_corrupt_middle_line_names_file_and_line(tmp_path: Path) -> None:
@@ -173,7 +173,7 @@ def test_json_is_standard_json_with_the_summary(tmp_path: Path) -> None:
             record.loss = math.nan
 
     path = write_trace(tmp_path / "nan.jsonl", tweak=nan_loss, anomalies=[anomaly("nonfinite-loss", 4)])
-    text = data(path, json=True)
+    text = data(path, format="json")
     summary = json.loads(text, parse_constant=lambda token: pytest.fail(f"non-standard JSON token {token}"))
     (optimizer,) = summary["optimizers"]
     assert optimizer["class"] == "SGD" and optimizer["steps"] == 10 and optimizer["skipped"] == 0
@@ -193,7 +193,7 @@ def test_csv_has_one_row_per_step_and_reads_back(tmp_path: Path) -> None:
             record.calls = ["backward×2", "step"]
 
     path = write_trace(tmp_path / "run.jsonl", optimizers=2, tweak=two_groups)
-    text = data(path, csv=True)
+    text = data(path, format="csv")
     rows = list(csv.DictReader(io.StringIO(text)))
     assert len(rows) == 20
     assert rows[0]["calls"] == "zero_grad backward step" and rows[0]["lr"] == "0.1;0.01"
@@ -211,9 +211,9 @@ def test_steps_slice_limits_every_section(tmp_path: Path) -> None:
     text = render(path, steps="2:5")
     assert "showing steps 2:5" in text and "3 (2–4)" in text
     assert "No anomalies in steps 2:5." in text  # the one at step 8 is outside
-    rows = list(csv.DictReader(io.StringIO(data(path, steps="2:5", csv=True))))
+    rows = list(csv.DictReader(io.StringIO(data(path, steps="2:5", format="csv"))))
     assert [int(row["step"]) for row in rows] == [2, 3, 4]
-    assert json.loads(data(path, steps="7:", json=True))["optimizers"][0]["first_step"] == 7
+    assert json.loads(data(path, steps="7:", format="json"))["optimizers"][0]["first_step"] == 7
 
 
 def firing(rule: str, first: int, last: int, optimizer: int = 0) -> AnomalySteps:
@@ -240,10 +240,10 @@ def test_a_range_shows_the_rules_that_fired_in_it_first_reported_before_it(repea
     assert "exploding-grad" not in text  # it stopped at step 3
     assert "in this range at step 3" in render(repeating, steps="3:4")
     assert "No anomalies in steps 10:." in render(repeating, steps="10:")
-    [group] = json.loads(data(repeating, steps="4:7", json=True))["anomalies"]
+    [group] = json.loads(data(repeating, steps="4:7", format="json"))["anomalies"]
     assert (group["rule"], group["first_step"], group["count"]) == ("missing-zero-grad", 1, 9)
     assert group["in_view"] == {"steps": 3, "first_step": 4, "last_step": 6}
-    [row] = csv.DictReader(io.StringIO(data(repeating, steps="4:7", anomalies_only=True, csv=True)))
+    [row] = csv.DictReader(io.StringIO(data(repeating, steps="4:7", anomalies_only=True, format="csv")))
     assert (row["rule"], row["step"], row["count"], row["steps_in_view"]) == ("missing-zero-grad", "1", "9", "3")
 
 
@@ -251,7 +251,7 @@ def test_the_whole_run_reads_as_before_with_every_step_a_rule_fired_at(repeating
     text = render(repeating)
     assert "missing-zero-grad (warning) first at step 1, 9 times\n" in text
     assert "exploding-grad (warning) first at step 2, 2 times\n" in text
-    groups = json.loads(data(repeating, json=True))["anomalies"]
+    groups = json.loads(data(repeating, format="json"))["anomalies"]
     assert [(g["rule"], g["in_view"]) for g in groups] == [
         ("missing-zero-grad", {"steps": 9, "first_step": 1, "last_step": 9}),
         ("exploding-grad", {"steps": 2, "first_step": 2, "last_step": 3}),
@@ -279,9 +279,9 @@ def test_a_trace_that_does_not_say_where_rules_repeated_says_so_in_a_range(tmp_p
     text = render(path, steps="4:7")
     assert "missing-zero-grad (warning) first at step 1, 9 times in the run; whether it fired in this range" in text
     assert "exploding-grad" not in text  # counted once: it never repeated
-    [group] = json.loads(data(path, steps="4:7", json=True))["anomalies"]
+    [group] = json.loads(data(path, steps="4:7", format="json"))["anomalies"]
     assert (group["rule"], group["count"], group["in_view"]) == ("missing-zero-grad", 9, None)
-    [row] = csv.DictReader(io.StringIO(data(path, steps="4:7", anomalies_only=True, csv=True)))
+    [row] = csv.DictReader(io.StringIO(data(path, steps="4:7", anomalies_only=True, format="csv")))
     assert (row["rule"], row["count"], row["steps_in_view"]) == ("missing-zero-grad", "", "")
 
 
@@ -306,11 +306,11 @@ def test_param_pattern_tables_matching_parameters(tmp_path: Path) -> None:
         assert name in text
     assert "head.weight" not in text
     assert "time per phase" not in text
-    params = json.loads(data(path, param="fc1.*", json=True))["params"]
+    params = json.loads(data(path, param="fc1.*", format="json"))["params"]
     assert [p["name"] for p in params] == ["fc1.weight", "fc1.bias"]
     assert params[0]["detail_steps"] == 5  # steps 0, 2, 4, 6, 8
     assert params[0]["first"] == pytest.approx(0.1) and params[0]["last"] == pytest.approx(0.18)
-    rows = list(csv.DictReader(io.StringIO(data(path, param="head.bias", csv=True))))
+    rows = list(csv.DictReader(io.StringIO(data(path, param="head.bias", format="csv"))))
     assert [(row["step"], row["param"]) for row in rows] == [(str(s), "head.bias") for s in (0, 2, 4, 6, 8)]
 
 
@@ -344,7 +344,7 @@ def test_an_error_quoting_a_name_with_a_line_break_is_still_one_line(tmp_path: P
 
 def test_optimizer_option(tmp_path: Path) -> None:
     path = write_trace(tmp_path / "run.jsonl", optimizers=2)
-    summary = json.loads(data(path, optimizer=1, json=True))
+    summary = json.loads(data(path, optimizer=1, format="json"))
     assert [o["optimizer"] for o in summary["optimizers"]] == [1]
     assert summary["time"]["steps"] == 10
     with pytest.raises(ValueError, match="has no optimizer 5 \\(it has 0, 1\\)"):
@@ -355,11 +355,11 @@ def test_anomalies_only(trace: Path) -> None:
     text = render(trace, anomalies_only=True)
     assert "exploding-grad" in text and "unused-param" in text
     assert "time per phase" not in text and "optimizer 0 · SGD" not in text
-    summary = json.loads(data(trace, anomalies_only=True, json=True))
+    summary = json.loads(data(trace, anomalies_only=True, format="json"))
     assert [a["rule"] for a in summary["anomalies"]] == ["exploding-grad", "unused-param"]
     assert summary["anomalies"][0]["count"] == 4
     assert "optimizers" not in summary
-    rows = list(csv.DictReader(io.StringIO(data(trace, anomalies_only=True, csv=True))))
+    rows = list(csv.DictReader(io.StringIO(data(trace, anomalies_only=True, format="csv"))))
     assert [(row["rule"], row["step"], row["param"]) for row in rows] == [
         ("exploding-grad", "3", ""), ("unused-param", "6", "head.bias")
     ]
@@ -402,6 +402,22 @@ def test_cli_show_prints_the_view_on_stdout(trace: Path) -> None:
     assert result.exit_code == 2 and "cannot be used together" in result.stderr
 
 
+def test_format_names_the_renderer_and_the_old_flags_are_its_aliases(trace: Path) -> None:
+    """``--format text|json|csv``; ``--json`` and ``--csv`` print the same as ``--format json|csv``."""
+    outputs = {name: runner.invoke(app, ["show", str(trace), "--format", name]) for name in ("text", "json", "csv")}
+    assert all(result.exit_code == 0 for result in outputs.values())
+    assert outputs["text"].stdout == runner.invoke(app, ["show", str(trace)]).stdout
+    assert outputs["json"].stdout == runner.invoke(app, ["show", str(trace), "--json"]).stdout
+    assert outputs["csv"].stdout == runner.invoke(app, ["show", str(trace), "--csv"]).stdout
+    assert runner.invoke(app, ["show", str(trace), "--format", "json", "--json"]).stdout == outputs["json"].stdout
+    for args, error in [
+        (["--format", "xml"], "unknown format xml for --format (valid: text, json, csv)"),
+        (["--format", "text", "--csv"], "--csv and --format text cannot be used together"),
+    ]:
+        result = runner.invoke(app, ["show", str(trace), *args])
+        assert (result.exit_code, result.stderr) == (2, f"stepdbg: error: {error}\n")
+
+
 def test_a_loop_without_optimizer_is_shown_without_a_parameter_count(tmp_path: Path) -> None:
     """No optimizer, no parameter list: the count is unknown, not 0."""
     def no_optimizer(record: StepRecord) -> None:
@@ -441,13 +457,13 @@ def test_the_data_phase_and_memory_are_shown_where_the_trace_has_them(tmp_path: 
         "memory: resident memory (RSS) at the steps' ends\n"
         "first  100 MiB\nlast   109 MiB (+9 MiB)\npeak   109 MiB at step 9\n"
     ) in text
-    summary = json.loads(data(path, json=True))
+    summary = json.loads(data(path, format="json"))
     assert summary["time"]["phases"]["data"]["share"] == pytest.approx(6 / 36)
     assert summary["memory"] == {
         "measure": "rss", "first": 100 << 20, "last": 109 << 20, "growth": 9 << 20,
         "peak": 109 << 20, "peak_step": 9, "peak_optimizer": 0,
     }
-    rows = list(csv.DictReader(io.StringIO(data(path, csv=True))))
+    rows = list(csv.DictReader(io.StringIO(data(path, format="csv"))))
     assert [(row["time_data"], row["memory"], row["memory_peak"]) for row in rows[:2]] == [
         ("0.006", str(100 << 20), ""), ("0.006", str(101 << 20), ""),
     ]
@@ -456,7 +472,7 @@ def test_the_data_phase_and_memory_are_shown_where_the_trace_has_them(tmp_path: 
 def test_a_trace_from_before_the_data_phase_shows_none(trace: Path) -> None:
     """Its forward holds the data waits: a data row of zeros would say there were none."""
     assert " data " not in render(trace)
-    summary = json.loads(data(trace, json=True))
+    summary = json.loads(data(trace, format="json"))
     assert "data" not in summary["time"]["phases"] and summary["memory"] is None
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from stepdbg.schema import Anomaly, AnomalySteps, EndRecord, Header, OptimizerInfo, ParamGroupInfo, StepRecord
-from stepdbg.trace import TraceWriter
+from stepdbg.tracefile import TraceWriter
 
 PARAMS = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
 HEAD_PARAMS = ("head.weight", "head.bias")

@@ -17,9 +17,9 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from stepdbg.diagnostics import RULES
+from stepdbg.rules import IDS as RULE_IDS
 from stepdbg.schema import PHASES, SEVERITIES
-from stepdbg.trace import dumps
+from stepdbg.tracefile import dumps
 
 TEXT = st.one_of(
     st.text(st.characters(exclude_categories=["Cs"]), max_size=8),
@@ -34,7 +34,7 @@ NUMBER = st.one_of(st.none(), FINITE, st.sampled_from([math.nan, math.inf, -math
 SECONDS = st.one_of(st.sampled_from([0.0, 0, 1e-3, 1e300]), st.floats(0, 10), st.sampled_from([math.inf, math.nan]))
 CALL_NAMES = ("zero_grad", "backward", "backward×4", "autograd.grad", "step", "scheduler", "…")
 CALLS = st.lists(st.one_of(st.sampled_from(CALL_NAMES), TEXT), max_size=5)
-RULE = st.one_of(st.sampled_from(sorted(RULES)), TEXT)
+RULE = st.one_of(st.sampled_from(sorted(RULE_IDS)), TEXT)
 PARAM_NAMES = st.lists(
     st.one_of(st.sampled_from(["fc1.weight", "fc1.bias", "head.weight"]), TEXT), max_size=4, unique=True
 )

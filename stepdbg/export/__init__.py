@@ -1,7 +1,8 @@
 """`stepdbg export`: a run's traces in the formats other tools read.
 
 ``perfetto``: a Chrome Trace Event file (`perfetto`); ``tensorboard``: event files
-(`tensorboard`); ``csv``: the table of ``show --csv``, by the same renderer. Each
+(`tensorboard`); ``csv``: the table of ``show --format csv``, by the same renderer
+(`renderers.show_csv`). Each
 reads the traces through the same filtered view as ``show`` (``--steps``,
 ``--optimizer``, ``--param``). Bad options and unreadable traces raise `ValueError`
 or `TraceError` with the one line the CLI prints.
@@ -15,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from ..show_render import write_csv
-from ..trace import Trace
-from ..view import StepFilter
+from ..renderers.show_csv import write_table
+from ..tracefile import Trace
+from ..view import StepFilter, TraceView
 
 FORMATS = ("perfetto", "tensorboard", "csv")
 TENSORBOARD_LOGDIR = "runs"
@@ -51,12 +52,12 @@ def export_traces(paths: Sequence[Path], options: ExportOptions, stdout: TextIO 
     if options.to == "csv":
         if len(paths) > 1:
             raise ValueError("--to csv writes one trace's table: give one trace")
+        view = TraceView(Trace(paths[0]), step_filter)
         if out is None or str(out) == "-":
-            write_csv(Trace(paths[0]), step_filter, stdout or sys.stdout, param=options.param)
+            write_table(view, stdout or sys.stdout, param=options.param)
             return []
-        trace = Trace(paths[0])
         with open(out, "w", encoding="utf-8", newline="") as file:
-            write_csv(trace, step_filter, file, param=options.param)
+            write_table(view, file, param=options.param)
         return [out]
     assert out is not None
     if options.to == "perfetto":

@@ -19,9 +19,9 @@ from typing import IO, Any
 
 import orjson
 
+from ..run_info import ranks_of_one_run, start_time, trace_labels
 from ..schema import Anomaly, OptimizerInfo, StepRecord
-from ..summary import ranks_of_one_run, start_time, trace_labels
-from ..trace import Trace, TraceError
+from ..tracefile import Trace, TraceError
 from ..view import StepFilter, TraceView
 from .timeline import iteration_slices, iteration_start
 

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from ..extras import require
+from ..run_info import start_time, trace_labels
 from ..schema import Anomaly, StepRecord
-from ..summary import optimizer_label, start_time, trace_labels
-from ..trace import Trace
+from ..style import optimizer_label
+from ..tracefile import Trace
 from ..view import ParamMatcher, StepFilter, TraceView
 
 EVENT_FILES = "events.out.tfevents.*"

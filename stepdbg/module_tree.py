@@ -1,4 +1,5 @@
-"""Qualified parameter names (``encoder.layers.3.weight``) for optimizers' parameters.
+"""`ModuleTree`: the script's modules as they are built, for the qualified names
+(``encoder.layers.3.weight``) of optimizers' parameters.
 
 An optimizer only holds tensors. nn.Module's global registration hooks tell,
 as the script builds its models, which module owns each parameter under which

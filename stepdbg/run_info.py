@@ -1,25 +1,20 @@
-"""What `show`, `diff`, `plot` and `export` say about a run, and numbers put in words.
+"""A run as its trace tells it: what ran, how it ended, its name, when it started.
 
-Kept apart from the commands so that they describe a run, format a figure and
-take a median the same way.
+`RunInfo` is what `show`, `diff`, `plot` and `export` all say about a run, from the
+trace's header and end record; kept apart from the commands so that they describe a
+run the same way.
 """
 
 from __future__ import annotations
 
 import datetime
-import math
-from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any
 
-from rich import box
-from rich.console import Group, RenderableType
-from rich.table import Table
-from rich.text import Text
-
-from .trace import Trace
+from .style import fmt_seconds
+from .tracefile import Trace
 
 NOT_FINISHED = "not finished (no end record: killed, or still running)"
 
@@ -93,87 +88,6 @@ class RunInfo:
         if self.duration is None:
             data["last_t"] = self.last_t
         return data
-
-
-def is_finite(value: float | None) -> TypeGuard[float]:
-    return value is not None and math.isfinite(value)
-
-
-def fmt_num(value: float | None) -> str:
-    """A figure in 3 significant digits; ``–`` for a missing one."""
-    if value is None:
-        return "–"
-    if not math.isfinite(value):
-        return str(value)
-    return f"{value:.3g}"
-
-
-def fmt_seconds(seconds: float | None) -> str:
-    """Seconds in the unit a person reads best: ``850 µs``, ``12.3 ms``, ``4.56 s``, ``2 h 03 min``."""
-    if seconds is None or not math.isfinite(seconds):
-        return fmt_num(seconds)
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.0f} µs"
-    if seconds < 1:
-        return f"{seconds * 1e3:.3g} ms"
-    if seconds < 600:
-        return f"{seconds:.3g} s"
-    minutes = round(seconds / 60)
-    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
-
-
-def median(values: Sequence[float]) -> float | None:
-    """The median, or None for no values; sorts a copy, so ``values`` may be an array."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    if len(ordered) % 2:
-        return ordered[middle]
-    return (ordered[middle - 1] + ordered[middle]) / 2
-
-
-def floats() -> array[float]:
-    """A compact float list: 8 bytes a value, where a list of floats takes 32."""
-    return array("d")
-
-
-def listing(names: Sequence[str], limit: int) -> str:
-    """``a, b, c +7 more``: the first few names, and how many were left out."""
-    more = len(names) - limit
-    return ", ".join(names[:limit]) + (f" +{more} more" if more > 0 else "")
-
-
-def optimizer_label(index: int | None) -> str:
-    return "none" if index is None else str(index)
-
-
-def step_label(optimizer: int | None, step: int, several: bool) -> str:
-    """``step 5``, or ``optimizer 1 step 5`` when the run has several optimizers."""
-    return f"optimizer {optimizer_label(optimizer)} step {step}" if several else f"step {step}"
-
-
-def spaced(parts: Iterable[RenderableType]) -> Group:
-    """Sections one under the other, a blank line apart."""
-    items: list[RenderableType] = []
-    for part in parts:
-        if items:
-            items.append(Text(""))
-        items.append(part)
-    return Group(*items)
-
-
-def section(title: str, body: RenderableType) -> Group:
-    """A bold title over its body; unlike a table's own title it is not wrapped to the table's width."""
-    return Group(Text(title, style="bold"), body)
-
-
-def data_table(*headers: str, right: tuple[str, ...] = ()) -> Table:
-    """The one table style of show and diff: a rule under the headers, no frame."""
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, collapse_padding=True)
-    for header in headers:
-        table.add_column(header, justify="right" if header in right else "left")
-    return table
 
 
 TRACE_SUFFIXES = (".jsonl", ".stepdbg")

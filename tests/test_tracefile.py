@@ -3,7 +3,6 @@ file it owns while it writes."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
@@ -14,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from stepdbg import tracefile
 from stepdbg.ownership import TraceInUse
 from stepdbg.schema import StepRecord
-from stepdbg.trace import MAX_QUEUED, Trace, TraceWriter, encode_line, encode_step
+from stepdbg.tracefile import MAX_QUEUED, Trace, TraceWriter, encode_line, encode_step
 
 
 def _record(step: int, loss: float | None = 0.25, grad_norm: float | None = 1.5) -> StepRecord:
@@ -66,25 +66,23 @@ def test_queued_records_reach_the_file_in_order_whichever_thread_writes_them(tmp
 
 def test_records_a_drain_was_interrupted_in_are_written_by_the_next(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C lands on the training thread, which may be draining: nothing it had taken is lost."""
-    trace_module = importlib.import_module("stepdbg.trace")  # `stepdbg.trace` is the public function
-
-    monkeypatch.setattr(trace_module, "FLUSH_INTERVAL", 3600.0)  # only this test's drains write
+    monkeypatch.setattr(tracefile, "FLUSH_INTERVAL", 3600.0)  # only this test's drains write
     path = tmp_path / "t.stepdbg.jsonl"
     writer = TraceWriter(path)
     writer.write({"type": "header", "schema": 1})
     for step in range(5):
         writer.write_step(_record(step))
-    encode = trace_module.encode_step
+    encode = tracefile.encode_step
 
     def interrupted(record: StepRecord) -> bytes:
         if record.step == 3:
             raise KeyboardInterrupt
         return encode(record)
 
-    monkeypatch.setattr(trace_module, "encode_step", interrupted)
+    monkeypatch.setattr(tracefile, "encode_step", interrupted)
     with pytest.raises(KeyboardInterrupt):
         writer._drain()
-    monkeypatch.setattr(trace_module, "encode_step", encode)
+    monkeypatch.setattr(tracefile, "encode_step", encode)
     writer.close()
     assert [r.step for r in Trace(path) if isinstance(r, StepRecord)] == list(range(5))
 
@@ -104,7 +102,7 @@ def test_a_trace_has_one_writer_and_a_killed_one_holds_nothing(tmp_path: Path) -
     is killed (no close, no exit handler), the file is free again."""
     path = tmp_path / "t.stepdbg.jsonl"
     holds = (
-        "import sys, time\nfrom pathlib import Path\nfrom stepdbg.trace import TraceWriter\n"
+        "import sys, time\nfrom pathlib import Path\nfrom stepdbg.tracefile import TraceWriter\n"
         "writer = TraceWriter(Path(sys.argv[1]))\nwriter.write({'type': 'header', 'pid': 4242})\nwriter.flush()\n"
         "print('held', flush=True)\ntime.sleep(600)\n"
     )

@@ -1,4 +1,5 @@
-"""Renderers for `stepdbg diff`: where the runs part, what else differs, the times, the verdict."""
+"""``stepdbg diff --format text`` (the default): where the runs part, what else differs, the
+times, the verdict, for a person, on a rich console."""
 
 from __future__ import annotations
 
@@ -9,35 +10,18 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from .diff_compare import FIELDS, DiffResult
-from .summary import data_table, fmt_seconds, section, spaced
-
-
-def fmt_value(value: Any) -> str:
-    """A value in full enough precision to see the difference: 7 digits, or exact."""
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return f"{value:.7g}" if math.isfinite(value) else str(value)
-    if isinstance(value, list):
-        if value and all(isinstance(v, str) for v in value):
-            return " ".join(value)
-        return "[" + ", ".join(fmt_value(v) for v in value) + "]"
-    return str(value)
+from .. import exit_codes
+from ..diff_compare import FIELDS, DiffResult
+from ..style import BAD, CAUTION, GOOD, MISSING, data_table, fmt_exact, fmt_num, fmt_seconds, section, spaced
+from .output import Output
 
 
 def _pair(a: Any, b: Any) -> tuple[str, str]:
     """Both values as text; exact (``repr``) when 7 digits would print them the same."""
-    ta, tb = fmt_value(a), fmt_value(b)
+    ta, tb = fmt_exact(a), fmt_exact(b)
     if ta == tb:
         return repr(a), repr(b)
     return ta, tb
-
-
-def _rel_text(rel: float | None) -> str:
-    return "–" if rel is None else f"{rel:.3g}"
 
 
 def render_runs(result: DiffResult) -> RenderableType:
@@ -55,12 +39,12 @@ def render_first(result: DiffResult) -> RenderableType | None:
         return None
     table = data_table("field", "A", "B", "rel. diff", right=("rel. diff",))
     for diff in first.fields:
-        rel = _rel_text(diff.rel)
+        rel = fmt_num(diff.rel)
         if diff.param is not None:
             count = first.count(diff.field)
             a, b = f"{count} parameter{'s' if count > 1 else ''} differ", ""
         elif diff.field == "calls":
-            a, b = fmt_value(diff.a), fmt_value(diff.b)
+            a, b = fmt_exact(diff.a), fmt_exact(diff.b)
             rel = "order only" if sorted(diff.a) == sorted(diff.b) else rel
         else:
             a, b = _pair(diff.a, diff.b)
@@ -78,7 +62,7 @@ def render_params(result: DiffResult) -> RenderableType | None:
     title = f"Largest grad-norm differences at {where}" if same else f"Per-parameter grad norms first differ at {where}"
     table = data_table("param", "A", "B", "rel. diff", right=("rel. diff",))
     for diff in found.params():
-        table.add_row(Text(diff.param or ""), *map(Text, _pair(diff.a, diff.b)), _rel_text(diff.rel))
+        table.add_row(Text(diff.param or ""), *map(Text, _pair(diff.a, diff.b)), fmt_num(diff.rel))
     return section(title, table)
 
 
@@ -93,9 +77,9 @@ def render_rest(result: DiffResult) -> RenderableType | None:
             table.add_row(name, result.where(*counted.first), str(counted.steps))
     last = [result.where(optimizer, step) for optimizer, (step, agreed) in comparison.last.items() if not agreed]
     verdict = (
-        Text("They re-converge: the last common step agrees again.", style="green")
+        Text("They re-converge: the last common step agrees again.", style=GOOD)
         if comparison.reconverged
-        else Text(f"They do not re-converge: {', '.join(last)} (the last common step) still differs.", style="yellow")
+        else Text(f"They do not re-converge: {', '.join(last)} (the last common step) still differs.", style=CAUTION)
     )
     return spaced([section(f"{comparison.differing} of {comparison.compared} common steps differ", table), verdict])
 
@@ -116,13 +100,13 @@ def _ratio_text(figures: dict[str, float | None]) -> str:
     calls zero_grad) has no ratio: it is said as such."""
     a, b, ratio = figures["a"], figures["b"], figures["ratio"]
     if a is None or b is None or math.isnan(a) or math.isnan(b):
-        return "–"
+        return MISSING
     if a == b:
         return "same"
     if not a or not b:
         return f"none in {'A' if not a else 'B'}"
     if ratio is None or ratio <= 0:
-        return "–"
+        return MISSING
     if abs(ratio - 1) < 0.005:
         return "same"
     return f"{ratio:.2f}× slower" if ratio > 1 else f"{1 / ratio:.2f}× faster"
@@ -142,8 +126,11 @@ def render_verdict(result: DiffResult) -> RenderableType:
     within = f"rtol {tol.rtol:g}, atol {tol.atol:g}"
     if comparison.ignore:
         within += ", ignoring " + ", ".join(comparison.ignored)
-    if result.exit_code == 0:
-        return Text(f"The runs agree: {comparison.compared} common steps within {within} (exit 0).", style="bold green")
+    if result.exit_code == exit_codes.OK:
+        return Text(
+            f"The runs agree: {comparison.compared} common steps within {within} (exit {exit_codes.OK}).",
+            style=f"bold {GOOD}",
+        )
     others = len(result.structure)
     other_text = f"{others} other difference{'s' if others > 1 else ''}"
     if not comparison.compared:
@@ -153,18 +140,23 @@ def render_verdict(result: DiffResult) -> RenderableType:
     else:
         text = f"{comparison.differing} of {comparison.compared} common steps differ ({within})"
         text += f", and {other_text}" if others else ""
-    return Text(f"The runs differ (exit 1): {text}.", style="bold red")
+    return Text(f"The runs differ (exit {exit_codes.DIFFER}): {text}.", style=f"bold {BAD}")
 
 
 def render(result: DiffResult) -> RenderableType:
+    """The comparison, section by section; those with nothing to say are left out."""
     parts = [
         render_runs(result),
         render_first(result),
         render_params(result),
         render_rest(result),
-        _bullets("Other differences", result.structure, style="yellow"),
+        _bullets("Other differences", result.structure, style=CAUTION),
         _bullets("Notes (not counted)", result.notes),
         render_timing(result),
         render_verdict(result),
     ]
     return spaced(part for part in parts if part is not None)
+
+
+def write(result: DiffResult, out: Output) -> None:
+    out.text.print(render(result))

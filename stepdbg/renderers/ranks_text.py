@@ -1,12 +1,12 @@
-"""Renderers for `stepdbg show` of several traces: the per-rank table and what it tells."""
+"""``stepdbg show --format text`` of several traces: the ranks side by side, and what the
+comparison (`ranks.RankComparison`) tells: the straggler, ranks out of step or out of sync."""
 
 from __future__ import annotations
 
 from rich.console import RenderableType
 from rich.text import Text
 
-from .memory import fmt_bytes
-from .ranks import (
+from ..ranks import (
     STRAGGLER_MARGIN,
     WORK_PHASES,
     RankComparison,
@@ -14,8 +14,9 @@ from .ranks import (
     Straggler,
     SyncDifference,
 )
-from .schema import PHASES
-from .summary import data_table, fmt_num, fmt_seconds, section, spaced
+from ..schema import PHASES
+from ..style import MISSING, data_table, fmt_bytes, fmt_num, fmt_seconds, fmt_share, section, spaced
+from .output import Output
 
 COLUMNS = {"data": "data", "forward": "fwd", "backward": "bwd", "step": "step", "zero_grad": "zero"}
 """Short headers for `PHASES`, so that the table reads in 80 columns."""
@@ -30,7 +31,7 @@ def _row(rank: RankStats, phases: list[str]) -> list[str]:
     return [
         rank.label, str(sum(rank.counts.values())), _ms(rank.median("total")),
         *(_ms(rank.median(phase)) for phase in phases),
-        "–" if share is None else f"{share:.0%}", fmt_bytes(rank.memory.peak),
+        fmt_share(share), fmt_bytes(rank.memory.peak),
     ]
 
 
@@ -50,7 +51,7 @@ def straggler_text(straggler: Straggler | None, step: float | None) -> str:
     if straggler is None:
         return (
             f"No straggler: no rank's own work ({', '.join(WORK_PHASES)}) takes longer than the others'"
-            f" by {STRAGGLER_MARGIN:.0%} of a step ({fmt_seconds(step * STRAGGLER_MARGIN) if step else '–'})."
+            f" by {fmt_share(STRAGGLER_MARGIN)} of a step ({fmt_seconds(step * STRAGGLER_MARGIN) if step else MISSING})."
         )
     excess = f"its {straggler.phase} takes {fmt_seconds(straggler.excess)} a step more than the other ranks'"
     if straggler.synchronous:
@@ -96,3 +97,6 @@ def render_ranks(comparison: RankComparison) -> RenderableType:
     verdict = Text("\n".join(lines))
     return spaced([render_table(comparison), verdict])
 
+
+def write(comparison: RankComparison, out: Output) -> None:
+    out.text.print(render_ranks(comparison))

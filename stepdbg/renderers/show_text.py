@@ -1,16 +1,13 @@
-"""Renderers for `stepdbg show`: rich renderables, a JSON object, CSV rows.
+"""``stepdbg show --format text`` (the default): the view of a trace for a person, on a rich console.
 
-The rich view is laid out to read in 80 columns: small key/value tables side by
+Laid out to read in 80 columns: the run's header, small key/value tables side by
 side (they wrap onto the next line when there is no room), sparklines of up to 60
-blocks that shrink to the room left, anomalies as short paragraphs. CSV is streamed straight from the trace,
-one row per step, so it needs nothing collected.
+blocks that shrink to the room left, anomalies as short paragraphs.
 """
 
 from __future__ import annotations
 
-import csv
-from collections.abc import Iterator
-from typing import Any, TextIO
+from typing import TYPE_CHECKING
 
 from rich.columns import Columns
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
@@ -19,27 +16,35 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from .anomaly_view import AnomalyGroup, Firing, has_range
-from .memory import fmt_bytes, step_memory
-from .schema import PHASES, OptimizerInfo, StepRecord
-from .show_stats import Downsampler, OptimizerStats, ParamTable, TraceSummary
-from .summary import (
+from ..anomaly_view import AnomalyGroup, has_range
+from ..numeric import is_finite, median
+from ..show_stats import Downsampler, OptimizerStats, ShowStats, collect
+from ..style import (
+    BAD,
+    CAUTION,
+    GOOD,
+    HINT,
+    LINE,
+    MISSING,
     data_table,
+    fmt_bytes,
     fmt_num,
     fmt_seconds,
-    is_finite,
+    fmt_share,
     listing,
-    median,
     optimizer_label,
     section,
+    severity_style,
     spaced,
     step_label,
 )
-from .trace import Trace
-from .view import StepFilter, TraceView
+from ..view import StepFilter, TraceView
+from .output import Output
+
+if TYPE_CHECKING:
+    from ..show import ShowOptions
 
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
-SEVERITY_STYLES = {"error": "red", "warning": "yellow", "info": "blue"}
 PARAMS_IN_ANOMALY = 3
 MIN_SPARK_WIDTH = 20
 
@@ -55,7 +60,7 @@ class Sparkline:
         return Measurement(min(width, MIN_SPARK_WIDTH), width)
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        yield Text(sparkline(self.line.means(options.max_width)), style="cyan", no_wrap=True)
+        yield Text(sparkline(self.line.means(options.max_width)), style=LINE, no_wrap=True)
 
 
 def sparkline(values: list[float | None]) -> str:
@@ -87,17 +92,18 @@ def _key_values(title: Text | None = None) -> Table:
     return table
 
 
-def render_run(summary: TraceSummary) -> RenderableType:
-    run = summary.run
+def render_header(shown: ShowStats) -> RenderableType:
+    """The run: what ran, with which versions, when, how it ended, and the steps in view."""
+    run = shown.run
     table = _key_values()
     table.add_row("trace", Text(run.path))  # text from the trace is never markup: a bracket in it stays a bracket
     table.add_row("command", Text(run.command))
     table.add_row("versions", Text(run.versions))
     table.add_row("started", Text(run.start))
     table.add_row("duration", run.duration_text)
-    style = "yellow" if not run.finished else ("green" if run.status == "ok" else "red")
+    style = CAUTION if not run.finished else (GOOD if run.status == "ok" else BAD)
     table.add_row("status", Text(run.outcome, style=style))
-    view = summary.filter.description
+    view = shown.filter.description
     table.add_row("steps", f"{run.steps} (showing {view})" if view else str(run.steps))
     return table
 
@@ -115,7 +121,7 @@ def render_optimizer(stats: OptimizerStats) -> RenderableType:
     if stats.grad_nonfinite:
         grad_max += f" (+{stats.grad_nonfinite} nan/inf)"
     for key, value in (
-        ("params", str(stats.params) if stats.index is not None else "–"),  # no optimizer: none known
+        ("params", str(stats.params) if stats.index is not None else MISSING),  # no optimizer: none known
         ("steps", steps),
         ("skipped", str(stats.skipped)),
         ("loss first", fmt_num(stats.loss_first)),
@@ -130,17 +136,17 @@ def render_optimizer(stats: OptimizerStats) -> RenderableType:
     return table
 
 
-def render_optimizers(summary: TraceSummary) -> RenderableType:
-    if not summary.profile.steps:
-        return Text("No steps in this view." if summary.filter.description else "No steps recorded.", style="yellow")
-    return Columns([render_optimizer(stats) for stats in summary.optimizers.values()], padding=(1, 3))
+def render_optimizers(shown: ShowStats) -> RenderableType:
+    if not shown.profile.steps:
+        return Text("No steps in this view." if shown.filter.description else "No steps recorded.", style=CAUTION)
+    return Columns([render_optimizer(stats) for stats in shown.optimizers.values()], padding=(1, 3))
 
 
-def render_profile(summary: TraceSummary) -> RenderableType | None:
-    profile = summary.profile
+def render_profile(shown: ShowStats) -> RenderableType | None:
+    profile = shown.profile
     if not profile.steps:
         return None
-    several = len(summary.optimizers) > 1
+    several = len(shown.optimizers) > 1
     table = data_table("phase", "total", "mean/step", "share", "slowest", right=("total", "mean/step", "share"))
     for phase, stats in profile.phases.items():
         at = stats.slowest_at
@@ -149,21 +155,20 @@ def render_profile(summary: TraceSummary) -> RenderableType | None:
         share = profile.share(phase)
         slowest = f"{fmt_seconds(stats.slowest)} at {step_label(*at, several)}"
         table.add_row(
-            phase, fmt_seconds(stats.total), fmt_seconds(stats.total / profile.steps),
-            "–" if share is None else f"{share:.0%}", slowest,
+            phase, fmt_seconds(stats.total), fmt_seconds(stats.total / profile.steps), fmt_share(share), slowest
         )
     return section(f"time per phase (total {fmt_seconds(profile.total)} over {profile.steps} steps)", table)
 
 
-def render_memory(summary: TraceSummary) -> RenderableType | None:
+def render_memory(shown: ShowStats) -> RenderableType | None:
     """First, last and peak memory at the steps' ends; on CUDA the peak is the allocator's own."""
-    memory = summary.memory
+    memory = shown.memory
     if memory.measure is None:
         return None
     growth = memory.growth
     peak = fmt_bytes(memory.peak)
     if memory.peak_at is not None:
-        peak += f" at {step_label(*memory.peak_at, len(summary.optimizers) > 1)}"
+        peak += f" at {step_label(*memory.peak_at, len(shown.optimizers) > 1)}"
     table = _key_values()
     table.add_row("first", fmt_bytes(memory.first))
     sign = "+" if growth is not None and growth >= 0 else ""
@@ -172,14 +177,14 @@ def render_memory(summary: TraceSummary) -> RenderableType | None:
     return section(f"memory: {memory.description} at the steps' ends", table)
 
 
-def render_sparklines(summary: TraceSummary) -> RenderableType | None:
-    several = len(summary.optimizers) > 1
+def render_sparklines(shown: ShowStats) -> RenderableType | None:
+    several = len(shown.optimizers) > 1
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold", no_wrap=True)
     table.add_column(no_wrap=True)
     table.add_column()
-    table.add_column(style="dim", no_wrap=True)
-    for stats in summary.optimizers.values():
+    table.add_column(style=HINT, no_wrap=True)
+    for stats in shown.optimizers.values():
         if not stats.steps:
             continue
         label = f"opt {optimizer_label(stats.index)}" if several else ""
@@ -190,7 +195,7 @@ def render_sparklines(summary: TraceSummary) -> RenderableType | None:
         if stats.grad_norms or stats.grad_nonfinite:
             grad_max = fmt_num(max(stats.grad_norms, default=None))
             table.add_row(label, "grad norm", Sparkline(stats.grad_line), f"max {grad_max}")
-    memory = summary.memory
+    memory = shown.memory
     if memory.measure is not None:
         table.add_row("", "memory", Sparkline(memory.line), f"last {fmt_bytes(memory.last)}")
     title = "loss, grad norm and memory" if memory.measure is not None else "loss and grad norm"
@@ -198,21 +203,21 @@ def render_sparklines(summary: TraceSummary) -> RenderableType | None:
     return section(title, table) if table.row_count else None
 
 
-def render_anomalies(summary: TraceSummary) -> RenderableType:
+def render_anomalies(shown: ShowStats) -> RenderableType:
     """One short paragraph per rule in view: what, where first, how often, where in the range,
     which parameter, the likely fix."""
-    if not summary.anomalies:
-        view = summary.filter.description
-        return Text(f"No anomalies in {view}." if view else "No anomalies.", style="green")
-    several = len(summary.optimizers) > 1
-    groups = sorted(summary.anomalies.values(), key=lambda g: g.first_step)
-    return section("anomalies", spaced(_anomaly(group, several, summary.filter) for group in groups))
+    if not shown.anomalies:
+        view = shown.filter.description
+        return Text(f"No anomalies in {view}." if view else "No anomalies.", style=GOOD)
+    several = len(shown.optimizers) > 1
+    groups = sorted(shown.anomalies.values(), key=lambda g: g.first_step)
+    return section("anomalies", spaced(_anomaly(group, several, shown.filter) for group in groups))
 
 
 def _anomaly(group: AnomalyGroup, several: bool, step_filter: StepFilter) -> RenderableType:
     ranged = has_range(step_filter)
     times = "once" if group.count == 1 else f"{group.count} times"
-    head = Text(group.rule, style=f"bold {SEVERITY_STYLES.get(group.severity, '')}")
+    head = Text(group.rule, style=severity_style(group.severity))
     head.append(f" ({group.severity}) first at {step_label(group.optimizer, group.first_step, several)}, {times}")
     head.append(" in the run" if ranged else "")
     if group.params:
@@ -221,7 +226,7 @@ def _anomaly(group: AnomalyGroup, several: bool, step_filter: StepFilter) -> Ren
         head.append(_in_range(group, step_filter))
     lines: list[RenderableType] = [head, Padding(Text(group.message), (0, 0, 0, 2))]
     if group.hint:
-        lines.append(Padding(Text(f"→ {group.hint}", style="dim"), (0, 0, 0, 2)))
+        lines.append(Padding(Text(f"→ {group.hint}", style=HINT), (0, 0, 0, 2)))
     return Group(*lines)
 
 
@@ -237,8 +242,8 @@ def _in_range(group: AnomalyGroup, step_filter: StepFilter) -> str:
     return ""
 
 
-def render_params(summary: TraceSummary) -> RenderableType:
-    params = summary.params
+def render_params(shown: ShowStats) -> RenderableType:
+    params = shown.params
     assert params is not None
     several = len({optimizer for optimizer, _ in params.stats}) > 1
     headers = ["opt"] if several else []
@@ -258,94 +263,20 @@ def render_params(summary: TraceSummary) -> RenderableType:
         else:
             cells += [Text(stats.name), "0", "no gradient", "", "", "", ""]
         table.add_row(*cells)
-    return section(f"grad norms of {params.pattern} on the detail steps (every {summary.run.every})", table)
+    return section(f"grad norms of {params.pattern} on the detail steps (every {shown.run.every})", table)
 
 
-def render(summary: TraceSummary, anomalies_only: bool = False) -> RenderableType:
-    """The rich view: the run, then the sections asked for."""
-    parts: list[RenderableType | None] = [render_run(summary)]
-    if summary.params is not None:
-        parts.append(render_params(summary))
+def render(shown: ShowStats, anomalies_only: bool = False) -> RenderableType:
+    """The view: the run's header, then the sections asked for."""
+    parts: list[RenderableType | None] = [render_header(shown)]
+    if shown.params is not None:
+        parts.append(render_params(shown))
     elif not anomalies_only:
-        parts += [
-            render_optimizers(summary), render_profile(summary), render_memory(summary), render_sparklines(summary),
-        ]
-    if anomalies_only or summary.params is None:
-        parts.append(render_anomalies(summary))
+        parts += [render_optimizers(shown), render_profile(shown), render_memory(shown), render_sparklines(shown)]
+    if anomalies_only or shown.params is None:
+        parts.append(render_anomalies(shown))
     return spaced(part for part in parts if part is not None)
 
 
-def summary_json(summary: TraceSummary, anomalies_only: bool = False) -> dict[str, Any]:
-    """The same sections as the rich view, as data."""
-    data: dict[str, Any] = {"run": summary.run.to_json(), "filter": summary.filter.description}
-    if summary.params is not None:
-        data["params"] = summary.params.to_json()
-    elif not anomalies_only:
-        data["optimizers"] = [stats.to_json() for stats in summary.optimizers.values()]
-        data["time"] = summary.profile.to_json()
-        data["memory"] = summary.memory.to_json()
-    if anomalies_only or summary.params is None:
-        data["anomalies"] = [group.to_json() for group in summary.anomalies.values()]
-    return data
-
-
-TIMES = (*PHASES, "total")
-STEP_COLUMNS = [
-    "optimizer", "step", "t", "loss", "grad_norm", "lr", *(f"time_{name}" for name in TIMES),
-    "backward_calls", "skipped", "calls", "memory", "memory_peak",
-]
-ANOMALY_FIELDS = ["rule", "severity", "step", "optimizer", "param", "message", "hint", "t"]
-ANOMALY_COLUMNS = [*ANOMALY_FIELDS, "count", "steps_in_view"]
-PARAM_COLUMNS = ["optimizer", "step", "param", "grad_norm", "update_ratio"]
-
-
-def step_row(record: StepRecord) -> list[Any]:
-    """csv writes None as an empty cell and floats exactly (``repr``); NaN as ``nan``, which pandas reads."""
-    lr: Any = record.lr[0] if len(record.lr) == 1 else ";".join("" if v is None else repr(v) for v in record.lr)
-    memory = step_memory(record.memory)
-    return [
-        record.optimizer, record.step, record.t, record.loss, record.grad_norm, lr, *map(record.time.get, TIMES),
-        record.backward_calls, record.skipped, " ".join(record.calls),
-        memory[1] if memory else None, (record.memory or {}).get("peak"),
-    ]
-
-
-def _anomaly_row(firing: Firing) -> list[Any]:
-    """A rule's first report on an optimizer; how often it fired, and at how many steps in view
-    (empty where the trace does not say)."""
-    in_view = firing.in_view.steps if firing.in_view is not None else 0
-    row = [getattr(firing.report, column) for column in ANOMALY_FIELDS]
-    return [*row, firing.count if firing.located else None, in_view if firing.located else None]
-
-
-def _csv_rows(view: TraceView, anomalies_only: bool, params: ParamTable | None) -> Iterator[list[Any]]:
-    for record in view:
-        if isinstance(record, OptimizerInfo):
-            if params is not None:
-                params.describe(record)
-        elif isinstance(record, StepRecord):
-            if anomalies_only:
-                continue
-            if params is None:
-                yield step_row(record)
-            elif record.param_grad_norms is not None:
-                ratios = record.param_update_ratios or {}
-                for name, norm in record.param_grad_norms.items():
-                    if params.match(record.optimizer, name) is not None:
-                        yield [record.optimizer, record.step, name, norm, ratios.get(name)]
-    if anomalies_only:  # the steps a rule fired at come after its report: the rows wait for the trace's end
-        yield from map(_anomaly_row, view.anomalies.firings(view.trace.end))
-
-
-def write_csv(
-    trace: Trace, step_filter: StepFilter, out: TextIO, anomalies_only: bool = False, param: str | None = None
-) -> None:
-    """One row per step; with ``--anomalies`` one per anomaly; with ``--param`` one per (detail step, parameter)."""
-    if anomalies_only and param is not None:
-        raise ValueError("--csv writes one table: use --anomalies or --param, not both")
-    params = ParamTable(param) if param is not None else None
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(ANOMALY_COLUMNS if anomalies_only else PARAM_COLUMNS if params else STEP_COLUMNS)
-    writer.writerows(_csv_rows(TraceView(trace, step_filter), anomalies_only, params))
-    if params is not None:
-        params.check()
+def write(view: TraceView, options: ShowOptions, out: Output) -> None:
+    out.text.print(render(collect(view, options.param), options.anomalies_only))

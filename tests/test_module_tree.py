@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm, weight_norm
 
-from stepdbg.names import ModuleTree
+from stepdbg.module_tree import ModuleTree
 
 
 class Tied(nn.Module):

@@ -1,4 +1,4 @@
-"""Writing and reading traces: JSON Lines, one record (see `schema`) a line.
+"""The trace file: written and read as JSON Lines, one record (see `schema`) a line.
 
 The writer is built to lose nothing and to cost the training loop almost
 nothing: records are queued, and a daemon thread encodes, writes and flushes

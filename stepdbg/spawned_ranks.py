@@ -7,8 +7,9 @@ error_file)``, which calls ``fn`` and reports its exception to the parent) is
 replaced by a `TracedRank`, pickled to each process in its place: rank ``i`` runs
 it in a `Session` of its own, traced into ``<trace>.rank<i>``, and prints its
 anomalies as they happen; the main process reads the ranks' end records when the
-script ends, for its summary and ``--strict``. ``_wrap`` stays between stepdbg and
-``fn``, so the traceback of a rank that raises is the same as without stepdbg.
+script ends, for its end-of-run report and ``--strict``. ``_wrap`` stays between
+stepdbg and ``fn``, so the traceback of a rank that raises is the same as without
+stepdbg.
 Other child processes (DataLoader workers, a bare ``multiprocessing.Process``) are
 not traced, and a forked one leaves its parent's session alone (see `session`).
 """
@@ -25,11 +26,11 @@ from typing import Any
 
 from rich.console import Console
 
-from .diagnostics import RULES
-from .live import View
+from .rules import severity_of
+from .run_output import RunOutput
 from .schema import EndRecord
-from .session import RunOptions, ScriptNotFound, Session, outcome, rank_trace_path
-from .trace import read_end
+from .session import RunOptions, Session, TraceNotWritable, outcome, rank_trace_path
+from .tracefile import read_end
 
 MTIME_SLACK = 2.0
 """Seconds a file's modification time may lag the clock (filesystems that keep whole or even seconds)."""
@@ -49,10 +50,10 @@ class TracedRank:
         module = _spawn_module()
         if isinstance(module._wrap, TracedRank):  # forked with the patch: ranks this rank starts are its own business
             module._wrap = self.wrap
-        view = View(Console(stderr=True), live=False, quiet=self.options.quiet, label=f"rank {rank}")
+        output = RunOutput(Console(stderr=True), live=False, quiet=self.options.quiet, label=f"rank {rank}")
         try:
-            session = Session(self.options, self.argv, self.command, [rank_trace_path(self.trace, rank)], view, rank)
-        except ScriptNotFound as e:  # the rank trains all the same, untraced
+            session = Session(self.options, self.argv, self.command, [rank_trace_path(self.trace, rank)], output, rank)
+        except TraceNotWritable as e:  # the rank trains all the same, untraced
             print(f"stepdbg[rank {rank}]: {e}", file=sys.stderr)
             return self.wrap(fn, rank, *rest)
         session.start()
@@ -135,7 +136,7 @@ class SpawnedRanks:
             if end is None:
                 continue
             for rule in end.anomalies:
-                severity = end.severities.get(rule) or (RULES[rule].severity if rule in RULES else "info")
+                severity = end.severities.get(rule) or severity_of(rule)
                 if severity != "info":
                     found.append((severity, f"{rule} on rank {rank}"))
         return found

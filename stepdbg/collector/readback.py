@@ -1,0 +1,82 @@
+"""CUDA read-back: a step's values (norms, losses, GradScaler scales, gradients' largest
+magnitudes) are copied to the host asynchronously and read once an event says they are
+ready, usually at the next step; nothing here syncs the device but the run's end.
+Records are completed in order."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from .. import device_clock, norms
+from ..device_clock import DevicePhases, record_on
+
+if TYPE_CHECKING:
+    from .progress import StepInProgress
+
+
+class Resolved:
+    """Values of a step waiting on the device: a pinned host copy and an event (and the
+    iteration's timing events, done once their last one is). The copy is queued at once,
+    or, where the values were made before a CUDA graph capture that runs now (the record of
+    a backward made with no optimizer, finished at the next iteration's first call), once
+    the capture is over: queued during it, it would become part of the user's graph."""
+
+    def __init__(self, pieces: list[torch.Tensor], phases: DevicePhases | None = None) -> None:
+        self.phases = phases
+        self.values: torch.Tensor | None = None
+        self.host: torch.Tensor | None = None
+        self.event: Any = None
+        self._pieces: list[torch.Tensor] | None = pieces
+        if not (pieces and device_clock.capturing()):
+            self._copy()
+
+    def _copy(self) -> None:
+        pieces, self._pieces = self._pieces, None
+        values = self.values = norms.stack(pieces or [])
+        if values is not None and values.is_cuda:
+            self.host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+            self.host.copy_(values, non_blocking=True)
+            self.event = torch.Event("cuda", enable_timing=False)  # see `device_clock.cuda_event`
+            record_on(self.event, values.device.index)  # the copy runs on the values' device
+
+    def ready(self) -> bool:
+        if self._pieces is not None:
+            self._copy()  # never called while a capture runs (see `ReadBack.queue`)
+        return (self.event is None or bool(self.event.query())) and (self.phases is None or self.phases.ready())
+
+    def floats(self) -> list[float]:
+        if self._pieces is not None:
+            self._copy()
+        if self.phases is not None:
+            self.phases.end.synchronize()  # only waits when the run ends (see `ready`)
+        if self.values is None:
+            return []
+        if self.host is not None:
+            self.event.synchronize()  # only reached once ready(), or when the run ends
+            return self.host.tolist()
+        return self.values.tolist()
+
+
+class ReadBack:
+    """The step records waiting for their values, in order."""
+
+    def __init__(self, complete: Callable[[StepInProgress, list[float]], None]) -> None:
+        self._complete = complete
+        """Completes a record with its values read back."""
+        self.waiting: deque[tuple[StepInProgress, Resolved]] = deque()
+
+    def queue(self, progress: StepInProgress, values: list[torch.Tensor]) -> None:
+        """``progress`` waits for ``values`` (and its phases' events); those ready are completed."""
+        self.waiting.append((progress, Resolved(values, progress.device_phases)))
+        if not device_clock.capturing():  # no event may be queried while a capture runs
+            self.flush()
+
+    def flush(self, wait: bool = False) -> None:
+        """Complete the records whose device values have arrived (all of them with ``wait``)."""
+        while self.waiting and (wait or self.waiting[0][1].ready()):
+            progress, resolved = self.waiting.popleft()
+            self._complete(progress, resolved.floats())
