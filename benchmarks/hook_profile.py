@@ -5,7 +5,7 @@
 Runs the loop (`loops`, tiny by default) in this process under a `Session`, as
 ``stepdbg run`` does, with a timer around each of the collector's entry points (the
 hooks) and around the pieces they call, down to the norms, the rules, the trace writer
-and the view. Prints, per piece, its calls per iteration and the lower quartile and the
+and the run's output. Prints, per piece, its calls per iteration and the lower quartile and the
 median of its time per iteration, in microseconds. Pieces are indented under the piece
 that calls them, and their times are part of its. A timer's own cost, measured as the
 run starts, is taken off the pieces around it; what is left of it (a piece's own timer
@@ -18,7 +18,7 @@ comparison.
 
 ``--cprofile``: cProfile over the same steps instead of the timers, stepdbg's functions
 by their own time (cProfile's cost per call inflates many small calls: read the order,
-not the figures). ``--live``: the view draws the live table, on a pseudo-terminal.
+not the figures). ``--live``: the live table is drawn, on a pseudo-terminal.
 """
 
 from __future__ import annotations
@@ -43,53 +43,57 @@ from overhead import hook_seconds
 from rich.console import Console
 
 import stepdbg.collector
+import stepdbg.device_clock
 import stepdbg.norms
 from stepdbg.existing import adopt_existing
-from stepdbg.live import View
+from stepdbg.run_output import RunOutput
 from stepdbg.session import RunOptions, Session
 
 PIECES = (
     (0, "collector", "on_zero_grad_start"),
     (1, "collector", "_loop_started"),
-    (2, "collector", "_poll_schedulers"),
+    (2, "schedulers", "poll"),
     (0, "collector", "on_zero_grad_end"),
     (1, "collector", "track_for"),
-    (1, "collector", "_cleared"),
+    (1, "gradients", "cleared"),
     (0, "collector", "on_backward_start"),
-    (1, "module", "_loss_value"),
+    (1, "collector_module", "loss_value"),
+    (1, "gradients", "backward_starting"),
+    (1, "losses", "add"),
     (0, "collector", "on_backward_end"),
+    (1, "gradients", "backward_ended"),
     (0, "collector", "on_step_start"),
-    (1, "collector", "_begin_record"),
-    (2, "module", "_lr"),
-    (2, "module", "capturing"),
-    (2, "collector", "_check_step_order"),
-    (1, "collector", "_consume"),
-    (2, "collector", "_layout"),
-    (2, "collector", "_take_losses"),
-    (2, "collector", "_gradient_norms"),
-    (3, "norms", "flat_norm"),
-    (3, "norms", "per_tensor_norms"),
-    (2, "collector", "_mark_consumed"),
+    (1, "stepping", "begins"),
+    (1, "stepping", "start"),
+    (2, "records", "begin"),
+    (3, "records_module", "_lr"),
+    (3, "device_clock", "capturing"),
+    (3, "order", "check"),
+    (2, "records", "consume"),
+    (3, "optimizers", "layout"),
+    (3, "losses", "take"),
+    (3, "records_module", "_gradient_norms"),
+    (4, "norms", "flat_norm"),
+    (4, "norms", "per_tensor_norms"),
+    (3, "gradients", "consumed"),
     (0, "collector", "on_step_end"),
-    (1, "collector", "_finish_record"),
-    (2, "collector", "_compressed_calls"),
-    (2, "collector", "_phase_times"),
-    (2, "memory", "read"),
-    (2, "norms", "update_pieces"),
-    (2, "norms", "read_floats"),
-    (2, "collector", "_complete"),
-    (3, "diagnostics", "check_step"),
-    (3, "collector", "_emit_step"),
-    (4, "writer", "write_step"),
-    (4, "view", "on_step"),
+    (1, "stepping", "end"),
+    (2, "records", "finish"),
+    (3, "phases", "record_ended"),
+    (3, "memory", "read"),
+    (3, "norms", "update_pieces"),
+    (3, "norms", "read_floats"),
+    (3, "records", "_complete"),
+    (4, "records", "_emit_step"),
+    (5, "writer", "write_step"),
+    (5, "output", "on_step"),
+    (4, "diagnostics", "check_step"),
     (0, "collector", "on_fetch_start"),
     (0, "collector", "on_fetch_end"),
-    (0, "collector", "_span"),
+    (0, "phases", "_span"),
 )
-"""(depth, owner, name): what is timed, in the order shown. Owners: the session's collector,
-diagnostics, trace writer, view and memory gauge; the collector's module (its functions);
-`stepdbg.norms`.
-A piece called from several hooks (``_span``) is shown last, unindented."""
+"""(depth, owner, name): what is timed, in the order shown (see `_owners`). A piece called
+from several hooks (``_span``) is shown last, unindented."""
 
 
 class Timers:
@@ -153,19 +157,33 @@ class Timers:
         return lines
 
 
-def _attach(session: Session, timers: Timers) -> list[tuple[int, str]]:
-    """Timers around the `PIECES` this version has: instance attributes for the session's
-    objects (methods are looked up on them at every call), module attributes for functions."""
-    owners = {
-        "collector": session.collector, "diagnostics": session.diagnostics, "writer": session.recorder.writer,
-        "view": session.recorder.view, "module": stepdbg.collector, "norms": stepdbg.norms,
-        "memory": getattr(session.collector, "memory", None),
+def _owners(session: Session) -> dict[str, Any]:
+    """Where each of `PIECES` is looked up: the session's objects (instance attributes: their
+    methods are looked up on them at every call) and the modules whose functions are called
+    through the module (module attributes). None where this version has no such object."""
+    collector = session.collector
+    records = getattr(collector, "records", None)
+    return {
+        "collector": collector, "diagnostics": session.diagnostics, "writer": session.recorder.writer,
+        "output": session.recorder.output, "memory": getattr(collector, "memory", None),
+        "records": records, "order": getattr(records, "_order", None),
+        **{
+            name: getattr(collector, name, None)
+            for name in ("stepping", "gradients", "losses", "schedulers", "phases", "optimizers")
+        },
+        "collector_module": stepdbg.collector, "records_module": sys.modules.get("stepdbg.collector.records"),
+        "device_clock": stepdbg.device_clock, "norms": stepdbg.norms,
     }
+
+
+def _attach(session: Session, timers: Timers) -> list[tuple[int, str]]:
+    """Timers around the `PIECES` this version has."""
+    owners = _owners(session)
     shown = []
     for depth, owner, name in PIECES:
         target = owners[owner]
         if target is not None and hasattr(target, name):
-            label = name if owner in ("collector", "module") else f"{owner}.{name}"
+            label = name if owner in ("collector", "collector_module", "records_module") else f"{owner}.{name}"
             setattr(target, name, timers.wrap(label, getattr(target, name)))
             shown.append((depth, label))
     return shown
@@ -200,10 +218,10 @@ def main() -> None:
         loop.step()
     stdout = sys.stdout
     with tempfile.TemporaryDirectory() as folder:
-        view = View(_console(args.live), live=args.live, quiet=not args.live)
+        output = RunOutput(_console(args.live), live=args.live, quiet=not args.live)
         options = RunOptions(target=args.kind, live=args.live, quiet=not args.live)
         trace = Path(folder) / "profile.stepdbg.jsonl"
-        session = Session(options, [args.kind], f"hook_profile.py {args.kind}", [trace], view, None)
+        session = Session(options, [args.kind], f"hook_profile.py {args.kind}", [trace], output, None)
         session.start()
         adopt_existing(session.tree, session.collector, session.instrumentation)  # the loop was built first
         timers = Timers()
