@@ -134,6 +134,7 @@ class Timers:
 
     def _measure_cost(self) -> float:
         """Seconds a timer adds to a call, on this machine now."""
+
         def nothing() -> None:
             pass
 
@@ -164,15 +165,21 @@ def _owners(session: Session) -> dict[str, Any]:
     collector = session.collector
     records = getattr(collector, "records", None)
     return {
-        "collector": collector, "diagnostics": session.diagnostics, "writer": session.recorder.writer,
-        "output": session.recorder.output, "memory": getattr(collector, "memory", None),
-        "records": records, "order": getattr(records, "_order", None),
+        "collector": collector,
+        "diagnostics": session.diagnostics,
+        "writer": session.recorder.writer,
+        "output": session.recorder.output,
+        "memory": getattr(collector, "memory", None),
+        "records": records,
+        "order": getattr(records, "_order", None),
         **{
             name: getattr(collector, name, None)
             for name in ("stepping", "gradients", "losses", "schedulers", "phases", "optimizers")
         },
-        "collector_module": stepdbg.collector, "records_module": sys.modules.get("stepdbg.collector.records"),
-        "device_clock": stepdbg.device_clock, "norms": stepdbg.norms,
+        "collector_module": stepdbg.collector,
+        "records_module": sys.modules.get("stepdbg.collector.records"),
+        "device_clock": stepdbg.device_clock,
+        "norms": stepdbg.norms,
     }
 
 

@@ -34,7 +34,10 @@ from torch import nn
 
 KINDS = ("tiny", "loader", "wide", "layerwise", "medium", "two")
 SHAPES = {
-    "tiny": (2, 32, 16), "loader": (2, 32, 16), "wide": (48, 64, 16), "layerwise": (48, 64, 16),
+    "tiny": (2, 32, 16),
+    "loader": (2, 32, 16),
+    "wide": (48, 64, 16),
+    "layerwise": (48, 64, 16),
     "medium": (8, 1024, 64),
 }
 """Layers, width, batch."""
@@ -171,10 +174,16 @@ def main() -> None:
     profiler = torch.profiler.profile(activities=activities) if args.profiler else contextlib.nullcontext()
     with profiler:
         elapsed, times = time_steps(loop, loop.steps)
-    print(json.dumps({
-        "kind": args.kind, "steps": loop.steps, "seconds_per_step": elapsed / loop.steps,
-        "typical_step": statistics.quantiles(times, n=4)[0],
-    }))
+    print(
+        json.dumps(
+            {
+                "kind": args.kind,
+                "steps": loop.steps,
+                "seconds_per_step": elapsed / loop.steps,
+                "typical_step": statistics.quantiles(times, n=4)[0],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -159,8 +159,10 @@ def report_processes(kind: str, figures: dict[str, list[float]]) -> str:
 def report_one_process(kind: str, figures: dict[str, list[float]]) -> str:
     bare_step = statistics.median(figures["bare step"])
     added = statistics.median(s - b for s, b in zip(figures["stepdbg step"], figures["bare step"]))
-    line = (f"{kind:10} {bare_step * 1e3:12.3f} {_share(statistics.median(figures['hooks']), bare_step, kind):>24}"
-            f" {added * 1e3:13.3f}")
+    line = (
+        f"{kind:10} {bare_step * 1e3:12.3f} {_share(statistics.median(figures['hooks']), bare_step, kind):>24}"
+        f" {added * 1e3:13.3f}"
+    )
     for what in ("wall", "cpu"):
         bare, traced = figures[f"bare {what}"], figures[f"stepdbg {what}"]
         fastest = min(traced) / min(bare)
@@ -219,16 +221,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         if args.kinds:
             print(f"in fresh processes, {args.repeats} runs each ({args.device})")
-            print(f"{header} {'stepdbg (fastest)':>18} {'stepdbg (median)':>17} {'budget':>7}"
-                  + (f" {'torch.profiler':>15}" if args.profiler else ""))
+            print(
+                f"{header} {'stepdbg (fastest)':>18} {'stepdbg (median)':>17} {'budget':>7}"
+                + (f" {'torch.profiler':>15}" if args.profiler else "")
+            )
             for kind in args.kinds:
                 figures = in_fresh_processes(kind, args.repeats, Path(folder), env, args.device, args.profiler)
                 print(report_processes(kind, figures), flush=True)
         if args.in_process:
-            print(f"in one process, {args.rounds} rounds of {args.block}-step blocks ({args.device});"
-                  " stepdbg against bare: fastest blocks, median round; wall clock, then the training thread's CPU")
-            print(f"{header} {'added ms/step':>13} {'wall (fastest)':>15} {'(median)':>8} {'CPU (fastest)':>14}"
-                  f" {'(median)':>8}")
+            print(
+                f"in one process, {args.rounds} rounds of {args.block}-step blocks ({args.device});"
+                " stepdbg against bare: fastest blocks, median round; wall clock, then the training thread's CPU"
+            )
+            print(
+                f"{header} {'added ms/step':>13} {'wall (fastest)':>15} {'(median)':>8} {'CPU (fastest)':>14}"
+                f" {'(median)':>8}"
+            )
         for kind in args.in_process:
             figures = in_one_process(kind, args.rounds, args.block, Path(folder), args.device)
             print(report_one_process(kind, figures), flush=True)

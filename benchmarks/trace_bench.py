@@ -52,9 +52,16 @@ def write_trace(path: Path, steps: int, seed: int = 0, lr_change_at: int | None 
     names = [param_names(prefix) for _, prefix in OPTIMIZERS]
     writer.write(
         Header(
-            stepdbg="0.1.0", torch="2.13.0", python="3.12.0", argv=["train_gan.py"],
-            command="stepdbg run train_gan.py --epochs 50", cwd="/work", start="2025-01-01T00:00:00+00:00",
-            device="cpu", every=EVERY, pid=1234,
+            stepdbg="0.1.0",
+            torch="2.13.0",
+            python="3.12.0",
+            argv=["train_gan.py"],
+            command="stepdbg run train_gan.py --epochs 50",
+            cwd="/work",
+            start="2025-01-01T00:00:00+00:00",
+            device="cpu",
+            every=EVERY,
+            pid=1234,
         ).to_json()
     )
     t = 0.0
@@ -72,8 +79,15 @@ def write_trace(path: Path, steps: int, seed: int = 0, lr_change_at: int | None 
         }
         times["total"] = sum(times.values())
         spans = [  # zero_grad, forward, backward, step, as `stepdbg run` places them
-            "zero_grad", 0.0, times["zero_grad"], "backward", times["zero_grad"] + times["forward"], times["backward"],
-            "step", times["total"] - times["step"], times["step"],
+            "zero_grad",
+            0.0,
+            times["zero_grad"],
+            "backward",
+            times["zero_grad"] + times["forward"],
+            times["backward"],
+            "step",
+            times["total"] - times["step"],
+            times["step"],
         ]
         t += times["total"]
         for phase, value in times.items():
@@ -83,9 +97,18 @@ def write_trace(path: Path, steps: int, seed: int = 0, lr_change_at: int | None 
             lr /= 2
         grad_norm = rng.lognormvariate(0.0, 0.3) * (25.0 if step == 1500 else 1.0)
         record = StepRecord(
-            optimizer=opt, step=step, t=t, calls=["zero_grad", "backward", "step"], backward_calls=1,
-            skipped=False, loss=2.0 * math.exp(-step / 5000) + rng.gauss(0.0, 0.05), grad_norm=grad_norm,
-            group_grad_norms=[grad_norm], lr=[lr], time=times, spans=spans,
+            optimizer=opt,
+            step=step,
+            t=t,
+            calls=["zero_grad", "backward", "step"],
+            backward_calls=1,
+            skipped=False,
+            loss=2.0 * math.exp(-step / 5000) + rng.gauss(0.0, 0.05),
+            grad_norm=grad_norm,
+            group_grad_norms=[grad_norm],
+            lr=[lr],
+            time=times,
+            spans=spans,
         )
         if step % EVERY == 0:
             record.param_grad_norms = {name: rng.lognormvariate(-2.0, 1.0) for name in names[opt]}
@@ -95,22 +118,37 @@ def write_trace(path: Path, steps: int, seed: int = 0, lr_change_at: int | None 
         if opt == 0 and step == 1500:
             writer.write(
                 Anomaly(
-                    rule="exploding-grad", severity="warning", step=step, optimizer=0, param=None,
+                    rule="exploding-grad",
+                    severity="warning",
+                    step=step,
+                    optimizer=0,
+                    param=None,
                     message=f"grad norm {grad_norm:.3g} is 25x its recent average",
-                    hint="lower the learning rate or clip gradients", t=t,
+                    hint="lower the learning rate or clip gradients",
+                    t=t,
                 ).to_json()
             )
         if opt == 2 and step == 200:
             writer.write(
                 Anomaly(
-                    rule="unused-param", severity="info", step=step, optimizer=2, param=names[2][-1],
-                    message=f"{names[2][-1]} has had no gradient for 100 steps", hint="freeze it or remove it", t=t,
+                    rule="unused-param",
+                    severity="info",
+                    step=step,
+                    optimizer=2,
+                    param=names[2][-1],
+                    message=f"{names[2][-1]} has had no gradient for 100 steps",
+                    hint="freeze it or remove it",
+                    t=t,
                 ).to_json()
             )
     writer.write(
         EndRecord(
-            status="ok", exit_code=0, duration=t + 1.0, steps=steps,
-            anomalies={"exploding-grad": 3, "unused-param": 1}, time=totals,
+            status="ok",
+            exit_code=0,
+            duration=t + 1.0,
+            steps=steps,
+            anomalies={"exploding-grad": 3, "unused-param": 1},
+            time=totals,
         ).to_json()
     )
     writer.close()

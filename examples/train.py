@@ -1,6 +1,6 @@
 """A small, correct training loop: what stepdbg should find nothing wrong with.
 
-    stepdbg run examples/train.py --steps 200
+stepdbg run examples/train.py --steps 200
 """
 
 import argparse

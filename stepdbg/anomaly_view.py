@@ -148,8 +148,7 @@ class AnomalyLog:
     def firings(self, end: EndRecord | None) -> list[Firing]:
         """The firings in view, in the order they first fired."""
         shown = [
-            firing for firing in self._firings.values()
-            if firing.shown(self.filter, self._may_repeat(firing.rule, end))
+            firing for firing in self._firings.values() if firing.shown(self.filter, self._may_repeat(firing.rule, end))
         ]
         return sorted(shown, key=lambda firing: firing.first_step)
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -33,6 +33,7 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
 
 def fail(message: str, code: int = exit_codes.USAGE) -> typer.Exit:
     """Print one ``stepdbg: error:`` line on stderr and return the Exit to raise (a line break
@@ -71,7 +72,10 @@ def _parse_names(value: str | None, valid: Sequence[str], what: str, option: str
 def _format_option(formats: Sequence[str]) -> typer.models.OptionInfo:
     """``--format NAME``, one of ``formats``: the names of the command's renderers."""
     return typer.Option(
-        "--format", metavar="FORMAT", show_default=False, autocompletion=lambda: list(formats),
+        "--format",
+        metavar="FORMAT",
+        show_default=False,
+        autocompletion=lambda: list(formats),
         help=f"Output format: {', '.join(formats)} (default: {DEFAULT_FORMAT}).",
     )
 
@@ -106,15 +110,18 @@ def run(
     script: Annotated[
         str,
         typer.Argument(
-            metavar="SCRIPT [ARGS]...", help="The training script (or, with -m, the module) to run, and its arguments.",
+            metavar="SCRIPT [ARGS]...",
+            help="The training script (or, with -m, the module) to run, and its arguments.",
             show_default=False,
         ),
     ],
     module: Annotated[bool, typer.Option("-m", "--module", help="Run SCRIPT as a module, like python -m.")] = False,
     trace: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option(
-            "-o", "--trace", metavar="PATH",
+            "-o",
+            "--trace",
+            metavar="PATH",
             help="Trace file to write; one that a live run writes is an error. Default: SCRIPT.stepdbg.jsonl"
             " in the current directory, or SCRIPT.1.stepdbg.jsonl... while another run writes it.",
         ),
@@ -133,7 +140,7 @@ def run(
         bool, typer.Option("--quiet", "-q", help="Print nothing from stepdbg except errors and why --strict fails.")
     ] = False,
     disable: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(metavar="RULE[,RULE]", help="Comma-separated diagnostic rules to turn off.", show_default=False),
     ] = None,
     strict: Annotated[
@@ -199,11 +206,11 @@ def show(
         ),
     ],
     steps: Annotated[
-        Optional[str], typer.Option(metavar="A:B", help="Only steps A:B (Python slice of step numbers, e.g. 100:200).")
+        str | None, typer.Option(metavar="A:B", help="Only steps A:B (Python slice of step numbers, e.g. 100:200).")
     ] = None,
-    optimizer: Annotated[Optional[int], typer.Option(metavar="N", help="Only this optimizer (its index).")] = None,
+    optimizer: Annotated[int | None, typer.Option(metavar="N", help="Only this optimizer (its index).")] = None,
     param: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(metavar="GLOB", help="Per-parameter norms over the steps for names matching this glob pattern."),
     ] = None,
     anomalies: Annotated[bool, typer.Option("--anomalies", help="Only the anomalies.")] = False,
@@ -238,7 +245,7 @@ def diff(
     as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing; only the exit code tells.")] = False,
     ignore: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Option(
             metavar="FIELD[,FIELD]",
             help="Step fields not to compare, e.g. loss for two DDP ranks (different batches, same gradients); may be repeated.",
@@ -276,7 +283,10 @@ def plot(
     out: Annotated[
         Path | None,
         typer.Option(
-            "-o", "--out", metavar="PATH", show_default=False,
+            "-o",
+            "--out",
+            metavar="PATH",
+            show_default=False,
             help="The figure: .png, .svg or .pdf. Default: beside the (first) trace, .png.",
         ),
     ] = None,
@@ -325,7 +335,10 @@ def export(
     out: Annotated[
         Path | None,
         typer.Option(
-            "-o", "--out", metavar="PATH", show_default=False,
+            "-o",
+            "--out",
+            metavar="PATH",
+            show_default=False,
             help="The file (perfetto, csv) or log directory (tensorboard). Default: beside the trace; csv to stdout.",
         ),
     ] = None,

@@ -153,7 +153,11 @@ class DeviceClock:
         right after the `close` of the phase that ends the record, whose end it shares."""
         end = self._phase_end if self._phase_end is not None else self.mark()
         self._phase_end = None
-        phases = DevicePhases(self._last_end, end, self.intervals) if end is not None and self._last_end is not None else None
+        phases = (
+            DevicePhases(self._last_end, end, self.intervals)
+            if end is not None and self._last_end is not None
+            else None
+        )
         self._last_end = end
         self.intervals = []
         return phases

@@ -30,8 +30,16 @@ PENDING_LIMIT = 1000
 TOP_PARAMS = 5
 NAMES_LISTED = 5
 FIELDS = (
-    "calls", "backward_calls", "skipped", "loss", "grad_norm", "group_grad_norms", "lr",
-    "update_ratio", "param_grad_norms", "param_update_ratios",
+    "calls",
+    "backward_calls",
+    "skipped",
+    "loss",
+    "grad_norm",
+    "group_grad_norms",
+    "lr",
+    "update_ratio",
+    "param_grad_norms",
+    "param_update_ratios",
 )
 PARAM_FIELDS = ("param_grad_norms", "param_update_ratios")
 TIMED = (*PHASES, "total")
@@ -401,8 +409,11 @@ def structure_differences(a: Side, b: Side, run_a: RunInfo, run_b: RunInfo) -> l
             continue
         changes = _optimizer_differences(a.optimizers.get(index), b.optimizers.get(index))
         found += [f"{label}: {text}" for text in changes]
-        lone = [f"{side.lone[index][0]} only in {name} (from step {side.lone[index][1]})"
-                for name, side in (("A", a), ("B", b)) if index in side.lone]
+        lone = [
+            f"{side.lone[index][0]} only in {name} (from step {side.lone[index][1]})"
+            for name, side in (("A", a), ("B", b))
+            if index in side.lone
+        ]
         if lone:
             found.append(f"{label}: A has {_step_span(a, index)}, B has {_step_span(b, index)}; {'; '.join(lone)}")
     if run_a.outcome != run_b.outcome:
@@ -454,8 +465,7 @@ def run_notes(a: Side, b: Side, run_a: RunInfo, run_b: RunInfo) -> list[str]:
             found.append(f"{what}: {va} in A, {vb} in B")
     if run_a.every != run_b.every:
         found.append(
-            f"per-parameter detail every {run_a.every} steps in A, {run_b.every} in B: "
-            "compared on the steps both have"
+            f"per-parameter detail every {run_a.every} steps in A, {run_b.every} in B: compared on the steps both have"
         )
     for rule in sorted(a.anomalies.keys() | b.anomalies.keys()):
         sa, sb = a.anomalies.get(rule), b.anomalies.get(rule)
@@ -499,7 +509,10 @@ def compare_traces(
         raise ValueError(f"neither {path_a} nor {path_b} has any steps: nothing to compare")
     run_a, run_b = a.run_info(), b.run_info()
     return DiffResult(
-        run_a, run_b, tol, comparison,
+        run_a,
+        run_b,
+        tol,
+        comparison,
         structure=structure_differences(a, b, run_a, run_b),
         notes=run_notes(a, b, run_a, run_b),
         several=len(a.steps.keys() | b.steps.keys()) > 1,

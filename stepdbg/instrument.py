@@ -296,8 +296,12 @@ _COLLECTOR_ENTRIES = frozenset(
     for function in (
         Instrumentation._guard,
         # called without `_guard` by the hooks that run at every step
-        Collector.on_zero_grad_start, Collector.on_zero_grad_end, Collector.on_backward_start,
-        Collector.on_backward_end, Collector.on_step_start, Collector.on_step_end,
+        Collector.on_zero_grad_start,
+        Collector.on_zero_grad_end,
+        Collector.on_backward_start,
+        Collector.on_backward_end,
+        Collector.on_step_start,
+        Collector.on_step_end,
     )
 )
 

@@ -276,21 +276,27 @@ class LiveTable:
         rows, calls = [], []
         for optimizer, record in sorted(list(self.latest.items()), key=lambda item: -1 if item[0] is None else item[0]):
             who = MISSING if optimizer is None else str(optimizer)
-            rows.append([
-                who,
-                str(record.step),
-                fmt_num(record.loss, RUN_DIGITS),
-                fmt_num(record.grad_norm, RUN_DIGITS),
-                fmt_num(record.lr[0] if record.lr else None, RUN_DIGITS),
-                *(fmt_ms(mean, unit=False) for mean in self._phase_means(optimizer)),
-            ])
+            rows.append(
+                [
+                    who,
+                    str(record.step),
+                    fmt_num(record.loss, RUN_DIGITS),
+                    fmt_num(record.grad_norm, RUN_DIGITS),
+                    fmt_num(record.lr[0] if record.lr else None, RUN_DIGITS),
+                    *(fmt_ms(mean, unit=False) for mean in self._phase_means(optimizer)),
+                ]
+            )
             calls.append(f"calls ({'no optimizer' if optimizer is None else f'opt {who}'}): {' '.join(record.calls)}")
         if not calls:  # before the first step: a row of its own, so that the table need not grow for it
             rows.append([MISSING] * (len(LEADING_COLUMNS) + len(TABLE_PHASES)))
             calls.append("calls: none yet")
         table = Table(
             title=Text(TABLE_TITLE, no_wrap=True, overflow="ellipsis"),
-            title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, show_edge=False,
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            padding=(0, 1),
+            pad_edge=False,
+            show_edge=False,
         )
         headers = (*LEADING_COLUMNS, *TABLE_PHASES)
         shown = columns_that_fit([list(headers), *rows], self.console.width)

@@ -55,7 +55,9 @@ class ModuleTree:
             torch.nn.Module.__setstate__ = self._setstate  # type: ignore[method-assign]
             self._setstate = None
 
-    def _watch_setstate(self, original: Callable[[torch.nn.Module, dict], None]) -> Callable[[torch.nn.Module, dict], None]:
+    def _watch_setstate(
+        self, original: Callable[[torch.nn.Module, dict], None]
+    ) -> Callable[[torch.nn.Module, dict], None]:
         """A module restored from its state (a deep copy, a pickled model loaded) registers
         nothing: take its parameters and children as registrations."""
         tree = self

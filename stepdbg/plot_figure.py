@@ -45,7 +45,11 @@ RUN_DASHES = ("-", (0, (5, 3)), (0, (1, 2)), (0, (6, 2, 1, 2)))
 RUN_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 GROUP_COLORS = ("#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
 PHASE_COLORS = {
-    "data": "#937860", "forward": "#4c72b0", "backward": "#dd8452", "step": "#55a868", "zero_grad": "#c44e52",
+    "data": "#937860",
+    "forward": "#4c72b0",
+    "backward": "#dd8452",
+    "step": "#55a868",
+    "zero_grad": "#c44e52",
     "overhead": "#8172b3",
 }
 PHASE_NAMES = {"overhead": "stepdbg"}
@@ -240,9 +244,12 @@ class Dashboard:
             phases = {p: np.nan_to_num(per_step.means(TIME + p)) * scale for p in TIMED}
             shown = [p for p in TIMED if phases[p].any()]
             ax.stackplot(
-                per_step.steps(), [phases[p] for p in shown],
-                labels=[PHASE_NAMES.get(p, p) for p in shown], colors=[PHASE_COLORS.get(p, "0.6") for p in shown],
-                alpha=0.85, lw=0,
+                per_step.steps(),
+                [phases[p] for p in shown],
+                labels=[PHASE_NAMES.get(p, p) for p in shown],
+                colors=[PHASE_COLORS.get(p, "0.6") for p in shown],
+                alpha=0.85,
+                lw=0,
             )
             ax.legend(fontsize=7, loc="upper right", ncols=len(shown), reverse=True)
         else:
@@ -266,7 +273,9 @@ class Dashboard:
         if slowest > SPIKE_RATIO * typical > 0:
             ax.set_ylim(0, 2 * typical * scale)
             ax.set_title(
-                f"slowest {fmt_seconds(slowest)} at step {steps[at]:.0f}, off the scale", loc="right", fontsize=8,
+                f"slowest {fmt_seconds(slowest)} at step {steps[at]:.0f}, off the scale",
+                loc="right",
+                fontsize=8,
                 color="0.35",
             )
 
@@ -285,8 +294,12 @@ class Dashboard:
         edges = _edges(lines.heat.steps())  # type: ignore[union-attr]
         edges[-1] = max(edges[-1], self._step_range(self.lines(column))[1])  # the last detail step's column runs on
         mesh = ax.pcolormesh(
-            edges, np.arange(len(names) + 1) - 0.5, np.ma.masked_invalid(grid),
-            norm=LogNorm(vmin=float(positive.min()), vmax=float(positive.max())), cmap="viridis", shading="flat",
+            edges,
+            np.arange(len(names) + 1) - 0.5,
+            np.ma.masked_invalid(grid),
+            norm=LogNorm(vmin=float(positive.min()), vmax=float(positive.max())),
+            cmap="viridis",
+            shading="flat",
         )
         every = max(1, math.ceil(len(names) / HEAT_LABELS))
         ax.set_yticks(range(0, len(names), every), [_short(n) for n in names[::every]])
@@ -315,16 +328,30 @@ class Dashboard:
                     labelled.add(key)
                     name = f"{anomaly.rule} · {run.label}" if self.several else anomaly.rule
                     top.text(
-                        anomaly.step, 0.97, name, transform=top.get_xaxis_transform(), rotation=90,
-                        va="top", ha="right", fontsize=7.5, color=color, bbox=LABEL_BOX,
+                        anomaly.step,
+                        0.97,
+                        name,
+                        transform=top.get_xaxis_transform(),
+                        rotation=90,
+                        va="top",
+                        ha="right",
+                        fontsize=7.5,
+                        color=color,
+                        bbox=LABEL_BOX,
                     )
         part = self.divergence
         if part is not None and part.optimizer == column:
             for ax in axes.values():
                 ax.axvline(part.step, color="black", lw=1.0, ls="--", zorder=1)
             top.text(
-                part.step, 0.03, f" runs part at step {part.step}: {', '.join(part.fields)}",
-                transform=top.get_xaxis_transform(), va="bottom", ha="left", fontsize=8, bbox=LABEL_BOX,
+                part.step,
+                0.03,
+                f" runs part at step {part.step}: {', '.join(part.fields)}",
+                transform=top.get_xaxis_transform(),
+                va="bottom",
+                ha="left",
+                fontsize=8,
+                bbox=LABEL_BOX,
             )
 
     def _headline(self, fig: Figure) -> None:
@@ -333,7 +360,9 @@ class Dashboard:
             title = " vs ".join(run.label for run in self.runs) if len(self.runs) == 2 else f"{len(self.runs)} traces"
             fig.legend(
                 handles=[Line2D([], [], lw=2, label=run.label, **self.style(i)) for i, run in enumerate(self.runs)],
-                loc="outside upper right", ncols=min(len(self.runs), 4), fontsize=9,
+                loc="outside upper right",
+                ncols=min(len(self.runs), 4),
+                fontsize=9,
             )
         else:
             label, run = self.runs[0].label, self.runs[0].run

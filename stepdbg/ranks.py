@@ -126,8 +126,12 @@ class Straggler:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "rank": self.label, "phase": self.phase, "excess": self.excess,
-            "waited_in": self.waited_in, "wait": self.wait, "synchronous": self.synchronous,
+            "rank": self.label,
+            "phase": self.phase,
+            "excess": self.excess,
+            "waited_in": self.waited_in,
+            "wait": self.wait,
+            "synchronous": self.synchronous,
         }
 
 
@@ -145,8 +149,12 @@ class SyncDifference:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "optimizer": self.optimizer, "steps_compared": self.compared, "steps_differing": self.differing,
-            "first_step": self.first_step, "grad_norms": self.values, "ddp": self.ddp,
+            "optimizer": self.optimizer,
+            "steps_compared": self.compared,
+            "steps_differing": self.differing,
+            "first_step": self.first_step,
+            "grad_norms": self.values,
+            "ddp": self.ddp,
         }
 
 

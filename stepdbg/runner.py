@@ -124,7 +124,7 @@ def run_script(options: RunOptions) -> int:
             _run_file(script)
         else:  # a directory or zip file with a __main__.py
             runpy.run_path(target, run_name="__main__")
-    except BaseException as raised:  # noqa: BLE001 - the user's exception, shown as Python would
+    except BaseException as raised:
         error = raised
     finally:
         run.stop()

@@ -58,8 +58,11 @@ def _strings(values: Any) -> bool:
 def _spans(value: Any) -> bool:
     """Flat (phase, start, duration) triples: checked in C, a few type sets, whatever their count."""
     return (
-        type(value) is list and len(value) % 3 == 0 and _STRING.issuperset(map(type, value[::3]))
-        and _SECONDS.issuperset(map(type, value[1::3])) and _SECONDS.issuperset(map(type, value[2::3]))
+        type(value) is list
+        and len(value) % 3 == 0
+        and _STRING.issuperset(map(type, value[::3]))
+        and _SECONDS.issuperset(map(type, value[1::3]))
+        and _SECONDS.issuperset(map(type, value[2::3]))
     )
 
 
@@ -220,9 +223,14 @@ class StepRecord:
         calls, skipped, nonfinite = get("calls") or [], get("skipped", False), get("nonfinite")
         memory = get("memory")
         if (  # one pass over the types, in C: a long trace holds millions of records
-            type(group_grad_norms) is not list or type(lr) is not list or type(time) is not dict
-            or type(calls) is not list or type(skipped) is not bool
-            or not _NUMBER.issuperset(map(type, (loss, grad_norm, update_ratio, get("optimizer"), *group_grad_norms, *lr)))
+            type(group_grad_norms) is not list
+            or type(lr) is not list
+            or type(time) is not dict
+            or type(calls) is not list
+            or type(skipped) is not bool
+            or not _NUMBER.issuperset(
+                map(type, (loss, grad_norm, update_ratio, get("optimizer"), *group_grad_norms, *lr))
+            )
             or not _NUMBER.issuperset(map(type, time.values()))
             or not _STRING.issuperset(map(type, calls))
             or (param_grad_norms is not None and not _number_dict(param_grad_norms))
@@ -280,12 +288,19 @@ def _first_mistyped(data: dict[str, Any]) -> str:
     by field, what `StepRecord.from_json` tests in one pass (the wrong-type tests in
     tests/test_show.py hold the two together)."""
     checks = {
-        "optimizer": lambda v: _numbers((v,)), "loss": lambda v: _numbers((v,)),
-        "grad_norm": lambda v: _numbers((v,)), "update_ratio": lambda v: _numbers((v,)),
-        "group_grad_norms": lambda v: type(v) is list and _numbers(v), "lr": lambda v: type(v) is list and _numbers(v),
-        "time": _number_dict, "nonfinite": lambda v: v is None or type(v) is dict,
-        "param_grad_norms": _number_dict, "param_update_ratios": _number_dict,
-        "calls": _strings, "skipped": lambda v: type(v) is bool, "memory": _byte_counts,
+        "optimizer": lambda v: _numbers((v,)),
+        "loss": lambda v: _numbers((v,)),
+        "grad_norm": lambda v: _numbers((v,)),
+        "update_ratio": lambda v: _numbers((v,)),
+        "group_grad_norms": lambda v: type(v) is list and _numbers(v),
+        "lr": lambda v: type(v) is list and _numbers(v),
+        "time": _number_dict,
+        "nonfinite": lambda v: v is None or type(v) is dict,
+        "param_grad_norms": _number_dict,
+        "param_update_ratios": _number_dict,
+        "calls": _strings,
+        "skipped": lambda v: type(v) is bool,
+        "memory": _byte_counts,
     }
     return next((name for name, ok in checks.items() if name in data and not ok(data[name])), "?")
 
@@ -464,7 +479,9 @@ def restore_nonfinite(record: StepRecord, nonfinite: dict[str, Any]) -> None:
         if isinstance(container, dict) and rest in container and container[rest] is None:
             container[rest] = value
         elif (
-            isinstance(container, list) and rest.isdecimal()
-            and int(rest) < len(container) and container[int(rest)] is None
+            isinstance(container, list)
+            and rest.isdecimal()
+            and int(rest) < len(container)
+            and container[int(rest)] is None
         ):
             container[int(rest)] = value

@@ -10,6 +10,7 @@ it to its parent (see `_let_go_in_forked_child`). A script that ends with
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import platform
@@ -114,10 +115,8 @@ def _end_sessions_then_exit(status: int) -> NoReturn:
     """``os._exit`` while sessions are in progress: without this, the records of the last
     second (queued for the writer's thread) and the end record would be lost."""
     for end in reversed(_HARD_EXITS[:]):
-        try:
+        with contextlib.suppress(BaseException):
             status = end(status)
-        except BaseException:  # noqa: BLE001 - the script asked to exit now: nothing may stop it
-            pass
     _os_exit(status)
 
 
@@ -207,7 +206,9 @@ class Session:
             options.thresholds, options.disabled, self.recorder.anomaly, self.recorder.anomaly_steps
         )
         self.tree = ModuleTree()
-        self.collector = Collector(options.every, self.diagnostics, self.recorder.step, self.recorder.optimizer, self.tree)
+        self.collector = Collector(
+            options.every, self.diagnostics, self.recorder.step, self.recorder.optimizer, self.tree
+        )
         self.instrumentation = Instrumentation(self.collector, output.prefix)
         self.termination = TerminationHandler(self._terminate, collecting)
         self._after_hard_exit: Callable[[EndRecord, int], int] | None = None

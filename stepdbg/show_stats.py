@@ -8,6 +8,7 @@ per anomaly rule. Records are dropped as soon as they are counted.
 
 from __future__ import annotations
 
+import itertools
 import math
 from array import array
 from dataclasses import dataclass, field
@@ -65,8 +66,8 @@ class Downsampler:
             counts.append(self._finite)
         if len(sums) > width:
             bounds = [len(sums) * i // width for i in range(width + 1)]
-            sums = [sum(sums[lo:hi]) for lo, hi in zip(bounds, bounds[1:])]
-            counts = [sum(counts[lo:hi]) for lo, hi in zip(bounds, bounds[1:])]
+            sums = [sum(sums[lo:hi]) for lo, hi in itertools.pairwise(bounds)]
+            counts = [sum(counts[lo:hi]) for lo, hi in itertools.pairwise(bounds)]
         return [s / c if c else None for s, c in zip(sums, counts)]
 
 
@@ -231,8 +232,13 @@ class MemoryStats:
             return None
         optimizer, step = self.peak_at if self.peak_at is not None else (None, None)
         return {
-            "measure": self.measure, "first": self.first, "last": self.last, "growth": self.growth,
-            "peak": self.peak, "peak_step": step, "peak_optimizer": optimizer,
+            "measure": self.measure,
+            "first": self.first,
+            "last": self.last,
+            "growth": self.growth,
+            "peak": self.peak,
+            "peak_step": step,
+            "peak_optimizer": optimizer,
         }
 
 

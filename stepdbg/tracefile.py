@@ -138,7 +138,7 @@ class TraceWriter:
         while not self._closed.wait(FLUSH_INTERVAL):
             try:
                 self._drain()
-            except Exception:  # noqa: BLE001 - a full disk, say: the next drain on the training thread, or close(), reports it
+            except Exception:
                 return
 
     def detach(self) -> None:
@@ -159,7 +159,7 @@ class TraceWriter:
         try:
             self._drain()
             self._file.close()
-        except Exception as e:  # noqa: BLE001 - a full disk, or a record that cannot be encoded: one line, no traceback
+        except Exception as e:
             reason = e.strerror if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {e}"
             print(f"stepdbg: cannot write the trace {self.path}: {reason}", file=sys.stderr)
 

@@ -193,7 +193,9 @@ class TracedRun:
                 "stepdbg.trace() cannot be nested or re-entered; keep the outermost one"
             )
         output = RunOutput(
-            Console(stderr=True), live=self._options.live and _draws_the_table(), quiet=self._options.quiet,
+            Console(stderr=True),
+            live=self._options.live and _draws_the_table(),
+            quiet=self._options.quiet,
             label=_rank_label(),
         )
         self._session = Session(self._options, self._argv, self._command, self._paths, output, launcher_rank())
@@ -213,8 +215,11 @@ class TracedRun:
         try:
             adopt_existing(session.tree, session.collector, session.instrumentation)
         except Exception as error:  # tracing goes on, with what it sees from now on
-            print(f"{session.output.prefix} internal error looking for the models built before tracing: "
-                  f"{type(error).__name__}: {error}", file=sys.stderr)
+            print(
+                f"{session.output.prefix} internal error looking for the models built before tracing: "
+                f"{type(error).__name__}: {error}",
+                file=sys.stderr,
+            )
 
     def stop(self) -> None:
         """Hooks out, and the terminal given back (before the code's traceback is shown)."""
@@ -328,7 +333,9 @@ def trace(
     if unknown:
         raise ValueError(f"unknown rule {', '.join(unknown)} for disable (valid: {', '.join(RULE_IDS)})")
     for name, value, low in (
-        ("every", every, 0), ("explode_ratio", explode_ratio, 1.0), ("vanish_ratio", vanish_ratio, 0.0),
+        ("every", every, 0),
+        ("explode_ratio", explode_ratio, 1.0),
+        ("vanish_ratio", vanish_ratio, 0.0),
         ("patience", patience, 1),
     ):
         if not value >= low:  # NaN fails too

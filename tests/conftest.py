@@ -49,7 +49,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def _specs_of(item: pytest.Item) -> list[Spec]:
     found: list[Spec] = []
     callspec = getattr(item, "callspec", None)
-    for value in (callspec.params.values() if callspec else ()):
+    for value in callspec.params.values() if callspec else ():
         candidates = value if isinstance(value, (tuple, list)) else (value,)
         found.extend(v for v in candidates if isinstance(v, Spec))
         found.extend(v.spec for v in candidates if hasattr(v, "spec") and isinstance(v.spec, Spec))

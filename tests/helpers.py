@@ -131,7 +131,12 @@ def run_python(
     script = SCRIPTS / script if not Path(script).is_absolute() else Path(script)
     return subprocess.run(
         [sys.executable, str(script), *args],
-        cwd=tmp_path, env=script_env(env), capture_output=True, text=True, timeout=timeout, check=False,
+        cwd=tmp_path,
+        env=script_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 

@@ -26,8 +26,14 @@ def make_problem() -> tuple[nn.Module, torch.optim.Optimizer, torch.Tensor, torc
     return model, torch.optim.SGD(model.parameters(), lr=0.05), torch.randn(16, 4), torch.randn(16, 1)
 
 
-def train(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, steps: int = 4,
-          zero_grad: bool = True) -> float:
+def train(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    steps: int = 4,
+    zero_grad: bool = True,
+) -> float:
     for _ in range(steps):
         if zero_grad:
             optimizer.zero_grad()
@@ -121,8 +127,12 @@ def test_nested_or_reentered_is_an_error_that_installs_nothing(in_tmp: Path) -> 
 
 def test_under_stepdbg_run_a_trace_is_nested(in_tmp: Path) -> None:
     """`stepdbg run` runs the script in a `TracedRun`: a `stepdbg.trace()` in the script is nested."""
-    script_run = TracedRun(RunOptions(target="train.py", quiet=True), ["train.py"], "stepdbg run train.py",
-                           [in_tmp / "train.stepdbg.jsonl"])
+    script_run = TracedRun(
+        RunOptions(target="train.py", quiet=True),
+        ["train.py"],
+        "stepdbg run train.py",
+        [in_tmp / "train.stepdbg.jsonl"],
+    )
     script_run.start()
     try:
         with pytest.raises(stepdbg.NestedTraceError), stepdbg.trace("t.stepdbg.jsonl"):

@@ -71,7 +71,11 @@ def test_shell_completion(monkeypatch: pytest.MonkeyPatch, stepdbg_cli: CLI) -> 
     _, out, _ = stepdbg_cli("-h")
     assert "--install-completion" in out and "--show-completion" in out
     monkeypatch.setenv("_STEPDBG_COMPLETE", "complete_bash")
-    for typed, expected in [("stepdbg run --ev", "--every"), ("stepdbg sh", "show"), ("stepdbg show t --format j", "json")]:
+    for typed, expected in [
+        ("stepdbg run --ev", "--every"),
+        ("stepdbg sh", "show"),
+        ("stepdbg show t --format j", "json"),
+    ]:
         monkeypatch.setenv("COMP_WORDS", typed)
         monkeypatch.setenv("COMP_CWORD", str(len(typed.split()) - 1))
         assert stepdbg_cli()[:2] == (0, f"{expected}\n")

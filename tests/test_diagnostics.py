@@ -17,8 +17,17 @@ from stepdbg.spawned_ranks import SpawnedRanks
 
 def record(optimizer: int, step: int, loss: float, grad_norm: float | None = 1.0) -> StepRecord:
     return StepRecord(
-        optimizer=optimizer, step=step, t=0.0, calls=["zero_grad", "backward", "step"], backward_calls=1,
-        skipped=False, loss=loss, grad_norm=grad_norm, group_grad_norms=[grad_norm], lr=[0.1], time={},
+        optimizer=optimizer,
+        step=step,
+        t=0.0,
+        calls=["zero_grad", "backward", "step"],
+        backward_calls=1,
+        skipped=False,
+        loss=loss,
+        grad_norm=grad_norm,
+        group_grad_norms=[grad_norm],
+        lr=[0.1],
+        time={},
     )
 
 
@@ -85,7 +94,9 @@ def test_a_nonfinite_loss_with_finite_gradients_is_information() -> None:
 NAMES = ["stem.weight", "stem.bias", "branch.weight", "branch.bias", "head.weight", "head.bias"]
 
 
-def vanishing_reports(grads: list[float], updates: list[float | None] | None, steps: int = 3) -> list[tuple[int, str | None]]:
+def vanishing_reports(
+    grads: list[float], updates: list[float | None] | None, steps: int = 3
+) -> list[tuple[int, str | None]]:
     """The vanishing-grad reports over ``steps`` detail steps with these per-parameter numbers."""
     found: list[Anomaly] = []
     diagnostics = Diagnostics(Thresholds(), frozenset(), found.append)

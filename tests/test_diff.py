@@ -36,7 +36,7 @@ def diff_json(a: Path, b: Path, **options: Any) -> dict[str, Any]:
     return result
 
 
-def from_step(first: int, **changes: Any):  # noqa: ANN201 - a tweak for write_trace
+def from_step(first: int, **changes: Any):
     def tweak(record: StepRecord) -> None:
         if record.step >= first:
             for name, value in changes.items():
@@ -151,7 +151,9 @@ def test_ignored_fields_are_never_counted(tmp_path: Path, a: Path) -> None:
     assert "The runs agree: 10 common steps within rtol 1e-05, atol 1e-08, ignoring loss (exit 0)." in text
     result = diff_json(a, b, ignore=frozenset({"loss"}))
     assert result["ignored"] == ["loss"] and result["steps_differing"] == 0 and result["fields"] == {}
-    c = write_trace(tmp_path / "c.jsonl", tweak=from_step(3, loss=lambda r: r.loss * 2, grad_norm=lambda r: r.grad_norm * 2))
+    c = write_trace(
+        tmp_path / "c.jsonl", tweak=from_step(3, loss=lambda r: r.loss * 2, grad_norm=lambda r: r.grad_norm * 2)
+    )
     result = diff_json(a, c, ignore=frozenset({"loss"}))
     assert result["exit_code"] == 1 and list(result["fields"]) == ["grad_norm"]
     assert result["first"]["step"] == 3 and [f["field"] for f in result["first"]["fields"]] == ["grad_norm"]
@@ -202,7 +204,8 @@ def test_param_grad_norms_largest_differences(tmp_path: Path, a: Path) -> None:
     assert text.index("fc2.weight") < text.index("fc1.bias")  # largest first
     params = diff_json(a, write_trace(tmp_path / "c.jsonl", tweak=param_off))["first"]["params"]
     assert [(p["param"], p["rel_diff"]) for p in params] == [
-        ("fc2.weight", pytest.approx(1.0)), ("fc1.bias", pytest.approx(0.1))
+        ("fc2.weight", pytest.approx(1.0)),
+        ("fc1.bias", pytest.approx(0.1)),
     ]
 
 
@@ -317,7 +320,10 @@ def test_cli_diff_outputs(tmp_path: Path, a: Path) -> None:
     assert result.exit_code == 1 and json.loads(result.stdout)["first"]["fields"][0]["field"] == "lr"
     assert runner.invoke(app, ["diff", str(a), str(b), "--format", "json"]).stdout == result.stdout
     result = runner.invoke(app, ["diff", str(a), str(b), "--format", "csv"])
-    assert (result.exit_code, result.stderr) == (2, "stepdbg: error: unknown format csv for --format (valid: text, json)\n")
+    assert (result.exit_code, result.stderr) == (
+        2,
+        "stepdbg: error: unknown format csv for --format (valid: text, json)\n",
+    )
     result = runner.invoke(app, ["diff", str(a), str(b), "--quiet"])
     assert result.exit_code == 1 and result.stdout == ""
     assert runner.invoke(app, ["diff", str(a), str(a)]).exit_code == 0

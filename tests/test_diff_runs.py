@@ -22,9 +22,22 @@ def traces(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     variants = {"a": [], "b": [], "lr": ["--lr-change-at", "5"], "late": ["--zero-grad-last"]}
     processes = {
         name: subprocess.Popen(
-            [sys.executable, "-m", "stepdbg", "run", "-q", "--every", "1", "-o", str(folder / f"{name}.jsonl"),
-             str(SCRIPTS / "seeded.py"), *args],
-            cwd=folder, env=script_env(), stdout=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "stepdbg",
+                "run",
+                "-q",
+                "--every",
+                "1",
+                "-o",
+                str(folder / f"{name}.jsonl"),
+                str(SCRIPTS / "seeded.py"),
+                *args,
+            ],
+            cwd=folder,
+            env=script_env(),
+            stdout=subprocess.DEVNULL,
         )
         for name, args in variants.items()
     }

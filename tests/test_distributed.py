@@ -23,14 +23,29 @@ def test_ddp_ranks_trace_apart_and_agree_on_gradients(
     tmp_path: Path, stepdbg_cli: Callable[..., tuple[int, str, str]]
 ) -> None:
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "stepdbg", "run", "--no-live", "--strict", "--every", "1", str(SCRIPTS / "ok_ddp_no_sync.py"),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "stepdbg",
+        "run",
+        "--no-live",
+        "--strict",
+        "--every",
+        "1",
+        str(SCRIPTS / "ok_ddp_no_sync.py"),
     ]
     proc = launch(command, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ours = [line for line in proc.stderr.splitlines() if line.startswith("stepdbg")]
     assert len(ours) >= 6 and all(line.startswith(("stepdbg[rank 0]: ", "stepdbg[rank 1]: ")) for line in ours), ours
-    assert sorted(line for line in ours if "no anomalies" in line) == ["stepdbg[rank 0]: no anomalies", "stepdbg[rank 1]: no anomalies"]
+    assert sorted(line for line in ours if "no anomalies" in line) == [
+        "stepdbg[rank 0]: no anomalies",
+        "stepdbg[rank 1]: no anomalies",
+    ]
     traces = [tmp_path / f"ok_ddp_no_sync.rank{rank}.stepdbg.jsonl" for rank in (0, 1)]
     ranks = [read_trace(path) for path in traces]
     for rank, records in enumerate(ranks):
@@ -53,8 +68,18 @@ def test_ddp_ranks_trace_apart_and_agree_on_gradients(
 def test_join_shadow_steps_on_a_rank_out_of_inputs_are_no_mistake(tmp_path: Path) -> None:
     """ZeRO's Join hook steps the rank that ran out of inputs without a backward, by design."""
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "stepdbg", "run", "--no-live", "--strict", str(SCRIPTS / "ok_join_uneven.py"),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "stepdbg",
+        "run",
+        "--no-live",
+        "--strict",
+        str(SCRIPTS / "ok_join_uneven.py"),
     ]
     proc = launch(command, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -68,8 +93,20 @@ def test_fsdp2_ranks_trace_the_norms_of_their_shards(tmp_path: Path) -> None:
     """Sharded (DTensor) gradients: each rank's norm is of its own shards, with no collective
     of stepdbg's; the ranks' norms add up (as squares) to the global one the script measures."""
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "stepdbg", "run", "--no-live", "--strict", "--every", "5", str(SCRIPTS / "ok_fsdp2.py"),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "stepdbg",
+        "run",
+        "--no-live",
+        "--strict",
+        "--every",
+        "5",
+        str(SCRIPTS / "ok_fsdp2.py"),
     ]
     proc = launch(command, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -89,7 +126,17 @@ def test_fsdp2_ranks_trace_the_norms_of_their_shards(tmp_path: Path) -> None:
 
 
 def spawn_run(tmp_path: Path, mode: str, *options: str, start: str = "spawn") -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "stepdbg", "run", "--no-live", *options, str(SCRIPTS / "ddp_spawn.py"), mode, start]
+    command = [
+        sys.executable,
+        "-m",
+        "stepdbg",
+        "run",
+        "--no-live",
+        *options,
+        str(SCRIPTS / "ddp_spawn.py"),
+        mode,
+        start,
+    ]
     return launch(command, tmp_path)
 
 

@@ -31,7 +31,10 @@ IN_BACKWARD = Spec("ok_optimizer_in_backward.py", options=("--strict",), save_st
 
 SLICE_PHASES = {"forward", "backward", "step", "zero_grad", "overhead"}
 METADATA = {
-    "process_name": "name", "process_sort_index": "sort_index", "thread_name": "name", "thread_sort_index": "sort_index"
+    "process_name": "name",
+    "process_sort_index": "sort_index",
+    "thread_name": "name",
+    "thread_sort_index": "sort_index",
 }
 
 
@@ -120,13 +123,28 @@ def test_nested_and_stray_spans_are_nested_and_clipped() -> None:
     record = make_step(0, 0, 0, ())
     record.time = {"total": 0.010}
     record.spans = [
-        "backward", -0.002, 0.004, "step", 0.003, 0.006, "zero_grad", 0.004, 0.001, "backward", 0.005, 0.009,
+        "backward",
+        -0.002,
+        0.004,
+        "step",
+        0.003,
+        0.006,
+        "zero_grad",
+        0.004,
+        0.001,
+        "backward",
+        0.005,
+        0.009,
     ]
     start = record.t - 0.010
     got = [(s.name, round(s.start - start, 6), round(s.duration, 6), s.depth) for s in iteration_slices(record)]
     assert got == [
-        ("backward", 0.0, 0.002, 0), ("forward", 0.002, 0.001, 0), ("step", 0.003, 0.006, 0),
-        ("zero_grad", 0.004, 0.001, 1), ("backward", 0.005, 0.004, 1), ("forward", 0.009, 0.001, 0),
+        ("backward", 0.0, 0.002, 0),
+        ("forward", 0.002, 0.001, 0),
+        ("step", 0.003, 0.006, 0),
+        ("zero_grad", 0.004, 0.001, 1),
+        ("backward", 0.005, 0.004, 1),
+        ("forward", 0.009, 0.001, 0),
     ]
 
 
@@ -160,7 +178,10 @@ def test_malformed_spans_are_one_error_line(tmp_path: Path) -> None:
 
 def test_perfetto_has_steps_and_phases_counters_and_anomalies(tmp_path: Path) -> None:
     trace = write_trace(
-        tmp_path / "run.stepdbg.jsonl", steps=6, optimizers=2, spans=True,
+        tmp_path / "run.stepdbg.jsonl",
+        steps=6,
+        optimizers=2,
+        spans=True,
         anomalies=[anomaly("exploding-grad", 2), anomaly("unused-param", 4, optimizer=1, param="head.bias")],
     )
     out = tmp_path / "run.json"
@@ -189,7 +210,8 @@ def test_perfetto_has_steps_and_phases_counters_and_anomalies(tmp_path: Path) ->
     assert counters["optimizer 0 · loss"] == pytest.approx([2.0 / (1 + s) for s in range(6)])
     instants = [e for e in events if e["ph"] == "i"]
     assert [(e["name"], e["tid"], e["args"]["message"]) for e in instants] == [
-        ("exploding-grad", 2, "exploding-grad happened"), ("unused-param", 3, "unused-param happened"),
+        ("exploding-grad", 2, "exploding-grad happened"),
+        ("unused-param", 3, "unused-param happened"),
     ]
     assert instants[1]["args"]["param"] == "head.bias"
 
@@ -264,7 +286,10 @@ def read_events(run: Path) -> EventAccumulator:
 
 def test_tensorboard_scalars_and_anomaly_texts_read_back(tmp_path: Path) -> None:
     trace = write_trace(
-        tmp_path / "run.stepdbg.jsonl", steps=10, optimizers=2, every=5,
+        tmp_path / "run.stepdbg.jsonl",
+        steps=10,
+        optimizers=2,
+        every=5,
         anomalies=[anomaly("exploding-grad", 3, param="fc1.weight")],
     )
     logdir = tmp_path / "runs"
@@ -274,8 +299,13 @@ def test_tensorboard_scalars_and_anomaly_texts_read_back(tmp_path: Path) -> None
     events = read_events(logdir / "run")
     tags = set(events.Tags()["scalars"])
     for who in ("optimizer_0", "optimizer_1"):
-        assert {f"loss/{who}", f"grad_norm/{who}", f"grad_norm/{who}/group_0", f"lr/{who}/group_0",
-                f"update_ratio/{who}"} <= tags
+        assert {
+            f"loss/{who}",
+            f"grad_norm/{who}",
+            f"grad_norm/{who}/group_0",
+            f"lr/{who}/group_0",
+            f"update_ratio/{who}",
+        } <= tags
         assert {f"time/{who}/{phase}" for phase in ("forward", "backward", "step", "zero_grad", "total")} <= tags
     loss = events.Scalars("loss/optimizer_0")
     assert [e.step for e in loss] == list(range(10))
@@ -321,7 +351,8 @@ def test_missing_tensorboard_says_how_to_install_it(tmp_path: Path, monkeypatch:
     trace = write_trace(tmp_path / "run.stepdbg.jsonl", steps=2)
     result = export(str(trace), "--to", "tensorboard")
     assert (result.exit_code, result.output) == (
-        2, "stepdbg: error: stepdbg export --to tensorboard needs tensorboard: pip install 'stepdbg[tensorboard]'\n"
+        2,
+        "stepdbg: error: stepdbg export --to tensorboard needs tensorboard: pip install 'stepdbg[tensorboard]'\n",
     )
 
 

@@ -6,6 +6,7 @@ import itertools
 import math
 import sys
 from collections.abc import Callable
+from typing import ClassVar
 
 import pytest
 import torch
@@ -61,8 +62,11 @@ def test_collecting_tells_the_collectors_code_from_the_scripts() -> None:
     """What a signal handler asks before it ends a session where the main thread happens to be."""
     seen: list[bool] = []
     collector = Collector(
-        0, Diagnostics(Thresholds(), frozenset(), lambda a: None), lambda r: seen.append(collecting(sys._getframe())),
-        lambda i: None, ModuleTree(),
+        0,
+        Diagnostics(Thresholds(), frozenset(), lambda a: None),
+        lambda r: seen.append(collecting(sys._getframe())),
+        lambda i: None,
+        ModuleTree(),
     )
     instrumentation = Instrumentation(collector)
     with instrumentation:
@@ -106,7 +110,9 @@ def _judging() -> tuple[Collector, list[StepRecord], list[Anomaly]]:
     """A collector, its records and the anomalies its rules find."""
     found: list[Anomaly] = []
     records: list[StepRecord] = []
-    collector = Collector(0, Diagnostics(Thresholds(), frozenset(), found.append), records.append, lambda i: None, ModuleTree())
+    collector = Collector(
+        0, Diagnostics(Thresholds(), frozenset(), found.append), records.append, lambda i: None, ModuleTree()
+    )
     return collector, records, found
 
 
@@ -269,7 +275,9 @@ def test_an_idle_optimizer_does_not_keep_every_loss_for_its_first_step(monkeypat
             (model(x).sum() + head(x).sum()).backward()
             optimizer.step()
             held.append(len(collector.losses.held))
-        idle_runs = len(collector.optimizers.tracks[1].state.missed)  # 500 backward passes that did not reach it: one run
+        idle_runs = len(
+            collector.optimizers.tracks[1].state.missed
+        )  # 500 backward passes that did not reach it: one run
         own = idle(x).sum()
         own.backward()
         unreached.step()
@@ -288,7 +296,9 @@ def test_an_idle_optimizer_does_not_keep_every_loss_for_its_first_step(monkeypat
     assert records[-1].loss == pytest.approx(loss.item())
 
 
-def test_a_loop_that_never_steps_its_optimizer_holds_a_bounded_number_of_losses_and_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_loop_that_never_steps_its_optimizer_holds_a_bounded_number_of_losses_and_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Updates made by hand beside an optimizer that is built but never stepped: no step
     record takes the losses and calls, so each backward must prune them."""
 
@@ -338,7 +348,7 @@ class _DeviceEvent:
     """Stands in for a CUDA timing event: each one recorded is one second of device time
     after the previous, whatever the host's clock says; the device reaches them in order."""
 
-    timeline: list[_DeviceEvent] = []
+    timeline: ClassVar[list[_DeviceEvent]] = []
 
     def __init__(self) -> None:
         self.at = len(_DeviceEvent.timeline)
@@ -368,7 +378,7 @@ def _device_timed_loop(
     with Instrumentation(collector):
         model = nn.Linear(3, 1)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        for iteration in range(iterations):
+        for iteration in range(iterations):  # noqa: B007 (make_event's lambda reads it)
             optimizer.zero_grad()
             model(torch.ones(2, 3)).sum().backward()
             optimizer.step()
@@ -442,7 +452,9 @@ class _CapturedEvent(_DeviceEvent):
 
 
 @pytest.mark.parametrize("loop", ["optimizer", "no optimizer"])
-def test_an_iteration_captured_into_a_cuda_graph_reads_and_queries_nothing(loop: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_iteration_captured_into_a_cuda_graph_reads_and_queries_nothing(
+    loop: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """While ``torch.cuda.graph`` captures, nothing has run: stepdbg queues no norm (it would
     become part of the user's graph), reads no loss, and queries no event (CUDA forbids it
     during a capture, and the user's capture would fail); the replays run no hook at all."""
@@ -487,7 +499,9 @@ def test_an_internal_error_stops_tracing_once_and_the_loop_goes_on(capsys: pytes
         return [p.detach().clone() for p in model.parameters()]
 
     records: list[StepRecord] = []
-    collector = Collector(1, Diagnostics(Thresholds(), frozenset(), lambda a: None), records.append, lambda i: None, ModuleTree())
+    collector = Collector(
+        1, Diagnostics(Thresholds(), frozenset(), lambda a: None), records.append, lambda i: None, ModuleTree()
+    )
     calls = itertools.count()
     original = collector.on_backward_end
 
@@ -519,7 +533,10 @@ def test_an_internal_error_while_the_run_ends_is_one_line_not_a_traceback(capsys
     collector.finish = failing  # type: ignore[method-assign]
     instrumentation.finish()
     instrumentation.finish()
-    assert capsys.readouterr().err == "stepdbg: internal error, tracing stopped: RuntimeError: CUDA error: invalid argument\n"
+    assert (
+        capsys.readouterr().err
+        == "stepdbg: internal error, tracing stopped: RuntimeError: CUDA error: invalid argument\n"
+    )
 
 
 def test_a_sequential_scheduler_is_seen_at_its_milestones_and_named() -> None:

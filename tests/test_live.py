@@ -133,13 +133,21 @@ def test_an_end_report_after_an_internal_error_does_not_claim_an_empty_run() -> 
 
 
 MISSING_ZERO_GRAD = Anomaly(
-    rule="missing-zero-grad", severity="error", step=1, optimizer=0, param="0.weight",
+    rule="missing-zero-grad",
+    severity="error",
+    step=1,
+    optimizer=0,
+    param="0.weight",
     message="step 1 used gradients accumulated on top of those step 0 had already consumed (first: 0.weight)",
     hint="call optimizer.zero_grad() (or model.zero_grad()) once per step, before backward(); with several "
     "optimizers or modules, clear each of them",
 )
 END = EndRecord(
-    status="ok", exit_code=0, duration=1.71, steps=60, anomalies={"missing-zero-grad": 59},
+    status="ok",
+    exit_code=0,
+    duration=1.71,
+    steps=60,
+    anomalies={"missing-zero-grad": 59},
     time={"forward": 0.6, "backward": 0.8, "step": 0.04, "zero_grad": 0.001, "overhead": 0.2},
 )
 

@@ -31,7 +31,10 @@ CUSTOM = ok("ok_custom_subclass.py")
 WARMUP = ok("ok_warmup_lambda.py")
 FROZEN = ok("ok_frozen_backbone.py")
 MULTITASK = ok("ok_multitask_alternating.py", save_state=True)
-COMPILED = [ok("ok_torch_compile.py", mode, save_state=True) for mode in ("compiled-step", "backward-inside", "compiled-autograd")]
+COMPILED = [
+    ok("ok_torch_compile.py", mode, save_state=True)
+    for mode in ("compiled-step", "backward-inside", "compiled-autograd")
+]
 IN_BACKWARD = ok("ok_optimizer_in_backward.py", save_state=True)
 FLOAT64 = Spec("ok_float64.py", options=("--strict", "--every", "1"), save_state=True)
 UNFREEZE = Spec("ok_progressive_unfreeze.py", options=("--strict", "--every", "10"), save_state=True)
@@ -75,7 +78,9 @@ LOOPS = [
     Loop(ok("ok_zero_grad_keep.py"), (("SGD", 30, 1),), ("zero_grad", "backward", "step")),
     Loop(FROZEN, (("AdamW", 30, 1),), ("scheduler", "zero_grad", "backward", "step")),
     Loop(AMP, (("Adam", 30, 1),), ("zero_grad", "backward", "step")),
-    Loop(ok("ok_amp_skipped_first_step_scheduler.py"), (("SGD", 20, 1),), ("scheduler", "zero_grad", "backward", "step")),
+    Loop(
+        ok("ok_amp_skipped_first_step_scheduler.py"), (("SGD", 20, 1),), ("scheduler", "zero_grad", "backward", "step")
+    ),
     Loop(ok("ok_checkpoint_reentrant.py"), (("Adam", 30, 1),), ("zero_grad", "backward", "step")),
     Loop(ok("ok_grad_penalty.py"), (("Adam", 30, 1),), ("zero_grad", "autograd.grad", "backward", "step")),
     Loop(ok("ok_sparse_embedding.py"), (("SparseAdam", 30, 1), ("Adam", 30, 1))),
@@ -175,7 +180,9 @@ def test_correct_loop_records(runs, loop: Loop) -> None:
         assert "nonfinite" not in record, record
         assert record["loss"] is not None and math.isfinite(record["loss"]), record
         if not record["skipped"] and record["optimizer"] is not None:
-            assert record["grad_norm"] is not None and math.isfinite(record["grad_norm"]) and record["grad_norm"] >= 0, record
+            assert (
+                record["grad_norm"] is not None and math.isfinite(record["grad_norm"]) and record["grad_norm"] >= 0
+            ), record
             norms.append(record["grad_norm"])
     assert not norms or max(norms) > 0
     if loop.calls is not None:
@@ -271,7 +278,11 @@ def test_learned_lr_through_a_differentiable_optimizer_adds_no_warning(runs) -> 
     no warning (the script makes warnings errors), and the lr is recorded."""
     bare, run = runs.get(LEARNED_LR_BARE).proc, runs.get(LEARNED_LR)
     proc = run.proc
-    assert (proc.returncode, proc.stdout, proc.stderr) == (bare.returncode, bare.stdout, bare.stderr) == (0, bare.stdout, "")
+    assert (
+        (proc.returncode, proc.stdout, proc.stderr)
+        == (bare.returncode, bare.stdout, bare.stderr)
+        == (0, bare.stdout, "")
+    )
     assert run.anomalies == [], "a frozen leaf beside unread fast weights says nothing about the order"
     assert [r["lr"][0] for r in run.steps()][::2] == pytest.approx([0.1353, 0.2265, 0.3130], rel=1e-3)
 
@@ -376,7 +387,10 @@ def test_param_groups_added_while_training_are_announced(runs) -> None:
     ]
     steps = {r["step"]: i for i, r in enumerate(run.records) if r["type"] == "step"}
     assert [i for i, _ in announced] == [steps[0] - 1, steps[10] - 1, steps[20] - 1]
-    for step, names in ((10, ["4.weight", "4.bias", "2.weight", "2.bias"]), (20, ["4.weight", "4.bias", "2.weight", "2.bias", "0.weight", "0.bias"])):
+    for step, names in (
+        (10, ["4.weight", "4.bias", "2.weight", "2.bias"]),
+        (20, ["4.weight", "4.bias", "2.weight", "2.bias", "0.weight", "0.bias"]),
+    ):
         record = run.records[steps[step]]
         assert list(record["param_grad_norms"]) == names and list(record["param_update_ratios"]) == names
         assert len(record["group_grad_norms"]) == len(record["lr"]) == len(names) // 2

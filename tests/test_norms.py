@@ -52,10 +52,10 @@ def test_mixed_dtypes_and_sparse_gradients() -> None:
     torch.manual_seed(0)
     grads = [torch.randn(8, 8), torch.randn(8, dtype=torch.float64) * 1e3, torch.randn(8, 4).bfloat16()]
     sparse = torch.sparse_coo_tensor(torch.tensor([[0, 3, 3]]), torch.randn(3, 4), (10, 4), check_invariants=True)
-    _, total = pieces_total([grads + [sparse]])
-    assert total == pytest.approx(reference(grads + [sparse]), rel=1e-6)
-    values = norms.read_floats(norms.per_tensor_norms(grads + [sparse]))
-    assert values == [pytest.approx(reference([g]), rel=1e-6) for g in grads + [sparse]]
+    _, total = pieces_total([[*grads, sparse]])
+    assert total == pytest.approx(reference([*grads, sparse]), rel=1e-6)
+    values = norms.read_floats(norms.per_tensor_norms([*grads, sparse]))
+    assert values == [pytest.approx(reference([g]), rel=1e-6) for g in [*grads, sparse]]
 
 
 def test_update_pieces_of_float64_parameters() -> None:

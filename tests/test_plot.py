@@ -83,17 +83,26 @@ def test_layers_are_the_root_of_their_parameters_squares() -> None:
 
 def test_one_run_dashboard_has_every_panel_and_marks_anomalies(tmp_path: Path) -> None:
     trace = write_trace(
-        tmp_path / "run.stepdbg.jsonl", steps=20, optimizers=2, every=2,
+        tmp_path / "run.stepdbg.jsonl",
+        steps=20,
+        optimizers=2,
+        every=2,
         anomalies=[anomaly("missing-zero-grad", 1), anomaly("unused-param", 6, optimizer=1, severity="warning")],
     )
     figure = figure_of(trace)
     axes = panels(figure)
     below = [
-        "grad norm (global, and per param group)", "learning rate per param group",
-        "update size ‖Δθ‖/‖θ‖ (detail steps)", "time per step by phase (ms)", "grad norm per layer (detail steps)",
+        "grad norm (global, and per param group)",
+        "learning rate per param group",
+        "update size ‖Δθ‖/‖θ‖ (detail steps)",
+        "time per step by phase (ms)",
+        "grad norm per layer (detail steps)",
     ]
     assert [ax.get_title(loc="left") for ax in axes] == [
-        "optimizer 0 · SGD — loss", *below, "optimizer 1 · SGD — loss", *below
+        "optimizer 0 · SGD — loss",
+        *below,
+        "optimizer 1 · SGD — loss",
+        *below,
     ]
     loss0, grad0, _, update0, time0, heat0 = axes[:6]
     steps, values = loss0.lines[0].get_data()
@@ -122,7 +131,8 @@ def test_two_runs_are_overlaid_and_where_they_part_is_marked(tmp_path: Path) -> 
     loss, _, lr, *_ = panels(figure)
     assert len([line for line in loss.lines if len(line.get_xdata()) == 8]) == 2
     assert [list(line.get_ydata()) for line in lr.lines if len(line.get_xdata()) == 8] == [
-        [0.1] * 8, [0.1] * 4 + [0.05] * 4
+        [0.1] * 8,
+        [0.1] * 4 + [0.05] * 4,
     ]
     assert "runs part at step 4: lr" in texts(loss)
     assert [t.get_text() for t in figure.legends[0].get_texts()] == ["a", "b"]
@@ -219,6 +229,7 @@ def test_missing_matplotlib_says_how_to_install_it(tmp_path: Path, monkeypatch: 
     trace = write_trace(tmp_path / "run.stepdbg.jsonl", steps=2)
     result = runner.invoke(app, ["plot", str(trace)])
     assert (result.exit_code, result.output) == (
-        2, "stepdbg: error: stepdbg plot needs matplotlib: pip install 'stepdbg[plot]'\n"
+        2,
+        "stepdbg: error: stepdbg plot needs matplotlib: pip install 'stepdbg[plot]'\n",
     )
     assert not (tmp_path / "run.stepdbg.png").exists()

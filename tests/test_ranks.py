@@ -50,7 +50,10 @@ def slow(phase: str, by: float = 50, waits_in: str | None = None) -> tuple[dict[
 @pytest.mark.parametrize(
     ("phase", "waits_in"),
     [
-        ("forward", "backward"), ("data", "backward"), ("data", "forward"), ("step", "forward"),
+        ("forward", "backward"),
+        ("data", "backward"),
+        ("data", "forward"),
+        ("step", "forward"),
         ("zero_grad", "backward"),
     ],
 )
@@ -139,8 +142,12 @@ def test_cli_shows_ranks_side_by_side_and_names_the_straggler(tmp_path: Path) ->
     data = json.loads(shown)
     assert [r["rank"] for r in data["ranks"]] == [0, 1]
     assert data["straggler"] == {
-        "rank": "rank 1", "phase": "forward", "excess": pytest.approx(0.05), "waited_in": "backward",
-        "wait": pytest.approx(0.05), "synchronous": True,
+        "rank": "rank 1",
+        "phase": "forward",
+        "excess": pytest.approx(0.05),
+        "waited_in": "backward",
+        "wait": pytest.approx(0.05),
+        "synchronous": True,
     }
     assert math.isclose(data["ranks"][1]["median"]["forward"], 0.055)
     assert data["out_of_sync"] == [] and data["step_counts"] is None
@@ -167,8 +174,18 @@ def test_one_trace_options_are_a_usage_error_with_several(tmp_path: Path, option
 def test_a_real_ddp_run_names_its_straggler_and_the_phase(tmp_path: Path) -> None:
     """torchrun, 2 CPU ranks: rank 1 sleeps 50 ms in its forward, then in its DataLoader."""
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "stepdbg", "run", "--no-live", "--strict", str(SCRIPTS / "ddp_straggler.py"),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "stepdbg",
+        "run",
+        "--no-live",
+        "--strict",
+        str(SCRIPTS / "ddp_straggler.py"),
     ]
     proc = subprocess.run(
         command, cwd=tmp_path, env=script_env(), capture_output=True, text=True, timeout=180, check=False

@@ -29,7 +29,11 @@ from stepdbg.tracefile import Trace, TraceError
 
 EXAMPLES = int(os.environ.get("STEPDBG_HYPOTHESIS_EXAMPLES", "0"))
 FEW = settings(
-    max_examples=EXAMPLES or 12, deadline=None, derandomize=not EXAMPLES, database=None, report_multiple_bugs=False,
+    max_examples=EXAMPLES or 12,
+    deadline=None,
+    derandomize=not EXAMPLES,
+    database=None,
+    report_multiple_bugs=False,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 runner = CliRunner()
@@ -145,7 +149,9 @@ def written_by_diagnostics(fired: set[int], steps: int, seconds: float) -> tuple
 
 @FEW
 @given(
-    fired=st.sets(st.integers(0, 19)), start=st.integers(0, 19), length=st.integers(1, 8),
+    fired=st.sets(st.integers(0, 19)),
+    start=st.integers(0, 19),
+    length=st.integers(1, 8),
     seconds=st.sampled_from([0.01, 0.4]),
 )
 def test_show_lists_a_rule_in_a_range_exactly_when_it_fired_there(

@@ -112,8 +112,11 @@ def run(command: str, cwd: Path) -> subprocess.Popen[str]:
     assert argv[0] == "stepdbg", f"the README's commands are stepdbg commands: {command!r}"
     return subprocess.Popen(
         [sys.executable, "-m", "stepdbg", *argv[1:]],
-        cwd=cwd, env=script_env({"COLUMNS": "80", "CUDA_VISIBLE_DEVICES": ""}),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=cwd,
+        env=script_env({"COLUMNS": "80", "CUDA_VISIBLE_DEVICES": ""}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -146,7 +149,8 @@ def test_readme_commands_run_and_print_what_the_readme_shows(tmp_path: Path) -> 
         assert code == command.exit_code, f"$ {command.line}\nexit {code}\n{stdout}{stderr}"
         printed = [normalized(line) for line in (stdout + stderr).splitlines()]
         missing = [
-            line for line in command.shown
+            line
+            for line in command.shown
             if line.strip() not in ELIDED and not any(normalized(line) in whole for whole in printed)
         ]
         gone = "\n".join(missing)

@@ -45,7 +45,13 @@ def strict(script: str, *options: str) -> Spec:
 
 BUGS = [
     Bug(strict("bug_missing_zero_grad.py"), "missing-zero-grad", 1, param="0.weight", count=29),
-    Bug(Spec("bug_missing_zero_grad.py", ("accumulate",), options=("--strict",)), "missing-zero-grad", 1, param="0.weight", count=29),
+    Bug(
+        Spec("bug_missing_zero_grad.py", ("accumulate",), options=("--strict",)),
+        "missing-zero-grad",
+        1,
+        param="0.weight",
+        count=29,
+    ),
     Bug(strict("bug_partial_zero_grad.py"), "missing-zero-grad", 1, param="head.weight", count=29),
     Bug(strict("bug_gan_d_not_cleared.py"), "missing-zero-grad", 1, param="net.0.weight", count=29),
     Bug(strict("bug_lbfgs_no_zero_grad.py"), "missing-zero-grad", 1, param="0.weight", count=5),
@@ -156,7 +162,9 @@ def test_accumulated_gradients_never_cleared_keep_their_calls_and_losses(runs) -
 def test_an_optimizer_whose_parameters_all_go_without_gradients_is_named(runs) -> None:
     """Not one parameter at a time: the whole optimizer holds a model the loop no longer uses."""
     [anomaly] = runs.get(OLD_MODEL.spec).anomalies
-    assert anomaly["message"].startswith("no parameter of optimizer 0 has received a gradient for 20 steps (first: param0)")
+    assert anomaly["message"].startswith(
+        "no parameter of optimizer 0 has received a gradient for 20 steps (first: param0)"
+    )
     [single] = runs.get(UNUSED.spec).anomalies
     assert single["message"] == "aux_head.weight requires grad but has received no gradient for 20 steps"
 

@@ -74,7 +74,11 @@ def test_module_mode_finds_modules_in_the_current_directory(tmp_path: Path) -> N
         pytest.skip("stepdbg's console script is not installed beside this python")
     shutil.copytree(SCRIPTS / "pkg", tmp_path / "pkg")
     result = subprocess.run(
-        [str(console_script), "run", "--quiet", "-m", "pkg.train_module"], cwd=tmp_path, env=ENV, capture_output=True, text=True
+        [str(console_script), "run", "--quiet", "-m", "pkg.train_module"],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["argv"] == [str(tmp_path / "pkg" / "train_module.py")]
@@ -84,7 +88,9 @@ def test_a_traceback_through_stepdbgs_hooks_is_pythons(tmp_path: Path) -> None:
     """An error raised inside backward passes through stepdbg's wrapper of the engine
     entry: the traceback shows torch's frames and the user's, as under python."""
     script = tmp_path / "twice.py"
-    script.write_text("import torch\nw = torch.ones(3, requires_grad=True)\nloss = (w * 2).sum()\nloss.backward()\nloss.backward()\n")
+    script.write_text(
+        "import torch\nw = torch.ones(3, requires_grad=True)\nloss = (w * 2).sum()\nloss.backward()\nloss.backward()\n"
+    )
     bare = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=ENV, capture_output=True, text=True)
     traced = run("run", "--quiet", str(script), cwd=tmp_path)
     assert bare.returncode == traced.returncode == 1
@@ -143,8 +149,14 @@ def test_default_trace_path_is_named_after_the_script(ending: Ending) -> None:
 
 @pytest.mark.parametrize(
     ("how", "code", "status"),
-    [("ok", 0, "ok"), ("exit3", 3, "ok"), ("exit-message", 1, "ok"), ("raise", 1, "error"), ("interrupt", 130, "interrupted"),
-     ("os-exit", 4, "ok")],
+    [
+        ("ok", 0, "ok"),
+        ("exit3", 3, "ok"),
+        ("exit-message", 1, "ok"),
+        ("raise", 1, "error"),
+        ("interrupt", 130, "interrupted"),
+        ("os-exit", 4, "ok"),
+    ],
 )
 def test_exit_codes_and_end_record(ending: Ending, how: str, code: int, status: str) -> None:
     result, trace = ending(how)
@@ -190,7 +202,10 @@ def test_sys_exit_message_goes_to_stderr(ending: Ending) -> None:
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, stepdbg_cli: Callable[..., tuple[int, str, str]], args: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    stepdbg_cli: Callable[..., tuple[int, str, str]],
+    args: list[str],
     message: str,
 ) -> None:
     """Through the console entry point in this process: an exception it let through would fail the test."""
@@ -261,7 +276,11 @@ def test_killed_run_keeps_completed_steps(tmp_path: Path) -> None:
     trace = tmp_path / "killed.jsonl"
     process = subprocess.Popen(
         [sys.executable, "-m", "stepdbg", "run", "-o", str(trace), str(SCRIPTS / "slow_loop.py")],
-        cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        cwd=tmp_path,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     assert process.stdout is not None
     printed = 0
@@ -388,10 +407,14 @@ def test_live_table_leaves_the_scripts_output_intact(tmp_path: Path, color: bool
     """The terminal ends up showing exactly what the script alone shows, then stepdbg's
     end-of-run report: nothing erased, moved or duplicated, also for output written around
     sys.stdout (os.write, a subprocess), which a redraw moving up over it would erase."""
-    env = {k: v for k, v in ENV.items() if k != "NO_COLOR"} | ({"TERM": "xterm-256color"} if color else {"NO_COLOR": "1"})
+    env = {k: v for k, v in ENV.items() if k != "NO_COLOR"} | (
+        {"TERM": "xterm-256color"} if color else {"NO_COLOR": "1"}
+    )
     script, trace = str(SCRIPTS / "prints_a_lot.py"), tmp_path / "t.jsonl"
     bare_code, bare = run_in_terminal(sys.executable, script, cwd=tmp_path, env=env)
-    code, output = run_in_terminal(sys.executable, "-m", "stepdbg", "run", "-o", str(trace), script, cwd=tmp_path, env=env)
+    code, output = run_in_terminal(
+        sys.executable, "-m", "stepdbg", "run", "-o", str(trace), script, cwd=tmp_path, env=env
+    )
     assert bare_code == code == 0, output[-2000:]
     text = output.decode()
     assert text.count("phase times in ms") >= 3, "the live table was not drawn as the script ran"

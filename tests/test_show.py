@@ -42,8 +42,13 @@ def data(path: Path, **options: Any) -> str:
 
 def anomaly(rule: str, step: int, param: str | None = None, optimizer: int = 0) -> Anomaly:
     return Anomaly(
-        rule=rule, severity="warning", step=step, optimizer=optimizer, param=param,
-        message=f"{rule} happened", hint=f"fix {rule}",
+        rule=rule,
+        severity="warning",
+        step=step,
+        optimizer=optimizer,
+        param=param,
+        message=f"{rule} happened",
+        hint=f"fix {rule}",
     )
 
 
@@ -54,7 +59,8 @@ def trace(tmp_path: Path) -> Path:
         status="ok", exit_code=0, duration=12.5, steps=20, anomalies={"exploding-grad": 4, "unused-param": 1}
     )
     return write_trace(
-        tmp_path / "run.stepdbg.jsonl", optimizers=2,
+        tmp_path / "run.stepdbg.jsonl",
+        optimizers=2,
         anomalies=[anomaly("exploding-grad", 3), anomaly("unused-param", 6, param="head.bias", optimizer=1)],
         end=end,
     )
@@ -124,9 +130,18 @@ def test_corrupt_middle_line_names_file_and_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("line", "field", "value"),
     [
-        (4, "loss", "oops"), (4, "loss", True), (4, "grad_norm", {"a": 1}), (4, "lr", 0.1), (4, "lr", ["0.1"]),
-        (4, "group_grad_norms", "x"), (4, "time", [1.0]), (4, "time", {"forward": "x"}), (4, "calls", "zero_grad"),
-        (4, "skipped", "no"), (4, "optimizer", "0"), (3, "param_grad_norms", {"fc.weight": "x"}),
+        (4, "loss", "oops"),
+        (4, "loss", True),
+        (4, "grad_norm", {"a": 1}),
+        (4, "lr", 0.1),
+        (4, "lr", ["0.1"]),
+        (4, "group_grad_norms", "x"),
+        (4, "time", [1.0]),
+        (4, "time", {"forward": "x"}),
+        (4, "calls", "zero_grad"),
+        (4, "skipped", "no"),
+        (4, "optimizer", "0"),
+        (3, "param_grad_norms", {"fc.weight": "x"}),
         (3, "param_update_ratios", [0.1]),
     ],
 )
@@ -226,9 +241,12 @@ def repeating(tmp_path: Path) -> Path:
     """missing-zero-grad from step 1 to the end; exploding-grad at steps 2 and 3 only."""
     end = EndRecord("ok", 0, 1.0, 10, anomalies={"missing-zero-grad": 9, "exploding-grad": 2})
     return write_trace(
-        tmp_path / "run.jsonl", anomalies=[anomaly("missing-zero-grad", 1), anomaly("exploding-grad", 2)],
+        tmp_path / "run.jsonl",
+        anomalies=[anomaly("missing-zero-grad", 1), anomaly("exploding-grad", 2)],
         anomaly_steps=[
-            firing("missing-zero-grad", 1, 4), firing("exploding-grad", 2, 3), firing("missing-zero-grad", 5, 9)
+            firing("missing-zero-grad", 1, 4),
+            firing("exploding-grad", 2, 3),
+            firing("missing-zero-grad", 5, 9),
         ],
         end=end,
     )
@@ -260,7 +278,9 @@ def test_the_whole_run_reads_as_before_with_every_step_a_rule_fired_at(repeating
 
 def test_counts_are_the_optimizers_in_view_where_the_trace_says_where_rules_fired(tmp_path: Path) -> None:
     path = write_trace(
-        tmp_path / "run.jsonl", optimizers=2, anomalies=[anomaly("nonfinite", 2), anomaly("nonfinite", 5, optimizer=1)],
+        tmp_path / "run.jsonl",
+        optimizers=2,
+        anomalies=[anomaly("nonfinite", 2), anomaly("nonfinite", 5, optimizer=1)],
         anomaly_steps=[firing("nonfinite", 2, 9), firing("nonfinite", 5, 6, optimizer=1)],
         end=EndRecord("ok", 0, 1.0, 20, anomalies={"nonfinite": 10}),
     )
@@ -338,7 +358,8 @@ def test_an_error_quoting_a_name_with_a_line_break_is_still_one_line(tmp_path: P
     path = write_trace(tmp_path / "run.jsonl", params=("enc\nweight",))
     result = runner.invoke(app, ["show", str(path), "--param", "dec*"])
     assert (result.exit_code, result.stderr) == (
-        2, "stepdbg: error: no parameter matches 'dec*'; the trace has enc\\nweight\n"
+        2,
+        "stepdbg: error: no parameter matches 'dec*'; the trace has enc\\nweight\n",
     )
 
 
@@ -361,7 +382,8 @@ def test_anomalies_only(trace: Path) -> None:
     assert "optimizers" not in summary
     rows = list(csv.DictReader(io.StringIO(data(trace, anomalies_only=True, format="csv"))))
     assert [(row["rule"], row["step"], row["param"]) for row in rows] == [
-        ("exploding-grad", "3", ""), ("unused-param", "6", "head.bias")
+        ("exploding-grad", "3", ""),
+        ("unused-param", "6", "head.bias"),
     ]
 
 
@@ -420,6 +442,7 @@ def test_format_names_the_renderer_and_the_old_flags_are_its_aliases(trace: Path
 
 def test_a_loop_without_optimizer_is_shown_without_a_parameter_count(tmp_path: Path) -> None:
     """No optimizer, no parameter list: the count is unknown, not 0."""
+
     def no_optimizer(record: StepRecord) -> None:
         record.optimizer, record.lr, record.group_grad_norms = None, [], []
 
@@ -439,7 +462,9 @@ def test_output_that_cannot_be_written_is_one_line_and_exit_2(tmp_path: Path, co
     trace = str(write_trace(tmp_path / "t.jsonl", steps=3000))
     traces = [trace, trace] if command[0] == "diff" else [trace]
     with open("/dev/full", "w") as full:
-        proc = subprocess.run([sys.executable, "-m", "stepdbg", *command, *traces], stdout=full, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "stepdbg", *command, *traces], stdout=full, stderr=subprocess.PIPE, text=True
+        )
     assert (proc.returncode, proc.stderr) == (2, "stepdbg: error: cannot write the output (No space left on device)\n")
 
 
@@ -460,12 +485,18 @@ def test_the_data_phase_and_memory_are_shown_where_the_trace_has_them(tmp_path: 
     summary = json.loads(data(path, format="json"))
     assert summary["time"]["phases"]["data"]["share"] == pytest.approx(6 / 36)
     assert summary["memory"] == {
-        "measure": "rss", "first": 100 << 20, "last": 109 << 20, "growth": 9 << 20,
-        "peak": 109 << 20, "peak_step": 9, "peak_optimizer": 0,
+        "measure": "rss",
+        "first": 100 << 20,
+        "last": 109 << 20,
+        "growth": 9 << 20,
+        "peak": 109 << 20,
+        "peak_step": 9,
+        "peak_optimizer": 0,
     }
     rows = list(csv.DictReader(io.StringIO(data(path, format="csv"))))
     assert [(row["time_data"], row["memory"], row["memory_peak"]) for row in rows[:2]] == [
-        ("0.006", str(100 << 20), ""), ("0.006", str(101 << 20), ""),
+        ("0.006", str(100 << 20), ""),
+        ("0.006", str(101 << 20), ""),
     ]
 
 

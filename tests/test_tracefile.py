@@ -21,8 +21,16 @@ from stepdbg.tracefile import MAX_QUEUED, Trace, TraceWriter, encode_line, encod
 
 def _record(step: int, loss: float | None = 0.25, grad_norm: float | None = 1.5) -> StepRecord:
     return StepRecord(
-        optimizer=0, step=step, t=0.001 * step, calls=["zero_grad", "backward×2", "step"], backward_calls=2,
-        skipped=False, loss=loss, grad_norm=grad_norm, group_grad_norms=[grad_norm], lr=[1e-3, None],
+        optimizer=0,
+        step=step,
+        t=0.001 * step,
+        calls=["zero_grad", "backward×2", "step"],
+        backward_calls=2,
+        skipped=False,
+        loss=loss,
+        grad_norm=grad_norm,
+        group_grad_norms=[grad_norm],
+        lr=[1e-3, None],
         time={"backward": 1e-4, "step": 2e-4, "zero_grad": 0.0, "forward": 3e-4, "overhead": 1e-5, "total": 6e-4},
     )
 
@@ -38,8 +46,14 @@ def _detail(step: int, param_norm: float, ratio: float | None = 0.01) -> StepRec
 @pytest.mark.parametrize(
     "record",
     [
-        _record(3), _record(4, loss=math.nan), _record(5, grad_norm=math.inf), _record(6, loss=None, grad_norm=None),
-        _record(7, loss=1e308, grad_norm=1e308), _detail(8, 0.5), _detail(9, math.nan), _detail(10, 0.5, math.inf),
+        _record(3),
+        _record(4, loss=math.nan),
+        _record(5, grad_norm=math.inf),
+        _record(6, loss=None, grad_norm=None),
+        _record(7, loss=1e308, grad_norm=1e308),
+        _detail(8, 0.5),
+        _detail(9, math.nan),
+        _detail(10, 0.5, math.inf),
     ],
     ids=["finite", "nan-loss", "inf-norm", "nulls", "finite-sum-overflows", "detail", "detail-nan", "detail-inf-ratio"],
 )
@@ -64,7 +78,9 @@ def test_queued_records_reach_the_file_in_order_whichever_thread_writes_them(tmp
     assert json.loads(path.read_text(encoding="utf-8").splitlines()[-1])["type"] == "end"
 
 
-def test_records_a_drain_was_interrupted_in_are_written_by_the_next(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_records_a_drain_was_interrupted_in_are_written_by_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Ctrl-C lands on the training thread, which may be draining: nothing it had taken is lost."""
     monkeypatch.setattr(tracefile, "FLUSH_INTERVAL", 3600.0)  # only this test's drains write
     path = tmp_path / "t.stepdbg.jsonl"
@@ -150,7 +166,11 @@ def test_a_nonfinite_flag_restores_only_a_number_written_as_null() -> None:
     data["nonfinite"] = {"calls": "nan", "step": "inf", "grad_norm": "nan", "lr.0": "inf", "time.forward": "nan"}
     read = StepRecord.from_json(data)
     assert (read.calls, read.step, read.grad_norm, read.lr, read.time["forward"]) == (
-        ["zero_grad", "backward×2", "step"], 7, 1.5, [1e-3, None], 3e-4
+        ["zero_grad", "backward×2", "step"],
+        7,
+        1.5,
+        [1e-3, None],
+        3e-4,
     )
 
 

@@ -28,13 +28,30 @@ def make_step(
     times = {"forward": 0.010 * slow, "backward": 0.020 * slow, "step": 0.005 * slow, "zero_grad": 0.001 * slow}
     times["total"] = sum(times.values())
     record = StepRecord(
-        optimizer=optimizer, step=step, t=0.05 * (step + 1) * slow, calls=list(CALLS), backward_calls=1,
-        skipped=False, loss=2.0 / (1 + step) + optimizer, grad_norm=1.0 + 0.1 * step,
-        group_grad_norms=[1.0 + 0.1 * step], lr=[0.1], time=times,
+        optimizer=optimizer,
+        step=step,
+        t=0.05 * (step + 1) * slow,
+        calls=list(CALLS),
+        backward_calls=1,
+        skipped=False,
+        loss=2.0 / (1 + step) + optimizer,
+        grad_norm=1.0 + 0.1 * step,
+        group_grad_norms=[1.0 + 0.1 * step],
+        lr=[0.1],
+        time=times,
     )
     if spans:  # zero_grad, 10 ms of forward, backward, step: the calls end to end with the gaps
-        record.spans = ["zero_grad", 0.0, times["zero_grad"], "backward", 0.011 * slow, times["backward"],
-                        "step", 0.031 * slow, times["step"]]
+        record.spans = [
+            "zero_grad",
+            0.0,
+            times["zero_grad"],
+            "backward",
+            0.011 * slow,
+            times["backward"],
+            "step",
+            0.031 * slow,
+            times["step"],
+        ]
     if every and step % every == 0:
         names = param_names(optimizer, params)
         record.param_grad_norms = {name: 0.1 * (i + 1) + 0.01 * step for i, name in enumerate(names)}
@@ -52,7 +69,7 @@ def write_trace(
     tweak: Callable[[StepRecord], None] | None = None,
     anomalies: Sequence[Anomaly] = (),
     anomaly_steps: Sequence[AnomalySteps] = (),
-    end: EndRecord | None | bool = True,
+    end: EndRecord | bool | None = True,
     slow: float = 1.0,
     command: str = "stepdbg run train.py",
     spans: bool = False,
@@ -66,8 +83,17 @@ def write_trace(
     writer = TraceWriter(path)
     writer.write(
         Header(
-            stepdbg="0.1.0", torch="2.13.0", python="3.12.0", argv=["train.py"], command=command, cwd="/work",
-            start=start, device="cpu", every=every, pid=1, rank=rank,
+            stepdbg="0.1.0",
+            torch="2.13.0",
+            python="3.12.0",
+            argv=["train.py"],
+            command=command,
+            cwd="/work",
+            start=start,
+            device="cpu",
+            every=every,
+            pid=1,
+            rank=rank,
         ).to_json()
     )
     for step in range(steps):

@@ -48,9 +48,18 @@ def optional(draw: st.DrawFn, data: dict[str, Any], keep: tuple[str, ...] = ("ty
 
 def header(draw: st.DrawFn) -> dict[str, Any]:
     data = {
-        "type": "header", "schema": 1, "stepdbg": draw(TEXT), "torch": draw(TEXT), "python": "3.12.0",
-        "argv": draw(st.lists(TEXT, max_size=3)), "command": draw(TEXT), "cwd": draw(TEXT), "start": draw(TEXT),
-        "device": draw(st.sampled_from(["cpu", "cuda"])), "every": draw(st.integers(0, 4)), "pid": 1,
+        "type": "header",
+        "schema": 1,
+        "stepdbg": draw(TEXT),
+        "torch": draw(TEXT),
+        "python": "3.12.0",
+        "argv": draw(st.lists(TEXT, max_size=3)),
+        "command": draw(TEXT),
+        "cwd": draw(TEXT),
+        "start": draw(TEXT),
+        "device": draw(st.sampled_from(["cpu", "cuda"])),
+        "every": draw(st.integers(0, 4)),
+        "pid": 1,
         "rank": draw(st.one_of(st.none(), st.integers(0, 3))),
     }
     return optional(draw, data, keep=("type", "schema"))
@@ -60,10 +69,18 @@ def step_record(draw: st.DrawFn, optimizer: int | None, step: int, t: float, nam
     groups = draw(st.integers(0, 2))
     time = {phase: draw(SECONDS) for phase in draw(st.sets(st.sampled_from([*PHASES, "total", "overhead"])))}
     data: dict[str, Any] = {
-        "type": "step", "optimizer": optimizer, "step": step, "t": t, "calls": draw(CALLS),
-        "backward_calls": draw(st.integers(0, 3)), "skipped": draw(st.booleans()), "loss": draw(NUMBER),
-        "grad_norm": draw(NUMBER), "group_grad_norms": [draw(NUMBER) for _ in range(groups)],
-        "lr": [draw(NUMBER) for _ in range(groups)], "time": time,
+        "type": "step",
+        "optimizer": optimizer,
+        "step": step,
+        "t": t,
+        "calls": draw(CALLS),
+        "backward_calls": draw(st.integers(0, 3)),
+        "skipped": draw(st.booleans()),
+        "loss": draw(NUMBER),
+        "grad_norm": draw(NUMBER),
+        "group_grad_norms": [draw(NUMBER) for _ in range(groups)],
+        "lr": [draw(NUMBER) for _ in range(groups)],
+        "time": time,
     }
     if draw(st.booleans()):  # a detail step
         data["param_grad_norms"] = {name: draw(NUMBER) for name in names if draw(st.booleans())}
@@ -74,9 +91,15 @@ def step_record(draw: st.DrawFn, optimizer: int | None, step: int, t: float, nam
 
 def anomaly_record(draw: st.DrawFn, optimizer: int | None, step: int, t: float, names: list[str]) -> dict[str, Any]:
     data = {
-        "type": "anomaly", "rule": draw(RULE), "severity": draw(st.one_of(st.sampled_from(SEVERITIES), TEXT)),
-        "step": step, "optimizer": optimizer, "param": draw(st.one_of(st.none(), st.sampled_from(names or ["w"]))),
-        "message": draw(TEXT), "hint": draw(TEXT), "t": t,
+        "type": "anomaly",
+        "rule": draw(RULE),
+        "severity": draw(st.one_of(st.sampled_from(SEVERITIES), TEXT)),
+        "step": step,
+        "optimizer": optimizer,
+        "param": draw(st.one_of(st.none(), st.sampled_from(names or ["w"]))),
+        "message": draw(TEXT),
+        "hint": draw(TEXT),
+        "t": t,
     }
     return optional(draw, data)
 
@@ -104,19 +127,28 @@ def trace_lines(draw: st.DrawFn) -> list[str]:
             lines.append(step_record(draw, index, step, t, names[index]))
         elif kind == "anomaly_steps":  # where a rule fired: up to this step, or (hand-made) anywhere
             first = draw(st.integers(0, step))
-            lines.append({
-                "type": "anomaly_steps", "rule": draw(RULE), "optimizer": index, "first_step": first,
-                "last_step": draw(st.sampled_from([step, first, first + 3])), "count": draw(st.integers(0, 40)),
-            })
+            lines.append(
+                {
+                    "type": "anomaly_steps",
+                    "rule": draw(RULE),
+                    "optimizer": index,
+                    "first_step": first,
+                    "last_step": draw(st.sampled_from([step, first, first + 3])),
+                    "count": draw(st.integers(0, 40)),
+                }
+            )
         else:
             record = anomaly_record(draw, index, step, t, names[index])
             counts[record.get("rule", "?")] = counts.get(record.get("rule", "?"), 0) + draw(st.integers(1, 40))
             lines.append(record)
     if draw(st.booleans()):
         end = {
-            "type": "end", "status": draw(st.sampled_from(["ok", "error", "interrupted"])),
-            "exit_code": draw(st.integers(0, 130)), "duration": t + draw(st.floats(0, 10)),
-            "steps": sum(1 for line in lines if line["type"] == "step"), "anomalies": counts,
+            "type": "end",
+            "status": draw(st.sampled_from(["ok", "error", "interrupted"])),
+            "exit_code": draw(st.integers(0, 130)),
+            "duration": t + draw(st.floats(0, 10)),
+            "steps": sum(1 for line in lines if line["type"] == "step"),
+            "anomalies": counts,
             "time": {phase: draw(st.floats(0, 10)) for phase in PHASES},
         }
         lines.append(optional(draw, end))
@@ -161,7 +193,12 @@ def retimed(lines: list[str], scale: float) -> list[str]:
 
 
 JSON_VALUE = st.one_of(
-    st.none(), st.booleans(), st.integers(-5, 5), FINITE, TEXT, st.lists(st.integers(0, 2), max_size=2),
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 5),
+    FINITE,
+    TEXT,
+    st.lists(st.integers(0, 2), max_size=2),
     st.dictionaries(TEXT, st.one_of(st.none(), st.integers(0, 3), TEXT), max_size=2),
 )
 

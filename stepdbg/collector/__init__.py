@@ -76,9 +76,19 @@ class Collector:
         self.schedulers = SchedulerWatch(self.track_for, log, self.gradients, self._judge_now)
         self.unoptimized = UnoptimizedParams(tree, self.optimizers, diagnostics, self._since_start)
         self.records = StepRecords(
-            every, emit_step, diagnostics, self.start, self.optimizers, self.gradients,
-            StepOrder(self.gradients, self.optimizers, self.schedulers), losses, self.phases, log,
-            self.unoptimized, self.memory, self._on_cuda,
+            every,
+            emit_step,
+            diagnostics,
+            self.start,
+            self.optimizers,
+            self.gradients,
+            StepOrder(self.gradients, self.optimizers, self.schedulers),
+            losses,
+            self.phases,
+            log,
+            self.unoptimized,
+            self.memory,
+            self._on_cuda,
         )
         self.stepping = Stepping(
             self.optimizers, self.gradients, self.records, self.phases, log, losses, self.unoptimized

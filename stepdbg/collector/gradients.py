@@ -125,8 +125,11 @@ class GradientWatch:
         sentinel = track.sentinel_param()
         unused = self.backward_count - max(since, state.backward_at_step_end)
         if (
-            unused > 0 and state.param_version is not None and len(self.optimizers.tracks) == 1
-            and sentinel is not None and sentinel._version == state.param_version
+            unused > 0
+            and state.param_version is not None
+            and len(self.optimizers.tracks) == 1
+            and sentinel is not None
+            and sentinel._version == state.param_version
         ):
             state.discarded += unused
             state.discarding_clears += 1
@@ -189,8 +192,10 @@ class GradientWatch:
                 state.filled_at = count
                 if state.discarded:
                     state.grad_after_discard = weakref.ref(grad)
-            if several and state.mark < count and state.reach_before == (
-                _grad_state(track.sentinel), _grad_state(track.last_sentinel)
+            if (
+                several
+                and state.mark < count
+                and state.reach_before == (_grad_state(track.sentinel), _grad_state(track.last_sentinel))
             ):  # not reached (and not consumed by a step inside it)
                 note_missed(state.missed, count)
 

@@ -44,8 +44,17 @@ class NoOptimizerLoop:
     def backward_ended(self, end: float) -> None:
         """A backward pass ended at ``end``: its iteration's record, its norms taken now."""
         record = StepRecord(
-            optimizer=None, step=0, t=0.0, calls=[], backward_calls=1,
-            skipped=False, loss=None, grad_norm=None, group_grad_norms=[], lr=[], time={},
+            optimizer=None,
+            step=0,
+            t=0.0,
+            calls=[],
+            backward_calls=1,
+            skipped=False,
+            loss=None,
+            grad_norm=None,
+            group_grad_norms=[],
+            lr=[],
+            time={},
         )
         record.memory = self._memory.read()
         progress = StepInProgress(record=record, track=self.track, detail=False)

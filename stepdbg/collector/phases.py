@@ -125,9 +125,7 @@ class PhaseClock:
 
     def step_ended(self, timer: StepTimer) -> float:
         end = self.clock()
-        inner = (
-            (self.backward - timer.backward) + (self.zero_grad - timer.zero_grad) + (self.data.seconds - timer.data)
-        )
+        inner = (self.backward - timer.backward) + (self.zero_grad - timer.zero_grad) + (self.data.seconds - timer.data)
         self.step += end - timer.start - inner
         self._span(CALL_STEP, timer.start, end)
         if self.device.on:
@@ -198,8 +196,13 @@ class PhaseClock:
         totals["zero_grad"] += zero_grad
         totals["overhead"] += overhead
         return {
-            "backward": backward, "step": step, "zero_grad": zero_grad, "data": data,
-            "forward": forward, "overhead": overhead, "total": total,
+            "backward": backward,
+            "step": step,
+            "zero_grad": zero_grad,
+            "data": data,
+            "forward": forward,
+            "overhead": overhead,
+            "total": total,
         }
 
     def retime(self, record: StepRecord, phases: DevicePhases) -> None:

@@ -198,8 +198,14 @@ class StepRecords:
         culprit = lambda: _first_nonfinite_grad(progress.params, names)  # noqa: E731 - asked once at most
         self._diagnostics.check_step(
             StepFinished(
-                record, names, param_norms, progress.missing, culprit, progress.backward_ran,
-                progress.data_startup, self._phases.data.loader,
+                record,
+                names,
+                param_norms,
+                progress.missing,
+                culprit,
+                progress.backward_ran,
+                progress.data_startup,
+                self._phases.data.loader,
             )
         )
 

@@ -90,20 +90,37 @@ class ProcessEvents:
         self.optimizer(record.optimizer)
         tid = optimizer_tid(record.optimizer)
         start = iteration_start(record)
-        self.out.add({
-            "ph": "X", "name": f"step {record.step}", "cat": "step", "pid": self.pid, "tid": tid,
-            "ts": self.at(start), "dur": round(record.time.get("total", 0.0) * MICROSECONDS, 3),
-            "args": {
-                "loss": _finite(record.loss), "grad_norm": _finite(record.grad_norm),
-                "lr": [_finite(lr) for lr in record.lr], "calls": " ".join(record.calls),
-                "backward_calls": record.backward_calls, "skipped": record.skipped,
-            },
-        })
+        self.out.add(
+            {
+                "ph": "X",
+                "name": f"step {record.step}",
+                "cat": "step",
+                "pid": self.pid,
+                "tid": tid,
+                "ts": self.at(start),
+                "dur": round(record.time.get("total", 0.0) * MICROSECONDS, 3),
+                "args": {
+                    "loss": _finite(record.loss),
+                    "grad_norm": _finite(record.grad_norm),
+                    "lr": [_finite(lr) for lr in record.lr],
+                    "calls": " ".join(record.calls),
+                    "backward_calls": record.backward_calls,
+                    "skipped": record.skipped,
+                },
+            }
+        )
         for piece in iteration_slices(record):
-            self.out.add({
-                "ph": "X", "name": piece.name, "cat": "phase", "pid": self.pid, "tid": tid,
-                "ts": self.at(piece.start), "dur": round(piece.duration * MICROSECONDS, 3),
-            })
+            self.out.add(
+                {
+                    "ph": "X",
+                    "name": piece.name,
+                    "cat": "phase",
+                    "pid": self.pid,
+                    "tid": tid,
+                    "ts": self.at(piece.start),
+                    "dur": round(piece.duration * MICROSECONDS, 3),
+                }
+            )
         self._counters(record)
 
     def _counters(self, record: StepRecord) -> None:
@@ -121,14 +138,24 @@ class ProcessEvents:
 
     def anomaly(self, anomaly: Anomaly) -> None:
         self.optimizer(anomaly.optimizer)
-        self.out.add({
-            "ph": "i", "s": "t", "name": anomaly.rule, "cat": "anomaly", "pid": self.pid,
-            "tid": optimizer_tid(anomaly.optimizer), "ts": self.at(anomaly.t),
-            "args": {
-                "severity": anomaly.severity, "step": anomaly.step, "param": anomaly.param,
-                "message": anomaly.message, "hint": anomaly.hint,
-            },
-        })
+        self.out.add(
+            {
+                "ph": "i",
+                "s": "t",
+                "name": anomaly.rule,
+                "cat": "anomaly",
+                "pid": self.pid,
+                "tid": optimizer_tid(anomaly.optimizer),
+                "ts": self.at(anomaly.t),
+                "args": {
+                    "severity": anomaly.severity,
+                    "step": anomaly.step,
+                    "param": anomaly.param,
+                    "message": anomaly.message,
+                    "hint": anomaly.hint,
+                },
+            }
+        )
 
 
 def _origins(traces: Sequence[Trace]) -> list[float]:

@@ -36,6 +36,12 @@ DIFF_FORMATS: dict[str, DiffRenderer] = {"text": diff_text.write, "json": diff_j
 DEFAULT_FORMAT = "text"
 
 __all__ = [
-    "DEFAULT_FORMAT", "DIFF_FORMATS", "RANKS_FORMATS", "SHOW_FORMATS", "DiffRenderer", "Output", "RanksRenderer",
+    "DEFAULT_FORMAT",
+    "DIFF_FORMATS",
+    "RANKS_FORMATS",
+    "SHOW_FORMATS",
+    "DiffRenderer",
+    "Output",
+    "RanksRenderer",
     "ShowRenderer",
 ]

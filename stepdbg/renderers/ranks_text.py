@@ -29,9 +29,12 @@ def _ms(seconds: float | None) -> str:
 def _row(rank: RankStats, phases: list[str]) -> list[str]:
     share = rank.data_share
     return [
-        rank.label, str(sum(rank.counts.values())), _ms(rank.median("total")),
+        rank.label,
+        str(sum(rank.counts.values())),
+        _ms(rank.median("total")),
         *(_ms(rank.median(phase)) for phase in phases),
-        fmt_share(share), fmt_bytes(rank.memory.peak),
+        fmt_share(share),
+        fmt_bytes(rank.memory.peak),
     ]
 
 
@@ -65,7 +68,8 @@ def straggler_text(straggler: Straggler | None, step: float | None) -> str:
 
 def step_counts_text(counts: dict[str, dict[str, int]]) -> list[str]:
     return [
-        f"Out of step: optimizer {optimizer} has " + ", ".join(f"{n} steps on {label}" for label, n in by_rank.items())
+        f"Out of step: optimizer {optimizer} has "
+        + ", ".join(f"{n} steps on {label}" for label, n in by_rank.items())
         + "."
         for optimizer, by_rank in counts.items()
     ]

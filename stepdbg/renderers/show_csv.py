@@ -24,8 +24,18 @@ if TYPE_CHECKING:
 
 TIMES = (*PHASES, "total")
 STEP_COLUMNS = [
-    "optimizer", "step", "t", "loss", "grad_norm", "lr", *(f"time_{name}" for name in TIMES),
-    "backward_calls", "skipped", "calls", "memory", "memory_peak",
+    "optimizer",
+    "step",
+    "t",
+    "loss",
+    "grad_norm",
+    "lr",
+    *(f"time_{name}" for name in TIMES),
+    "backward_calls",
+    "skipped",
+    "calls",
+    "memory",
+    "memory_peak",
 ]
 ANOMALY_FIELDS = ["rule", "severity", "step", "optimizer", "param", "message", "hint", "t"]
 ANOMALY_COLUMNS = [*ANOMALY_FIELDS, "count", "steps_in_view"]
@@ -37,9 +47,18 @@ def step_row(record: StepRecord) -> list[Any]:
     lr: Any = record.lr[0] if len(record.lr) == 1 else ";".join("" if v is None else repr(v) for v in record.lr)
     memory = step_memory(record.memory)
     return [
-        record.optimizer, record.step, record.t, record.loss, record.grad_norm, lr, *map(record.time.get, TIMES),
-        record.backward_calls, record.skipped, " ".join(record.calls),
-        memory[1] if memory else None, (record.memory or {}).get("peak"),
+        record.optimizer,
+        record.step,
+        record.t,
+        record.loss,
+        record.grad_norm,
+        lr,
+        *map(record.time.get, TIMES),
+        record.backward_calls,
+        record.skipped,
+        " ".join(record.calls),
+        memory[1] if memory else None,
+        (record.memory or {}).get("peak"),
     ]
 
 

@@ -256,9 +256,13 @@ def render_params(shown: ShowStats) -> RenderableType:
         cells: list[RenderableType] = [optimizer_label(stats.optimizer)] if several else []
         if stats.detail_steps:
             cells += [
-                Text(stats.name), str(stats.detail_steps), fmt_num(median(stats.norms)),
-                fmt_num(max(stats.norms, default=None)), fmt_num(stats.last),
-                fmt_num(median(stats.update_ratios)), Sparkline(stats.line),
+                Text(stats.name),
+                str(stats.detail_steps),
+                fmt_num(median(stats.norms)),
+                fmt_num(max(stats.norms, default=None)),
+                fmt_num(stats.last),
+                fmt_num(median(stats.update_ratios)),
+                Sparkline(stats.line),
             ]
         else:
             cells += [Text(stats.name), "0", "no gradient", "", "", "", ""]

@@ -17,7 +17,7 @@ no_decay = [p for name, p in model.named_parameters() if name.endswith("bias")]
 optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}], lr=1e-2)  # no_decay forgotten
 x = torch.randn(256, 8)
 y = x.sum(dim=1, keepdim=True)
-for step in range(15):
+for _step in range(15):
     optimizer.zero_grad()
     loss = nn.functional.mse_loss(model(x), y)
     loss.backward()

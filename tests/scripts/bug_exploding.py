@@ -24,7 +24,7 @@ class Quadratic(nn.Module):
 
 model = Quadratic()
 optimizer = torch.optim.SGD(model.parameters(), lr=3.0)
-for step in range(32):
+for _step in range(32):
     optimizer.zero_grad()
     loss = model()
     loss.backward()

@@ -27,7 +27,7 @@ criterion = nn.BCELoss()
 optimizerD = torch.optim.Adam(netD.parameters(), lr=2e-3, betas=(0.5, 0.999))
 optimizerG = torch.optim.Adam(netG.parameters(), lr=2e-3, betas=(0.5, 0.999))
 batch = 32
-for i in range(30):
+for _i in range(30):
     real = torch.randn(batch, 2) * 0.5 + 2.0
     # netD.zero_grad() is missing here
     errD_real = criterion(netD(real), torch.ones(batch, 1))

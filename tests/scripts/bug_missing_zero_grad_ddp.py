@@ -18,11 +18,13 @@ store, store_path = tempfile.mkstemp()
 os.close(store)
 dist.init_process_group("gloo", init_method=f"file://{store_path}", rank=0, world_size=1)
 torch.manual_seed(0)
-model = DistributedDataParallel(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1)), gradient_as_bucket_view=True)
+model = DistributedDataParallel(
+    nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1)), gradient_as_bucket_view=True
+)
 optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
 x = torch.randn(64, 8)
 y = x.sum(dim=1, keepdim=True)
-for step in range(10):
+for _step in range(10):
     loss = nn.functional.mse_loss(model(x), y)
     loss.backward()
     optimizer.step()

@@ -42,7 +42,9 @@ STEPS = 12
 torch.use_deterministic_algorithms(True)
 torch.manual_seed(0)
 device = torch.device("cuda", 0)
-model: nn.Module = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1)).to(device)
+model: nn.Module = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1)).to(
+    device
+)
 x = torch.randn(512, 16, device=device)
 y = x.sum(dim=1, keepdim=True)
 if MODE == "nonfinite":

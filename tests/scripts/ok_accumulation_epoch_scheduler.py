@@ -21,7 +21,7 @@ optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
 scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.8)
 x = torch.randn(80, 8)
 y = x.sum(dim=1, keepdim=True)
-for epoch in range(4):
+for _epoch in range(4):
     if not carry:
         optimizer.zero_grad()
     for batch in range(10):

@@ -16,7 +16,7 @@ critic = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1))
 actor_opt = torch.optim.Adam(actor.parameters(), lr=1e-3)
 critic_opt = torch.optim.Adam(critic.parameters(), lr=1e-3)
 losses: dict[str, list[float]] = {"actor": [], "critic": []}
-for step in range(20):
+for _step in range(20):
     states, returns = torch.randn(32, 4), torch.randn(32, 1)
     values = critic(states)
     dist = torch.distributions.Categorical(logits=actor(states))

@@ -19,7 +19,7 @@ steps = 40
 optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.01)
 scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
 grad_norms = []
-for step in range(steps):
+for _step in range(steps):
     index = torch.randint(0, len(x), (32,))
     optimizer.zero_grad()
     loss = nn.functional.mse_loss(model(x[index]), y[index])
@@ -30,6 +30,11 @@ for step in range(steps):
 print(f"final loss {loss.item():.6f}")
 if os.environ.get("STEPDBG_TEST_OUT"):
     torch.save(
-        {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(), "grad_norms": grad_norms},
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng": torch.get_rng_state(),
+            "grad_norms": grad_norms,
+        },
         os.environ["STEPDBG_TEST_OUT"],
     )

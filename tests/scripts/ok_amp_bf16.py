@@ -40,6 +40,12 @@ for step in range(30):
 print(f"final loss {loss.item():.6f} scale {scaler.get_scale():g}")
 if os.environ.get("STEPDBG_TEST_OUT"):
     torch.save(
-        {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": torch.get_rng_state(), "grad_norms": grad_norms},
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": torch.get_rng_state(),
+            "grad_norms": grad_norms,
+        },
         os.environ["STEPDBG_TEST_OUT"],
     )

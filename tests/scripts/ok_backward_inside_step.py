@@ -29,7 +29,7 @@ class HutchinsonSGD(torch.optim.SGD):
 torch.manual_seed(0)
 model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
 optimizer = HutchinsonSGD(model.parameters(), lr=0.1)
-for step in range(10):
+for _step in range(10):
     optimizer.zero_grad()
     loss = model(torch.randn(8, 4)).pow(2).mean()
     loss.backward(create_graph=True)

@@ -18,15 +18,19 @@ from torch import nn
 
 torch.manual_seed(0)
 pretrained = nn.Sequential(
-    nn.Linear(8, 64), nn.BatchNorm1d(64), nn.ReLU(),
-    nn.Linear(64, 64), nn.BatchNorm1d(64), nn.ReLU(),
+    nn.Linear(8, 64),
+    nn.BatchNorm1d(64),
+    nn.ReLU(),
+    nn.Linear(64, 64),
+    nn.BatchNorm1d(64),
+    nn.ReLU(),
     nn.Linear(64, 1),
 )
 model = copy.deepcopy(pretrained) if sys.argv[1:] == ["copy"] else pretrained
 optimizer = torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9)
 x = torch.randn(128, 8)
 y = x.sum(dim=1, keepdim=True)
-for step in range(30):
+for _step in range(30):
     optimizer.zero_grad()
     loss = nn.functional.mse_loss(model(x), y)
     loss.backward()

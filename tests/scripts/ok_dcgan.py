@@ -18,7 +18,7 @@ criterion = nn.BCELoss()
 optimizerD = torch.optim.Adam(netD.parameters(), lr=2e-3, betas=(0.5, 0.999))
 optimizerG = torch.optim.Adam(netG.parameters(), lr=2e-3, betas=(0.5, 0.999))
 batch = 32
-for i in range(40):
+for _i in range(40):
     real = torch.randn(batch, 2) * 0.5 + 2.0
     # (1) Update D: maximize log(D(x)) + log(1 - D(G(z)))
     netD.zero_grad()
@@ -40,6 +40,12 @@ for i in range(40):
 print(f"final errD {(errD_real + errD_fake).item():.6f} errG {errG.item():.6f}")
 if os.environ.get("STEPDBG_TEST_OUT"):
     torch.save(
-        {"G": netG.state_dict(), "D": netD.state_dict(), "optD": optimizerD.state_dict(), "optG": optimizerG.state_dict(), "rng": torch.get_rng_state()},
+        {
+            "G": netG.state_dict(),
+            "D": netD.state_dict(),
+            "optD": optimizerD.state_dict(),
+            "optG": optimizerG.state_dict(),
+            "rng": torch.get_rng_state(),
+        },
         os.environ["STEPDBG_TEST_OUT"],
     )

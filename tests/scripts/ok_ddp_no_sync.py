@@ -18,7 +18,7 @@ torch.manual_seed(1 + dist.get_rank())
 x = torch.randn(64, 8)
 y = x.sum(dim=1, keepdim=True)
 accumulate = 4
-for step in range(12):
+for _step in range(12):
     optimizer.zero_grad()
     for micro in range(accumulate):
         last = micro == accumulate - 1

@@ -16,7 +16,7 @@ optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
 x = torch.rand(128, 2, dtype=torch.float64)
 y = torch.sin(3 * x[:, :1]) * torch.cos(2 * x[:, 1:])
 grad_norms = []
-for step in range(20):
+for _step in range(20):
     optimizer.zero_grad()
     loss = nn.functional.mse_loss(model(x), y)
     loss.backward()
@@ -24,4 +24,7 @@ for step in range(20):
     optimizer.step()
 print(f"final loss {loss.item():.12f}")
 if os.environ.get("STEPDBG_TEST_OUT"):
-    torch.save({"model": model.state_dict(), "rng": torch.get_rng_state(), "grad_norms": grad_norms}, os.environ["STEPDBG_TEST_OUT"])
+    torch.save(
+        {"model": model.state_dict(), "rng": torch.get_rng_state(), "grad_norms": grad_norms},
+        os.environ["STEPDBG_TEST_OUT"],
+    )

@@ -22,7 +22,7 @@ w = torch.zeros(3, 1, requires_grad=True)
 b = torch.zeros(1, requires_grad=True)
 lr = 0.1
 grad_norms = []
-for step in range(25):
+for _step in range(25):
     loss = ((x @ w + b - y) ** 2).mean()
     loss.backward()
     grad_norms.append(math.sqrt(float(w.grad.double().pow(2).sum() + b.grad.double().pow(2).sum())))

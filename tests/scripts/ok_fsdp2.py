@@ -20,7 +20,7 @@ optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
 torch.manual_seed(1 + dist.get_rank())
 x = torch.randn(32, 8)
 y = x.sum(dim=1, keepdim=True)
-for step in range(10):
+for _step in range(10):
     optimizer.zero_grad()
     nn.functional.mse_loss(model(x), y).backward()
     total = torch.nn.utils.get_total_norm([p.grad for p in model.parameters()]).full_tensor().item()

@@ -26,4 +26,7 @@ for i in range(micro_batches):
         optimizer.zero_grad()
 print(f"final loss {loss.item() * accumulate:.6f}")
 if os.environ.get("STEPDBG_TEST_OUT"):
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()}, os.environ["STEPDBG_TEST_OUT"])
+    torch.save(
+        {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()},
+        os.environ["STEPDBG_TEST_OUT"],
+    )

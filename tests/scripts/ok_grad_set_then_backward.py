@@ -13,7 +13,7 @@ model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
 optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
 params = list(model.parameters())
 x, y = torch.randn(32, 4), torch.randn(32, 1)
-for step in range(20):
+for _step in range(20):
     out = model(x)
     penalty = 1e-3 * sum((p**2).sum() for p in params)
     for p, grad in zip(params, torch.autograd.grad(penalty, params)):

@@ -31,7 +31,9 @@ for step in range(30):
     for head, target in zip(heads, targets):
         optimizer.zero_grad()
         nn.functional.mse_loss(head(trunk(x)), target).backward()
-        task_grads.append(torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]))
+        task_grads.append(
+            torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+        )
     a, b = task_grads
     combined = project(a, b) + project(b, a)
     offset = 0

@@ -19,7 +19,7 @@ model = DistributedDataParallel(nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Li
 optimizer = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=torch.optim.SGD, lr=1e-2, momentum=0.9)
 torch.manual_seed(1 + rank)
 with Join([model, optimizer]):
-    for step in range(12 if rank == 0 else 8):
+    for _step in range(12 if rank == 0 else 8):
         x = torch.randn(16, 8)
         optimizer.zero_grad()
         nn.functional.mse_loss(model(x), x.sum(dim=1, keepdim=True)).backward()

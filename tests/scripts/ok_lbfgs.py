@@ -26,8 +26,11 @@ def closure():
     return loss
 
 
-for step in range(15):
+for _step in range(15):
     loss = optimizer.step(closure)
 print(f"final loss {loss.item():.6f} closure calls {evaluations}")
 if os.environ.get("STEPDBG_TEST_OUT"):
-    torch.save({"model": model.state_dict(), "rng": torch.get_rng_state(), "evaluations": evaluations}, os.environ["STEPDBG_TEST_OUT"])
+    torch.save(
+        {"model": model.state_dict(), "rng": torch.get_rng_state(), "evaluations": evaluations},
+        os.environ["STEPDBG_TEST_OUT"],
+    )

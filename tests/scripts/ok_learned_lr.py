@@ -19,7 +19,7 @@ frozen = torch.zeros(4)
 for iteration in range(3):
     fast = base.clone()
     inner = torch.optim.SGD([frozen, fast], lr=log_lr.exp(), differentiable=True)
-    for k in range(2):
+    for _k in range(2):
         (grad,) = torch.autograd.grad((fast - 1).pow(2).sum(), [fast], create_graph=True)
         fast.grad = grad
         inner.step()

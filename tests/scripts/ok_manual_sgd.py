@@ -17,7 +17,7 @@ model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
 x = torch.randn(128, 8)
 y = x.sum(dim=1, keepdim=True)
 lr = 0.02
-for step in range(30):
+for _step in range(30):
     loss = nn.functional.mse_loss(model(x), y)
     loss.backward()
     with torch.no_grad():

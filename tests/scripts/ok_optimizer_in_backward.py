@@ -25,7 +25,7 @@ for p in model.parameters():
     p.register_post_accumulate_grad_hook(optimizer_hook)
 x = torch.randn(64, 8)
 y = x.sum(dim=1, keepdim=True)
-for step in range(20):
+for _step in range(20):
     loss = nn.functional.mse_loss(model(x), y)
     loss.backward()
 print(f"final loss {loss.item():.6f}")

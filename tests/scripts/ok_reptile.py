@@ -20,12 +20,12 @@ from torch import nn
 torch.manual_seed(0)
 model = nn.Sequential(nn.Linear(1, 16), nn.Tanh(), nn.Linear(16, 1))
 meta_opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-for iteration in range(10):
+for _iteration in range(10):
     x = torch.rand(20, 1) * 10 - 5
     y = torch.sin(x + torch.rand(1))
     fast = copy.deepcopy(model)
     inner = torch.optim.SGD(fast.parameters(), lr=0.02)
-    for k in range(3):
+    for _k in range(3):
         inner.zero_grad()
         nn.functional.mse_loss(fast(x), y).backward()
         inner.step()

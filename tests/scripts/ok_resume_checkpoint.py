@@ -23,7 +23,9 @@ def build() -> tuple[nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.
     return model, optimizer, torch.optim.lr_scheduler.StepLR(optimizer, step_size=5, gamma=0.5)
 
 
-def train(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler, steps: range) -> None:
+def train(
+    model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler, steps: range
+) -> None:
     for step in steps:
         xb, yb = x[(step * 32) % 256 :][:32], y[(step * 32) % 256 :][:32]
         optimizer.zero_grad()
@@ -38,7 +40,9 @@ saved_after = int(sys.argv[1])
 model, optimizer, scheduler = build()
 train(model, optimizer, scheduler, range(saved_after))
 checkpoint = io.BytesIO()
-torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, checkpoint)
+torch.save(
+    {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, checkpoint
+)
 checkpoint.seek(0)
 
 model, optimizer, scheduler = build()

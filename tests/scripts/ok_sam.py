@@ -25,7 +25,9 @@ class SAM(torch.optim.Optimizer):
 
     @torch.no_grad()
     def first_step(self, zero_grad=False):
-        grad_norm = torch.norm(torch.stack([p.grad.norm() for g in self.param_groups for p in g["params"] if p.grad is not None]))
+        grad_norm = torch.norm(
+            torch.stack([p.grad.norm() for g in self.param_groups for p in g["params"] if p.grad is not None])
+        )
         for group in self.param_groups:
             scale = group["rho"] / (grad_norm + 1e-12)
             for p in group["params"]:

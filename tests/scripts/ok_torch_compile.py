@@ -50,7 +50,7 @@ else:
     optimizer_step = optimizer.step
 
 grad_norms, losses = [], []
-for step in range(12):
+for _step in range(12):
     optimizer.zero_grad()
     loss = forward_backward()
     losses.append(loss.item())
@@ -60,8 +60,11 @@ print(f"final loss {loss.item():.6f}")
 if os.environ.get("STEPDBG_TEST_OUT"):
     torch.save(
         {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
-            "grad_norms": grad_norms, "losses": losses,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng": torch.get_rng_state(),
+            "grad_norms": grad_norms,
+            "losses": losses,
         },
         os.environ["STEPDBG_TEST_OUT"],
     )
