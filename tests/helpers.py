@@ -1,13 +1,15 @@
 """What the tests share: running training scripts under ``stepdbg run`` (or plain ``python``),
 reading their traces, and what a terminal shows. Fixtures that use these live in conftest.py.
 
-Every script run is a real subprocess (``python -m stepdbg run --no-live -o TRACE
+Every script run is a process of its own (``python -m stepdbg run --no-live -o TRACE
 [options] script [args]``, see `run_stepdbg`) with ``OMP_NUM_THREADS=1`` and
 ``PYTHONHASHSEED=0``. Each costs seconds of CPU (importing torch, and the first
 optimizer imports torch._dynamo), so the tests describe the runs they read as a
 `Spec`, and the session fixture ``runs`` (a `Runs`) runs each spec once and shares the
 result. Under pytest-xdist the workers share one folder of results, guarded by file
-locks, so a spec runs once whichever worker asks first.
+locks, so a spec runs once whichever worker asks first. A spec's process is forked
+from a server that has imported torch already (`forkserver`); with
+``STEPDBG_TEST_FRESH_RUNS=1`` each starts a fresh interpreter instead.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import torch.autograd.graph
 import torch.nn.modules.module as module_module
 import torch.optim.optimizer as optimizer_module  # not an attribute of torch.optim until imported this way
 from filelock import FileLock, Timeout
+from forkserver import ForkServer
 from torch.optim.lr_scheduler import ChainedScheduler, LRScheduler, ReduceLROnPlateau, SequentialLR
 from torch.utils.data.dataloader import _BaseDataLoaderIter
 
@@ -104,6 +107,16 @@ def read_trace(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def stepdbg_command(script: str | Path, *args: str, trace: Path, options: Iterable[str] = ()) -> list[str]:
+    """``python``'s arguments for ``stepdbg run --no-live -o TRACE [options] script args...``."""
+    return ["-m", "stepdbg", "run", "--no-live", "-o", str(trace), *options, str(script_path(script)), *args]
+
+
+def script_path(script: str | Path) -> Path:
+    """A script of tests/scripts by its name, or any script by its absolute path."""
+    return SCRIPTS / script if not Path(script).is_absolute() else Path(script)
+
+
 def run_stepdbg(
     script: str | Path,
     *args: str,
@@ -112,14 +125,11 @@ def run_stepdbg(
     env: dict[str, str] | None = None,
     timeout: float = RUN_TIMEOUT,
 ) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
-    """``stepdbg run --no-live -o TRACE [options] script args...`` in ``tmp_path``: the process
-    and the trace's records."""
-    script = SCRIPTS / script if not Path(script).is_absolute() else Path(script)
-    trace = tmp_path / f"{script.stem}.stepdbg.jsonl"
-    command = [sys.executable, "-m", "stepdbg", "run", "--no-live", "-o", str(trace), *options, str(script), *args]
-    proc = subprocess.run(
-        command, cwd=tmp_path, env=script_env(env), capture_output=True, text=True, timeout=timeout, check=False
-    )
+    """``stepdbg run --no-live -o TRACE [options] script args...`` in ``tmp_path``, in a fresh
+    interpreter: the process and the trace's records."""
+    trace = tmp_path / f"{script_path(script).stem}.stepdbg.jsonl"
+    command = stepdbg_command(script, *args, trace=trace, options=options)
+    proc = run_fresh(command, cwd=tmp_path, env=script_env(env), timeout=timeout)
     records = read_trace(trace) if trace.exists() else []
     return proc, records
 
@@ -127,16 +137,14 @@ def run_stepdbg(
 def run_python(
     script: str | Path, *args: str, tmp_path: Path, env: dict[str, str] | None = None, timeout: float = RUN_TIMEOUT
 ) -> subprocess.CompletedProcess[str]:
-    """``python script args...`` in ``tmp_path``, the same environment as `run_stepdbg`."""
-    script = SCRIPTS / script if not Path(script).is_absolute() else Path(script)
+    """``python script args...`` in ``tmp_path``, in a fresh interpreter, the same environment as `run_stepdbg`."""
+    return run_fresh([str(script_path(script)), *args], cwd=tmp_path, env=script_env(env), timeout=timeout)
+
+
+def run_fresh(argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """``python ARGV...`` in a fresh interpreter, its output captured."""
     return subprocess.run(
-        [sys.executable, str(script), *args],
-        cwd=tmp_path,
-        env=script_env(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
+        [sys.executable, *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
 
 
@@ -249,6 +257,8 @@ class Runs:
         self.root = root
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="stepdbg-run")
         self._prefetch: list[Future[None]] = []
+        fresh = os.environ.get("STEPDBG_TEST_FRESH_RUNS") == "1"
+        self._forks = None if fresh else ForkServer(script_env(), root / f"forkserver-{os.getpid()}.log")
 
     def start(self, specs: Iterable[Spec], reverse: bool = False) -> None:
         """Run these in the background, slowest scripts first; specs being run elsewhere are left to them."""
@@ -281,17 +291,21 @@ class Runs:
         finally:
             lock.release()
 
-    @staticmethod
-    def _run(spec: Spec, folder: Path, result: Path) -> None:
+    def _run(self, spec: Spec, folder: Path, result: Path) -> None:
         work = folder / "work"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir()
         state = folder / "state.pt"
-        env = {"STEPDBG_TEST_OUT": str(state)} if spec.save_state else None
+        env = script_env({"STEPDBG_TEST_OUT": str(state)} if spec.save_state else None)
         if spec.python:
-            proc = run_python(spec.script, *spec.args, tmp_path=work, env=env)
+            argv = [str(script_path(spec.script)), *spec.args]
         else:
-            proc, _ = run_stepdbg(spec.script, *spec.args, tmp_path=work, options=spec.options, env=env)
+            trace = work / f"{script_path(spec.script).stem}.stepdbg.jsonl"
+            argv = stepdbg_command(spec.script, *spec.args, trace=trace, options=spec.options)
+        if self._forks is not None:
+            proc = self._forks.run(argv, cwd=work, env=env, streams=folder / "process", timeout=RUN_TIMEOUT)
+        else:
+            proc = run_fresh(argv, cwd=work, env=env, timeout=RUN_TIMEOUT)
         saved = {"returncode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr, "args": proc.args}
         partial = result.with_suffix(".partial")
         partial.write_text(json.dumps(saved))
@@ -307,6 +321,8 @@ class Runs:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._forks is not None:
+            self._forks.close()
 
 
 # ---- what a terminal shows (the live table tests) ----------------------------------------------
