@@ -204,6 +204,9 @@ class Spec:
     python: bool = False
     save_state: bool = False
     """Set STEPDBG_TEST_OUT, where the scripts that support it save their final state."""
+    fresh: bool = False
+    """In an interpreter of its own rather than forked from the server (`forkserver`), whose
+    children all share its memory layout: for runs that must be independent."""
 
     def __str__(self) -> str:
         runner = "python" if self.python else "stepdbg run " + " ".join(self.options)
@@ -302,7 +305,7 @@ class Runs:
         else:
             trace = work / f"{script_path(spec.script).stem}.stepdbg.jsonl"
             argv = stepdbg_command(spec.script, *spec.args, trace=trace, options=spec.options)
-        if self._forks is not None:
+        if self._forks is not None and not spec.fresh:
             proc = self._forks.run(argv, cwd=work, env=env, streams=folder / "process", timeout=RUN_TIMEOUT)
         else:
             proc = run_fresh(argv, cwd=work, env=env, timeout=RUN_TIMEOUT)

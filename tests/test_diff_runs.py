@@ -3,47 +3,35 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import RUN_TIMEOUT, script_env
+from helpers import Runs, Spec
 
-SCRIPTS = Path(__file__).parent / "cli_scripts"
+SEEDED = str(Path(__file__).parent / "cli_scripts" / "seeded.py")
 CLI = Callable[..., tuple[int, str, str]]
+VARIANTS = {
+    "a": Spec(SEEDED, options=("-q", "--every", "1")),
+    "b": Spec(SEEDED, options=("-q", "--every", "1"), fresh=True),  # laid out apart from "a" in memory
+    "lr": Spec(SEEDED, ("--lr-change-at", "5"), options=("-q", "--every", "1")),
+    "late": Spec(SEEDED, ("--zero-grad-last",), options=("-q", "--every", "1")),
+}
+"""Two identical runs, one with the lr changed at step 5, one with zero_grad moved."""
+
+pytestmark = pytest.mark.uses(*VARIANTS.values())
 
 
-@pytest.fixture(scope="module")
-def traces(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Four runs at once: two identical, one with the lr changed at step 5, one with zero_grad moved."""
-    folder = tmp_path_factory.mktemp("runs")
-    variants = {"a": [], "b": [], "lr": ["--lr-change-at", "5"], "late": ["--zero-grad-last"]}
-    processes = {
-        name: subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "stepdbg",
-                "run",
-                "-q",
-                "--every",
-                "1",
-                "-o",
-                str(folder / f"{name}.jsonl"),
-                str(SCRIPTS / "seeded.py"),
-                *args,
-            ],
-            cwd=folder,
-            env=script_env(),
-            stdout=subprocess.DEVNULL,
-        )
-        for name, args in variants.items()
-    }
-    for process in processes.values():
-        assert process.wait(timeout=RUN_TIMEOUT) == 0
-    return {name: folder / f"{name}.jsonl" for name in variants}
+@pytest.fixture
+def traces(runs: Runs, tmp_path: Path) -> dict[str, Path]:
+    """Each variant's trace, in a folder of its own."""
+    written = {}
+    for name, spec in VARIANTS.items():
+        run = runs.get(spec)
+        assert run.proc.returncode == 0, run.describe()
+        (tmp_path / name).mkdir()
+        written[name] = run.trace_file(tmp_path / name)
+    return written
 
 
 def diff_json(stepdbg_cli: CLI, a: Path, b: Path) -> tuple[int, dict]:
