@@ -42,6 +42,8 @@ SCRIPTS = Path(__file__).parent / "scripts"
 RUN_TIMEOUT = 600
 """Seconds before a script run counts as hung: a safety net, never a speed requirement (on a
 loaded 2-core machine one run can take minutes)."""
+WORK = "[run b]"
+"""The folder a `Spec` runs in: a name rich would read as markup, which stepdbg must print as it is."""
 SLOW_SCRIPTS = ("ok_lightning.py", "ok_skorch.py", "ok_ignite.py", "ok_accelerate.py")
 """Started first, so that the slowest runs do not finish last."""
 
@@ -107,9 +109,11 @@ def read_trace(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def stepdbg_command(script: str | Path, *args: str, trace: Path, options: Iterable[str] = ()) -> list[str]:
-    """``python``'s arguments for ``stepdbg run --no-live -o TRACE [options] script args...``."""
-    return ["-m", "stepdbg", "run", "--no-live", "-o", str(trace), *options, str(script_path(script)), *args]
+def stepdbg_command(script: str | Path, *args: str, trace: Path | None, options: Iterable[str] = ()) -> list[str]:
+    """``python``'s arguments for ``stepdbg run --no-live -o TRACE [options] script args...``
+    (without ``-o`` for a trace of None: the trace goes where stepdbg puts it by default)."""
+    output = ["-o", str(trace)] if trace is not None else []
+    return ["-m", "stepdbg", "run", "--no-live", *output, *options, str(script_path(script)), *args]
 
 
 def script_path(script: str | Path) -> Path:
@@ -204,6 +208,8 @@ class Spec:
     python: bool = False
     save_state: bool = False
     """Set STEPDBG_TEST_OUT, where the scripts that support it save their final state."""
+    default_trace: bool = False
+    """Without ``-o``: the trace goes where stepdbg puts it by default."""
     fresh: bool = False
     """In an interpreter of its own rather than forked from the server (`forkserver`), whose
     children all share its memory layout: for runs that must be independent."""
@@ -217,6 +223,8 @@ class Spec:
 class Run:
     spec: Spec
     proc: subprocess.CompletedProcess[str]
+    trace: Path | None = None
+    """The trace as the run wrote it (read it; a test that changes a trace changes a `trace_file`)."""
     records: list[dict[str, Any]] = field(default_factory=list)
     state_path: Path | None = None
 
@@ -295,7 +303,7 @@ class Runs:
             lock.release()
 
     def _run(self, spec: Spec, folder: Path, result: Path) -> None:
-        work = folder / "work"
+        work = folder / WORK
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir()
         state = folder / "state.pt"
@@ -303,7 +311,7 @@ class Runs:
         if spec.python:
             argv = [str(script_path(spec.script)), *spec.args]
         else:
-            trace = work / f"{script_path(spec.script).stem}.stepdbg.jsonl"
+            trace = None if spec.default_trace else work / f"{script_path(spec.script).stem}.stepdbg.jsonl"
             argv = stepdbg_command(spec.script, *spec.args, trace=trace, options=spec.options)
         if self._forks is not None and not spec.fresh:
             proc = self._forks.run(argv, cwd=work, env=env, streams=folder / "process", timeout=RUN_TIMEOUT)
@@ -318,9 +326,10 @@ class Runs:
     def _load(spec: Spec, folder: Path, result: Path) -> Run:
         saved = json.loads(result.read_text())
         proc = subprocess.CompletedProcess(saved["args"], saved["returncode"], saved["stdout"], saved["stderr"])
-        traces = sorted((folder / "work").glob("*.stepdbg.jsonl"))
-        records = read_trace(traces[0]) if traces else []
-        return Run(spec, proc, records, folder / "state.pt" if spec.save_state else None)
+        traces = sorted((folder / WORK).glob("*.stepdbg.jsonl"))
+        trace = traces[0] if traces else None
+        records = read_trace(trace) if trace else []
+        return Run(spec, proc, trace, records, folder / "state.pt" if spec.save_state else None)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

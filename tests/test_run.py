@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import RUN_TIMEOUT, set_size, shown_lines
+from helpers import RUN_TIMEOUT, WORK, Runs, Spec, set_size, shown_lines
 
 SCRIPTS = Path(__file__).parent / "cli_scripts"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
@@ -120,26 +120,32 @@ def test_the_scripts_main_module_outlives_its_body(tmp_path: Path) -> None:
     assert (traced.returncode, traced.stdout, traced.stderr) == (0, "pickled True\n", "")
 
 
+ENDINGS = ("ok", "exit3", "exit-message", "raise", "interrupt", "os-exit")
+
+
+def ending_spec(how: str) -> Spec:
+    """``stepdbg run --every 1 exits.py HOW`` with the default trace path, in a folder whose
+    name rich would read as markup (`helpers.WORK`)."""
+    return Spec(str(SCRIPTS / "exits.py"), (how,), options=("--every", "1"), default_trace=True)
+
+
 Ending = Callable[[str], tuple[subprocess.CompletedProcess[str], Path]]
 
 
-@pytest.fixture(scope="module")
-def ending(tmp_path_factory: pytest.TempPathFactory) -> Ending:
-    """``stepdbg run --every 1 exits.py HOW``, each HOW run once and read by every test that asks
-    for it: in a folder whose name rich would read as markup, with the default trace path."""
-    done: dict[str, tuple[subprocess.CompletedProcess[str], Path]] = {}
+@pytest.fixture
+def ending(runs: Runs) -> Ending:
+    """The process and the trace of ``exits.py HOW``, run once for every test that asks for it."""
 
     def get(how: str) -> tuple[subprocess.CompletedProcess[str], Path]:
-        if how not in done:
-            folder = tmp_path_factory.mktemp(how) / "[run b]"
-            folder.mkdir()
-            result = run("run", "--every", "1", str(SCRIPTS / "exits.py"), how, cwd=folder)
-            done[how] = result, folder / "exits.stepdbg.jsonl"
-        return done[how]
+        run = runs.get(ending_spec(how))
+        assert run.trace is not None, run.describe()
+        assert run.trace.name == "exits.stepdbg.jsonl" and run.trace.parent.name == WORK
+        return run.proc, run.trace
 
     return get
 
 
+@pytest.mark.uses(ending_spec("ok"))
 def test_default_trace_path_is_named_after_the_script(ending: Ending) -> None:
     result, trace = ending("ok")
     assert result.returncode == 0
@@ -158,6 +164,7 @@ def test_default_trace_path_is_named_after_the_script(ending: Ending) -> None:
         ("os-exit", 4, "ok"),
     ],
 )
+@pytest.mark.uses(*map(ending_spec, ENDINGS))
 def test_exit_codes_and_end_record(ending: Ending, how: str, code: int, status: str) -> None:
     result, trace = ending(how)
     assert result.returncode == code, result.stderr
@@ -170,6 +177,7 @@ def test_exit_codes_and_end_record(ending: Ending, how: str, code: int, status: 
     assert (end["status"], end["exit_code"], end["steps"]) == (status, code, 2)
 
 
+@pytest.mark.uses(ending_spec("raise"))
 def test_user_traceback_without_stepdbg_frames(ending: Ending) -> None:
     result, _ = ending("raise")
     assert result.returncode == 1
@@ -181,6 +189,7 @@ def test_user_traceback_without_stepdbg_frames(ending: Ending) -> None:
     assert "runpy" not in traceback
 
 
+@pytest.mark.uses(ending_spec("exit-message"))
 def test_sys_exit_message_goes_to_stderr(ending: Ending) -> None:
     result, _ = ending("exit-message")
     assert result.returncode == 1
@@ -219,13 +228,18 @@ def test_bad_input_is_one_line_and_exit_2(
     assert not list(tmp_path.iterdir()), "no trace for a run that never started"
 
 
-def test_quiet_prints_nothing_of_its_own(tmp_path: Path) -> None:
-    result = run("run", "--quiet", "-o", str(tmp_path / "t.jsonl"), str(SCRIPTS / "exits.py"), "ok", cwd=tmp_path)
+QUIET = Spec(str(SCRIPTS / "exits.py"), ("ok",), options=("--quiet",))
+
+
+@pytest.mark.uses(QUIET)
+def test_quiet_prints_nothing_of_its_own(runs: Runs) -> None:
+    result = runs.get(QUIET).proc
     assert result.returncode == 0
     assert result.stdout == "trained\n"
     assert result.stderr == ""
 
 
+@pytest.mark.uses(ending_spec("ok"))
 def test_the_end_report_names_the_trace(ending: Ending) -> None:
     result, trace = ending("ok")  # its path has brackets, which rich would read as markup
     assert "stepdbg: 2 steps" in result.stderr
@@ -353,6 +367,7 @@ def test_sigterm_ends_a_run_whose_main_thread_never_gets_to_the_handler(tmp_path
     assert (end["status"], end["signal"], end["steps"]) == ("terminated", "SIGTERM", 3)
 
 
+@pytest.mark.uses(ending_spec("ok"))
 def test_trace_is_standard_json_lines(ending: Ending) -> None:
     result, trace = ending("ok")  # --every 1: per-parameter figures in every step
     assert result.returncode == 0
