@@ -83,7 +83,7 @@ class StepRecords:
             loss=None,
             grad_norm=None,
             group_grad_norms=[],
-            lr=[_lr(group.get("lr")) for group in optimizer.param_groups],
+            lr=[lr if type(lr := group.get("lr")) is float else _lr(lr) for group in optimizer.param_groups],
             time={},
         )
         detail = bool(self.every) and step % self.every == 0 and not skipped
