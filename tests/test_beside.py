@@ -15,14 +15,14 @@ from stepdbg.collector.beside import NormsBeside, PendingNorms
 
 
 def train(
-    make_optimizer, folder: Path, name: str, traced: bool = True
+    make_optimizer, folder: Path, name: str, traced: bool = True, width: int = 512
 ) -> tuple[list[float | None], list[torch.Tensor]]:
-    """Three steps of a 1024x1024 layer (above `BESIDE_MIN_NUMEL`): the norms the trace
-    recorded and the parameters after."""
+    """Three steps of a ``width``-square layer (512: above `BESIDE_MIN_NUMEL`): the norms the
+    trace recorded and the parameters after."""
     torch.manual_seed(0)
-    model = torch.nn.Linear(1024, 1024)
+    model = torch.nn.Linear(width, width)
     optimizer = make_optimizer(model.parameters())
-    x = torch.randn(8, 1024)
+    x = torch.randn(8, width)
     trace = folder / f"{name}.stepdbg.jsonl"
 
     def loop() -> None:
@@ -80,6 +80,13 @@ def test_steps_that_may_write_their_gradients_take_their_norms_in_place(
 ) -> None:
     monkeypatch.setattr(NormsBeside, "submit", lambda *a: pytest.fail("taken beside a step that writes gradients"))
     norms, _ = train(make_optimizer, tmp_path, "in-place")
+    assert all(isinstance(norm, float) and norm > 0 for norm in norms)
+
+
+def test_small_gradients_take_their_norms_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Handing a small norm to the thread costs more than taking it."""
+    monkeypatch.setattr(NormsBeside, "submit", lambda *a: pytest.fail("a small norm taken beside"))
+    norms, _ = train(OPTIMIZERS["adamw"], tmp_path, "small", width=64)
     assert all(isinstance(norm, float) and norm > 0 for norm in norms)
 
 

@@ -14,7 +14,9 @@ last gradient (which should never happen) drops the step's norm rather than repo
 read mid-write, and sends that optimizer's later steps back to the training thread.
 
 Small gradients stay on the training thread: handing them over costs more than their
-norm (measured on a 0.4 ms step: 1.08x the bare loop against 1.05x in place).
+norm (measured on a 0.4 ms step: 1.08x the bare loop against 1.05x in place). Nor does
+the thread help a step that runs much Python (a param group per layer): it waits for the
+GIL between the step's torch calls.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ import torch
 
 from .layout import ParamLayout
 
-BESIDE_MIN_NUMEL = 1 << 20
-"""Gradient elements (all of an optimizer's) from which a norm goes to the helper thread."""
+BESIDE_MIN_NUMEL = 1 << 17
+"""Gradient elements (all of an optimizer's) from which a norm goes to the helper thread: at
+200K (the benchmark's wide loop, 96 tensors) it takes a third off the time in the hooks; at 2K
+(tiny) handing it over costs more than the norm."""
 
 _CLASSES = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD)
 """Optimizers whose usual step reads its gradients and writes none of them (see the module)."""
