@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import read_trace, steps
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import stepdbg
 from stepdbg.collector import beside
@@ -90,19 +91,31 @@ def test_small_gradients_take_their_norms_in_place(tmp_path: Path, monkeypatch: 
     assert all(isinstance(norm, float) and norm > 0 for norm in norms)
 
 
-def test_a_step_pre_hook_of_the_optimizers_own_keeps_the_norm_in_place(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("hook", ["pre", "post", "global pre"])
+def test_a_step_hook_that_could_run_beside_the_norm_keeps_it_in_place(
+    hook: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A pre-hook of its own runs after stepdbg's and may clip the gradients in place."""
-    monkeypatch.setattr(NormsBeside, "submit", lambda *a: pytest.fail("taken beside a step with a pre-hook"))
+    """The optimizer's own hooks (its pre-hooks run after stepdbg's, its post-hooks before),
+    and a global pre-hook registered after stepdbg's, may clip or clear the gradients in place."""
+    monkeypatch.setattr(NormsBeside, "submit", lambda *a: pytest.fail("taken beside a step with a hook"))
+    handles = []
 
-    def clipping(params):
+    def hooked(params):
         optimizer = torch.optim.AdamW(params, lr=1e-3)
-        optimizer.register_step_pre_hook(lambda opt, args, kwargs: None)
+        if hook == "pre":
+            optimizer.register_step_pre_hook(lambda opt, args, kwargs: None)
+        elif hook == "post":
+            optimizer.register_step_post_hook(lambda opt, args, kwargs: None)
+        else:
+            handles.append(register_optimizer_step_pre_hook(lambda opt, args, kwargs: None))
         return optimizer
 
-    norms, _ = train(clipping, tmp_path, "hooked")
-    assert len(norms) == 3
+    try:
+        norms, _ = train(hooked, tmp_path, "hooked")
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert len(norms) == 3 and all(isinstance(norm, float) for norm in norms)
 
 
 def test_gradients_written_while_the_norm_was_taken_give_no_norm() -> None:
