@@ -75,10 +75,12 @@ PIECES = (
     (3, "records_module", "_gradient_norms"),
     (4, "norms", "flat_norm"),
     (4, "norms", "per_tensor_norms"),
+    (3, "beside", "submit"),
     (3, "gradients", "consumed"),
     (0, "collector", "on_step_end"),
     (1, "stepping", "end"),
     (2, "records", "finish"),
+    (3, "records", "_take_beside"),
     (3, "phases", "record_ended"),
     (3, "memory", "read"),
     (3, "norms", "update_pieces"),
@@ -172,6 +174,7 @@ def _owners(session: Session) -> dict[str, Any]:
         "memory": getattr(collector, "memory", None),
         "records": records,
         "order": getattr(records, "_order", None),
+        "beside": getattr(records, "beside", None),
         **{
             name: getattr(collector, name, None)
             for name in ("stepping", "gradients", "losses", "schedulers", "phases", "optimizers")

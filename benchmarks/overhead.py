@@ -1,7 +1,7 @@
 """stepdbg's overhead on real training loops, with default options.
 
     python benchmarks/overhead.py [--repeats 3] [--kinds KIND ...] [--in-process KIND ...]
-                                  [--rounds 10] [--block 500] [--device cuda] [--profiler]
+                                  [--rounds 10] [--block N] [--device cuda] [--profiler]
 
 The primary figure is stepdbg's own time inside its hooks, per step, and its share of
 the bare step: read from the traces (``time.overhead``), it stays steady where
@@ -15,7 +15,8 @@ lower quartile of the steps' times, the step as it runs when nothing interrupts 
   so that the machine's drift hits all of them alike. Each loop times itself after a
   warm-up (start-up and imports are not counted). Ratios: of the fastest runs (the
   least noisy estimate on a busy machine) and of the medians.
-- In one process (``--in-process``, default tiny): blocks of ``--block`` bare steps and
+- In one process (``--in-process``, default tiny): blocks of ``--block`` bare steps (500, or
+  the loop's own count where smaller: medium's 40) and
   blocks of as many steps under ``stepdbg.trace()`` alternate, ``--rounds`` pairs, the
   order swapped every round. The same process, heap and caches for both: steadier still.
   Besides the wall clock, the training thread's CPU time per block, which does not
@@ -25,16 +26,18 @@ Then, in this process, what the data and memory instrumentation costs by itself:
 the hook around each DataLoader fetch (on a fetch that does nothing, so that only
 the hook is timed) and each step's memory read, in microseconds a call.
 
-glibc's malloc is pinned (no trimming, no mmap for large blocks) for every run, bare
-ones included: by default it hands freed multi-MB blocks back to the OS and faults them
-in again at the next step, as the heap's layout happens to fall, which made the medium
-loop's bare runs vary by 20% and more. ``--system-malloc`` keeps the default behaviour
-(in fresh processes only: the in-process runs use this process's own).
+glibc's malloc is pinned (no trimming; no mmap for blocks below 32 MiB, the largest
+threshold it takes) for every run, bare ones included, in fresh processes through its
+environment variables and in one process through ``mallopt``: by default it hands freed
+multi-MB blocks back to the OS and faults them in again at the next step, as the heap's
+layout happens to fall, which made the medium loop's bare runs vary by 20% and more.
+``--system-malloc`` keeps the default behaviour.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import statistics
@@ -52,9 +55,16 @@ BUDGET = {"tiny": 1.15, "loader": 1.15, "wide": 1.04, "layerwise": 1.04, "medium
 """The whole loop under stepdbg against bare, fastest runs, where a budget is set."""
 HOOK_SHARE_BUDGET = {"tiny": 0.08, "loader": 0.08}
 """stepdbg's time in its hooks against the bare step, where a budget is set."""
-PINNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 32)}
+MMAP_THRESHOLD = 32 << 20
+"""The largest threshold glibc takes (half its heap size on 64-bit): it ignores a larger one."""
+TRIM_THRESHOLD = 1 << 32
+PINNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD), "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD)}
 TRACED_WARMUP = 20
 """In one process: iterations of each traced block left untimed (the optimizer announced, its layout made)."""
+IN_PROCESS_BLOCK = 500
+"""Iterations a block in one process, or the loop's own count where smaller (medium: 40)."""
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+"""mallopt's parameters (malloc.h)."""
 CALLS = 200_000
 """Calls timed for each of the data and memory pieces."""
 
@@ -108,11 +118,22 @@ def _block(loop: Loop, steps: int) -> tuple[float, float, float]:
     return wall, time.thread_time() - cpu, typical(times)
 
 
-def in_one_process(kind: str, rounds: int, block: int, folder: Path, device: str) -> dict[str, list[float]]:
+def pin_malloc() -> None:
+    """This process's malloc as `PINNED_MALLOC` sets a fresh one's (glibc only)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+
+
+def in_one_process(kind: str, rounds: int, block: int | None, folder: Path, device: str) -> dict[str, list[float]]:
     """Bare and traced blocks of ``kind`` alternating in this process (see the module's docstring)."""
     import stepdbg
 
     loop = build(kind, device)
+    block = block or min(IN_PROCESS_BLOCK, loop.steps)
     for _ in range(loop.warmup):
         loop.step()
     figures: dict[str, list[float]] = {"hooks": []}
@@ -211,7 +232,11 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="*", default=list(KINDS), choices=KINDS, help="loops run in fresh processes")
     parser.add_argument("--in-process", nargs="*", default=["tiny"], choices=KINDS, help="loops run in one process")
     parser.add_argument("--rounds", type=int, default=10, help="in one process: pairs of bare and traced blocks")
-    parser.add_argument("--block", type=int, default=500, help="in one process: iterations a block")
+    parser.add_argument(
+        "--block",
+        type=int,
+        help=f"in one process: iterations a block (default {IN_PROCESS_BLOCK}, or the loop's own count)",
+    )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the loops train")
     parser.add_argument("--profiler", action="store_true", help="in fresh processes, torch.profiler runs too")
     parser.add_argument("--system-malloc", action="store_true", help="glibc's malloc thresholds left at their defaults")
@@ -230,13 +255,16 @@ def main() -> None:
                 print(report_processes(kind, figures), flush=True)
         if args.in_process:
             print(
-                f"in one process, {args.rounds} rounds of {args.block}-step blocks ({args.device});"
+                f"in one process, {args.rounds} rounds of {args.block or 'up to ' + str(IN_PROCESS_BLOCK)}-step blocks"
+                f" ({args.device});"
                 " stepdbg against bare: fastest blocks, median round; wall clock, then the training thread's CPU"
             )
             print(
                 f"{header} {'added ms/step':>13} {'wall (fastest)':>15} {'(median)':>8} {'CPU (fastest)':>14}"
                 f" {'(median)':>8}"
             )
+        if args.in_process and not args.system_malloc:
+            pin_malloc()
         for kind in args.in_process:
             figures = in_one_process(kind, args.rounds, args.block, Path(folder), args.device)
             print(report_one_process(kind, figures), flush=True)

@@ -51,7 +51,7 @@ def _own_lines(end: EndRecord, trace: str, prefix: str, stopped: str | None) -> 
     if end.steps:
         total = sum(end.time.get(phase, 0.0) for phase in TIMED) or 1.0
         shares = " · ".join(
-            f"{phase} {fmt_share(end.time.get(phase, 0.0) / total)}" for phase in TIMED if phase in end.time
+            f"{phase} {fmt_share(end.time[phase] / total)}" for phase in TIMED if _shown(phase, end.time)
         ).replace("overhead", "stepdbg")
         lines.append(f"{prefix} {end.steps} steps in {fmt_duration(end.duration)} ({shares})")
     elif stopped is None:
@@ -65,6 +65,12 @@ def _own_lines(end: EndRecord, trace: str, prefix: str, stopped: str | None) -> 
         lines.append(Text(f"{prefix} no anomalies", style=GOOD))
     lines.append(f"{prefix} trace written to {trace}")
     return lines
+
+
+def _shown(phase: str, times: Mapping[str, float]) -> bool:
+    """Whether the end line gives ``phase``'s share: not ``data`` for a loop that never waited
+    on a DataLoader (its batches made in the loop, or no batches at all)."""
+    return phase in times and (phase != "data" or times[phase] > 0.0)
 
 
 def _terminated(end: EndRecord, prefix: str) -> list[str | Text]:

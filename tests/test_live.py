@@ -132,6 +132,21 @@ def test_an_end_report_after_an_internal_error_does_not_claim_an_empty_run() -> 
     ]
 
 
+@pytest.mark.parametrize("data", [0.0, 0.5])
+def test_the_end_line_gives_the_data_share_only_to_loops_that_waited_on_a_dataloader(data: float) -> None:
+    out = io.StringIO()
+    view = RunOutput(Console(file=out, width=200), live=False, quiet=False)
+    times = {"data": data, "forward": 1.0, "backward": 0.25, "step": 0.25, "zero_grad": 0.0, "overhead": 0.0}
+    end = EndRecord(status="ok", exit_code=0, duration=2.0, steps=3, anomalies={}, time=times)
+    view.report_end(end, "t.jsonl")
+    expected = (
+        "data 25% · forward 50% · backward 12% · step 12% · zero_grad 0% · stepdbg 0%"
+        if data
+        else "forward 67% · backward 17% · step 17% · zero_grad 0% · stepdbg 0%"
+    )
+    assert out.getvalue().splitlines()[0] == f"stepdbg: 3 steps in 2.00 s ({expected})"
+
+
 MISSING_ZERO_GRAD = Anomaly(
     rule="missing-zero-grad",
     severity="error",

@@ -115,14 +115,16 @@ class Collector:
         self.memory.watch_cuda(index)
 
     def _loop_started(self) -> float:
-        """Now, the last backward made with no optimizer recorded and the scheduler steps since
-        the previous call noticed; the first call also starts the first iteration's clock
-        (set-up is not a step)."""
+        """The last backward made with no optimizer recorded and the scheduler steps since the
+        previous call noticed; returns when that began, which is where stepdbg's own time in
+        the hook starts. The first call also starts the first iteration's clock (set-up is not
+        a step)."""
+        entered = self.phases.now()
         if self.no_optimizer.unowned is not None:
             self._finish_unowned()
         if self.schedulers.entries:
             self.schedulers.poll()
-        return self.phases.now()
+        return entered
 
     def _finish_unowned(self) -> None:
         """The record of the last backward made with no optimizer, none having been built since."""
@@ -179,8 +181,11 @@ class Collector:
         self._zero_grad_depth += 1
         if self._zero_grad_depth > 1:
             return False
-        self.phases.zero_grad_started(self._loop_started())
+        entered = self._loop_started()
         self.log.append(CALL_ZERO_GRAD)
+        now = self.clock()
+        self.phases.overhead += now - entered
+        self.phases.zero_grad_started(now)
         return True
 
     def on_zero_grad_end(self, cleared: list[torch.Tensor] | None, optimizer: Any = None) -> None:
@@ -247,9 +252,11 @@ class Collector:
     # ---- optimizer steps ----------------------------------------------------------------
 
     def on_step_start(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+        entered = self.phases.now()
         track = self.track_for(optimizer)
         if track is not None and self.stepping.begins(track, optimizer):
-            self.stepping.start(track, optimizer, args, kwargs, self._loop_started())
+            self._loop_started()
+            self.stepping.start(track, optimizer, args, kwargs, entered)
 
     def on_step_end(self, optimizer: torch.optim.Optimizer) -> None:
         track = self.track_for(optimizer)

@@ -57,6 +57,8 @@ class ParamLayout:
     (every one, or the same ones step after step where some are frozen); made when those change."""
     sharded: bool = False
     """Some parameter is a DTensor (FSDP2, tensor parallelism): norms are of this rank's shards."""
+    numel: int = 0
+    """Elements of all the parameters (of their shards, where sharded, as their norms read them)."""
     roots: list[weakref.ref] | None = None
     """The root modules of the parameters, held weakly; found at the first detail step."""
 
@@ -73,7 +75,8 @@ class ParamLayout:
         params = [p for params in lists for p in params]
         group_of = [index for index, params in enumerate(lists) for _ in params]
         sharded = any(norms.is_sharded(p) for p in params)
-        return cls(sources, lists, params, list(range(len(params))), group_of, sharded=sharded)
+        numel = sum(p.numel() for p in (norms.local_shards(params) if sharded else params))
+        return cls(sources, lists, params, list(range(len(params))), group_of, sharded=sharded, numel=numel)
 
     def local_params(self) -> list[torch.Tensor]:
         """The parameters as this rank holds them (see `sharded`)."""

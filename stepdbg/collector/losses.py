@@ -65,13 +65,24 @@ class LossBook:
         ``count``: the global backward count now."""
         state = progress.track.state
         mark = state.mark
+        losses = self.held
+        if (
+            count == mark + 1
+            and not state.missed
+            and losses
+            and losses[-1][0] == count
+            and self._dropped_through <= mark
+        ):
+            progress.backward_ran = True  # one backward since the mark, which reached it: the common step
+            progress.record.backward_calls = 1
+            progress.losses = [losses[-1][1]]
+            return
         missed = []
         if state.missed:
             missed = [(max(first, mark + 1), last) for first, last in state.missed if last > mark]
             state.missed = []
         progress.backward_ran = count > mark
         progress.record.backward_calls = count - mark - (_count_through(missed, count) if missed else 0)
-        losses = self.held
         start = bisect.bisect_right(losses, mark, key=_backward_index) if losses and losses[0][0] <= mark else 0
         if missed:
             progress.losses = [value for index, value in losses[start:] if not _within(index, missed)]

@@ -68,13 +68,23 @@ class PhaseClock:
         self._fetch_event: Any = None
 
     def _span(self, phase: str, start: float, end: float) -> None:
-        """Place a call in its iteration: its start from the iteration's, and its length, to the
-        microsecond (a timeline's resolution, in fewer digits). A few float operations a call."""
+        """Place a call in its iteration: kept as clock readings, made offsets once per record
+        (`_placed`), since this runs at every call."""
         spans = self._spans
         if len(spans) <= 3 * HELD_SPANS:
-            base = self.last_end if self.last_end is not None else start
-            offset = int((start - base) * 1e6)
-            spans += (phase, offset / 1e6, (int((end - base) * 1e6) - offset) / 1e6)
+            spans += (phase, start, end)
+
+    def _placed(self, spans: list[str | float]) -> list[str | float] | None:
+        """The iteration's calls as `StepRecord.spans`: each one's start from the iteration's,
+        and its length, to the microsecond (a timeline's resolution, in fewer digits)."""
+        if len(spans) > 3 * HELD_SPANS:
+            return None
+        base = self.last_end if self.last_end is not None else (spans[1] if spans else 0.0)
+        placed: list[str | float] = []
+        for index in range(0, len(spans), 3):
+            offset = int((spans[index + 1] - base) * 1e6)  # type: ignore[operator]
+            placed += (spans[index], offset / 1e6, (int((spans[index + 2] - base) * 1e6) - offset) / 1e6)  # type: ignore[operator]
+        return placed
 
     def now(self) -> float:
         """Now, for an instrumented call: the first one starts the first iteration's clock
@@ -176,7 +186,7 @@ class PhaseClock:
         """The record that ends at ``end`` gets its ``time`` and ``spans``; the phase clocks start
         again. Whether its data wait includes a loader's first workers starting."""
         spans, self._spans = self._spans, []
-        record.spans = spans if len(spans) <= 3 * HELD_SPANS else None
+        record.spans = self._placed(spans)
         total = end - (self.last_end if self.last_end is not None else end)
         self.last_end = end
         data, startup = self.data.take()

@@ -12,6 +12,7 @@ from ..device_clock import DevicePhases
 from ..schema import StepRecord
 
 if TYPE_CHECKING:
+    from .beside import PendingNorms
     from .optimizers import OptimizerTrack
 
 _EMPTY: tuple = ()
@@ -53,6 +54,8 @@ class StepInProgress:
     """A step without a closure argument ran backward passes itself (see `Stepping.end`)."""
     filled_inside: weakref.ref | None = None
     """The optimizer's first trainable gradient as the last of those passes left it."""
+    beside: PendingNorms | None = None
+    """Its gradients' norms, being taken on a helper thread while it runs (see `beside`)."""
 
     def add_fact(self, fact: object) -> None:
         if self.facts is None:

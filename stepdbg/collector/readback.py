@@ -18,6 +18,54 @@ if TYPE_CHECKING:
     from .progress import StepInProgress
 
 
+HELD_BUFFERS = 8
+"""Pinned buffers kept for reuse: as many as records wait on the device at once, and some."""
+
+MIN_BUFFER = 64
+"""Elements of the smallest pinned buffer: a step's values are a few norms, a loss and scales."""
+
+
+def _pinned(numel: int, dtype: torch.dtype) -> torch.Tensor:
+    return torch.empty(numel, dtype=dtype, pin_memory=True)
+
+
+def _event() -> Any:
+    return torch.Event("cuda", enable_timing=False)  # see `device_clock.cuda_event`
+
+
+Lease = tuple[torch.Tensor, Any, "int | None"]
+"""A pinned buffer, its event, and the device whose stream the event is recorded on."""
+
+
+class PinnedBuffers:
+    """Pinned host buffers, each with its event, reused once the values copied into them are
+    read: a step queues its copy before the previous step's values are read, so a few are in
+    use at once, each as large as the largest step's values. Allocated per step instead, each
+    would be a call into the caching host allocator, which records an event of its own."""
+
+    def __init__(
+        self,
+        allocate: Callable[[int, torch.dtype], torch.Tensor] = _pinned,
+        make_event: Callable[[], Any] = _event,
+    ) -> None:
+        self._allocate = allocate
+        self._make_event = make_event
+        self._free: list[Lease] = []
+
+    def take(self, numel: int, dtype: torch.dtype, index: int | None) -> Lease:
+        """A buffer of at least ``numel`` elements of ``dtype``, with an event for device ``index``."""
+        for position, (buffer, event, device) in enumerate(self._free):
+            if buffer.dtype == dtype and buffer.numel() >= numel and device == index:
+                del self._free[position]
+                return buffer, event, device
+        return self._allocate(max(numel, MIN_BUFFER), dtype), self._make_event(), index
+
+    def give_back(self, lease: Lease) -> None:
+        """Its values are read: the buffer can take another step's."""
+        if len(self._free) < HELD_BUFFERS:
+            self._free.append(lease)
+
+
 class Resolved:
     """Values of a step waiting on the device: a pinned host copy and an event (and the
     iteration's timing events, done once their last one is). The copy is queued at once,
@@ -25,11 +73,13 @@ class Resolved:
     a backward made with no optimizer, finished at the next iteration's first call), once
     the capture is over: queued during it, it would become part of the user's graph."""
 
-    def __init__(self, pieces: list[torch.Tensor], phases: DevicePhases | None = None) -> None:
+    def __init__(self, pieces: list[torch.Tensor], buffers: PinnedBuffers, phases: DevicePhases | None = None) -> None:
         self.phases = phases
         self.values: torch.Tensor | None = None
         self.host: torch.Tensor | None = None
         self.event: Any = None
+        self._buffers = buffers
+        self._lease: Lease | None = None
         self._pieces: list[torch.Tensor] | None = pieces
         if not (pieces and device_clock.capturing()):
             self._copy()
@@ -38,10 +88,11 @@ class Resolved:
         pieces, self._pieces = self._pieces, None
         values = self.values = norms.stack(pieces or [])
         if values is not None and values.is_cuda:
-            self.host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+            index = values.device.index
+            self._lease = buffer, self.event, _ = self._buffers.take(values.numel(), values.dtype, index)
+            self.host = buffer[: values.numel()]
             self.host.copy_(values, non_blocking=True)
-            self.event = torch.Event("cuda", enable_timing=False)  # see `device_clock.cuda_event`
-            record_on(self.event, values.device.index)  # the copy runs on the values' device
+            record_on(self.event, index)  # the copy runs on the values' device
 
     def ready(self) -> bool:
         if self._pieces is not None:
@@ -55,9 +106,12 @@ class Resolved:
             self.phases.end.synchronize()  # only waits when the run ends (see `ready`)
         if self.values is None:
             return []
-        if self.host is not None:
+        if self.host is not None and self._lease is not None:
             self.event.synchronize()  # only reached once ready(), or when the run ends
-            return self.host.tolist()
+            values = self.host.tolist()
+            lease, self._lease, self.host = self._lease, None, None
+            self._buffers.give_back(lease)
+            return values
         return self.values.tolist()
 
 
@@ -68,10 +122,11 @@ class ReadBack:
         self._complete = complete
         """Completes a record with its values read back."""
         self.waiting: deque[tuple[StepInProgress, Resolved]] = deque()
+        self.buffers = PinnedBuffers()
 
     def queue(self, progress: StepInProgress, values: list[torch.Tensor]) -> None:
         """``progress`` waits for ``values`` (and its phases' events); those ready are completed."""
-        self.waiting.append((progress, Resolved(values, progress.device_phases)))
+        self.waiting.append((progress, Resolved(values, self.buffers, progress.device_phases)))
         if not device_clock.capturing():  # no event may be queried while a capture runs
             self.flush()
 

@@ -15,6 +15,7 @@ from ..diagnostics import Diagnostics
 from ..facts import StepFinished, UnoptimizedGradient
 from ..memory import MemoryGauge
 from ..schema import StepRecord
+from .beside import NormsBeside
 from .gradients import GradientWatch
 from .layout import ParamLayout
 from .losses import LossBook, sum_losses
@@ -64,6 +65,8 @@ class StepRecords:
         self._on_cuda = on_cuda
         """Told the device the loop's values are on (once they are on CUDA)."""
         self.readback = ReadBack(self._complete)
+        self.beside = NormsBeside()
+        """Large gradients' norms, taken on a helper thread while plain steps run."""
 
     def begin(self, track: OptimizerTrack, optimizer: Any, scaler: Any, skipped: bool = False) -> StepInProgress:
         """A step begins (``scaler``: the GradScaler stepping it, if any; ``skipped``: one that
@@ -80,7 +83,7 @@ class StepRecords:
             loss=None,
             grad_norm=None,
             group_grad_norms=[],
-            lr=[_lr(group.get("lr")) for group in optimizer.param_groups],
+            lr=[lr if type(lr := group.get("lr")) is float else _lr(lr) for group in optimizer.param_groups],
             time={},
         )
         detail = bool(self.every) and step % self.every == 0 and not skipped
@@ -99,8 +102,13 @@ class StepRecords:
             self._order.check(progress, optimizer)
         return progress
 
-    def consume(self, progress: StepInProgress, optimizer: torch.optim.Optimizer) -> None:
-        """Read the gradients this step consumes: norms, and the state for the ordering rules."""
+    def consume(self, progress: StepInProgress, optimizer: torch.optim.Optimizer, beside: bool = False) -> None:
+        """Read the gradients this step consumes: norms, and the state for the ordering rules.
+        ``beside``: as a plain step starts, large gradients' norms may be taken while it runs
+        (`beside`)."""
+        if progress.beside is not None:  # read again at the end: what was taken beside is not wanted
+            progress.beside.result()
+            progress.beside = None
         track = progress.track
         layout = self._optimizers.layout(track, optimizer)
         params = progress.params = layout.params
@@ -123,6 +131,8 @@ class StepRecords:
         self._losses.take(progress, self._gradients.backward_count)
         if progress.captured:
             progress.losses = []  # values of the replays to come, read at no particular one
+        elif beside and not progress.detail and grads and self.beside.takes(track.index, optimizer, layout, grads):
+            progress.beside = self.beside.submit(layout, grads, progress.present)
         else:
             _gradient_norms(progress, layout, grads)
         if progress.detail and self._diagnostics.judges(UnoptimizedGradient):
@@ -133,6 +143,8 @@ class StepRecords:
     def finish(self, progress: StepInProgress, end: float) -> None:
         """The step ended at ``end``: its calls and times; its values read now on the CPU,
         queued for read-back on a device."""
+        if progress.beside is not None:
+            self._take_beside(progress)
         record = progress.record
         record.t = end - self._start
         record.calls = self._log.take()
@@ -153,6 +165,17 @@ class StepRecords:
             self.readback.queue(progress, values)
         else:
             self._complete(progress, norms.read_floats(values))
+
+    def _take_beside(self, progress: StepInProgress) -> None:
+        """The norms taken while the step ran; none where it wrote its gradients meanwhile
+        (and its optimizer's later steps take theirs in place)."""
+        pending, progress.beside = progress.beside, None
+        taken = pending.result() if pending is not None else None
+        if taken is None:
+            self.beside.refused.add(progress.track.index)
+            progress.grad_pieces, progress.piece_counts = [], [0] * len(progress.record.lr)
+        else:
+            progress.grad_pieces, progress.piece_counts = taken
 
     def _complete(self, progress: StepInProgress, values: list[float]) -> None:
         """The record's values are here: fill it in, emit it, and hand it to the rules."""

@@ -77,7 +77,7 @@ class Stepping:
         track.closure = closure is not None
         progress = track.pending = self._records.begin(track, optimizer, self.scaler)
         if not track.closure:
-            self._records.consume(progress, optimizer)
+            self._records.consume(progress, optimizer, beside=self.scaler is None)
         self._phases.step_started(track.timer, entered)
 
     def end(self, track: OptimizerTrack, optimizer: Any) -> None:
