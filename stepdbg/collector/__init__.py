@@ -114,17 +114,14 @@ class Collector:
         self.phases.device.start_timing(index)
         self.memory.watch_cuda(index)
 
-    def _loop_started(self) -> float:
+    def _loop_started(self) -> None:
         """The last backward made with no optimizer recorded and the scheduler steps since the
-        previous call noticed; returns when that began, which is where stepdbg's own time in
-        the hook starts. The first call also starts the first iteration's clock (set-up is not
-        a step)."""
-        entered = self.phases.now()
+        previous call noticed, as a call begins: stepdbg's time, counted from the hook's
+        ``self.phases.now()`` before it (which also starts the first iteration's clock)."""
         if self.no_optimizer.unowned is not None:
             self._finish_unowned()
         if self.schedulers.entries:
             self.schedulers.poll()
-        return entered
 
     def _finish_unowned(self) -> None:
         """The record of the last backward made with no optimizer, none having been built since."""
@@ -181,7 +178,8 @@ class Collector:
         self._zero_grad_depth += 1
         if self._zero_grad_depth > 1:
             return False
-        entered = self._loop_started()
+        entered = self.phases.now()
+        self._loop_started()
         self.log.append(CALL_ZERO_GRAD)
         now = self.clock()
         self.phases.overhead += now - entered
@@ -210,7 +208,8 @@ class Collector:
         self._backward_depth += 1
         if self._backward_depth > 1:
             return False
-        entered = self._loop_started()
+        entered = self.phases.now()
+        self._loop_started()
         if not accumulate:
             self.log.append(CALL_GRAD)
         else:
