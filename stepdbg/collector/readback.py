@@ -76,10 +76,10 @@ class Resolved:
     def __init__(self, pieces: list[torch.Tensor], buffers: PinnedBuffers, phases: DevicePhases | None = None) -> None:
         self.phases = phases
         self.values: torch.Tensor | None = None
-        self.host: torch.Tensor | None = None
         self.event: Any = None
         self._buffers = buffers
         self._lease: Lease | None = None
+        """The pinned buffer the values are copied into (and its event), until they are read."""
         self._pieces: list[torch.Tensor] | None = pieces
         if not (pieces and device_clock.capturing()):
             self._copy()
@@ -90,8 +90,7 @@ class Resolved:
         if values is not None and values.is_cuda:
             index = values.device.index
             self._lease = buffer, self.event, _ = self._buffers.take(values.numel(), values.dtype, index)
-            self.host = buffer[: values.numel()]
-            self.host.copy_(values, non_blocking=True)
+            buffer[: values.numel()].copy_(values, non_blocking=True)
             record_on(self.event, index)  # the copy runs on the values' device
 
     def ready(self) -> bool:
@@ -106,10 +105,10 @@ class Resolved:
             self.phases.end.synchronize()  # only waits when the run ends (see `ready`)
         if self.values is None:
             return []
-        if self.host is not None and self._lease is not None:
+        lease, self._lease = self._lease, None
+        if lease is not None:
             self.event.synchronize()  # only reached once ready(), or when the run ends
-            values = self.host.tolist()
-            lease, self._lease, self.host = self._lease, None, None
+            values = lease[0][: self.values.numel()].tolist()
             self._buffers.give_back(lease)
             return values
         return self.values.tolist()

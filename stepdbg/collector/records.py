@@ -15,7 +15,7 @@ from ..diagnostics import Diagnostics
 from ..facts import StepFinished, UnoptimizedGradient
 from ..memory import MemoryGauge
 from ..schema import StepRecord
-from .beside import NormsBeside
+from .beside import NormsBeside, PendingNorms
 from .gradients import GradientWatch
 from .layout import ParamLayout
 from .losses import LossBook, sum_losses
@@ -144,7 +144,7 @@ class StepRecords:
         """The step ended at ``end``: its calls and times; its values read now on the CPU,
         queued for read-back on a device."""
         if progress.beside is not None:
-            self._take_beside(progress)
+            self._take_beside(progress, progress.beside)
         record = progress.record
         record.t = end - self._start
         record.calls = self._log.take()
@@ -166,11 +166,11 @@ class StepRecords:
         else:
             self._complete(progress, norms.read_floats(values))
 
-    def _take_beside(self, progress: StepInProgress) -> None:
+    def _take_beside(self, progress: StepInProgress, pending: PendingNorms) -> None:
         """The norms taken while the step ran; none where it wrote its gradients meanwhile
         (and its optimizer's later steps take theirs in place)."""
-        pending, progress.beside = progress.beside, None
-        taken = pending.result() if pending is not None else None
+        progress.beside = None
+        taken = pending.result()
         if taken is None:
             self.beside.refused.add(progress.track.index)
             progress.grad_pieces, progress.piece_counts = [], [0] * len(progress.record.lr)
