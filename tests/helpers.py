@@ -145,6 +145,16 @@ def run_python(
     return run_fresh([str(script_path(script)), *args], cwd=tmp_path, env=script_env(env), timeout=timeout)
 
 
+def run_torchrun(
+    script: str, tmp_path: Path, *options: str, timeout: float = RUN_TIMEOUT
+) -> subprocess.CompletedProcess[str]:
+    """``torchrun --standalone --nproc_per_node 2 -m stepdbg run --no-live --strict [options]
+    script`` in ``tmp_path``: two ranks, each a fresh interpreter, and their traces."""
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    argv = [*launcher, "-m", "stepdbg", "run", "--no-live", "--strict", *options, str(script_path(script))]
+    return run_fresh(argv, cwd=tmp_path, env=script_env(), timeout=timeout)
+
+
 def run_fresh(argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
     """``python ARGV...`` in a fresh interpreter, its output captured."""
     return subprocess.run(

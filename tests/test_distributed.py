@@ -5,40 +5,27 @@ from __future__ import annotations
 
 import math
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import RUN_TIMEOUT, SCRIPTS, anomalies, read_trace, script_env, stepdbg_lines, steps
-
-
-def launch(command: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        command, cwd=cwd, env=script_env(), capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False
-    )
+from helpers import (
+    RUN_TIMEOUT,
+    SCRIPTS,
+    anomalies,
+    read_trace,
+    run_fresh,
+    run_torchrun,
+    script_env,
+    stepdbg_lines,
+    steps,
+)
 
 
 def test_ddp_ranks_trace_apart_and_agree_on_gradients(
     tmp_path: Path, stepdbg_cli: Callable[..., tuple[int, str, str]]
 ) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "stepdbg",
-        "run",
-        "--no-live",
-        "--strict",
-        "--every",
-        "1",
-        str(SCRIPTS / "ok_ddp_no_sync.py"),
-    ]
-    proc = launch(command, tmp_path)
+    proc = run_torchrun("ok_ddp_no_sync.py", tmp_path, "--every", "1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     ours = [line for line in proc.stderr.splitlines() if line.startswith("stepdbg")]
     assert len(ours) >= 6 and all(line.startswith(("stepdbg[rank 0]: ", "stepdbg[rank 1]: ")) for line in ours), ours
@@ -67,21 +54,7 @@ def test_ddp_ranks_trace_apart_and_agree_on_gradients(
 
 def test_join_shadow_steps_on_a_rank_out_of_inputs_are_no_mistake(tmp_path: Path) -> None:
     """ZeRO's Join hook steps the rank that ran out of inputs without a backward, by design."""
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "stepdbg",
-        "run",
-        "--no-live",
-        "--strict",
-        str(SCRIPTS / "ok_join_uneven.py"),
-    ]
-    proc = launch(command, tmp_path)
+    proc = run_torchrun("ok_join_uneven.py", tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for rank, count in ((0, 12), (1, 8)):
         records = read_trace(tmp_path / f"ok_join_uneven.rank{rank}.stepdbg.jsonl")
@@ -92,23 +65,7 @@ def test_join_shadow_steps_on_a_rank_out_of_inputs_are_no_mistake(tmp_path: Path
 def test_fsdp2_ranks_trace_the_norms_of_their_shards(tmp_path: Path) -> None:
     """Sharded (DTensor) gradients: each rank's norm is of its own shards, with no collective
     of stepdbg's; the ranks' norms add up (as squares) to the global one the script measures."""
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "stepdbg",
-        "run",
-        "--no-live",
-        "--strict",
-        "--every",
-        "5",
-        str(SCRIPTS / "ok_fsdp2.py"),
-    ]
-    proc = launch(command, tmp_path)
+    proc = run_torchrun("ok_fsdp2.py", tmp_path, "--every", "5")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "internal error" not in proc.stderr
     expected = [float(line.split()[-1]) for line in proc.stdout.splitlines() if line.startswith("grad norm")]
@@ -126,18 +83,8 @@ def test_fsdp2_ranks_trace_the_norms_of_their_shards(tmp_path: Path) -> None:
 
 
 def spawn_run(tmp_path: Path, mode: str, *options: str, start: str = "spawn") -> subprocess.CompletedProcess[str]:
-    command = [
-        sys.executable,
-        "-m",
-        "stepdbg",
-        "run",
-        "--no-live",
-        *options,
-        str(SCRIPTS / "ddp_spawn.py"),
-        mode,
-        start,
-    ]
-    return launch(command, tmp_path)
+    argv = ["-m", "stepdbg", "run", "--no-live", *options, str(SCRIPTS / "ddp_spawn.py"), mode, start]
+    return run_fresh(argv, cwd=tmp_path, env=script_env(), timeout=RUN_TIMEOUT)
 
 
 @pytest.mark.parametrize(("mode", "start"), [("ok", "spawn"), ("ok", "fork"), ("os-exit", "spawn")])

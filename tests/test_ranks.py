@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import SCRIPTS, read_trace, script_env
+from helpers import read_trace, run_torchrun
 from trace_factory import write_trace
 from typer.testing import CliRunner
 
@@ -173,23 +171,7 @@ def test_one_trace_options_are_a_usage_error_with_several(tmp_path: Path, option
 
 def test_a_real_ddp_run_names_its_straggler_and_the_phase(tmp_path: Path) -> None:
     """torchrun, 2 CPU ranks: rank 1 sleeps 50 ms in its forward, then in its DataLoader."""
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "stepdbg",
-        "run",
-        "--no-live",
-        "--strict",
-        str(SCRIPTS / "ddp_straggler.py"),
-    ]
-    proc = subprocess.run(
-        command, cwd=tmp_path, env=script_env(), capture_output=True, text=True, timeout=180, check=False
-    )
+    proc = run_torchrun("ddp_straggler.py", tmp_path, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     traces = [str(tmp_path / f"ddp_straggler.rank{rank}.stepdbg.jsonl") for rank in (0, 1)]
     for steps, phase in (("1:12", "forward"), ("13:24", "data")):
